@@ -1,0 +1,23 @@
+"""seednorm: SeeDNorm (Self-Rescaled Dynamic Normalization, arXiv 2510.22777) for PyTorch."""
+
+from .functional import ada_seednorm, dyt, layer_norm, rms_norm, seednorm
+from .modules import NORMS, AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm
+from .optim import param_groups
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NORMS",
+    "AdaSeeDNorm",
+    "DyT",
+    "LayerNorm",
+    "RMSNorm",
+    "SeeDNorm",
+    "ada_seednorm",
+    "build_norm",
+    "dyt",
+    "layer_norm",
+    "param_groups",
+    "rms_norm",
+    "seednorm",
+]

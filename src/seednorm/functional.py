@@ -1,0 +1,224 @@
+"""SeeDNorm and its baselines as plain functions: the reference math of SPEC.md.
+
+SeeDNorm (Self-Rescaled Dynamic Normalization, arXiv 2510.22777) replaces RMSNorm's static gain γ with an
+input-dependent one. For a token x ∈ R^D split into ``num_heads`` contiguous slices x_h of D/H channels:
+
+    s_h = dot_scale · ⟨x_h, β_h⟩                       one scalar per token and head, from the RAW x
+    g   = concat_h( σ(s_h) · α_h ) + γ                 a per-token gain vector
+    y   = g ⊙ x / RMS(x),   RMS(x) = sqrt(mean(x²) + ε)    RMS over the full D
+
+With β = 0 and an odd σ (tanh, hardtanh, softsign) this is exactly RMSNorm with gain γ. ``center=True`` applies
+the same layer to x − mean(x) and adds ``bias``: the LayerNorm-equivalent form used to convert LayerNorm models
+(the paper's SeeDNorm is the RMS form).
+
+Everything is computed in float32 (float64 when the input is float64) and cast back to the input dtype.
+NaN/Inf in the input propagate to the output of their row exactly as they do in RMSNorm: nothing is masked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "hardtanh": F.hardtanh,
+    "softsign": F.softsign,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Argument checks shared by every norm: clear errors instead of silent wrong answers.
+
+
+def check_floating(x: Tensor, what: str = "input") -> None:
+    """Raise TypeError unless ``x`` is a real floating-point tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{what} must be a real floating-point tensor, got dtype {x.dtype}")
+
+
+def check_input(x: Tensor, dim: int, name: str) -> None:
+    """Raise a clear error unless ``x`` is a floating tensor whose last dimension is ``dim``."""
+    check_floating(x)
+    if x.dim() == 0 or x.shape[-1] != dim:
+        shape = tuple(x.shape)
+        raise ValueError(f"{name}: the input's last dimension must be {dim} (normalized_shape), got shape {shape}")
+
+
+def check_eps(eps: float | None) -> None:
+    """``eps`` is None (dtype default) or a finite number > 0."""
+    if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise ValueError(f"eps must be a finite number > 0 (or None for the dtype's default), got {eps!r}")
+
+
+def check_heads(dim: int, num_heads: int) -> None:
+    """``num_heads`` is a positive integer dividing ``dim``."""
+    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+    if dim % num_heads:
+        raise ValueError(f"num_heads={num_heads} does not divide the width {dim}")
+
+
+def check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+
+
+def check_dropout(p: float) -> None:
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+        raise ValueError(f"dynamic_dropout must be a probability in [0, 1], got {p!r}")
+
+
+def resolve_dot_scale(dot_scale: float | str, dim: int, num_heads: int) -> float:
+    """``dot_scale`` as a number: a finite float, or "dim" for 1/(D/num_heads) (SPEC §4)."""
+    if isinstance(dot_scale, str):
+        if dot_scale != "dim":
+            raise ValueError(f"dot_scale must be a number or 'dim', got {dot_scale!r}")
+        return num_heads / dim
+    if isinstance(dot_scale, bool) or not isinstance(dot_scale, (int, float)) or not math.isfinite(dot_scale):
+        raise ValueError(f"dot_scale must be a finite number or 'dim', got {dot_scale!r}")
+    return float(dot_scale)
+
+
+def default_eps(dtype: torch.dtype) -> float:
+    """The ε that ``torch.nn.RMSNorm(eps=None)`` uses for an input of this dtype."""
+    return torch.finfo(dtype).eps
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other floating dtype is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_param(p: Tensor | None, dim: int, what: str) -> None:
+    if p is None:
+        return
+    check_floating(p, what)
+    if tuple(p.shape) != (dim,):
+        raise ValueError(f"{what} must have shape ({dim},), got {tuple(p.shape)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SeeDNorm
+
+
+def seednorm(
+    x: Tensor,
+    weight: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    bias: Tensor | None = None,
+    *,
+    num_heads: int = 1,
+    eps: float | None = None,
+    activation: str = "tanh",
+    dot_scale: float | str = 1.0,
+    center: bool = False,
+    dynamic_dropout: float = 0.0,
+    training: bool = False,
+) -> Tensor:
+    """SeeDNorm over the last dimension.
+
+    Args:
+        x: input of shape (..., D), any floating dtype, any leading dims (strided is fine).
+        weight: γ of shape (D,), or None for γ = 1.
+        alpha, beta: α and β of shape (D,).
+        bias: optional additive bias (D,) (used with ``center=True`` for LayerNorm-equivalent layers).
+        num_heads: H; s is computed per contiguous slice of D/H channels (SPEC §3). RMS stays over all of D.
+        eps: added to mean(x²); None means ``torch.finfo(x.dtype).eps`` like ``torch.nn.RMSNorm``.
+        activation: σ, one of "tanh", "sigmoid", "hardtanh", "softsign".
+        dot_scale: multiplies s; "dim" means 1/(D/H) (SPEC §4, vision).
+        center: subtract the row mean before everything (LayerNorm form).
+        dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True.
+
+    Returns:
+        y of the same shape and dtype as x: y = [σ(s)·α + γ] ⊙ x / RMS(x) (+ bias).
+    """
+    check_floating(alpha, "alpha")
+    if alpha.dim() != 1:
+        raise ValueError(f"alpha must be 1-D of shape (D,), got shape {tuple(alpha.shape)}")
+    dim = alpha.shape[0]
+    check_input(x, dim, "seednorm")
+    for p, what in ((weight, "weight"), (alpha, "alpha"), (beta, "beta"), (bias, "bias")):
+        _check_param(p, dim, what)
+    check_heads(dim, num_heads)
+    check_eps(eps)
+    check_activation(activation)
+    check_dropout(dynamic_dropout)
+    scale = resolve_dot_scale(dot_scale, dim, num_heads)
+    eps = default_eps(x.dtype) if eps is None else eps
+
+    ct = compute_dtype(x.dtype)
+    xf = x.to(ct)
+    if center:
+        xf = xf - xf.mean(-1, keepdim=True)
+    heads = xf.unflatten(-1, (num_heads, dim // num_heads))  # (..., H, D/H)
+    s = (heads * beta.to(ct).view(num_heads, -1)).sum(-1) * scale  # (..., H)
+    dynamic = ACTIVATIONS[activation](s).unsqueeze(-1) * alpha.to(ct).view(num_heads, -1)  # (..., H, D/H)
+    dynamic = F.dropout(dynamic.flatten(-2), dynamic_dropout, training)  # (..., D)
+    gain = dynamic if weight is None else dynamic + weight.to(ct)
+    y = gain * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps))
+    if bias is not None:
+        y = y + bias.to(ct)
+    return y.to(x.dtype)
+
+
+def ada_seednorm(
+    x: Tensor,
+    alpha: Tensor,
+    beta: Tensor,
+    scale: Tensor,
+    shift: Tensor,
+    *,
+    num_heads: int = 1,
+    eps: float | None = None,
+    activation: str = "tanh",
+    dot_scale: float | str = 1.0,
+) -> Tensor:
+    """AdaSeeDNorm (SPEC §6): y = [(σ(x·βᵀ)·α + 1) ⊙ x/RMS(x)] · (1 + scale) + shift.
+
+    ``scale`` and ``shift`` are the condition-generated γ(c), η(c), broadcastable to x of shape (..., D).
+    """
+    check_floating(scale, "scale")
+    check_floating(shift, "shift")
+    y = seednorm(
+        x, None, alpha, beta, num_heads=num_heads, eps=eps, activation=activation, dot_scale=dot_scale
+    )
+    return (y * (1 + scale) + shift).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Baselines: thin checked wrappers over PyTorch's own kernels, and DyT.
+
+
+def rms_norm(x: Tensor, weight: Tensor | None, *, eps: float | None = None) -> Tensor:
+    """RMSNorm: y = γ ⊙ x / sqrt(mean(x²) + ε); x of shape (..., D), γ of shape (D,)."""
+    dim = weight.shape[-1] if weight is not None else x.shape[-1]
+    check_input(x, dim, "rms_norm")
+    check_eps(eps)
+    return F.rms_norm(x, (dim,), weight, eps)
+
+
+def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, *, eps: float = 1e-5) -> Tensor:
+    """LayerNorm: y = γ ⊙ (x − mean) / sqrt(var + ε) + b; x of shape (..., D)."""
+    dim = weight.shape[-1] if weight is not None else x.shape[-1]
+    check_input(x, dim, "layer_norm")
+    check_eps(eps)
+    return F.layer_norm(x, (dim,), weight, bias, eps)
+
+
+def dyt(x: Tensor, alpha: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """DyT (Dynamic Tanh): y = γ ⊙ tanh(a·x) + b with a scalar ``alpha``; x of shape (..., D)."""
+    check_input(x, weight.shape[-1], "dyt")
+    ct = compute_dtype(x.dtype)
+    y = weight.to(ct) * torch.tanh(alpha.to(ct) * x.to(ct))
+    if bias is not None:
+        y = y + bias.to(ct)
+    return y.to(x.dtype)

@@ -1,0 +1,287 @@
+"""nn.Modules over the functional forms, and ``build_norm``, the string-or-type factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import functional as SF
+
+__all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "build_norm", "NORMS"]
+
+
+def _as_dim(normalized_shape: int | Sequence[int]) -> int:
+    """The width D from an int or a one-element shape (only the last dimension is normalized)."""
+    if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
+        dim = normalized_shape
+    elif isinstance(normalized_shape, (tuple, list, torch.Size)) and len(normalized_shape) == 1:
+        dim = int(normalized_shape[0])
+    else:
+        raise ValueError(
+            f"normalized_shape must be an int (the last dimension), got {normalized_shape!r}; "
+            "these norms normalize over the last dimension only"
+        )
+    if dim < 1:
+        raise ValueError(f"normalized_shape must be >= 1, got {dim}")
+    return dim
+
+
+class _DynamicGain(nn.Module):
+    """The α, β of SeeDNorm and AdaSeeDNorm, their options and checks (shared by both)."""
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        *,
+        num_heads: int,
+        eps: float | None,
+        alpha_init: float,
+        activation: str,
+        dot_scale: float | str,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        dim = _as_dim(normalized_shape)
+        SF.check_heads(dim, num_heads)
+        SF.check_eps(eps)
+        SF.check_activation(activation)
+        SF.resolve_dot_scale(dot_scale, dim, num_heads)
+        if alpha_init == 0:
+            raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (SPEC §2); use e.g. 1.0")
+        self.normalized_shape = (dim,)
+        self.num_heads = num_heads
+        self.eps = eps
+        self.alpha_init = float(alpha_init)
+        self.activation = activation
+        self.dot_scale = dot_scale
+        factory = {"device": device, "dtype": dtype}
+        self.alpha = nn.Parameter(torch.empty(dim, **factory))
+        self.beta = nn.Parameter(torch.empty(dim, **factory))
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.alpha, self.alpha_init)
+        nn.init.zeros_(self.beta)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape[0]}, num_heads={self.num_heads}, eps={self.eps}, "
+            f"alpha_init={self.alpha_init}, activation={self.activation!r}, dot_scale={self.dot_scale!r}"
+        )
+
+
+class SeeDNorm(_DynamicGain):
+    """Self-Rescaled Dynamic Normalization over the last dimension (SPEC §1–§4).
+
+    y = [σ(s)·α + γ] ⊙ x / RMS(x), with s = dot_scale·⟨x_h, β_h⟩ per head h. Input (..., D) → output (..., D) in the
+    input dtype, computed in float32 (float64 for float64 input).
+
+    Parameters: ``weight`` (γ, init 1), ``alpha`` (α, init ``alpha_init``), ``beta`` (β, init 0), each (D,);
+    ``bias`` (D,) when ``bias=True``. At init (β = 0, odd σ) the layer equals RMSNorm with the same γ.
+    ``center=True`` subtracts the row mean first (LayerNorm-equivalent form, for converting LayerNorm models).
+    ``dynamic_dropout`` drops elements of σ(s)·α in training mode only.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        *,
+        num_heads: int = 1,
+        eps: float | None = None,
+        alpha_init: float = 1.0,
+        activation: str = "tanh",
+        dynamic_dropout: float = 0.0,
+        dot_scale: float | str = 1.0,
+        center: bool = False,
+        bias: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            normalized_shape,
+            num_heads=num_heads,
+            eps=eps,
+            alpha_init=alpha_init,
+            activation=activation,
+            dot_scale=dot_scale,
+            device=device,
+            dtype=dtype,
+        )
+        SF.check_dropout(dynamic_dropout)
+        self.dynamic_dropout = float(dynamic_dropout)
+        self.center = bool(center)
+        self.weight = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return SF.seednorm(
+            x,
+            self.weight,
+            self.alpha,
+            self.beta,
+            self.bias,
+            num_heads=self.num_heads,
+            eps=self.eps,
+            activation=self.activation,
+            dot_scale=self.dot_scale,
+            center=self.center,
+            dynamic_dropout=self.dynamic_dropout,
+            training=self.training,
+        )
+
+    def extra_repr(self) -> str:
+        extra = f", dynamic_dropout={self.dynamic_dropout}" if self.dynamic_dropout else ""
+        extra += ", center=True" if self.center else ""
+        extra += ", bias=True" if self.bias is not None else ""
+        return super().extra_repr() + extra
+
+
+class AdaSeeDNorm(_DynamicGain):
+    """SeeDNorm for adaLN/DiT conditioning (SPEC §6).
+
+    forward(x, scale, shift) = [(σ(x·βᵀ)·α + 1) ⊙ x/RMS(x)] · (1 + scale) + shift, where ``scale`` and ``shift`` are
+    the condition-generated γ(c), η(c), broadcastable to x of shape (..., D). Parameters: ``alpha``, ``beta`` (D,).
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        *,
+        num_heads: int = 1,
+        eps: float | None = None,
+        alpha_init: float = 1.0,
+        activation: str = "tanh",
+        dot_scale: float | str = 1.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            normalized_shape,
+            num_heads=num_heads,
+            eps=eps,
+            alpha_init=alpha_init,
+            activation=activation,
+            dot_scale=dot_scale,
+            device=device,
+            dtype=dtype,
+        )
+        self.reset_parameters()
+
+    def forward(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        return SF.ada_seednorm(
+            x,
+            self.alpha,
+            self.beta,
+            scale,
+            shift,
+            num_heads=self.num_heads,
+            eps=self.eps,
+            activation=self.activation,
+            dot_scale=self.dot_scale,
+        )
+
+
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm baseline: ``torch.nn.RMSNorm`` with SeeDNorm's constructor shape and input checks."""
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        *,
+        eps: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        SF.check_eps(eps)
+        super().__init__(_as_dim(normalized_shape), eps=eps, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return SF.rms_norm(x, self.weight, eps=self.eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm baseline: ``torch.nn.LayerNorm`` with SeeDNorm's constructor shape; ``eps=None`` means 1e-5."""
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        *,
+        eps: float | None = None,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        SF.check_eps(eps)
+        eps = 1e-5 if eps is None else eps
+        super().__init__(_as_dim(normalized_shape), eps=eps, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return SF.layer_norm(x, self.weight, self.bias, eps=self.eps)
+
+
+class DyT(nn.Module):
+    """Dynamic Tanh baseline: y = γ ⊙ tanh(a·x) + b, scalar ``alpha`` = a (init ``alpha_init``), γ = ``weight``."""
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        *,
+        alpha_init: float = 0.5,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dim = _as_dim(normalized_shape)
+        self.normalized_shape = (dim,)
+        self.alpha_init = float(alpha_init)
+        factory = {"device": device, "dtype": dtype}
+        self.alpha = nn.Parameter(torch.empty(1, **factory))
+        self.weight = nn.Parameter(torch.empty(dim, **factory))
+        self.bias = nn.Parameter(torch.empty(dim, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.alpha, self.alpha_init)
+        nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return SF.dyt(x, self.alpha, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape[0]}, alpha_init={self.alpha_init}, bias={self.bias is not None}"
+
+
+NORMS: dict[str, type[nn.Module]] = {
+    "rmsnorm": RMSNorm,
+    "layernorm": LayerNorm,
+    "dyt": DyT,
+    "seednorm": SeeDNorm,
+}
+
+
+def build_norm(name_or_type: str | type[nn.Module] | Callable[..., nn.Module], dim: int, **kwargs) -> nn.Module:
+    """Build a norm layer of width ``dim``: ``build_norm("seednorm", 768, num_heads=16)``.
+
+    ``name_or_type`` is one of the names in ``NORMS`` (case-insensitive), a module class, or any callable returning a
+    module (e.g. ``functools.partial(SeeDNorm, num_heads=4)``); ``kwargs`` go to its constructor.
+    """
+    if isinstance(name_or_type, str):
+        key = name_or_type.lower().replace("_", "").replace("-", "")
+        if key not in NORMS:
+            raise ValueError(f"unknown norm {name_or_type!r}; choose one of {sorted(NORMS)} or pass a module class")
+        return NORMS[key](dim, **kwargs)
+    if callable(name_or_type):
+        return name_or_type(dim, **kwargs)
+    raise TypeError(f"build_norm expects a name, a module class or a callable, got {type(name_or_type).__name__}")
