@@ -12,7 +12,9 @@ the same layer to x − mean(x) and adds ``bias``: the LayerNorm-equivalent form
 (the paper's SeeDNorm is the RMS form).
 
 Everything is computed in float32 (float64 when the input is float64) and cast back to the input dtype.
-NaN/Inf in the input propagate to the output of their row exactly as they do in RMSNorm: nothing is masked.
+NaN/Inf in the input propagate and are never masked: as in RMSNorm, a NaN makes its whole row NaN and other rows are
+untouched. An Inf gives RMSNorm a row of zeros with NaN at the Inf; SeeDNorm's s = x·β mixes the whole head, so with
+β = 0 (0·Inf = NaN) or any β the Inf's row comes out NaN.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def seednorm(
     s = (heads * beta.to(ct).view(num_heads, -1)).sum(-1) * scale  # (..., H)
     dynamic = ACTIVATIONS[activation](s).unsqueeze(-1) * alpha.to(ct).view(num_heads, -1)  # (..., H, D/H)
     dynamic = F.dropout(dynamic.flatten(-2), dynamic_dropout, training)  # (..., D)
-    gain = dynamic if weight is None else dynamic + weight.to(ct)
+    gain = dynamic + (1.0 if weight is None else weight.to(ct))
     y = gain * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps))
     if bias is not None:
         y = y + bias.to(ct)

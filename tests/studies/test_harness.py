@@ -1,0 +1,180 @@
+"""The shared training harness: exact resume, DDP/FSDP equal to one process, safe checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from seednorm import SeeDNorm
+from seednorm.studies.harness import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    Task,
+    TrainConfig,
+    load_checkpoint,
+    param_kinds,
+    save_checkpoint,
+    train,
+)
+
+GLOBAL_BATCH = 8
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(6, 16), nn.Linear(16, 16)])
+        self.norm = SeeDNorm(16)
+        self.drop = nn.Dropout(0.1)  # consumes RNG: resume must restore it
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = torch.tanh(block(x))
+        return self.head(self.drop(self.norm(x)))
+
+
+def toy_batches(step: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(GLOBAL_BATCH, 6, generator=g)
+    y = x[:, :1] * 2 - x[:, 1:2] + 0.1 * torch.randn(GLOBAL_BATCH, 1, generator=g)
+    n = GLOBAL_BATCH // world
+    return x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
+
+
+def toy_task(dropout: bool = True) -> Task:
+    def build() -> nn.Module:
+        model = Toy()
+        if not dropout:
+            model.drop = nn.Identity()
+        return model
+
+    return Task(name="toy", build_model=build, batches=toy_batches,
+                loss=lambda model, b: F.mse_loss(model(b[0]), b[1]), tokens=lambda b: b[0].shape[0],
+                evaluate=lambda model: {"mse": float(F.mse_loss(model(toy_batches(-1, 0, 1)[0]),
+                                                                toy_batches(-1, 0, 1)[1]))})
+
+
+def config(out: Path, **kw) -> TrainConfig:
+    base = {"steps": 12, "lr": 3e-2, "warmup": 3, "grad_clip": 0.5, "progress": False, "tensorboard": False}
+    return TrainConfig(out_dir=out, **{**base, **kw})
+
+
+def test_trains_logs_and_writes_result(tmp_path: Path) -> None:
+    res = train(toy_task(), config(tmp_path, tensorboard=True, eval_every=5))
+    losses = [r["loss"] for r in res.history]
+    assert len(losses) == 12 and losses[-1] < losses[0]
+    assert {"gn/alpha", "gn/beta", "gn/gamma", "gn/matrix", "gn/other"} <= set(res.history[0])
+    assert 0 < res.clip_fraction <= 1 and res.tokens_per_s > 0
+    assert [e["step"] for e in res.evals] == [5, 10, 12] and "mse" in res.final_eval
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["history"] == res.history
+    assert (tmp_path / "metrics.csv").read_text().count("\n") == 13
+    assert any((tmp_path / "tb").iterdir())
+
+
+def test_param_kinds() -> None:
+    kinds = param_kinds(Toy())
+    assert kinds["norm.alpha"] == "alpha" and kinds["norm.beta"] == "beta" and kinds["norm.weight"] == "gamma"
+    assert kinds["head.weight"] == "matrix" and kinds["head.bias"] == "other"
+
+
+def test_resume_reproduces_uninterrupted_run_exactly(tmp_path: Path) -> None:
+    full = train(toy_task(), config(tmp_path / "full", eval_every=4))
+    part = train(toy_task(), config(tmp_path / "cut", eval_every=4, stop_at=7, ckpt_every=3))
+    assert part.interrupted and len(part.history) == 7 and not (tmp_path / "cut" / "result.json").exists()
+    resumed = train(toy_task(), config(tmp_path / "cut", eval_every=4, resume=True))
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    assert resumed.final_eval == full.final_eval and resumed.evals == full.evals
+    csv_rows = (tmp_path / "cut" / "metrics.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 13
+
+
+def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
+    train(toy_task(), config(tmp_path, stop_at=4))
+    with pytest.raises(CheckpointError, match="different run.*lr"):
+        train(toy_task(), config(tmp_path, lr=1e-3, resume=True))
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(toy_task(), config(tmp_path, resume=True))
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupted_checkpoint_is_a_clear_error_and_is_kept(tmp_path: Path, damage: str) -> None:
+    train(toy_task(), config(tmp_path, stop_at=4))
+    path = tmp_path / CHECKPOINT_NAME
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-100] ^= 0xFF
+    else:
+        data = bytearray(b"not a checkpoint")
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted|not a seednorm checkpoint"):
+        train(toy_task(), config(tmp_path, resume=True))
+    assert path.read_bytes() == bytes(data)  # left untouched, nothing overwritten
+
+
+def test_failed_save_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"step": 1})
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint(path, {"step": 2, "bad": Unpicklable()})
+    assert load_checkpoint(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        config(tmp_path, precision="fp8")
+    with pytest.raises(ValueError, match="warmup"):
+        config(tmp_path, warmup=20)
+
+
+def test_divergence_stops_the_run(tmp_path: Path) -> None:
+    res = train(toy_task(), config(tmp_path, diverge_above=1e-9))
+    assert res.diverged and len(res.history) == 1 and res.final_eval == {}
+
+
+def _worker(rank: int, world: int, port: int, out: str, mode: str, queue) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        train(toy_task(dropout=False), config(Path(out), parallel=mode, stop_at=6))  # interrupted, then
+        res = train(toy_task(dropout=False), config(Path(out), parallel=mode, resume=True))  # resumed
+        if rank == 0:
+            queue.put([r["loss"] for r in res.history])
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_process_run_matches_one_process(tmp_path: Path, mode: str) -> None:
+    single = train(toy_task(dropout=False), config(tmp_path / "one"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    mp.start_processes(_worker, args=(2, port, str(tmp_path / mode), mode, queue), nprocs=2,
+                       start_method="spawn")
+    losses = queue.get(timeout=5)
+    torch.testing.assert_close(losses, [r["loss"] for r in single.history], rtol=1e-5, atol=1e-6)
