@@ -43,7 +43,7 @@ def run(x, gamma, alpha, beta, **kw):
     y = seednorm.seednorm(leaves[0], leaves[1], leaves[2], leaves[3], **kw)
     dy = torch.randn_like(y)
     y.backward(dy)
-    return y, dy, {k: t.grad for k, t in zip(["x", "weight", "alpha", "beta"], leaves)}
+    return y, dy, {k: t.grad for k, t in zip(["x", "weight", "alpha", "beta"], leaves, strict=True)}
 
 
 SHAPES = [(1, 1), (1, 16), (5, 123), (3, 7, 256), (2, 8192), (2, 3, 1, 64), (64,)]
@@ -223,7 +223,7 @@ def test_property_agrees_with_reference(rows, head_width, num_heads, activation,
         rms = torch.sqrt(x.double().pow(2).mean(-1) + kw["eps"]).min().item()
         # ∂L/∂x is a difference of terms of size |g|·|dy|/RMS(x); ∂L/∂β is proportional to x.
         terms = {"x": dy.abs().max().item() * (gamma.abs() + alpha.abs()).max().item() / rms}
-        for leaf, name in zip(leaves, ["x", "weight", "alpha", "beta"]):
+        for leaf, name in zip(leaves, ["x", "weight", "alpha", "beta"], strict=True):
             scale = 10**log_magnitude if name == "beta" else 1.0
             assert_near(leaf.grad / scale, expected[name] / scale, RTOL[dtype] * 50, terms.get(name, 0.0))
 
