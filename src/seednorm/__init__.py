@@ -1,5 +1,6 @@
 """seednorm: SeeDNorm (Self-Rescaled Dynamic Normalization, arXiv 2510.22777) for PyTorch."""
 
+from .convert import convert_to_seednorm
 from .functional import ada_seednorm, dyt, layer_norm, rms_norm, seednorm
 from .modules import NORMS, AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm
 from .optim import param_groups
@@ -15,6 +16,7 @@ __all__ = [
     "SeeDNorm",
     "ada_seednorm",
     "build_norm",
+    "convert_to_seednorm",
     "dyt",
     "layer_norm",
     "param_groups",

@@ -1,0 +1,274 @@
+"""convert_to_seednorm(): swap the norm layers of an existing model for function-preserving SeeDNorms.
+
+With the paper's init (β = 0) SeeDNorm *is* RMSNorm with gain γ (SPEC §2), so a trained RMSNorm model converts
+exactly: copy γ, keep ε, set β = 0 and α = ``alpha_init``. A LayerNorm converts exactly to the centering form
+(``SeeDNorm(center=True, bias=True)``: y = SeeDNorm(x − mean(x)) + b). The paper's SeeDNorm is the RMS form
+(``center=False``); the centering form exists so that LayerNorm models (GPT-2, BERT, ViT) convert without changing
+their outputs.
+
+How a layer is recognised. Candidates are leaf modules that are ``nn.LayerNorm``/``nn.RMSNorm`` (or subclasses) or
+whose class name contains "norm" (Hugging Face ``LlamaRMSNorm``, ``Gemma2RMSNorm``, ...). Each candidate's layout is
+found by behaviour, not by name: a float32 copy of it with random parameters runs on a (2, 3, D) probe input
+(rows from ~sqrt(ε) to large scale, with non-zero means), and must match one of the four exact SeeDNorm forms
+{RMS, centered} × {γ = weight, γ = 1 + weight (Gemma)} built from its ``weight``, ``bias`` and ε
+(``eps``/``variance_epsilon``/``epsilon``). A candidate that matches none (BatchNorm, GroupNorm, a norm over
+channels-first input, a norm that needs extra inputs) is an error naming its path and class, not a silent change.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .modules import AdaSeeDNorm, SeeDNorm
+
+__all__ = ["convert_to_seednorm"]
+
+_EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
+_LAYOUTS = ((False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0))  # (center, offset added to weight)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a source norm computes: y = (offset + weight) ⊙ x' / sqrt(mean(x'²) + eps) + bias, x' = x (− mean)."""
+
+    dim: int
+    eps: float | None
+    center: bool
+    offset: float
+
+
+class _Unconvertible(Exception):
+    """A candidate norm that no SeeDNorm reproduces; the message says why."""
+
+
+def convert_to_seednorm(
+    model: nn.Module,
+    *,
+    num_heads: int = 1,
+    alpha_init: float = 1.0,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    center: bool | None = None,
+) -> nn.Module:
+    """Replace the norm layers of ``model`` in place by equivalent SeeDNorms and return ``model``.
+
+    Each new SeeDNorm sits under the old attribute name, with γ as ``weight`` (Gemma's ``1 + weight`` folded in),
+    the LayerNorm bias as ``bias``, the same ε, dtype, device and train/eval mode, β = 0 and α = ``alpha_init``:
+    outputs are unchanged up to float rounding, and state-dict keys and name-based weight-decay filters keep
+    working (the new keys are ``<name>.alpha`` and ``<name>.beta``).
+
+    Args:
+        model: any ``nn.Module``; if it is itself a norm layer, the new SeeDNorm is returned instead.
+        num_heads: heads of the dynamic term (SPEC §3); must divide every converted layer's width.
+        alpha_init: α at conversion (SPEC §2: 1.0; never 0).
+        include: shell-style patterns (``fnmatch``, case-sensitive, ``*`` also matches dots) on the dotted module
+            name from ``named_modules()``; only matching modules are converted. None converts every norm.
+        exclude: patterns of modules to leave alone (applied after ``include``), e.g. ``"*q_norm"``.
+        center: None keeps each source's form (centering SeeDNorm for LayerNorm sources, RMS form for RMSNorm
+            sources: exact). True/False forces one form for all; then a layer of the other kind is no longer
+            function-preserving (e.g. ``center=False`` turns a ViT's LayerNorms into the paper's RMS SeeDNorm,
+            LayerNorm bias kept).
+
+    Raises:
+        ValueError: no norm layer selected, or ``num_heads`` does not divide a layer's width.
+        TypeError: a selected norm layer cannot be reproduced exactly; the message names each module and class.
+    """
+    includes, excludes = _patterns(include, "include"), _patterns(exclude, "exclude")
+    if center is not None and not isinstance(center, bool):
+        raise TypeError(f"center must be None, True or False, got {center!r}")
+    plan: dict[int, tuple[nn.Module, _Layout]] = {}
+    failures: list[str] = []
+    already = 0
+    for name, module in model.named_modules():
+        if isinstance(module, (SeeDNorm, AdaSeeDNorm)):
+            already += 1
+            continue
+        if not _selected(name, includes, excludes) or not _is_norm_candidate(module):
+            continue
+        try:
+            layout = _identify(module)
+        except _Unconvertible as why:
+            failures.append(f"{name or '<root>'!r} ({_qualname(module)}): {why}")
+            continue
+        if layout.dim % num_heads:
+            raise ValueError(
+                f"num_heads={num_heads} does not divide the width {layout.dim} of {name or '<root>'!r}; "
+                "choose another num_heads or exclude that module"
+            )
+        plan[id(module)] = (module, layout)
+    if failures:
+        raise TypeError(
+            f"cannot convert {len(failures)} norm layer(s) to SeeDNorm exactly:\n  "
+            + "\n  ".join(failures)
+            + "\nleave them out with exclude=[...] (fnmatch patterns on the module names)"
+        )
+    if not plan:
+        selection = f" matching include={include!r}, exclude={exclude!r}" if includes or excludes else ""
+        note = f" ({already} module(s) are SeeDNorm already)" if already else ""
+        raise ValueError(f"no normalization layers{selection} found in {type(model).__name__}{note}")
+
+    fallback = _factory(model)
+    new = {
+        key: _build(module, layout, num_heads=num_heads, alpha_init=alpha_init, center=center, fallback=fallback)
+        for key, (module, layout) in plan.items()
+    }
+    if id(model) in new:
+        return new[id(model)]
+    for parent, attr, child in _edges(model):
+        if id(child) in new:
+            setattr(parent, attr, new[id(child)])
+    return model
+
+
+def _patterns(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    patterns = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError(f"{what} must be a pattern string or an iterable of them, got {value!r}")
+    return patterns
+
+
+def _selected(name: str, includes: tuple[str, ...], excludes: tuple[str, ...]) -> bool:
+    included = not includes or any(fnmatch.fnmatchcase(name, p) for p in includes)
+    return included and not any(fnmatch.fnmatchcase(name, p) for p in excludes)
+
+
+def _is_norm_candidate(module: nn.Module) -> bool:
+    """A leaf module that is a torch LayerNorm/RMSNorm or whose class name says it is a norm."""
+    if next(module.children(), None) is not None:
+        return False
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or "norm" in type(module).__name__.lower()
+
+
+def _qualname(module: nn.Module) -> str:
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _identify(module: nn.Module) -> _Layout:
+    """The exact SeeDNorm layout of ``module``, verified on a probe input; raises _Unconvertible otherwise."""
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    for what, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (not isinstance(p, Tensor) or p.dim() != 1):
+            shape = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
+            raise _Unconvertible(f"its {what} is not a 1-D tensor (got {shape})")
+    dim = _width(module, weight, bias)
+    eps_attr = next((a for a in _EPS_ATTRS if hasattr(module, a)), None)
+    if eps_attr is None:
+        raise _Unconvertible(f"it has no epsilon attribute (looked for {', '.join(_EPS_ATTRS)})")
+    eps = getattr(module, eps_attr)
+    if eps is not None and not isinstance(eps, (int, float)):
+        raise _Unconvertible(f"its {eps_attr} is not a number (got {eps!r})")
+    eps = None if eps is None else float(eps)
+
+    probe_module = _probe_copy(module)
+    x = _probe_input(dim, eps)
+    try:
+        with torch.no_grad():
+            expected = probe_module(x)
+    except Exception as err:  # any failure means "not a plain last-dimension norm"
+        failure = f"{type(err).__name__}: {err}"
+        raise _Unconvertible(f"calling it on a {tuple(x.shape)} input failed ({failure})") from err
+    if not isinstance(expected, Tensor) or expected.shape != x.shape:
+        raise _Unconvertible("it does not map a (B, T, D) tensor to a tensor of the same shape")
+    for center, offset in _LAYOUTS:
+        layout = _Layout(dim, eps, center, offset)
+        candidate = _build(probe_module, layout, num_heads=1, alpha_init=1.0, center=None, fallback={})
+        with torch.no_grad():
+            if torch.allclose(candidate(x), expected, rtol=1e-4, atol=1e-5):
+                return layout
+    raise _Unconvertible(
+        "its output matches no SeeDNorm form (RMS or mean-centered, gain = weight or 1 + weight, "
+        f"ε = .{eps_attr} = {eps}) on a probe input"
+    )
+
+
+def _width(module: nn.Module, weight: Tensor | None, bias: Tensor | None) -> int:
+    if weight is not None:
+        return weight.numel()
+    if bias is not None:
+        return bias.numel()
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(shape, int):
+        return shape
+    if isinstance(shape, (tuple, list, torch.Size)) and len(shape) == 1:
+        return int(shape[0])
+    raise _Unconvertible("its width is unknown: no 1-D weight or bias and no one-dimensional normalized_shape")
+
+
+def _probe_copy(module: nn.Module) -> nn.Module:
+    """A float32 CPU copy of ``module`` in eval mode with random parameters (works for meta-device modules)."""
+    clone = copy.deepcopy(module)
+    if any(t.is_meta for t in (*clone.parameters(), *clone.buffers())):
+        clone = clone.to_empty(device="cpu")
+    clone = clone.to(device="cpu", dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.5 + 0.5)
+    return clone
+
+
+def _probe_input(dim: int, eps: float | None) -> Tensor:
+    """(2, 3, D) rows at scales from ~sqrt(ε) (where ε matters) up to 30, half with a non-zero mean.
+
+    Three dimensions, so that norms over channels (BatchNorm, GroupNorm) or over more than the last dimension fail.
+    """
+    tiny = (torch.finfo(torch.float32).eps if eps is None else eps) ** 0.5
+    generator = torch.Generator().manual_seed(1)
+    scales = torch.tensor([0.5 * tiny, 2 * tiny, 1.0, 1.0, 30.0, 30.0])
+    means = torch.tensor([0.0, 1.0, 0.0, 2.0, 0.0, -1.0])
+    rows = (torch.randn(len(scales), dim, generator=generator) + means[:, None]) * scales[:, None]
+    return rows.view(2, 3, dim)
+
+
+def _factory(model: nn.Module) -> dict:
+    """dtype and device of the model's first floating tensor: for norm layers without parameters."""
+    tensors = (*model.parameters(), *model.buffers())
+    first = next((t for t in tensors if t.is_floating_point()), None)
+    return {} if first is None else {"device": first.device, "dtype": first.dtype}
+
+
+def _build(
+    module: nn.Module,
+    layout: _Layout,
+    *,
+    num_heads: int,
+    alpha_init: float,
+    center: bool | None,
+    fallback: dict,
+) -> SeeDNorm:
+    """The SeeDNorm for ``module``: γ = offset + weight, its bias, ε, dtype, device and mode; β = 0."""
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    ref = weight if weight is not None else bias
+    factory = fallback if ref is None else {"device": ref.device, "dtype": ref.dtype}
+    new = SeeDNorm(
+        layout.dim,
+        num_heads=num_heads,
+        eps=layout.eps,
+        alpha_init=alpha_init,
+        center=layout.center if center is None else center,
+        bias=bias is not None,
+        **factory,
+    )
+    with torch.no_grad():
+        if weight is not None:
+            new.weight.copy_(weight.float() + layout.offset)
+            new.weight.requires_grad_(weight.requires_grad)
+        if bias is not None:
+            new.bias.copy_(bias)
+            new.bias.requires_grad_(bias.requires_grad)
+    return new.train(module.training)
+
+
+def _edges(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:
+    """Every (parent, attribute, child) edge, shared children included under each of their names."""
+    for _, parent in model.named_modules(remove_duplicate=False):
+        yield from ((parent, attr, child) for attr, child in list(parent._modules.items()) if child is not None)
