@@ -1,0 +1,161 @@
+"""Tables and plots for studies: mean ± std over seeds, 95% confidence intervals (Student t), paired
+differences to a baseline (same seed, same data order), and PNG figures drawn with matplotlib's Agg
+canvas (no display needed).
+
+    s = summarize([2.64, 2.65, 2.63])            # Stat(mean, std, n, ci95)
+    str(s)                                       # '2.640 ± 0.010'
+    paired_diff({0: 2.70, 1: 2.69}, {0: 2.64, 1: 2.65})   # SeeDNorm − RMSNorm, paired by seed
+    markdown_table(["norm", "loss"], [["rmsnorm", str(s)]])
+    plot_curves({"rmsnorm": [[...], [...]]}, steps, "loss.png", ylabel="train loss")
+    plot_bars({"bible": {"rmsnorm": [...], "seednorm": [...]}}, "zeroshot.png", ylabel="bits/byte")
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Stat", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines", "summarize"]
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample standard deviation, count and the half-width of the 95% t-interval of the mean
+    (``nan`` for n < 2)."""
+
+    mean: float
+    std: float
+    n: int
+    ci95: float
+
+    def format(self, digits: int = 3, ci: bool = False) -> str:
+        """``mean ± std`` (or ``mean ± ci95`` with ``ci=True``, written ``[lo, hi]``)."""
+        if self.n < 2:
+            return f"{self.mean:.{digits}f}"
+        if ci:
+            lo, hi = self.mean - self.ci95, self.mean + self.ci95
+            return f"{self.mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def summarize(values: Sequence[float]) -> Stat:
+    """Mean ± sample std and the 95% Student-t confidence half-width of the mean of ``values``."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("summarize needs at least one value")
+    n = int(x.size)
+    if n < 2:
+        return Stat(float(x[0]), math.nan, 1, math.nan)
+    std = float(x.std(ddof=1))
+    return Stat(float(x.mean()), std, n, float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)))
+
+
+def paired_diff(a: Mapping[int, float], b: Mapping[int, float]) -> Stat:
+    """Statistics of ``a[seed] − b[seed]`` over the seeds both have (a paired comparison)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("paired_diff: the two runs share no seed")
+    return summarize([a[s] - b[s] for s in seeds])
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _figure(width: float = 7.0, height: float = 4.2):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _ema(y: np.ndarray, alpha: float) -> np.ndarray:
+    out = np.empty_like(y)
+    acc = y[..., 0]
+    for i in range(y.shape[-1]):
+        acc = alpha * acc + (1 - alpha) * y[..., i] if i else acc
+        out[..., i] = acc
+    return out
+
+
+def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], steps: Sequence[float], path: Path, *,
+                ylabel: str, xlabel: str = "step", title: str = "", smooth: float = 0.0,
+                logy: bool = False) -> None:
+    """One line per label (mean over seeds) with a shaded band from the lowest to the highest seed.
+
+    ``curves[label]`` is a list of per-seed sequences aligned with ``steps`` (shorter ones, e.g.
+    diverged runs, are cut to the shortest); ``smooth`` is an EMA factor in [0, 1).
+    """
+    fig, ax = _figure()
+    for label, runs in curves.items():
+        n = min(len(r) for r in runs)
+        y = _ema(np.asarray([r[:n] for r in runs], dtype=np.float64), smooth)
+        x = np.asarray(steps[:n])
+        (line,) = ax.plot(x, y.mean(0), label=f"{label} (n={len(runs)})", lw=1.4)
+        if len(runs) > 1:
+            ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path)
+
+
+def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *, ylabel: str,
+              title: str = "", baseline: str | None = None) -> None:
+    """Grouped bars: one group per key of ``groups`` (e.g. an evaluation domain), one bar per label
+    (e.g. a norm), height = mean over seeds, error bar = 95% CI. Values are per seed, in the same seed
+    order for every label. With ``baseline`` the bars show the paired difference to that label instead
+    (seed by seed), and the baseline itself is left out."""
+    fig, ax = _figure(max(6.0, 1.6 * len(groups) + 2), 4.2)
+    labels = list(dict.fromkeys(lbl for g in groups.values() for lbl in g if lbl != baseline))
+    width = 0.8 / max(1, len(labels))
+    for i, label in enumerate(labels):
+        stats = []
+        for g in groups.values():
+            vals = g.get(label, [])
+            if baseline is not None:
+                stats.append(paired_diff(dict(enumerate(vals)), dict(enumerate(g[baseline]))))
+            else:
+                stats.append(summarize(vals))
+        x = np.arange(len(groups)) + (i - (len(labels) - 1) / 2) * width
+        ax.bar(x, [s.mean for s in stats], width, yerr=[0 if math.isnan(s.ci95) else s.ci95 for s in stats],
+               capsize=3, label=label)
+    ax.set_xticks(np.arange(len(groups)), list(groups))
+    ax.set(ylabel=ylabel if baseline is None else f"{ylabel} − {baseline}", title=title)
+    if baseline is not None:
+        ax.axhline(0, color="k", lw=0.8)
+    else:
+        lo = min(min(v) for g in groups.values() for v in g.values() if len(v))
+        hi = max(max(v) for g in groups.values() for v in g.values() if len(v))
+        ax.set_ylim(max(0.0, lo - 0.15 * (hi - lo + 1e-9)), hi + 0.15 * (hi - lo + 1e-9))
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small")
+    fig.savefig(path)
+
+
+def plot_lines(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: Path, *, xlabel: str,
+               ylabel: str, title: str = "", logx: bool = False) -> None:
+    """Plain lines with markers, e.g. the fraction of diverged runs per norm against the learning rate."""
+    fig, ax = _figure()
+    for label, y in ys.items():
+        ax.plot(x[: len(y)], y, marker="o", label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path)

@@ -1,0 +1,43 @@
+"""Study report helpers: statistics against closed forms, tables, and that plots are written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from seednorm.studies.report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+
+
+def test_summarize_matches_t_interval() -> None:
+    s = summarize([1.0, 2.0, 3.0])
+    assert (s.mean, s.std, s.n) == (2.0, 1.0, 3)
+    assert s.ci95 == pytest.approx(4.302652729911275 / math.sqrt(3))  # t_{0.975, 2}
+    assert str(s) == "2.000 ± 1.000"
+    assert summarize([5.0]).format() == "5.000" and math.isnan(summarize([5.0]).std)
+    with pytest.raises(ValueError, match="at least one"):
+        summarize([])
+
+
+def test_paired_diff_uses_common_seeds() -> None:
+    d = paired_diff({0: 3.0, 1: 5.0, 2: 9.0}, {0: 1.0, 1: 2.0})
+    assert d.mean == pytest.approx(2.5) and d.n == 2
+    assert d.format(2, ci=True).startswith("+2.50 [")
+    with pytest.raises(ValueError, match="share no seed"):
+        paired_diff({0: 1.0}, {1: 1.0})
+
+
+def test_markdown_table() -> None:
+    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+
+
+def test_plots_are_written(tmp_path: Path) -> None:
+    plot_curves({"a": [[3, 2, 1], [3, 2.5, 1.5]], "b": [[3, 2]]}, [0, 1, 2], tmp_path / "c.png",
+                ylabel="loss", smooth=0.5)
+    groups = {"x": {"a": [1.0, 1.1], "b": [1.2, 1.3]}, "y": {"a": [2.0, 2.1], "b": [1.9, 2.0]}}
+    plot_bars(groups, tmp_path / "b.png", ylabel="bpb")
+    plot_bars(groups, tmp_path / "d.png", ylabel="bpb", baseline="a")
+    plot_lines([1e-3, 1e-2], {"a": [0.0, 0.5]}, tmp_path / "l.png", xlabel="lr", ylabel="diverged", logx=True)
+    for name in ("c", "b", "d", "l"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
