@@ -12,7 +12,7 @@ from seednorm.studies.vit import data as D
 def test_datasets_load_offline(name: str, size: int) -> None:
     ds = D.load_dataset(name)
     assert len(ds) == size and ds.images.shape == (size, 1, 28, 28) and ds.images.dtype == torch.float32
-    assert 0.0 <= ds.images.min() and ds.images.max() == 1.0
+    assert ds.images.min() >= 0.0 and ds.images.max() == 1.0
     assert ds.labels.dtype == torch.int64 and set(ds.labels.tolist()) == set(range(10)) and len(ds.classes) == 10
     assert torch.bincount(ds.labels).min() >= size // 10 - 10
 
