@@ -1,0 +1,7 @@
+"""Fused SeeDNorm: one ``torch.library`` custom op (``op.py``) over Triton kernels (``triton.py``) and
+TorchInductor-compiled kernels (``compiled.py``). ``seednorm.functional.seednorm(impl=...)`` dispatches here.
+"""
+
+from .op import IMPLS, check_residual, residual_sum, resolve_impl, seednorm_fused
+
+__all__ = ["IMPLS", "check_residual", "residual_sum", "resolve_impl", "seednorm_fused"]

@@ -1,0 +1,206 @@
+"""SeeDNorm as one ``torch.library`` custom op pair, with fake (meta) functions, an autograd formula and the dispatch.
+
+    seednorm::forward(x, weight?, alpha, beta, residual?, num_heads, eps, activation, dot_scale, impl)
+        -> (y, rstd, t, summed)          rstd = 1/RMS (...,), t = σ(s) (..., H), summed = x + residual (or empty)
+    seednorm::backward(dy, x, weight?, alpha, beta, rstd, t, dsummed?, num_heads, activation, dot_scale, impl)
+        -> (dx, dweight, dalpha, dbeta)  dweight is empty when weight is None
+
+Both ops are opaque to autograd and to ``torch.compile``: the forward saves x (or x + residual), the parameters,
+1/RMS and σ(s), and the backward op computes all four gradients in one pass. ``torch.compile(fullgraph=True)``
+traces them through their fake functions without graph breaks. ``impl`` picks the kernels: "triton"
+(``triton.py``, CUDA, or CPU under ``TRITON_INTERPRET=1``) or "compiled" (``compiled.py``, any device).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from . import compiled
+from .sigma import ACTIVATIONS
+
+IMPLS = ("auto", "reference", "triton", "compiled")
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read once: triton reads it at import too
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _kernels(impl: str) -> ModuleType:
+    if impl == "triton":
+        from . import triton as kernels  # imported on first use: triton is optional
+
+        return kernels
+    return compiled
+
+
+def _rows(t: Tensor) -> Tensor:
+    """(..., D) → (M, D) with a contiguous last dim (a view when the layout allows it)."""
+    t = t.reshape(-1, t.shape[-1])
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.custom_op("seednorm::forward", mutates_args=())
+def _forward(
+    x: Tensor,
+    weight: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    residual: Tensor | None,
+    num_heads: int,
+    eps: float,
+    activation: str,
+    dot_scale: float,
+    impl: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    res = None if residual is None else _rows(residual)
+    y, rstd, t, summed = _kernels(impl).forward(
+        _rows(x), res, weight, alpha, beta, num_heads, eps, activation, dot_scale
+    )
+    lead = x.shape[:-1]
+    summed = x.new_empty(0) if summed is None else summed.view(x.shape)
+    return y.view(x.shape), rstd.view(lead), t.view(*lead, num_heads), summed
+
+
+@_forward.register_fake
+def _forward_fake(x, weight, alpha, beta, residual, num_heads, eps, activation, dot_scale, impl):
+    lead, ct = x.shape[:-1], _stat_dtype(x.dtype)
+    summed = x.new_empty(0) if residual is None else x.new_empty(x.shape)
+    return x.new_empty(x.shape), x.new_empty(lead, dtype=ct), x.new_empty((*lead, num_heads), dtype=ct), summed
+
+
+@torch.library.custom_op("seednorm::backward", mutates_args=())
+def _backward(
+    dy: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    rstd: Tensor,
+    t: Tensor,
+    dsummed: Tensor | None,
+    num_heads: int,
+    activation: str,
+    dot_scale: float,
+    impl: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ds = None if dsummed is None else _rows(dsummed)
+    dx, dweight, dalpha, dbeta = _kernels(impl).backward(
+        _rows(dy), _rows(x), weight, alpha, beta, rstd.reshape(-1), t.reshape(-1, num_heads), ds,
+        num_heads, activation, dot_scale,
+    )
+    return dx.view(x.shape), alpha.new_empty(0) if dweight is None else dweight, dalpha, dbeta
+
+
+@_backward.register_fake
+def _backward_fake(dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale, impl):
+    dweight = alpha.new_empty(0) if weight is None else weight.new_empty(weight.shape)
+    return x.new_empty(x.shape), dweight, alpha.new_empty(alpha.shape), beta.new_empty(beta.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, alpha, beta, residual, num_heads, _eps, activation, dot_scale, impl = inputs
+    _y, rstd, t, summed = output
+    ctx.mark_non_differentiable(rstd, t)
+    ctx.has_residual = residual is not None
+    ctx.config = (num_heads, activation, dot_scale, impl)
+    ctx.save_for_backward(summed if ctx.has_residual else x, weight, alpha, beta, rstd, t)
+
+
+def _grad(ctx, dy, _drstd, _dt, dsummed):
+    x, weight, alpha, beta, rstd, t = ctx.saved_tensors
+    dsummed = dsummed if ctx.has_residual else None
+    dx, dweight, dalpha, dbeta = _backward(dy, x, weight, alpha, beta, rstd, t, dsummed, *ctx.config)
+    dresidual = dx if ctx.has_residual else None
+    return dx, None if weight is None else dweight, dalpha, dbeta, dresidual, None, None, None, None, None
+
+
+_forward.register_autograd(_grad, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Dispatch
+
+
+def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
+    """The implementation that runs: "reference", "triton" or "compiled".
+
+    "auto" picks Triton for CUDA tensors, the compiled kernels on CPU (the fastest path measured there by
+    ``python -m seednorm.bench``), and the reference for float64 (exact, and twice differentiable) or any other
+    device. Layers the fused op does not cover (``fusable=False``: ``center``, ``bias``, or dynamic dropout in
+    training) always take the reference path, whatever ``impl`` asks.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if not fusable:
+        return "reference"
+    if impl != "auto":
+        return impl
+    if x.dtype == torch.float64:
+        return "reference"
+    if x.device.type == "cuda" and HAS_TRITON:
+        return "triton"
+    return "compiled" if x.device.type == "cpu" else "reference"
+
+
+def check_residual(x: Tensor, residual: Tensor) -> None:
+    """The residual must be a tensor of x's shape and dtype (it is added to x and returned in that dtype)."""
+    if not isinstance(residual, Tensor):
+        raise TypeError(f"residual must be a torch.Tensor, got {type(residual).__name__}")
+    if residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(
+            f"residual must match the input's shape and dtype, got {tuple(residual.shape)} {residual.dtype} "
+            f"for an input of {tuple(x.shape)} {x.dtype}"
+        )
+
+
+def residual_sum(x: Tensor, residual: Tensor) -> Tensor:
+    """x + residual, added in float32 (float64 for float64) and rounded to x's dtype, as the fused kernels do."""
+    check_residual(x, residual)
+    ct = _stat_dtype(x.dtype)
+    return (x.to(ct) + residual.to(ct)).to(x.dtype)
+
+
+def seednorm_fused(
+    x: Tensor,
+    weight: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    residual: Tensor | None = None,
+    *,
+    num_heads: int,
+    eps: float,
+    activation: str,
+    dot_scale: float,
+    impl: str,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """SeeDNorm through the custom op: y = [σ(s)·α + γ] ⊙ x / RMS(x), x of shape (..., D).
+
+    Arguments are already checked and resolved (``eps`` and ``dot_scale`` are numbers) as in
+    ``seednorm.functional.seednorm``; ``impl`` is "triton" or "compiled". With a ``residual`` of x's shape
+    and dtype, returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
+    """
+    if impl not in ("triton", "compiled"):
+        raise ValueError(f"the fused op runs impl 'triton' or 'compiled', got {impl!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"the fused op supports activations {ACTIVATIONS}, got {activation!r}")
+    if residual is not None:
+        check_residual(x, residual)
+    if impl == "triton":
+        if not HAS_TRITON:
+            raise ValueError("impl='triton' needs the triton package")
+        if x.device.type != "cuda" and not TRITON_INTERPRET:
+            raise ValueError(f"impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got {x.device}")
+        if x.dtype not in TRITON_DTYPES:
+            raise TypeError(f"impl='triton' supports inputs of dtype {TRITON_DTYPES}, got {x.dtype}")
+    y, _rstd, _t, summed = _forward(
+        x, weight, alpha, beta, residual, num_heads, float(eps), activation, float(dot_scale), impl
+    )
+    return y if residual is None else (y, summed)

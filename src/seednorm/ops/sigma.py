@@ -1,0 +1,34 @@
+"""σ and σ' for the fused paths, with σ' written in terms of t = σ(s) so the forward saves t and nothing else."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+ACTIVATIONS = ("tanh", "sigmoid", "hardtanh", "softsign")
+
+
+def sigma(s: Tensor, activation: str) -> Tensor:
+    """t = σ(s) for one of ``ACTIVATIONS``."""
+    if activation == "tanh":
+        return torch.tanh(s)
+    if activation == "sigmoid":
+        return torch.sigmoid(s)
+    if activation == "hardtanh":
+        return s.clamp(-1.0, 1.0)
+    if activation == "softsign":
+        return s / (1 + s.abs())
+    raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")
+
+
+def dsigma_from_t(t: Tensor, activation: str) -> Tensor:
+    """σ'(s) from t = σ(s): 1 − t², t(1 − t), [|s| < 1] = [|t| < 1], and (1 − |t|)² (softsign)."""
+    if activation == "tanh":
+        return 1 - t * t
+    if activation == "sigmoid":
+        return t * (1 - t)
+    if activation == "hardtanh":
+        return (t.abs() < 1).to(t.dtype)
+    if activation == "softsign":
+        return (1 - t.abs()).square()
+    raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")

@@ -1,0 +1,384 @@
+"""Triton kernels for SeeDNorm: forward (optionally fused with a residual add) and backward, multi-head.
+
+Memory traffic equals RMSNorm's (SPEC §5). The forward reads x (and the residual) once and writes y (and x + r);
+it keeps 1/RMS (M,) and t = σ(s) (M, H) for the backward, nothing else. The backward reads x and dy once and
+writes dx; the parameter gradients dγ, dα, dβ are accumulated in float32 by a persistent grid (about two programs
+per SM, each owning a contiguous block of rows) and summed over the programs at the end.
+
+Two layouts, chosen by width:
+
+- Row tile (padded tile ≤ ``MAX_TILE`` elements): one program holds a whole row as an (H, D/H) tile padded to
+  powers of two, so Σx² (over the row) and Σx·β (per head) come from one read, and the backward's two row
+  reductions ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩ likewise.
+- Chunked (wider rows): a stats kernel loops over each row in chunks to get the per-row scalars (1/RMS and t in
+  the forward; the mean term and σ'(s)·c·dot_scale per head in the backward), then an apply kernel over
+  (rows, chunks) writes y, or dx and the parameter partials. x (and dy) are read twice: slower, same result.
+
+All arithmetic is float32; x, dy, residual may be float32, bfloat16 or float16, the parameters float32 or low
+precision. Inputs are 2-D (M, D) with a contiguous last dim and any row stride.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+MAX_TILE = 16384  # widest padded row held in registers by one program; wider rows take the chunked kernels
+CHUNK = 4096  # chunk width of the chunked kernels
+ACT_CODES = {"tanh": 0, "sigmoid": 1, "hardtanh": 2, "softsign": 3}
+
+
+@triton.jit
+def _sigma(s, ACT: tl.constexpr):
+    if ACT == 0:
+        t = 1.0 - 2.0 / (tl.exp(2.0 * s) + 1.0)  # tanh, saturating cleanly at ±1
+    elif ACT == 1:
+        t = tl.sigmoid(s)
+    elif ACT == 2:
+        t = tl.minimum(tl.maximum(s, -1.0), 1.0)
+    else:
+        t = s / (1.0 + tl.abs(s))
+    return t
+
+
+@triton.jit
+def _dsigma(t, ACT: tl.constexpr):
+    """σ'(s) from t = σ(s) (see sigma.py)."""
+    if ACT == 0:
+        d = 1.0 - t * t
+    elif ACT == 1:
+        d = t * (1.0 - t)
+    elif ACT == 2:
+        d = tl.where(tl.abs(t) < 1.0, 1.0, 0.0)
+    else:
+        d = (1.0 - tl.abs(t)) * (1.0 - tl.abs(t))
+    return d
+
+
+@triton.jit
+def _weight(W, cols, mask, HAS_W: tl.constexpr):
+    """γ (float32) at ``cols``, or 1 when the layer has no γ."""
+    return tl.load(W + cols, mask=mask, other=0.0).to(tl.float32) if HAS_W else 1.0
+
+
+@triton.jit
+def _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES: tl.constexpr, STORE_SUM: tl.constexpr):
+    """x (float32), or x + r rounded to x's dtype (stored to S when STORE_SUM) when there is a residual."""
+    x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0)
+    if HAS_RES:
+        r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0)
+        x = (x.to(tl.float32) + r.to(tl.float32)).to(X.dtype.element_ty)
+        if STORE_SUM:
+            tl.store(S + row * stride_s + cols, x, mask=mask)
+    return x.to(tl.float32)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Forward
+
+
+@triton.jit
+def _fwd_row_kernel(
+    X, R, S, Y, W, A, B, RSTD, T,
+    stride_x, stride_r, stride_s, stride_y,
+    D, HD, eps, dot_scale,
+    H: tl.constexpr, HB: tl.constexpr, CB: tl.constexpr,
+    ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    heads = tl.arange(0, HB)
+    hmask = heads < H
+    mask = hmask[:, None] & (tl.arange(0, CB)[None, :] < HD)
+    cols = heads[:, None] * HD + tl.arange(0, CB)[None, :]
+    x = _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES, True)
+    b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+    a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(x * x, axis=1), axis=0) / D + eps)
+    t = _sigma(tl.sum(x * b, axis=1) * dot_scale, ACT)  # (HB,)
+    g = t[:, None] * a + _weight(W, cols, mask, HAS_W)
+    tl.store(Y + row * stride_y + cols, (g * x * rstd).to(Y.dtype.element_ty), mask=mask)
+    tl.store(RSTD + row, rstd)
+    tl.store(T + row * H + heads, t, mask=hmask)
+
+
+@triton.jit
+def _fwd_stats_kernel(
+    X, R, S, B, RSTD, T,
+    stride_x, stride_r, stride_s,
+    D, HD, eps, dot_scale,
+    H: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    sumsq = tl.zeros((BLOCK,), tl.float32)
+    for h in range(H):
+        dot = tl.zeros((BLOCK,), tl.float32)
+        for c0 in range(0, HD, BLOCK):
+            mask = c0 + offs < HD
+            cols = h * HD + c0 + offs
+            x = _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES, True)
+            sumsq += x * x
+            dot += x * tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(T + row * H + h, _sigma(tl.sum(dot, axis=0) * dot_scale, ACT))
+    tl.store(RSTD + row, 1.0 / tl.sqrt(tl.sum(sumsq, axis=0) / D + eps))
+
+
+@triton.jit
+def _fwd_apply_kernel(
+    X, Y, W, A, RSTD, T,
+    stride_x, stride_y, D, HD,
+    H: tl.constexpr, BLOCK: tl.constexpr, HAS_W: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < D
+    x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    t = tl.load(T + row * H + cols // HD, mask=mask, other=0.0)
+    g = t * tl.load(A + cols, mask=mask, other=0.0).to(tl.float32) + _weight(W, cols, mask, HAS_W)
+    y = g * x * tl.load(RSTD + row)
+    tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Backward
+
+
+@triton.jit
+def _bwd_row_kernel(
+    DY, X, W, A, B, RSTD, T, DS, DX, DW, DA, DB,
+    stride_dy, stride_x, stride_ds, stride_dx,
+    M, D, HD, dot_scale, rows_per_program,
+    H: tl.constexpr, HB: tl.constexpr, CB: tl.constexpr,
+    ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_DS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    heads = tl.arange(0, HB)
+    hmask = heads < H
+    mask = hmask[:, None] & (tl.arange(0, CB)[None, :] < HD)
+    cols = heads[:, None] * HD + tl.arange(0, CB)[None, :]
+    a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+    w = _weight(W, cols, mask, HAS_W)
+    dw = tl.zeros((HB, CB), tl.float32)
+    da = tl.zeros((HB, CB), tl.float32)
+    db = tl.zeros((HB, CB), tl.float32)
+    start = pid.to(tl.int64) * rows_per_program
+    for row in range(start, tl.minimum(start + rows_per_program, M)):
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + row)
+        t = tl.load(T + row * H + heads, mask=hmask, other=0.0)
+        xhat = x * rstd
+        gdy = (t[:, None] * a + w) * dy
+        dy_xhat = dy * xhat
+        u = _dsigma(t, ACT) * tl.sum(dy_xhat * a, axis=1) * dot_scale  # σ'(s)·c_h·dot_scale, (HB,)
+        mean = tl.sum(tl.sum(gdy * xhat, axis=1), axis=0) / D
+        dx = rstd * (gdy - xhat * mean) + u[:, None] * b
+        if HAS_DS:
+            dx += tl.load(DS + row * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+        dw += dy_xhat
+        da += t[:, None] * dy_xhat
+        db += u[:, None] * x
+    part = pid.to(tl.int64) * D + cols
+    tl.store(DW + part, dw, mask=mask)
+    tl.store(DA + part, da, mask=mask)
+    tl.store(DB + part, db, mask=mask)
+
+
+@triton.jit
+def _bwd_stats_kernel(
+    DY, X, W, A, RSTD, T, MEAN, U,
+    stride_dy, stride_x, D, HD, dot_scale,
+    H: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_W: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    rstd = tl.load(RSTD + row)
+    total = tl.zeros((BLOCK,), tl.float32)
+    for h in range(H):
+        t = tl.load(T + row * H + h)
+        c = tl.zeros((BLOCK,), tl.float32)
+        for c0 in range(0, HD, BLOCK):
+            mask = c0 + offs < HD
+            cols = h * HD + c0 + offs
+            xhat = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32) * rstd
+            dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+            a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+            g = t * a + _weight(W, cols, mask, HAS_W)
+            total += g * dy * xhat
+            c += dy * a * xhat
+        tl.store(U + row * H + h, _dsigma(t, ACT) * tl.sum(c, axis=0) * dot_scale)
+    tl.store(MEAN + row, tl.sum(total, axis=0) / D)
+
+
+@triton.jit
+def _bwd_apply_kernel(
+    DY, X, W, A, B, RSTD, T, MEAN, U, DS, DX, DW, DA, DB,
+    stride_dy, stride_x, stride_ds, stride_dx,
+    M, D, HD, rows_per_program,
+    H: tl.constexpr, BLOCK: tl.constexpr, HAS_W: tl.constexpr, HAS_DS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < D
+    head = cols // HD
+    a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+    w = _weight(W, cols, mask, HAS_W)
+    dw = tl.zeros((BLOCK,), tl.float32)
+    da = tl.zeros((BLOCK,), tl.float32)
+    db = tl.zeros((BLOCK,), tl.float32)
+    start = pid.to(tl.int64) * rows_per_program
+    for row in range(start, tl.minimum(start + rows_per_program, M)):
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + row)
+        t = tl.load(T + row * H + head, mask=mask, other=0.0)
+        u = tl.load(U + row * H + head, mask=mask, other=0.0)
+        xhat = x * rstd
+        gdy = (t * a + w) * dy
+        dx = rstd * (gdy - xhat * tl.load(MEAN + row)) + u * b
+        if HAS_DS:
+            dx += tl.load(DS + row * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+        dy_xhat = dy * xhat
+        dw += dy_xhat
+        da += t * dy_xhat
+        db += u * x
+    part = pid.to(tl.int64) * D + cols
+    tl.store(DW + part, dw, mask=mask)
+    tl.store(DA + part, da, mask=mask)
+    tl.store(DB + part, db, mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Launchers
+
+
+def _num_warps(tile: int) -> int:
+    return 32 if tile >= 32768 else 16 if tile >= 8192 else 8 if tile >= 2048 else 4
+
+
+def _row_tile(d: int, num_heads: int) -> tuple[int, int]:
+    """(HB, CB): the (heads, channels) tile of a whole row, each a power of two."""
+    return triton.next_power_of_2(num_heads), triton.next_power_of_2(d // num_heads)
+
+
+def _num_programs(x: Tensor) -> int:
+    """Persistent grid size: two programs per SM (4 under the CPU interpreter)."""
+    if x.device.type == "cuda":
+        return 2 * torch.cuda.get_device_properties(x.device).multi_processor_count
+    return 4
+
+
+def forward(
+    x: Tensor,
+    residual: Tensor | None,
+    weight: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    num_heads: int,
+    eps: float,
+    activation: str,
+    dot_scale: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """(y, 1/RMS (M,) fp32, σ(s) (M, H) fp32, x + residual or None) for x, residual (M, D)."""
+    m, d = x.shape
+    hd = d // num_heads
+    y = torch.empty((m, d), dtype=x.dtype, device=x.device)
+    rstd = torch.empty(m, dtype=torch.float32, device=x.device)
+    t = torch.empty((m, num_heads), dtype=torch.float32, device=x.device)
+    summed = None if residual is None else torch.empty((m, d), dtype=x.dtype, device=x.device)
+    if m == 0:
+        return y, rstd, t, summed
+    r = x if residual is None else residual  # dummy pointer when there is no residual
+    s = y if summed is None else summed
+    act = ACT_CODES[activation]
+    w = alpha if weight is None else weight
+    hb, cb = _row_tile(d, num_heads)
+    if hb * cb <= MAX_TILE:
+        _fwd_row_kernel[(m,)](
+            x, r, s, y, w, alpha, beta, rstd, t,
+            x.stride(0), r.stride(0), s.stride(0), y.stride(0),
+            d, hd, eps, dot_scale,
+            H=num_heads, HB=hb, CB=cb, ACT=act, HAS_W=weight is not None, HAS_RES=residual is not None,
+            num_warps=_num_warps(hb * cb),
+        )
+    else:
+        block = min(CHUNK, triton.next_power_of_2(hd))
+        _fwd_stats_kernel[(m,)](
+            x, r, s, beta, rstd, t,
+            x.stride(0), r.stride(0), s.stride(0),
+            d, hd, eps, dot_scale,
+            H=num_heads, BLOCK=block, ACT=act, HAS_RES=residual is not None, num_warps=_num_warps(block),
+        )
+        src = x if summed is None else summed
+        _fwd_apply_kernel[(m, triton.cdiv(d, CHUNK))](
+            src, y, w, alpha, rstd, t,
+            src.stride(0), y.stride(0), d, hd,
+            H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, num_warps=_num_warps(CHUNK),
+        )
+    return y, rstd, t, summed
+
+
+def backward(
+    dy: Tensor,
+    x: Tensor,
+    weight: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    rstd: Tensor,
+    t: Tensor,
+    dsummed: Tensor | None,
+    num_heads: int,
+    activation: str,
+    dot_scale: float,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """(dx, dγ, dα, dβ) for dy, x (M, D); ``dsummed`` (gradient of x + residual) is added to dx.
+
+    Parameter gradients are float32 partials per program, summed once and cast to each parameter's dtype.
+    """
+    m, d = x.shape
+    hd = d // num_heads
+    dx = torch.empty((m, d), dtype=x.dtype, device=x.device)
+    grid = max(1, min(_num_programs(x), m))
+    rows_per_program = triton.cdiv(m, grid)
+    parts = torch.zeros((3, grid, d), dtype=torch.float32, device=x.device)
+    ds = dx if dsummed is None else dsummed
+    act = ACT_CODES[activation]
+    w = alpha if weight is None else weight
+    hb, cb = _row_tile(d, num_heads)
+    if m > 0 and hb * cb <= MAX_TILE:
+        _bwd_row_kernel[(grid,)](
+            dy, x, w, alpha, beta, rstd, t, ds, dx, parts[0], parts[1], parts[2],
+            dy.stride(0), x.stride(0), ds.stride(0), dx.stride(0),
+            m, d, hd, dot_scale, rows_per_program,
+            H=num_heads, HB=hb, CB=cb, ACT=act, HAS_W=weight is not None, HAS_DS=dsummed is not None,
+            num_warps=_num_warps(hb * cb),
+        )
+    elif m > 0:
+        mean = torch.empty(m, dtype=torch.float32, device=x.device)
+        u = torch.empty((m, num_heads), dtype=torch.float32, device=x.device)
+        block = min(CHUNK, triton.next_power_of_2(hd))
+        _bwd_stats_kernel[(m,)](
+            dy, x, w, alpha, rstd, t, mean, u,
+            dy.stride(0), x.stride(0), d, hd, dot_scale,
+            H=num_heads, BLOCK=block, ACT=act, HAS_W=weight is not None, num_warps=_num_warps(block),
+        )
+        _bwd_apply_kernel[(grid, triton.cdiv(d, CHUNK))](
+            dy, x, w, alpha, beta, rstd, t, mean, u, ds, dx, parts[0], parts[1], parts[2],
+            dy.stride(0), x.stride(0), ds.stride(0), dx.stride(0),
+            m, d, hd, rows_per_program,
+            H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, HAS_DS=dsummed is not None,
+            num_warps=_num_warps(CHUNK),
+        )
+    dweight, dalpha, dbeta = (p.sum(0) for p in parts)  # the one final reduction over programs
+    return (
+        dx,
+        None if weight is None else dweight.to(weight.dtype),
+        dalpha.to(alpha.dtype),
+        dbeta.to(beta.dtype),
+    )
