@@ -148,11 +148,14 @@ def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *
 
 
 def plot_lines(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: Path, *, xlabel: str,
-               ylabel: str, title: str = "", logx: bool = False) -> None:
-    """Plain lines with markers, e.g. the fraction of diverged runs per norm against the learning rate."""
+               ylabel: str, title: str = "", logx: bool = False,
+               yerr: Mapping[str, Sequence[float]] | None = None) -> None:
+    """Plain lines with markers, e.g. the fraction of diverged runs per norm against the learning rate.
+    ``yerr[label]``: optional symmetric error bars (e.g. the std over seeds) for that line."""
     fig, ax = _figure()
     for label, y in ys.items():
-        ax.plot(x[: len(y)], y, marker="o", label=label)
+        err = None if yerr is None or label not in yerr else yerr[label][: len(y)]
+        ax.errorbar(x[: len(y)], y, yerr=err, marker="o", capsize=3, label=label)
     if logx:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
