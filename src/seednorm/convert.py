@@ -204,7 +204,11 @@ def _width(module: nn.Module, weight: Tensor | None, bias: Tensor | None) -> int
 
 
 def _probe_copy(module: nn.Module) -> nn.Module:
-    """A float32 CPU copy of ``module`` in eval mode with random parameters (works for meta-device modules)."""
+    """A float32 CPU copy of ``module`` in eval mode with random parameters.
+
+    Works for meta-device modules, and inside a ``torch.device("meta")`` context (transformers' from_pretrained):
+    every tensor made here names its device.
+    """
     clone = copy.deepcopy(module)
     if any(t.is_meta for t in (*clone.parameters(), *clone.buffers())):
         clone = clone.to_empty(device="cpu")
@@ -212,7 +216,7 @@ def _probe_copy(module: nn.Module) -> nn.Module:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in clone.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.5 + 0.5)
+            p.copy_(torch.randn(p.shape, generator=generator, device="cpu") * 0.5 + 0.5)
     return clone
 
 
@@ -223,9 +227,9 @@ def _probe_input(dim: int, eps: float | None) -> Tensor:
     """
     tiny = (torch.finfo(torch.float32).eps if eps is None else eps) ** 0.5
     generator = torch.Generator().manual_seed(1)
-    scales = torch.tensor([0.5 * tiny, 2 * tiny, 1.0, 1.0, 30.0, 30.0])
-    means = torch.tensor([0.0, 1.0, 0.0, 2.0, 0.0, -1.0])
-    rows = (torch.randn(len(scales), dim, generator=generator) + means[:, None]) * scales[:, None]
+    scales = torch.tensor([0.5 * tiny, 2 * tiny, 1.0, 1.0, 30.0, 30.0], device="cpu")
+    means = torch.tensor([0.0, 1.0, 0.0, 2.0, 0.0, -1.0], device="cpu")
+    rows = (torch.randn(len(scales), dim, generator=generator, device="cpu") + means[:, None]) * scales[:, None]
     return rows.view(2, 3, dim)
 
 

@@ -1,0 +1,5 @@
+"""Thin adapters for other libraries, over ``seednorm.convert`` and ``seednorm.modules``.
+
+Import the submodule you need (each imports its library): ``seednorm.integrations.transformers`` for Hugging Face
+transformers, ``seednorm.integrations.timm`` for timm.
+"""
