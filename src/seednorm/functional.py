@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import ops
+
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
@@ -125,7 +127,9 @@ def seednorm(
     center: bool = False,
     dynamic_dropout: float = 0.0,
     training: bool = False,
-) -> Tensor:
+    residual: Tensor | None = None,
+    impl: str = "reference",
+) -> Tensor | tuple[Tensor, Tensor]:
     """SeeDNorm over the last dimension.
 
     Args:
@@ -139,9 +143,14 @@ def seednorm(
         dot_scale: multiplies s; "dim" means 1/(D/H) (SPEC §4, vision).
         center: subtract the row mean before everything (LayerNorm form).
         dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True.
+        residual: optional tensor of x's shape and dtype; the layer then normalizes x + residual and returns it.
+        impl: "reference" (this function's math), "triton", "compiled" (the fused custom op of seednorm.ops) or
+            "auto" (Triton on CUDA, compiled on CPU, reference for float64). ``center``, ``bias`` and dynamic
+            dropout in training always run the reference.
 
     Returns:
-        y of the same shape and dtype as x: y = [σ(s)·α + γ] ⊙ x / RMS(x) (+ bias).
+        y of the same shape and dtype as x: y = [σ(s)·α + γ] ⊙ x / RMS(x) (+ bias); with a residual,
+        ``(y, x + residual)`` where y is computed on x + residual.
     """
     check_floating(alpha, "alpha")
     if alpha.dim() != 1:
@@ -156,6 +165,14 @@ def seednorm(
     check_dropout(dynamic_dropout)
     scale = resolve_dot_scale(dot_scale, dim, num_heads)
     eps = default_eps(x.dtype) if eps is None else eps
+    fusable = not center and bias is None and not (training and dynamic_dropout > 0)
+    impl = ops.resolve_impl(impl, x, fusable=fusable)
+    if impl != "reference":
+        kw = {"num_heads": num_heads, "eps": eps, "activation": activation, "dot_scale": scale, "impl": impl}
+        return ops.seednorm_fused(x, weight, alpha, beta, residual, **kw)
+    summed = None
+    if residual is not None:
+        x = summed = ops.residual_sum(x, residual)
 
     ct = compute_dtype(x.dtype)
     xf = x.to(ct)
@@ -169,7 +186,7 @@ def seednorm(
     y = gain * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps))
     if bias is not None:
         y = y + bias.to(ct)
-    return y.to(x.dtype)
+    return y.to(x.dtype) if summed is None else (y.to(x.dtype), summed)
 
 
 def ada_seednorm(

@@ -11,6 +11,9 @@ All tensors here are 2-D (M, D) with a contiguous last dim; math runs in float32
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -91,8 +94,10 @@ def _backward(
     return dx.to(x.dtype), dweight, dalpha, dbeta
 
 
-_compiled_forward = torch.compile(_forward)
-_compiled_backward = torch.compile(_backward)
+@functools.cache
+def _compiled(fn: Callable) -> Callable:
+    """``torch.compile(fn)``, built on first use (importing the compiler costs seconds)."""
+    return torch.compile(fn)
 
 
 def _rows_dynamic(*tensors: Tensor | None) -> None:
@@ -105,7 +110,7 @@ def _rows_dynamic(*tensors: Tensor | None) -> None:
 def forward(x: Tensor, residual: Tensor | None, *args) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Compiled ``_forward``: x, residual (M, D), then weight, alpha, beta, num_heads, eps, activation, dot_scale."""
     _rows_dynamic(x, residual)
-    return _compiled_forward(x, residual, *args)
+    return _compiled(_forward)(x, residual, *args)
 
 
 def backward(
@@ -114,4 +119,4 @@ def backward(
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Compiled ``_backward``: per-row tensors (M, ...) first, then num_heads, activation, dot_scale."""
     _rows_dynamic(dy, x, rstd, t, dsummed)
-    return _compiled_backward(dy, x, weight, alpha, beta, rstd, t, dsummed, *args)
+    return _compiled(_backward)(dy, x, weight, alpha, beta, rstd, t, dsummed, *args)
