@@ -8,7 +8,7 @@ their outputs.
 
 How a layer is recognised. Candidates are leaf modules that are ``nn.LayerNorm``/``nn.RMSNorm`` (or subclasses) or
 whose class name contains "norm" (Hugging Face ``LlamaRMSNorm``, ``Gemma2RMSNorm``, ...). Each candidate's layout is
-found by behaviour, not by name: a float32 copy of it with random parameters runs on a (2, 3, D) probe input
+found by behaviour, not by name: a float64 copy of it with random parameters runs on a (2, 3, D) probe input
 (rows from ~sqrt(ε) to large scale, with non-zero means), and must match one of the four exact SeeDNorm forms
 {RMS, centered} × {γ = weight, γ = 1 + weight (Gemma)} built from its ``weight``, ``bias`` and ε
 (``eps``/``variance_epsilon``/``epsilon``). A candidate that matches none (BatchNorm, GroupNorm, a norm over
@@ -204,7 +204,10 @@ def _width(module: nn.Module, weight: Tensor | None, bias: Tensor | None) -> int
 
 
 def _probe_copy(module: nn.Module) -> nn.Module:
-    """A float32 CPU copy of ``module`` in eval mode with random parameters.
+    """A float64 CPU copy of ``module`` in eval mode with random parameters.
+
+    float64 makes the SeeDNorm side run its reference math (norms that compute internally in float32 still
+    match within the probe's tolerance).
 
     Works for meta-device modules, and inside a ``torch.device("meta")`` context (transformers' from_pretrained):
     every tensor made here names its device.
@@ -212,11 +215,11 @@ def _probe_copy(module: nn.Module) -> nn.Module:
     clone = copy.deepcopy(module)
     if any(t.is_meta for t in (*clone.parameters(), *clone.buffers())):
         clone = clone.to_empty(device="cpu")
-    clone = clone.to(device="cpu", dtype=torch.float32).eval()
+    clone = clone.to(device="cpu", dtype=torch.float64).eval()
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in clone.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator, device="cpu") * 0.5 + 0.5)
+            p.copy_(torch.randn(p.shape, generator=generator, device="cpu", dtype=torch.float64) * 0.5 + 0.5)
     return clone
 
 
@@ -227,9 +230,10 @@ def _probe_input(dim: int, eps: float | None) -> Tensor:
     """
     tiny = (torch.finfo(torch.float32).eps if eps is None else eps) ** 0.5
     generator = torch.Generator().manual_seed(1)
-    scales = torch.tensor([0.5 * tiny, 2 * tiny, 1.0, 1.0, 30.0, 30.0], device="cpu")
-    means = torch.tensor([0.0, 1.0, 0.0, 2.0, 0.0, -1.0], device="cpu")
-    rows = (torch.randn(len(scales), dim, generator=generator, device="cpu") + means[:, None]) * scales[:, None]
+    f64 = {"device": "cpu", "dtype": torch.float64}
+    scales = torch.tensor([0.5 * tiny, 2 * tiny, 1.0, 1.0, 30.0, 30.0], **f64)
+    means = torch.tensor([0.0, 1.0, 0.0, 2.0, 0.0, -1.0], **f64)
+    rows = (torch.randn(len(scales), dim, generator=generator, **f64) + means[:, None]) * scales[:, None]
     return rows.view(2, 3, dim)
 
 
@@ -264,7 +268,7 @@ def _build(
     )
     with torch.no_grad():
         if weight is not None:
-            new.weight.copy_(weight.float() + layout.offset)
+            new.weight.copy_(weight.to(torch.promote_types(weight.dtype, torch.float32)) + layout.offset)
             new.weight.requires_grad_(weight.requires_grad)
         if bias is not None:
             new.bias.copy_(bias)

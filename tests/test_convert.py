@@ -1,0 +1,224 @@
+"""convert_to_seednorm on plain PyTorch models: exact outputs (float64), what is kept, selection and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from seednorm import AdaSeeDNorm, SeeDNorm, convert_to_seednorm
+from seednorm import LayerNorm as SNLayerNorm
+from seednorm import RMSNorm as SNRMSNorm
+
+
+class T5StyleNorm(nn.Module):
+    """An RMSNorm written by hand, as many codebases do (name and attributes unlike torch's)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.variance_epsilon = eps
+
+    def forward(self, x):
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+
+
+class OffsetNorm(nn.Module):
+    """Gemma-style: gain 1 + weight, epsilon under another attribute name."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.epsilon = 1e-5
+
+    def forward(self, x):
+        return (1 + self.weight) * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.epsilon)
+
+
+class ScaleNorm(nn.Module):
+    """A norm SeeDNorm cannot reproduce: a scalar gain over the L2 norm."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.eps = 1e-5
+
+    def forward(self, x):
+        return self.weight * x / (x.norm(dim=-1, keepdim=True) + self.eps)
+
+
+class Block(nn.Module):
+    def __init__(self, norm: nn.Module, dim: int = 16) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.norm = norm
+
+    def forward(self, x):
+        return self.norm(self.proj(x)) + x
+
+
+SOURCES = {
+    "rmsnorm": lambda d: nn.RMSNorm(d, eps=1e-6),
+    "rmsnorm_eps_none": lambda d: nn.RMSNorm(d),
+    "rmsnorm_no_affine": lambda d: nn.RMSNorm(d, eps=1e-6, elementwise_affine=False),
+    "layernorm": lambda d: nn.LayerNorm(d),
+    "layernorm_no_bias": lambda d: nn.LayerNorm(d, bias=False),
+    "layernorm_no_affine": lambda d: nn.LayerNorm(d, elementwise_affine=False),
+    "seednorm_rmsnorm": lambda d: SNRMSNorm(d, eps=1e-5),
+    "seednorm_layernorm": lambda d: SNLayerNorm(d),
+    "t5_style": lambda d: T5StyleNorm(d),
+    "gemma_offset": lambda d: OffsetNorm(d),
+}
+
+
+def _randomize(model: nn.Module) -> nn.Module:
+    """Trained-looking parameters: gains away from 1, non-zero biases."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    return model
+
+
+def _inputs(dim: int, dtype=torch.float64) -> torch.Tensor:
+    """Rows with non-zero mean and very different scales (tiny ones, where ε matters)."""
+    scales = torch.tensor([1e-4, 1e-2, 1.0, 30.0], dtype=dtype).view(4, 1, 1)
+    return (torch.randn(4, 5, dim, dtype=dtype) + 0.7) * scales
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_conversion_is_exact(source):
+    dim = 16
+    model = _randomize(nn.Sequential(Block(SOURCES[source](dim)), Block(SOURCES[source](dim)))).double()
+    x = _inputs(dim)
+    expected = model(x)
+    assert convert_to_seednorm(model) is model
+    assert all(isinstance(block.norm, SeeDNorm) for block in model)
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_layernorm_becomes_centering_seednorm_with_its_bias():
+    ln = _randomize(nn.LayerNorm(8, eps=1e-3)).double()
+    new = convert_to_seednorm(Block(ln, 8)).norm
+    assert new.center and new.eps == 1e-3
+    assert torch.equal(new.weight, ln.weight) and torch.equal(new.bias, ln.bias)
+    assert not convert_to_seednorm(Block(nn.RMSNorm(8), 8)).norm.center
+
+
+def test_gemma_offset_is_folded_into_gamma():
+    norm = _randomize(OffsetNorm(8))
+    new = convert_to_seednorm(Block(norm, 8)).norm
+    torch.testing.assert_close(new.weight, 1 + norm.weight)
+
+
+def test_parameters_names_dtype_device_and_mode_are_kept():
+    model = Block(_randomize(nn.RMSNorm(16, eps=1e-6)).to(torch.bfloat16)).eval()
+    model.norm.weight.requires_grad_(False)
+    keys = set(model.state_dict())
+    convert_to_seednorm(model, num_heads=4, alpha_init=0.5)
+    new = model.norm
+    assert set(model.state_dict()) == keys | {"norm.alpha", "norm.beta"}
+    assert new.weight.dtype == new.alpha.dtype == new.beta.dtype == torch.bfloat16
+    assert new.eps == 1e-6 and new.num_heads == 4 and not new.training
+    assert not new.weight.requires_grad
+    assert torch.equal(new.beta, torch.zeros(16, dtype=torch.bfloat16))
+    assert torch.equal(new.alpha, torch.full((16,), 0.5, dtype=torch.bfloat16))
+
+
+def test_meta_device_model_converts_without_data():
+    with torch.device("meta"):
+        model = nn.Sequential(Block(T5StyleNorm(16)), Block(nn.LayerNorm(16)))
+    convert_to_seednorm(model)
+    assert model[0].norm.weight.is_meta and not model[0].norm.center
+    assert model[1].norm.bias.is_meta and model[1].norm.center
+
+
+def test_shared_norm_is_replaced_everywhere_by_one_module():
+    norm = nn.RMSNorm(8)
+    model = nn.ModuleDict({"a": Block(norm, 8), "b": Block(norm, 8)})
+    convert_to_seednorm(model)
+    assert isinstance(model["a"].norm, SeeDNorm) and model["a"].norm is model["b"].norm
+
+
+def test_a_norm_itself_returns_its_replacement():
+    ln = _randomize(nn.LayerNorm(8)).double()
+    x = _inputs(8)
+    new = convert_to_seednorm(ln)
+    assert isinstance(new, SeeDNorm)
+    torch.testing.assert_close(new(x), ln(x), rtol=1e-12, atol=1e-12)
+
+
+def test_include_and_exclude_select_by_fnmatch_on_module_names():
+    def model():
+        layers = nn.ModuleList([Block(nn.RMSNorm(8), 8) for _ in range(2)])
+        return nn.ModuleDict({"layers": layers, "final": nn.RMSNorm(8)})
+
+    def converted(m):
+        return sorted(n for n, x in m.named_modules() if isinstance(x, SeeDNorm))
+
+    assert converted(convert_to_seednorm(model(), include="layers.*")) == ["layers.0.norm", "layers.1.norm"]
+    assert converted(convert_to_seednorm(model(), exclude=["*.1.*", "final"])) == ["layers.0.norm"]
+    assert converted(convert_to_seednorm(model(), include="*norm", exclude="layers.0.*")) == ["layers.1.norm"]
+
+
+def test_forced_center_false_gives_the_papers_rms_form():
+    new = convert_to_seednorm(Block(nn.LayerNorm(8), 8), center=False).norm
+    assert not new.center and new.bias is not None
+
+
+def test_one_optimizer_step_moves_beta():
+    model = convert_to_seednorm(_randomize(Block(nn.LayerNorm(16))))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(torch.randn(4, 16)).pow(2).mean().backward()
+    opt.step()
+    assert (model.norm.beta != 0).all()
+
+
+def test_no_norms_is_an_error():
+    with pytest.raises(ValueError, match="no normalization layers found in Sequential"):
+        convert_to_seednorm(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
+    with pytest.raises(ValueError, match="include='nothing"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), include="nothing*")
+
+
+def test_converting_twice_says_it_is_converted_already():
+    model = convert_to_seednorm(Block(nn.RMSNorm(16)))
+    with pytest.raises(ValueError, match="1 module\\(s\\) are SeeDNorm already"):
+        convert_to_seednorm(model)
+    assert isinstance(Block(AdaSeeDNorm(16)).norm, AdaSeeDNorm)
+
+
+@pytest.mark.parametrize(
+    ("norm", "why"),
+    [
+        (nn.BatchNorm1d(16), r"batchnorm\.BatchNorm1d\): calling it on a \(2, 3, 16\) input failed"),
+        (nn.GroupNorm(1, 16), r"GroupNorm\): calling it"),
+        (ScaleNorm(16), r"test_convert\.ScaleNorm\): its output matches no SeeDNorm form"),
+        (nn.LayerNorm((4, 4)), r"LayerNorm\): its weight is not a 1-D tensor \(got \(4, 4\)\)"),
+    ],
+)
+def test_unsupported_norm_names_module_path_and_class(norm, why):
+    model = nn.Sequential(Block(nn.RMSNorm(16)), nn.Sequential(nn.Linear(16, 16), norm))
+    with pytest.raises(TypeError, match=r"'1\.1' \(.*" + why) as err:
+        convert_to_seednorm(model)
+    assert "exclude=" in str(err.value)
+    assert isinstance(model[0].norm, nn.RMSNorm)  # nothing was replaced
+    convert_to_seednorm(model, exclude="1.1")  # leaving it out works
+    assert isinstance(model[0].norm, SeeDNorm) and model[1][1] is norm
+
+
+def test_channels_first_layernorm_subclass_is_refused():
+    class LayerNorm2d(nn.LayerNorm):  # timm-style: normalizes over channels of NCHW
+        def forward(self, x):
+            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    with pytest.raises(TypeError, match="LayerNorm2d"):
+        convert_to_seednorm(Block(LayerNorm2d(16)))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_heads=3 does not divide the width 16 of 'norm'"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), num_heads=3)
+    with pytest.raises(TypeError, match="include must be"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), include=[1])
+    with pytest.raises(TypeError, match="center must be"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), center="yes")
