@@ -70,3 +70,8 @@ def test_unknown_names_are_clear_errors() -> None:
         D.load_dataset("cifar")
     with pytest.raises(FileNotFoundError, match="requirements-data"):
         D._package_dir("no_such_package_xyz")
+
+
+def test_split_orders_are_shuffled() -> None:
+    _, test = D.load_mnist().split(0.2, seed=0)
+    assert len(set(test.labels[:50].tolist())) > 5  # a prefix of the test set covers many classes

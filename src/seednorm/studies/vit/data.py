@@ -50,7 +50,7 @@ class ImageSet:
         return self.labels.shape[0]
 
     def split(self, test_fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
-        """(train, test), stratified: each class keeps ``test_fraction`` of its images (seeded shuffle)."""
+        """(train, test), stratified: each class keeps ``test_fraction`` of its images; both shuffled (seeded)."""
         if not 0.0 < test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         gen = torch.Generator().manual_seed(seed)
@@ -61,7 +61,9 @@ class ImageSet:
             n_test = round(idx.numel() * test_fraction)
             test_idx.append(idx[:n_test])
             train_idx.append(idx[n_test:])
-        return self.subset(torch.cat(train_idx), "train"), self.subset(torch.cat(test_idx), "test")
+        train, test = torch.cat(train_idx), torch.cat(test_idx)
+        train, test = train[torch.randperm(len(train), generator=gen)], test[torch.randperm(len(test), generator=gen)]
+        return self.subset(train, "train"), self.subset(test, "test")
 
     def subset(self, index: Tensor, suffix: str) -> ImageSet:
         """The images at ``index``, named ``{name}/{suffix}``."""
