@@ -1,0 +1,141 @@
+"""Hugging Face transformers: tiny random models convert exactly, train, save and reload (all offline)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from seednorm import SeeDNorm, convert_to_seednorm, param_groups  # noqa: E402
+from seednorm.integrations import transformers as sn_hf  # noqa: E402
+
+TOKENS = {"vocab_size": 96, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+DECODER = {
+    **TOKENS,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+}
+CONFIGS = {
+    "llama": lambda: transformers.LlamaConfig(**DECODER),
+    "qwen2": lambda: transformers.Qwen2Config(**DECODER),
+    "gemma2": lambda: transformers.Gemma2Config(**DECODER, head_dim=8),  # γ = 1 + weight, 4 norms per layer
+    "olmo2": lambda: transformers.Olmo2Config(**DECODER),  # post-norms and full-width QK-norms
+    "qwen3": lambda: transformers.Qwen3Config(**DECODER, head_dim=8),  # per-head QK-norms
+    "phi3": lambda: transformers.Phi3Config(**DECODER),
+    "gpt2": lambda: transformers.GPT2Config(**TOKENS, n_embd=32, n_layer=2, n_head=4, n_positions=64),  # LayerNorm
+}
+NORM_COUNT = {"llama": 5, "qwen2": 5, "gemma2": 9, "olmo2": 9, "qwen3": 9, "phi3": 5, "gpt2": 5}
+
+
+def tiny_model(name: str) -> transformers.PreTrainedModel:
+    """A random model whose norm gains and biases look trained (not 1 and 0), in eval mode."""
+    model = transformers.AutoModelForCausalLM.from_config(CONFIGS[name]())
+    with torch.no_grad():
+        for module in model.modules():
+            for p in module.parameters(recurse=False):
+                if p.dim() == 1:
+                    p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+@pytest.fixture
+def ids():
+    return torch.randint(3, TOKENS["vocab_size"], (2, 12))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_conversion_keeps_logits_and_one_step_moves_every_beta(name, ids):
+    model = tiny_model(name)
+    before = logits(model, ids)
+    convert_to_seednorm(model)
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, SeeDNorm)}
+    assert len(norms) == NORM_COUNT[name]
+    assert torch.allclose(logits(model, ids), before, rtol=0, atol=1e-5)
+
+    model.train()
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay=0.1), lr=1e-3)
+    model(ids, labels=ids).loss.backward()
+    optimizer.step()
+    unchanged = [n for n, m in norms.items() if not (m.beta != 0).all()]
+    assert not unchanged, f"β did not move in {unchanged}"
+
+
+def test_state_dict_keys_keep_their_names(ids):
+    model = tiny_model("llama")
+    keys = set(model.state_dict())
+    convert_to_seednorm(model)
+    new = set(model.state_dict()) - keys
+    assert keys <= set(model.state_dict())
+    assert new == {k.replace(".weight", s) for k in keys if "norm.weight" in k for s in (".alpha", ".beta")}
+
+
+@pytest.mark.parametrize(("name", "exclude"), [("gemma2", None), ("gpt2", None), ("qwen3", ["*q_norm", "*k_norm"])])
+def test_save_pretrained_and_reload_round_trip(name, exclude, ids, tmp_path):
+    model = sn_hf.convert(tiny_model(name), exclude=exclude)
+    with torch.no_grad():  # a "trained" SeeDNorm: α, β away from their init
+        for m in model.modules():
+            if isinstance(m, SeeDNorm):
+                m.alpha.normal_()
+                m.beta.normal_(std=0.3)
+    expected = logits(model, ids)
+    model.save_pretrained(tmp_path)
+
+    reloaded = sn_hf.from_pretrained(transformers.AutoModelForCausalLM, tmp_path)
+    assert type(reloaded) is type(model)
+    assert reloaded.config.seednorm == model.config.seednorm
+    assert [n for n, m in reloaded.named_modules() if isinstance(m, SeeDNorm)] == [
+        n for n, m in model.named_modules() if isinstance(m, SeeDNorm)
+    ]
+    assert torch.equal(logits(reloaded, ids), expected)
+    if exclude:
+        assert type(reloaded.model.layers[0].self_attn.q_norm).__name__ == "Qwen3RMSNorm"
+
+
+def test_from_pretrained_needs_the_marker_and_all_seednorm_weights(tmp_path):
+    plain = tiny_model("llama")
+    plain.save_pretrained(tmp_path / "plain")
+    with pytest.raises(ValueError, match="no 'seednorm' entry"):
+        sn_hf.from_pretrained(transformers.LlamaForCausalLM, tmp_path / "plain")
+
+    model = sn_hf.convert(tiny_model("llama"))
+    partial = {k: v for k, v in model.state_dict().items() if not k.endswith(".alpha")}
+    model.save_pretrained(tmp_path / "partial", state_dict=partial)
+    with pytest.raises(ValueError, match="lacks SeeDNorm parameters"):
+        sn_hf.from_pretrained(transformers.LlamaForCausalLM, tmp_path / "partial")
+    with pytest.raises(ValueError, match="converted already"):
+        sn_hf.convert(model)
+
+
+def test_trainer_decays_alpha_and_beta_with_create_optimizer(ids, tmp_path):
+    model = sn_hf.convert(tiny_model("llama"))
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+    )
+    optimizer = sn_hf.create_optimizer(model, args)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    dynamic = {id(p) for m in model.modules() if isinstance(m, SeeDNorm) for p in (m.alpha, m.beta)}
+    (group,) = [g for g in optimizer.param_groups if g["name"] == "seednorm"]
+    assert {id(p) for p in group["params"]} == dynamic and group["weight_decay"] == 0.1
+
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None))
+    trainer.train()
+    assert trainer.optimizer.optimizer is optimizer or trainer.optimizer is optimizer
+    assert all((m.beta != 0).all() for m in model.modules() if isinstance(m, SeeDNorm))
