@@ -60,6 +60,7 @@ class Preset:
     grad_clip: float | None
     max_shift: int
     eval_every: int
+    ckpt_every: int
     eval_limit: int | None
     seeds: int
     norms: tuple[str, ...]
@@ -75,20 +76,20 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         dataset="mnist", model=ViTConfig(dim=16, depth=1, attn_heads=2, mlp_ratio=2.0, drop_path=0.1),
         steps=6, batch_size=32, lr=2e-3, warmup=2, weight_decay=0.05, grad_clip=1.0, max_shift=2,
-        eval_every=3, eval_limit=128, seeds=2, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
+        eval_every=3, ckpt_every=0, eval_limit=128, seeds=2, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
         seednorm_heads=2, dot_scale="dim", heads=(1, 2), ablation_dim=32, ablation_steps=4, ablation_lr=4e-3,
     ),
     "quick": Preset(
         dataset="mnist", model=ViTConfig(dim=64, depth=4, attn_heads=4, mlp_ratio=2.0, drop_path=0.1),
         steps=500, batch_size=128, lr=2e-3, warmup=50, weight_decay=0.05, grad_clip=1.0, max_shift=2,
-        eval_every=100, eval_limit=None, seeds=3, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
+        eval_every=100, ckpt_every=100, eval_limit=None, seeds=3, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
         seednorm_heads=4, dot_scale="dim", heads=(1, 2, 4, 8), ablation_dim=128, ablation_steps=300,
         ablation_lr=4e-3,
     ),
     "full": Preset(
         dataset="mnist", model=ViTConfig(dim=192, depth=6, attn_heads=6, mlp_ratio=4.0, drop_path=0.1),
         steps=3000, batch_size=128, lr=1e-3, warmup=200, weight_decay=0.05, grad_clip=1.0, max_shift=2,
-        eval_every=250, eval_limit=None, seeds=5, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
+        eval_every=250, ckpt_every=250, eval_limit=None, seeds=5, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
         seednorm_heads=8, dot_scale="dim", heads=(1, 2, 4, 8, 16), ablation_dim=384, ablation_steps=2000,
         ablation_lr=2e-3,
     ),
@@ -197,7 +198,7 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
     config = TrainConfig(
         out_dir=out_dir, steps=spec.steps, lr=spec.lr, warmup=min(preset.warmup, spec.steps),
         weight_decay=preset.weight_decay, grad_clip=preset.grad_clip, seed=spec.seed,
-        resume=(out_dir / "checkpoint.pt").is_file(), ckpt_every=spec.steps // 4,
+        resume=(out_dir / "checkpoint.pt").is_file(), ckpt_every=preset.ckpt_every,
         eval_every=preset.eval_every, progress=progress, tensorboard=tensorboard, desc=spec.label,
     )
     return train(task, config).to_json()

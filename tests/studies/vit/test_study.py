@@ -1,0 +1,96 @@
+"""The vision study end to end (smoke preset), and the pieces that make it exact: batches, the run plan."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from seednorm.studies.vit import main
+from seednorm.studies.vit.data import load_mnist
+from seednorm.studies.vit.study import PRESETS, Batches, RunSpec, parse_args, plan, resolve_preset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_mnist().split(0.2, seed=0)[1]  # 1,000 images: enough for the batch tests
+
+
+def test_batches_are_a_pure_function_of_seed_and_step(digits) -> None:
+    a, b = Batches(digits, 64, seed=1, max_shift=2), Batches(digits, 64, seed=1, max_shift=2)
+    for step in (0, 15, 16, 40):  # 15 and 16 straddle the first epoch boundary (1000 / 64)
+        xa, ya = a(step, 0, 1)
+        xb, yb = b(step, 0, 1)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and xa.shape == (64, 1, 28, 28)
+    assert not torch.equal(a(0, 0, 1)[0], Batches(digits, 64, seed=2, max_shift=2)(0, 0, 1)[0])
+
+
+def test_ddp_shards_concatenate_to_the_single_process_batch(digits) -> None:
+    batches = Batches(digits, 64, seed=0, max_shift=2)
+    for step in (0, 15):
+        whole = batches(step, 0, 1)
+        shards = [batches(step, rank, 4) for rank in range(4)]
+        assert torch.equal(torch.cat([s[0] for s in shards]), whole[0])
+        assert torch.equal(torch.cat([s[1] for s in shards]), whole[1])
+    with pytest.raises(ValueError, match="not divisible by the world size"):
+        batches(0, 0, 3)
+
+
+def test_each_epoch_visits_every_image_once(digits) -> None:
+    batches = Batches(digits, 100, seed=0, max_shift=0)
+    seen = torch.cat([batches(step, 0, 1)[0] for step in range(10)]).flatten(1)
+    assert torch.equal(torch.unique(seen, dim=0), torch.unique(digits.images.flatten(1), dim=0))
+    with pytest.raises(ValueError, match="batch_size"):
+        Batches(digits, 0, seed=0, max_shift=0)
+
+
+def test_plan_and_run_names() -> None:
+    preset = replace(PRESETS["smoke"], norms=("layernorm", "seednorm"), heads=(1, 4))
+    specs = plan(preset, seeds=2)
+    assert [s.label for s in specs] == ["layernorm"] * 2 + ["seednorm/2h"] * 2 + ["layernorm"] * 2 + [
+        "seednorm/1h"] * 2 + ["seednorm/4h"] * 2
+    assert len({s.name for s in specs}) == len(specs)
+    main_seed = specs[2].model.norm_kwargs
+    assert main_seed == {"num_heads": 2, "dynamic_dropout": preset.model.drop_path, "dot_scale": "dim"}
+    assert {s.model.dim for s in specs if s.grid == "heads"} == {preset.ablation_dim}
+    changed = RunSpec(specs[0].grid, specs[0].model, specs[0].seed, specs[0].steps, specs[0].lr * 2)
+    assert changed.name != specs[0].name and changed.name.startswith("main-layernorm-d16-s0-")
+
+
+def test_cli_overrides() -> None:
+    preset = resolve_preset(parse_args(["--preset", "smoke", "--norms", "dyt,seednorm", "--heads", "none",
+                                        "--seeds", "3", "--dot-scale", "0.5", "--seednorm-heads", "4"]))
+    assert (preset.norms, preset.heads, preset.seeds, preset.dot_scale, preset.seednorm_heads) == (
+        ("dyt", "seednorm"), (), 3, 0.5, 4)
+    assert not [s for s in plan(preset, 1) if s.grid == "heads"]
+    with pytest.raises(SystemExit):
+        parse_args(["--shifts", "blur=2"])
+
+
+@pytest.mark.slow
+def test_smoke_preset_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--preset", "smoke", "--out", str(tmp_path), "--no-progress", "--no-tensorboard", "--threads", "1"]
+    assert main(args) == 0
+    report = (tmp_path / "report.md").read_text()
+    for needle in ("| norm | params | clean | noise=0.4 | contrast=0.3 | rotate=30 | sklearn_digits |",
+                   "| seednorm/2h |", "| dyt |", "seednorm/2h − layernorm", "## SeeDNorm head-count ablation",
+                   "| seednorm/1h |", "![heads.png](heads.png)", "Command: `seednorm vit --preset smoke"):
+        assert needle in report, needle
+    for png in ("loss.png", "accuracy.png", "shifts.png", "heads.png", "heads_loss.png", "heads_accuracy.png"):
+        assert (tmp_path / png).stat().st_size > 1000, png
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["runs"]) == 14 and all(0 <= r["final_eval"]["clean"] <= 1 for r in summary["runs"])
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert all((r / "metrics.csv").is_file() and (r / "checkpoint.pt").is_file() for r in runs)
+
+    # a second call reuses finished runs; a run without result.json resumes from its checkpoint
+    stamps = {r.name: (r / "result.json").stat().st_mtime_ns for r in runs}
+    (runs[0] / "result.json").unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert all((r / "result.json").stat().st_mtime_ns == stamps[r.name] for r in runs[1:])
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["final_eval"] for r in again["runs"]] == [r["final_eval"] for r in summary["runs"]]
