@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -139,3 +143,11 @@ def test_trainer_decays_alpha_and_beta_with_create_optimizer(ids, tmp_path):
     trainer.train()
     assert trainer.optimizer.optimizer is optimizer or trainer.optimizer is optimizer
     assert all((m.beta != 0).all() for m in model.modules() if isinstance(m, SeeDNorm))
+
+
+def test_readme_conversion_example_runs(tmp_path, monkeypatch):
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    section = readme.read_text().split("## Converting existing models", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    exec(compile(code, str(readme), "exec"), {})
