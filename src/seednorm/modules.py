@@ -136,6 +136,7 @@ class SeeDNorm(_DynamicGain):
             center=self.center,
             dynamic_dropout=self.dynamic_dropout,
             training=self.training,
+            impl="auto",
         )
 
     def extra_repr(self) -> str:

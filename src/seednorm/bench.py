@@ -1,0 +1,322 @@
+"""Kernel benchmark: SeeDNorm (each implementation) beside RMSNorm baselines, forward, backward and both.
+
+    python -m seednorm.bench                          # default shapes, fp32 and bf16, on CUDA when present
+    python -m seednorm.bench --device cpu --quick     # 4096×1024 only, fewer repetitions
+    seednorm bench --shapes 4096x1024,4096x4096 --dtypes fp32
+
+Times are medians after warm-up. On CUDA each measurement is ``triton.testing.do_bench`` (L2 flushed between
+calls; backward timed on a retained graph). On CPU the candidates are run round-robin, one repetition each in
+turn, so that load from other processes on the machine spreads evenly over them.
+
+Bytes model (the minimum traffic, the same for SeeDNorm and RMSNorm, SPEC §5), with s = bytes per element:
+forward reads x and writes y (2·M·D·s); backward reads x and dy and writes dx (3·M·D·s); parameters and the
+per-row statistics are counted too (weights read once per pass, gradients written once). GB/s = bytes / time.
+Memory: peak allocated during forward+backward on CUDA, and on every device the bytes saved for backward
+beyond the inputs and parameters (SeeDNorm's fused op keeps 1/RMS and σ(s), RMSNorm keeps 1/RMS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import functional as SF
+
+SHAPES = ((4096, 1024), (4096, 4096), (16384, 4096), (4096, 16384))
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+EPS = 1e-6
+BASELINE = "rmsnorm compiled"
+
+
+@dataclass
+class Case:
+    """Inputs of one benchmark cell: x, dy (M, D) and the leaves whose gradients the backward computes."""
+
+    x: Tensor
+    dy: Tensor
+    gamma: Tensor
+    alpha: Tensor
+    beta: Tensor
+
+    @property
+    def leaves(self) -> list[Tensor]:
+        return [self.x, self.gamma, self.alpha, self.beta]
+
+
+def make_case(m: int, d: int, dtype: torch.dtype, device: str) -> Case:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(m, d, generator=g).to(device, dtype).requires_grad_()
+    dy = torch.randn(m, d, generator=g).to(device, dtype)
+    gamma = torch.ones(d, device=device, dtype=dtype, requires_grad=True)
+    alpha = torch.ones(d, device=device, dtype=dtype, requires_grad=True)
+    beta = (torch.randn(d, generator=g) / d).to(device, dtype).requires_grad_()
+    return Case(x, dy, gamma, alpha, beta)
+
+
+def candidates(device: str) -> dict[str, Callable[[Case], Tensor]]:
+    """name → forward(case) for every implementation available on this device."""
+    rms_compiled = torch.compile(lambda x, w: F.rms_norm(x, x.shape[-1:], w, EPS), dynamic=False)
+    found: dict[str, Callable[[Case], Tensor]] = {
+        "rmsnorm eager": lambda c: F.rms_norm(c.x, c.x.shape[-1:], c.gamma, EPS),
+        BASELINE: lambda c: rms_compiled(c.x, c.gamma),
+    }
+    impls = ["reference", "compiled"] + (["triton"] if device == "cuda" else [])
+    for impl in impls:
+        found[f"seednorm {impl}"] = lambda c, impl=impl: SF.seednorm(
+            c.x, c.gamma, c.alpha, c.beta, eps=EPS, impl=impl
+        )
+    if device == "cuda":
+        found.update(_third_party())
+    return found
+
+
+def _third_party() -> dict[str, Callable[[Case], Tensor]]:
+    """Liger's and Quack's RMSNorm, when installed and callable as expected (checked on a small input)."""
+    found: dict[str, Callable[[Case], Tensor]] = {}
+    try:
+        from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+
+        found["rmsnorm liger"] = lambda c: LigerRMSNormFunction.apply(c.x, c.gamma, EPS)
+    except ImportError:
+        pass
+    try:
+        from quack.rmsnorm import rmsnorm as quack_rmsnorm
+
+        found["rmsnorm quack"] = lambda c: quack_rmsnorm(c.x, c.gamma, eps=EPS)
+    except ImportError:
+        pass
+    probe = make_case(256, 1024, torch.bfloat16, "cuda")
+    for name, fn in list(found.items()):
+        try:
+            fn(probe).backward(probe.dy)
+        except Exception as err:  # a third-party API that changed: report and go on without it
+            print(f"skipping {name}: {type(err).__name__}: {err}", file=sys.stderr)
+            del found[name]
+    return found
+
+
+def traffic(m: int, d: int, dtype: torch.dtype) -> dict[str, int]:
+    """The bytes model of the module docstring, for forward, backward and both."""
+    s = torch.finfo(dtype).bits // 8
+    params = 3 * d * s
+    stats = 2 * m * 4
+    fwd = 2 * m * d * s + params + stats
+    bwd = 3 * m * d * s + 2 * params + stats
+    return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}
+
+
+def saved_bytes(fn: Callable[[Case], Tensor], case: Case) -> int:
+    """Bytes autograd keeps for backward beyond the inputs and parameters (unique storages)."""
+    known = {t.untyped_storage().data_ptr() for t in case.leaves}
+    seen: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in known:
+            seen[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(case)
+    return sum(seen.values())
+
+
+def _clear_grads(case: Case) -> None:
+    for t in case.leaves:
+        t.grad = None
+
+
+def time_cpu(fns: dict[str, Callable[[Case], Tensor]], case: Case, reps: int, warmup: int) -> dict[str, dict]:
+    """Median fwd, bwd, fwd+bwd seconds per candidate, candidates interleaved repetition by repetition."""
+    samples = {name: {"fwd": [], "bwd": [], "fwd+bwd": []} for name in fns}
+    for rep in range(warmup + reps):
+        for name, fn in fns.items():
+            _clear_grads(case)
+            t0 = time.perf_counter()
+            y = fn(case)
+            t1 = time.perf_counter()
+            y.backward(case.dy)
+            t2 = time.perf_counter()
+            if rep >= warmup:
+                for key, value in (("fwd", t1 - t0), ("bwd", t2 - t1), ("fwd+bwd", t2 - t0)):
+                    samples[name][key].append(value)
+    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+
+
+def time_cuda(fns: dict[str, Callable[[Case], Tensor]], case: Case, reps: int, warmup: int) -> dict[str, dict]:
+    """Median fwd, bwd (retained graph), fwd+bwd seconds per candidate with ``triton.testing.do_bench``."""
+    from triton.testing import do_bench
+
+    out = {}
+    for name, fn in fns.items():
+        def fwd_bwd(fn=fn):
+            fn(case).backward(case.dy)
+
+        y = fn(case)
+        kw = {"warmup": warmup, "rep": reps, "return_mode": "median", "grad_to_none": case.leaves}
+        out[name] = {
+            "fwd": do_bench(lambda fn=fn: fn(case), **kw) / 1e3,
+            "bwd": do_bench(lambda y=y: y.backward(case.dy, retain_graph=True), **kw) / 1e3,
+            "fwd+bwd": do_bench(fwd_bwd, **kw) / 1e3,
+        }
+        del y
+    return out
+
+
+def peak_cuda_bytes(fn: Callable[[Case], Tensor], case: Case) -> int:
+    """Peak memory allocated during one forward+backward, above what was allocated before it."""
+    _clear_grads(case)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn(case).backward(case.dy)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def machine(device: str) -> str:
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs)"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
+    except (OSError, AttributeError):
+        pass
+    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def device_slug(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
+
+
+def versions() -> str:
+    try:
+        import triton
+
+        tv = triton.__version__
+    except ImportError:
+        tv = "not installed"
+    return f"torch {torch.__version__}, triton {tv}, python {platform.python_version()}"
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        shapes = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(s) != 2 or min(s) < 1 for s in shapes):
+        raise argparse.ArgumentTypeError(f"shapes must look like 4096x1024,4096x4096, got {text!r}")
+    return shapes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="seednorm bench", description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--shapes", type=parse_shapes, default=list(SHAPES), help="MxD,... (default: the four of the issue)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
+    p.add_argument("--quick", action="store_true", help="4096x1024 only and fewer repetitions (CPU smoke run)")
+    p.add_argument("--reps", type=int, default=None, help="CPU: timed repetitions; CUDA: do_bench rep in ms")
+    p.add_argument("--warmup", type=int, default=None, help="CPU: untimed repetitions; CUDA: do_bench warmup ms")
+    p.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/<device>.md)")
+    p.add_argument("--note", default="", help="a line written under the header (e.g. what else ran meanwhile)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.shapes = [(4096, 1024)]
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    if not dtypes or any(d not in DTYPES for d in dtypes):
+        p.error(f"--dtypes must be a comma list of {sorted(DTYPES)}, got {args.dtypes!r}")
+    args.dtypes = dtypes
+    cpu = args.device == "cpu"
+    args.reps = args.reps or (10 if args.quick else 30 if cpu else 200)
+    args.warmup = args.warmup or (3 if cpu else 50)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but no CUDA device is available")
+    return args
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """Measure every cell; returns the rows and the markdown report."""
+    torch._dynamo.config.recompile_limit = 64  # one compiled graph per shape and dtype, for every candidate
+    fns = candidates(args.device)
+    rows = []
+    for m, d in args.shapes:
+        for dt in args.dtypes:
+            case = make_case(m, d, DTYPES[dt], args.device)
+            timer = time_cuda if args.device == "cuda" else time_cpu
+            times = timer(fns, case, args.reps, args.warmup)
+            bytes_ = traffic(m, d, DTYPES[dt])
+            for name, fn in fns.items():
+                row = {"shape": f"{m}x{d}", "dtype": dt, "impl": name, **{k + " ms": v * 1e3 for k, v in
+                                                                           times[name].items()}}
+                row["fwd+bwd GB/s"] = bytes_["fwd+bwd"] / times[name]["fwd+bwd"] / 1e9
+                row["fwd GB/s"] = bytes_["fwd"] / times[name]["fwd"] / 1e9
+                row["bwd GB/s"] = bytes_["bwd"] / times[name]["bwd"] / 1e9
+                row[f"vs {BASELINE}"] = times[name]["fwd+bwd"] / times[BASELINE]["fwd+bwd"]
+                row["saved MB"] = saved_bytes(fn, case) / 2**20
+                if args.device == "cuda":
+                    row["peak MB"] = peak_cuda_bytes(fn, case) / 2**20
+                rows.append(row)
+                print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
+            del case
+    return rows, report(rows, args)
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> str:
+    """Markdown: machine, versions, command, the bytes model and one table."""
+    auto = "triton" if args.device == "cuda" else "compiled"
+    cols = list(rows[0])
+    lines = [
+        f"# SeeDNorm kernel benchmark: {args.device}",
+        "",
+        f"- Machine: {machine(args.device)}",
+        f"- Versions: {versions()}",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Command: `python -m seednorm.bench {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- Timing: median of {args.reps} {'ms of do_bench' if args.device == 'cuda' else 'repetitions'} after "
+        f"{args.warmup} warm-up; `impl=\"auto\"` runs `seednorm {auto}` here",
+        "- Bytes model: forward 2·M·D·s, backward 3·M·D·s (s = bytes per element), plus parameters and per-row "
+        "statistics; GB/s = bytes / time",
+        f"- `vs {BASELINE}`: forward+backward time over the compiled RMSNorm's in the same run",
+        "- `saved MB`: tensors autograd keeps for backward beyond inputs and parameters"
+        + ("; `peak MB`: peak allocated during forward+backward" if args.device == "cuda" else ""),
+    ]
+    if args.note:
+        lines.append(f"- Note: {args.note}")
+    lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m seednorm.bench`` and ``seednorm bench``."""
+    args = parse_args(argv)
+    rows, text = run(args)
+    out = args.out or Path("benchmarks/results") / f"{device_slug(args.device)}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print()
+    print(text)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

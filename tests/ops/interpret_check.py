@@ -1,0 +1,39 @@
+"""Run every case of cases.py through the Triton kernels under the CPU interpreter; print {case: failures} as JSON.
+
+Run by test_triton.py in a subprocess, because TRITON_INTERPRET=1 must be set before triton is imported:
+    TRITON_INTERPRET=1 PYTHONPATH=tests:tests/ops python tests/ops/interpret_check.py
+Each case runs twice: with the whole-row kernels, and with the chunked kernels (forced by a tiny MAX_TILE and
+CHUNK, so rows span several chunks and heads several loop iterations).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+from cases import CASES, check
+
+import seednorm.ops.triton as kernels
+
+
+def main() -> int:
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        print("set TRITON_INTERPRET=1 to run the Triton kernels on CPU", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    results = {}
+    for layout, max_tile, chunk in (("row", kernels.MAX_TILE, kernels.CHUNK), ("chunked", 16, 32)):
+        kernels.MAX_TILE, kernels.CHUNK = max_tile, chunk
+        for case in CASES:
+            try:
+                results[f"{layout}-{case.id}"] = check(case, "triton")
+            except Exception as err:  # report every case, not just the first crash
+                results[f"{layout}-{case.id}"] = {"error": f"{type(err).__name__}: {err}"}
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The fused custom op (compiled kernels, in process) against the float64 reference; its registration and dispatch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cases import CASES, Case, check, make_inputs
+
+import seednorm
+from seednorm import ops
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("impl", ["reference", "compiled"])
+def test_matches_reference(case, impl):
+    assert check(case, impl) == {}
+
+
+def test_compiled_float64_matches_reference_tightly():
+    assert check(Case((4, 40), num_heads=2, dtype=torch.float64, param_dtype=torch.float64), "compiled") == {}
+
+
+def test_opcheck():
+    """Schema, fake (meta) functions and autograd registration, as torch.library checks them."""
+    inp = make_inputs(Case((4, 32)))
+    x, w, a, b = (inp[k].requires_grad_() for k in ("x", "weight", "alpha", "beta"))
+    torch.library.opcheck(
+        torch.ops.seednorm.forward.default,
+        (x, w, a, b, inp["residual"], 2, 1e-5, "tanh", 1.0, "compiled"),
+        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+    )
+
+
+def test_meta_tensors_give_shapes_without_running():
+    x = torch.empty(3, 5, 64, device="meta", dtype=torch.bfloat16)
+    p = torch.empty(64, device="meta")
+    y, summed = ops.seednorm_fused(x, p, p, p, x, num_heads=4, eps=1e-6, activation="tanh", dot_scale=1.0,
+                                   impl="compiled")
+    assert y.shape == summed.shape == x.shape and y.dtype == torch.bfloat16 and y.device.type == "meta"
+
+
+def test_empty_input():
+    inp = make_inputs(Case((0, 16)))
+    x = inp["x"].requires_grad_()
+    y = seednorm.seednorm(x, inp["weight"], inp["alpha"], inp["beta"], eps=1e-5, impl="compiled")
+    y.sum().backward()
+    assert y.shape == (0, 16) and x.grad.shape == (0, 16)
+
+
+def test_auto_resolution():
+    cpu32, cpu64 = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.float64)
+    assert ops.resolve_impl("auto", cpu32) == "compiled"
+    assert ops.resolve_impl("auto", cpu64) == "reference"  # exact and twice differentiable
+    assert ops.resolve_impl("triton", cpu32) == "triton"
+    assert ops.resolve_impl("compiled", cpu32, fusable=False) == "reference"
+    assert ops.resolve_impl("auto", torch.zeros(2, 4, device="meta")) == "reference"
+
+
+@pytest.mark.parametrize(
+    "kw", [{"center": True}, {"bias": torch.zeros(8)}, {"dynamic_dropout": 0.5, "training": True}], ids=str
+)
+def test_uncovered_options_fall_back_to_reference(kw):
+    x = torch.randn(3, 8)
+    p = torch.randn(8)
+    torch.manual_seed(1)
+    fused = seednorm.seednorm(x, p, p, p, eps=1e-5, impl="compiled", **kw)
+    torch.manual_seed(1)
+    assert torch.equal(fused, seednorm.seednorm(x, p, p, p, eps=1e-5, impl="reference", **kw))
+
+
+def test_module_uses_auto():
+    layer = seednorm.SeeDNorm(16, num_heads=2)
+    x = torch.randn(3, 16)
+    expected = seednorm.seednorm(x, layer.weight, layer.alpha, layer.beta, num_heads=2, impl="compiled")
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+
+
+def test_bad_arguments():
+    x, p = torch.randn(2, 8), torch.randn(8)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        seednorm.seednorm(x, p, p, p, impl="cuda")
+    with pytest.raises(ValueError, match="residual must match"):
+        seednorm.seednorm(x, p, p, p, residual=torch.randn(2, 4), impl="compiled")
+    with pytest.raises(ValueError, match="residual must match"):
+        seednorm.seednorm(x, p, p, p, residual=x.double(), impl="reference")
+    with pytest.raises(TypeError, match="residual must be a torch.Tensor"):
+        seednorm.seednorm(x, p, p, p, residual=1.0, impl="compiled")
+    if not ops.op.TRITON_INTERPRET:
+        with pytest.raises(ValueError, match="needs a CUDA tensor"):
+            seednorm.seednorm(x, p, p, p, impl="triton")
