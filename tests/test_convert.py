@@ -218,6 +218,12 @@ def test_channels_first_layernorm_subclass_is_refused():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="num_heads=3 does not divide the width 16 of 'norm'"):
         convert_to_seednorm(Block(nn.RMSNorm(16)), num_heads=3)
+    with pytest.raises(ValueError, match="num_heads must be a positive integer, got 0"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), num_heads=0)
+    with pytest.raises(ValueError, match="alpha_init=0"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), alpha_init=0.0)
+    with pytest.raises(TypeError, match="expects an nn.Module"):
+        convert_to_seednorm("model")
     with pytest.raises(TypeError, match="include must be"):
         convert_to_seednorm(Block(nn.RMSNorm(16)), include=[1])
     with pytest.raises(TypeError, match="center must be"):

@@ -79,6 +79,10 @@ def convert_to_seednorm(
         ValueError: no norm layer selected, or ``num_heads`` does not divide a layer's width.
         TypeError: a selected norm layer cannot be reproduced exactly; the message names each module and class.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert_to_seednorm expects an nn.Module, got {type(model).__name__}")
+    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
     includes, excludes = _patterns(include, "include"), _patterns(exclude, "exclude")
     if center is not None and not isinstance(center, bool):
         raise TypeError(f"center must be None, True or False, got {center!r}")
