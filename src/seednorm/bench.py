@@ -236,6 +236,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="CPU: untimed repetitions; CUDA: do_bench warmup ms")
     p.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/<device>.md)")
     p.add_argument("--note", default="", help="a line written under the header (e.g. what else ran meanwhile)")
+    p.add_argument("--peak-gbps", type=float, default=None, help="memory bandwidth peak: adds '% of peak' columns")
     args = p.parse_args(argv)
     if args.quick:
         args.shapes = [(4096, 1024)]
@@ -268,6 +269,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
                 row["fwd+bwd GB/s"] = bytes_["fwd+bwd"] / times[name]["fwd+bwd"] / 1e9
                 row["fwd GB/s"] = bytes_["fwd"] / times[name]["fwd"] / 1e9
                 row["bwd GB/s"] = bytes_["bwd"] / times[name]["bwd"] / 1e9
+                if args.peak_gbps:
+                    row["fwd % peak"] = 100 * row["fwd GB/s"] / args.peak_gbps
+                    row["bwd % peak"] = 100 * row["bwd GB/s"] / args.peak_gbps
                 row[f"vs {BASELINE}"] = times[name]["fwd+bwd"] / times[BASELINE]["fwd+bwd"]
                 row["saved MB"] = saved_bytes(fn, case) / 2**20
                 if args.device == "cuda":
@@ -297,6 +301,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         "- `saved MB`: tensors autograd keeps for backward beyond inputs and parameters"
         + ("; `peak MB`: peak allocated during forward+backward" if args.device == "cuda" else ""),
     ]
+    if args.peak_gbps:
+        lines.append(f"- `% peak`: GB/s over a memory bandwidth peak of {args.peak_gbps:g} GB/s")
     if args.note:
         lines.append(f"- Note: {args.note}")
     lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -50,7 +50,7 @@ def _forward(
     gain = t.unsqueeze(-1) * alpha.to(ct).view(num_heads, -1) + (
         1.0 if weight is None else weight.to(ct).view(num_heads, -1)
     )
-    y = (gain * xh).view(m, d) * rstd.unsqueeze(-1)
+    y = (gain * (xh * rstd.view(m, 1, 1))).view(m, d)  # γ ⊙ (x · 1/RMS), the order RMSNorm uses
     return y.to(x.dtype), rstd, t, summed
 
 
