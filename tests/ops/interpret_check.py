@@ -2,7 +2,7 @@
 
 Run by test_triton.py in a subprocess, because TRITON_INTERPRET=1 must be set before triton is imported:
     TRITON_INTERPRET=1 PYTHONPATH=tests:tests/ops python tests/ops/interpret_check.py
-Each case runs twice: with the whole-row kernels, and with the chunked kernels (forced by a tiny MAX_TILE and
+Each case runs twice: with the whole-row kernels, and with the chunked kernels (forced by tiny MAX_TILE_* and
 CHUNK, so rows span several chunks and heads several loop iterations).
 """
 
@@ -24,8 +24,9 @@ def main() -> int:
         return 2
     torch.manual_seed(0)
     results = {}
-    for layout, max_tile, chunk in (("row", kernels.MAX_TILE, kernels.CHUNK), ("chunked", 16, 32)):
-        kernels.MAX_TILE, kernels.CHUNK = max_tile, chunk
+    row = (kernels.MAX_TILE_FWD, kernels.MAX_TILE_BWD, kernels.CHUNK)
+    for layout, limits in (("row", row), ("chunked", (16, 16, 32))):
+        kernels.MAX_TILE_FWD, kernels.MAX_TILE_BWD, kernels.CHUNK = limits
         for case in CASES:
             try:
                 results[f"{layout}-{case.id}"] = check(case, "triton")

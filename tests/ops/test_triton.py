@@ -40,6 +40,7 @@ def test_interpreted_kernels_match_reference(interpreted, layout, case):
 # On a GPU: the same cases, plus widths that take the chunked kernels at their real limits, and a bigger bf16 one.
 GPU_CASES = CASES + [
     Case((8, 65536)),
+    Case((16, 16384), dtype=torch.bfloat16),  # row-tile forward, chunked backward
     Case((4, 24576), num_heads=3, activation="sigmoid", residual=True),
     Case((256, 4096), dtype=torch.bfloat16, residual=True),
     Case((64, 8192), num_heads=16, dtype=torch.bfloat16, param_dtype=torch.bfloat16),

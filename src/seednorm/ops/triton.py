@@ -7,9 +7,11 @@ per SM, each owning a contiguous block of rows) and summed over the programs at 
 
 Two layouts, chosen by width:
 
-- Row tile (padded tile ≤ ``MAX_TILE`` elements): one program holds a whole row as an (H, D/H) tile padded to
-  powers of two, so Σx² (over the row) and Σx·β (per head) come from one read, and the backward's two row
-  reductions ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩ likewise.
+- Row tile (padded tile ≤ ``MAX_TILE_FWD`` / ``MAX_TILE_BWD`` elements): one program holds a whole row as an
+  (H, D/H) tile padded to powers of two, so Σx² (over the row) and Σx·β (per head) come from one read, and the
+  backward's two row reductions ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩ likewise. The backward limit is lower because its
+  program keeps three float32 accumulator rows and α, β, γ live beside x and dy: at 8192 that is already most
+  of an SM's 256 KiB register file.
 - Chunked (wider rows): a stats kernel loops over each row in chunks to get the per-row scalars (1/RMS and t in
   the forward; the mean term and σ'(s)·c·dot_scale per head in the backward), then an apply kernel over
   (rows, chunks) writes y, or dx and the parameter partials. x (and dy) are read twice: slower, same result.
@@ -25,7 +27,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-MAX_TILE = 16384  # widest padded row held in registers by one program; wider rows take the chunked kernels
+MAX_TILE_FWD = 16384  # widest padded row one forward program holds in registers; wider rows go chunked
+MAX_TILE_BWD = 8192  # the same for the backward (accumulators need room too)
 CHUNK = 4096  # chunk width of the chunked kernels
 ACT_CODES = {"tanh": 0, "sigmoid": 1, "hardtanh": 2, "softsign": 3}
 
@@ -259,7 +262,7 @@ def _bwd_apply_kernel(
 
 
 def _num_warps(tile: int) -> int:
-    return 32 if tile >= 32768 else 16 if tile >= 8192 else 8 if tile >= 2048 else 4
+    return 32 if tile >= 16384 else 16 if tile >= 8192 else 8 if tile >= 2048 else 4
 
 
 def _row_tile(d: int, num_heads: int) -> tuple[int, int]:
@@ -299,7 +302,7 @@ def forward(
     act = ACT_CODES[activation]
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
-    if hb * cb <= MAX_TILE:
+    if hb * cb <= MAX_TILE_FWD:
         _fwd_row_kernel[(m,)](
             x, r, s, y, w, alpha, beta, rstd, t,
             x.stride(0), r.stride(0), s.stride(0), y.stride(0),
@@ -351,7 +354,7 @@ def backward(
     act = ACT_CODES[activation]
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
-    if m > 0 and hb * cb <= MAX_TILE:
+    if m > 0 and hb * cb <= MAX_TILE_BWD:
         _bwd_row_kernel[(grid,)](
             dy, x, w, alpha, beta, rstd, t, ds, dx, parts[0], parts[1], parts[2],
             dy.stride(0), x.stride(0), ds.stride(0), dx.stride(0),
