@@ -27,13 +27,25 @@ DECODER = {
 CONFIGS = {
     "llama": lambda: transformers.LlamaConfig(**DECODER),
     "qwen2": lambda: transformers.Qwen2Config(**DECODER),
-    "gemma2": lambda: transformers.Gemma2Config(**DECODER, head_dim=8),  # γ = 1 + weight, 4 norms per layer
+    "gemma": lambda: transformers.GemmaConfig(**DECODER, head_dim=8),  # γ = 1 + weight
+    "gemma2": lambda: transformers.Gemma2Config(**DECODER, head_dim=8),  # 4 norms per layer
+    "gemma3": lambda: transformers.Gemma3TextConfig(**DECODER, head_dim=8),  # and per-head QK-norms
     "olmo2": lambda: transformers.Olmo2Config(**DECODER),  # post-norms and full-width QK-norms
     "qwen3": lambda: transformers.Qwen3Config(**DECODER, head_dim=8),  # per-head QK-norms
     "phi3": lambda: transformers.Phi3Config(**DECODER),
     "gpt2": lambda: transformers.GPT2Config(**TOKENS, n_embd=32, n_layer=2, n_head=4, n_positions=64),  # LayerNorm
 }
-NORM_COUNT = {"llama": 5, "qwen2": 5, "gemma2": 9, "olmo2": 9, "qwen3": 9, "phi3": 5, "gpt2": 5}
+NORM_COUNT = {  # 2 layers: per-layer norms × 2 + the final norm
+    "llama": 5,
+    "qwen2": 5,
+    "gemma": 5,
+    "gemma2": 9,
+    "gemma3": 13,
+    "olmo2": 9,
+    "qwen3": 9,
+    "phi3": 5,
+    "gpt2": 5,
+}
 
 
 def tiny_model(name: str) -> transformers.PreTrainedModel:
