@@ -1,0 +1,36 @@
+"""The ``seednorm`` command: ``seednorm lm|vit|bench [options]`` (``seednorm <command> --help`` for each)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "lm": ("seednorm.studies.lm", "language-model study: RMSNorm vs LayerNorm vs DyT vs SeeDNorm, zero-shot evals"),
+    "vit": ("seednorm.studies.vit", "vision study: the same comparison on a small ViT under distribution shift"),
+    "bench": ("seednorm.bench", "kernel benchmarks: forward/backward time and bandwidth of every implementation"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: seednorm <command> [options]", "", "commands:"]
+    lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to ``<module>.main(rest_of_argv)``; returns its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if args[0] not in COMMANDS:
+        print(f"seednorm: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    return int(module.main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The language-model study: ``seednorm lm [--preset smoke|quick|standard|full] [--norms ...] [--seeds N]
+[--out DIR] [--lr-sweep] [--resume]``.
+
+Trains the same small Llama-style decoder (:mod:`.model`) with RMSNorm, LayerNorm, DyT and SeeDNorm on
+Shakespeare's plays + Python code (:mod:`.data`), evaluates bits per byte and cloze accuracy in-domain
+and on three never-seen domains (:mod:`.evals`), and writes ``DIR/report.md`` with PNG plots
+(:mod:`.summary`). Runs under ``torchrun`` use DDP (gloo on CPU, nccl on GPU) with no change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .model import SITES
+from .presets import NORM_NAMES, PRESETS, get_preset
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seednorm lm", description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default="quick", help=f"one of {list(PRESETS)}")
+    p.add_argument("--norms", nargs="+", default=list(NORM_NAMES), help="norms to compare")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per norm (default: the preset's)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/lm-<preset>)")
+    p.add_argument("--lr-sweep", action="store_true", help="also sweep the learning rate (stability plot)")
+    p.add_argument("--sweep-only", action="store_true", help="run only the learning-rate sweep")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs, resume interrupted ones")
+    p.add_argument("--placement", nargs="+", default=list(SITES),
+                   help=f"norm sites that take the chosen norm (others stay RMSNorm), from {list(SITES)}")
+    p.add_argument("--qk-norm", action="store_true", help="add a norm on each head's queries and keys")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    p.add_argument("--lr", type=float, default=None, help="override the preset's peak learning rate")
+    p.add_argument("--no-throughput", action="store_true", help="skip the round-robin throughput benchmark")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study from command-line arguments; returns the exit code (argument errors exit with 2)."""
+    from .study import check_norms, is_main_process, measure_throughput, run_lr_sweep, run_study
+    from .summary import write_report
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        preset = get_preset(args.preset, steps=args.steps, lr=args.lr)
+        norms = check_norms(args.norms)
+        if set(args.placement) - set(SITES):
+            raise ValueError(f"unknown placement {sorted(set(args.placement) - set(SITES))}; choose from {SITES}")
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    except ValueError as e:
+        parser.error(str(e))
+    seeds = args.seeds or preset.seeds
+    out = args.out or Path("runs") / f"lm-{preset.name}"
+    kw = {"resume": args.resume, "placement": args.placement, "qk_norm": args.qk_norm,
+          "progress": not args.no_progress}
+    t0 = time.perf_counter()
+    runs = [] if args.sweep_only else run_study(preset, norms, seeds, out, **kw)
+    sweep = run_lr_sweep(preset, norms, seeds, out, **kw) if args.lr_sweep or args.sweep_only else []
+    if not is_main_process():
+        return 0
+    bench = None
+    if runs and not args.no_throughput:
+        bench = measure_throughput(preset, norms, placement=args.placement)
+    command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    path = write_report(out, preset, runs, command=command, throughput=bench, sweep=sweep,
+                        wall_s=time.perf_counter() - t0)
+    print(f"wrote {path}")
+    return 0

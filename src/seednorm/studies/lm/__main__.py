@@ -1,0 +1,7 @@
+"""``python -m seednorm.studies.lm`` (what ``torchrun ... -m seednorm.studies.lm`` runs) = ``seednorm lm``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

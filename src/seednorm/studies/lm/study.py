@@ -1,0 +1,198 @@
+"""The language-model study: train the same decoder with each norm and seed on the harness, evaluate
+in-domain and zero-shot, optionally sweep the learning rate, and measure training throughput.
+
+Layout of ``out``: ``runs/<norm>/seed<k>/`` (one harness run each: checkpoint, metrics.csv, tb/,
+result.json), ``sweep/<norm>/lr<x>/seed<k>/`` for ``--lr-sweep``, ``throughput.json``, and the
+report files written by :mod:`seednorm.studies.lm.summary`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, train
+from .data import EVAL_DOMAINS, Corpus, load_corpus, train_batch
+from .evals import bits_per_byte, cloze_accuracy, cloze_items
+from .model import SITES, Llama, LMConfig
+from .presets import NORM_NAMES, Preset
+
+__all__ = ["Run", "check_norms", "measure_throughput", "run_lr_sweep", "run_study"]
+
+
+@dataclass
+class Run:
+    """One finished training run: its norm, seed, learning rate and the harness's result.json."""
+
+    norm: str
+    seed: int
+    lr: float
+    result: dict[str, Any]
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.result["diverged"])
+
+    @property
+    def final_loss(self) -> float:
+        """Mean training loss over the last 10% of steps."""
+        losses = [r["loss"] for r in self.result["history"]]
+        tail = losses[-max(1, len(losses) // 10):]
+        return float(sum(tail) / len(tail))
+
+
+def check_norms(norms: Sequence[str]) -> list[str]:
+    """The norm names, validated (ValueError naming the choices)."""
+    bad = [n for n in norms if n not in NORM_NAMES]
+    if bad or not norms:
+        raise ValueError(f"unknown norm(s) {bad}; choose from {list(NORM_NAMES)}")
+    return list(dict.fromkeys(norms))
+
+
+def model_config(preset: Preset, vocab_size: int, norm: str, placement: Sequence[str] = SITES,
+                 qk_norm: bool = False) -> LMConfig:
+    return LMConfig(vocab_size=vocab_size, dim=preset.dim, n_layers=preset.n_layers, n_heads=preset.n_heads,
+                    seq_len=preset.seq_len, qk_norm=qk_norm, norm=norm, placement=tuple(placement))
+
+
+def _lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    device = next(model.parameters()).device
+    logits = model(x.to(device))
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten())
+
+
+class _Evaluator:
+    """Bits per byte on every evaluation domain and cloze accuracy on each, items built once."""
+
+    def __init__(self, preset: Preset, corpus: Corpus) -> None:
+        self.preset, self.corpus = preset, corpus
+        self.items = {d: cloze_items(corpus.tokens[d], items=preset.cloze_items, context=preset.cloze_context,
+                                     length=preset.cloze_length, seed=i)
+                      for i, d in enumerate(EVAL_DOMAINS)}
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        out = {}
+        for d in EVAL_DOMAINS:
+            out[f"bpb/{d}"] = bits_per_byte(model, self.corpus.tokens[d], self.corpus.token_bytes,
+                                            seq_len=self.preset.seq_len, windows=self.preset.eval_windows)
+            out[f"cloze/{d}"] = cloze_accuracy(model, *self.items[d])
+        return out
+
+
+def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: _Evaluator | None,
+              placement: Sequence[str] = SITES, qk_norm: bool = False) -> Task:
+    """The harness task of one (norm, seed) run: data order and init depend on the seed only, so runs
+    of different norms with the same seed are paired."""
+    cfg = model_config(preset, corpus.vocab_size, norm, placement, qk_norm)
+    return Task(
+        name=f"lm-{preset.name}-{norm}",
+        build_model=lambda: Llama(cfg),
+        batches=lambda step, rank, world: train_batch(corpus, step, rank, world, batch_size=preset.batch_size,
+                                                      seq_len=preset.seq_len, seed=seed),
+        loss=_lm_loss,
+        tokens=lambda batch: batch[0].numel(),
+        evaluate=evaluator,
+        signature={"model": {k: v for k, v in vars(cfg).items() if k != "norm_kwargs"},
+                   "batch_size": preset.batch_size, "max_chars": preset.max_chars},
+    )
+
+
+def _train_run(task: Task, cfg: TrainConfig) -> dict[str, Any]:
+    """Reuse a finished run, resume an interrupted one (when ``cfg.resume``), else train from scratch."""
+    done = cfg.out_dir / RESULT_NAME
+    if cfg.resume and done.is_file():
+        return json.loads(done.read_text())
+    resume = cfg.resume and (cfg.out_dir / CHECKPOINT_NAME).is_file()
+    cfg.resume = resume
+    return train(task, cfg).to_json()
+
+
+def _train_config(preset: Preset, out: Path, seed: int, lr: float, steps: int, resume: bool, progress: bool,
+                  desc: str, vocab_size: int) -> TrainConfig:
+    return TrainConfig(out_dir=out, steps=steps, lr=lr, warmup=min(preset.warmup, steps // 5),
+                       weight_decay=preset.weight_decay, grad_clip=preset.grad_clip, seed=seed, resume=resume,
+                       ckpt_every=preset.ckpt_every, eval_every=preset.eval_every if steps == preset.steps else 0,
+                       diverge_above=math.log(vocab_size) + 1.0, progress=progress, desc=desc)
+
+
+def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, resume: bool = False,
+              placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True) -> list[Run]:
+    """Train every (seed, norm) pair -- seeds outer, so a cut-short study still has paired seeds."""
+    norms = check_norms(norms)
+    corpus = load_corpus(preset.vocab_size, preset.max_chars)
+    evaluator = _Evaluator(preset, corpus)
+    runs = []
+    for seed in range(seeds):
+        for norm in norms:
+            task = make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm)
+            cfg = _train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps,
+                                resume, progress, f"{norm} seed {seed}", corpus.vocab_size)
+            runs.append(Run(norm, seed, preset.lr, _train_run(task, cfg)))
+    return runs
+
+
+def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, resume: bool = False,
+                 placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True) -> list[Run]:
+    """Train each norm at ``preset.lr × m`` for every multiplier m of ``preset.lr_sweep`` for
+    ``preset.sweep_steps`` steps (no evaluation); a run diverges when its loss becomes non-finite or
+    exceeds ln(vocab) + 1, i.e. worse than guessing uniformly."""
+    norms = check_norms(norms)
+    corpus = load_corpus(preset.vocab_size, preset.max_chars)
+    steps = preset.sweep_steps or preset.steps
+    runs = []
+    for mult in preset.lr_sweep:
+        lr = preset.lr * mult
+        for seed in range(seeds):
+            for norm in norms:
+                task = make_task(preset, corpus, norm, seed, None, placement, qk_norm)
+                cfg = _train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr, steps,
+                                    resume, progress, f"sweep {norm} lr {lr:g} seed {seed}", corpus.vocab_size)
+                cfg.ckpt_every = 0
+                runs.append(Run(norm, seed, lr, _train_run(task, cfg)))
+    return runs
+
+
+def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 5, steps: int = 5,
+                       placement: Sequence[str] = SITES) -> dict[str, list[float]]:
+    """Training tokens/s of each norm, measured round-robin (``rounds`` × ``steps`` timed steps per norm,
+    after 3 warm-up steps) so that load from other processes hits every norm alike. Returns the
+    per-round tokens/s of each norm."""
+    corpus = load_corpus(preset.vocab_size, preset.max_chars)
+    setups = {}
+    for norm in check_norms(norms):
+        torch.manual_seed(0)
+        model = Llama(model_config(preset, corpus.vocab_size, norm, placement))
+        setups[norm] = (model, torch.optim.AdamW(model.parameters(), lr=preset.lr))
+    batch = train_batch(corpus, 0, 0, 1, batch_size=preset.batch_size, seq_len=preset.seq_len, seed=0)
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
+        _lm_loss(model, batch).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    speeds: dict[str, list[float]] = {n: [] for n in setups}
+    for model, opt in setups.values():
+        for _ in range(3):
+            step(model, opt)
+    for _ in range(rounds):
+        for norm, (model, opt) in setups.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(model, opt)
+            speeds[norm].append(steps * batch[0].numel() / (time.perf_counter() - t0))
+    return speeds
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0

@@ -1,0 +1,175 @@
+"""``report.md`` and PNG plots of a language-model study from its runs (see :mod:`.study`).
+
+Tables: per norm, mean ± std over seeds of the final training loss, bits per byte on every evaluation
+domain and cloze accuracy; the paired difference to RMSNorm (same seed = same init RNG and data order)
+with its 95% confidence interval; training throughput and clipping. Plots: ``loss.png`` (training loss,
+mean over seeds, band = min..max), ``bpb.png``, ``bpb_vs_rmsnorm.png``, ``cloze.png``, and for an LR
+sweep ``lr_sweep.png`` (fraction of runs that diverged) and ``lr_sweep_loss.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT
+from .presets import Preset
+from .study import Run
+
+__all__ = ["write_report"]
+
+BASELINE = "rmsnorm"
+
+
+def _by_norm(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    out: dict[str, list[Run]] = {}
+    for r in runs:
+        out.setdefault(r.norm, []).append(r)
+    return out
+
+
+def _metric(run: Run, key: str) -> float:
+    return run.final_loss if key == "loss" else run.result["final_eval"][key]
+
+
+def _label(domain: str) -> str:
+    return f"{domain} (zero-shot)" if domain in ZERO_SHOT else f"{domain} (in-domain)"
+
+
+def _results_tables(groups: dict[str, list[Run]]) -> list[str]:
+    bpb_keys = ["loss"] + [f"bpb/{d}" for d in EVAL_DOMAINS]
+    cloze_keys = [f"cloze/{d}" for d in EVAL_DOMAINS]
+    rows_bpb, rows_cloze = [], []
+    for norm, runs in groups.items():
+        ok = [r for r in runs if not r.diverged]
+        tag = f"{norm} ({len(ok)}/{len(runs)})"
+        cell = (lambda k, ok=ok: str(summarize([_metric(r, k) for r in ok])) if ok else "diverged")  # noqa: E731
+        rows_bpb.append([tag] + [cell(k) for k in bpb_keys])
+        rows_cloze.append([tag] + [cell(k) for k in cloze_keys])
+    return [
+        "### Final training loss (nats/token, last 10% of steps) and bits per byte (lower is better)\n",
+        markdown_table(["norm (runs ok/total)", "train loss"] + [_label(d) for d in EVAL_DOMAINS], rows_bpb),
+        "\n### Cloze accuracy, 4 choices (chance 0.25; higher is better)\n",
+        markdown_table(["norm (runs ok/total)"] + [_label(d) for d in EVAL_DOMAINS], rows_cloze),
+    ]
+
+
+def _diff_table(groups: dict[str, list[Run]]) -> list[str]:
+    if BASELINE not in groups:
+        return []
+    base = {r.seed: r for r in groups[BASELINE] if not r.diverged}
+    keys = ["loss"] + [f"bpb/{d}" for d in EVAL_DOMAINS] + ["cloze/zero-shot mean"]
+
+    def value(run: Run, key: str) -> float:
+        if key == "cloze/zero-shot mean":
+            return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
+        return _metric(run, key)
+
+    rows = []
+    for norm, runs in groups.items():
+        ok = {r.seed: r for r in runs if not r.diverged and r.seed in base}
+        if norm == BASELINE or not ok:
+            continue
+        cells = []
+        for k in keys:
+            d = paired_diff({s: value(r, k) for s, r in ok.items()}, {s: value(base[s], k) for s in ok})
+            cells.append(d.format(3, ci=True))
+        rows.append([f"{norm} (n={len(ok)})"] + cells)
+    header = ["norm − RMSNorm", "train loss"] + [f"bpb {d}" for d in EVAL_DOMAINS] + ["cloze, zero-shot mean"]
+    return ["\n### Difference to RMSNorm, paired by seed: mean [95% CI] (negative loss/bpb = better than "
+            "RMSNorm; positive cloze = better)\n", markdown_table(header, rows)]
+
+
+def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]] | None) -> list[str]:
+    base = statistics.median(bench[BASELINE]) if bench and BASELINE in bench else None
+    rows = []
+    for norm, runs in groups.items():
+        train_speed = summarize([r.result["tokens_per_s"] for r in runs])
+        clip = summarize([r.result["clip_fraction"] for r in runs])
+        row = [norm, f"{train_speed.mean:,.0f} ± {0 if math.isnan(train_speed.std) else train_speed.std:,.0f}",
+               f"{clip.mean:.2f}"]
+        if bench and norm in bench:
+            med = statistics.median(bench[norm])
+            row += [f"{med:,.0f}", f"{base / med:.3f}" if base else "–"]
+        else:
+            row += ["–", "–"]
+        rows.append(row)
+    return ["\n### Throughput and clipping\n",
+            "Training tokens/s is the median over each run's steps (mean ± std over runs; the runs ran one "
+            "after another on a machine shared with other jobs, so it is noisy). The round-robin benchmark "
+            "times every norm in turn on the same batch (median over rounds), so load hits all norms alike; "
+            "step cost = RMSNorm's tokens/s ÷ this norm's.\n",
+            markdown_table(["norm", "training tokens/s", "clipped steps", "benchmark tokens/s",
+                            "step cost vs RMSNorm"], rows)]
+
+
+def _sweep_section(sweep: Sequence[Run], out: Path) -> list[str]:
+    lrs = sorted({r.lr for r in sweep})
+    groups = _by_norm(sweep)
+    frac = {n: [statistics.fmean(r.diverged for r in rs if r.lr == lr) for lr in lrs] for n, rs in groups.items()}
+    loss = {n: [statistics.fmean([r.final_loss for r in rs if r.lr == lr and not r.diverged] or [math.nan])
+                for lr in lrs] for n, rs in groups.items()}
+    plot_lines(lrs, frac, out / "lr_sweep.png", xlabel="peak learning rate", ylabel="fraction of runs diverged",
+               title="Stability: runs whose loss went non-finite or above ln(V)+1", logx=True)
+    plot_lines(lrs, loss, out / "lr_sweep_loss.png", xlabel="peak learning rate",
+               ylabel="final train loss (non-diverged runs)", title="Learning-rate sweep", logx=True)
+    rows = [[f"{lr:g}"] + [f"{frac[n][i]:.2f} / {loss[n][i]:.3f}" for n in groups] for i, lr in enumerate(lrs)]
+    return ["\n## Learning-rate sweep\n",
+            "Cells: fraction of seeds diverged / mean final train loss of the others.\n",
+            markdown_table(["lr"] + list(groups), rows),
+            "\n![fraction diverged](lr_sweep.png)\n\n![final loss](lr_sweep_loss.png)"]
+
+
+def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str,
+                 throughput: dict[str, list[float]] | None = None, sweep: Sequence[Run] = (),
+                 wall_s: float | None = None) -> Path:
+    """Write ``out/report.md`` and its PNGs; returns the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Language-model study — `{preset.name}` preset\n",
+             f"Command: `{command}`\n",
+             f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+             f"torch {torch.__version__}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+             + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n"]
+    if runs:
+        groups = _by_norm(runs)
+        seeds = sorted({r.seed for r in runs})
+        params = {n: rs[0].result["num_params"] for n, rs in groups.items()}
+        lines += [f"Setup: Llama-style decoder, {preset.n_layers} layers, width {preset.dim}, {preset.n_heads} "
+                  f"heads, vocab {preset.vocab_size} (byte-level BPE), {preset.seq_len}-token context; "
+                  f"{preset.steps} steps × {preset.batch_size} sequences = {preset.tokens_per_run:,} tokens per "
+                  f"run; AdamW lr {preset.lr:g} (warmup {preset.warmup}, cosine to 10%), weight decay "
+                  f"{preset.weight_decay} on matrices and SeeDNorm's α, β, clip {preset.grad_clip}; seeds "
+                  f"{seeds}. Parameters: " + ", ".join(f"{n} {p:,}" for n, p in params.items()) + ".\n",
+                  f"Training data: modern-spelling Shakespeare plays + Python standard-library code (docstrings "
+                  f"removed). In-domain evaluation: held-out plays and files ({', '.join(IN_DOMAIN)}); "
+                  f"zero-shot: {', '.join(ZERO_SHOT)} (never trained on).\n"]
+        lines += _results_tables(groups) + _diff_table(groups)
+        lines += _throughput_table(groups, throughput)
+        ok = {n: [r for r in rs if not r.diverged] for n, rs in groups.items()}
+        plot_curves({n: [[h["loss"] for h in r.result["history"]] for r in ok[n] or rs] for n, rs in groups.items()},
+                    list(range(preset.steps)), out / "loss.png", ylabel="training loss (nats/token)",
+                    title=f"Training loss, EMA 0.9 (band: min..max over seeds) — {preset.name}", smooth=0.9)
+        bpb = {_label(d): {n: [r.result["final_eval"][f"bpb/{d}"] for r in rs] for n, rs in ok.items() if rs}
+               for d in EVAL_DOMAINS}
+        cloze = {_label(d): {n: [r.result["final_eval"][f"cloze/{d}"] for r in rs] for n, rs in ok.items() if rs}
+                 for d in EVAL_DOMAINS}
+        plot_bars(bpb, out / "bpb.png", ylabel="bits per byte", title="Bits per byte (95% CI over seeds)")
+        plot_bars(cloze, out / "cloze.png", ylabel="cloze accuracy", title="Cloze accuracy (95% CI over seeds)")
+        if BASELINE in ok and all(len(ok[n]) == len(ok[BASELINE]) for n in ok) and len(ok[BASELINE]) > 1:
+            plot_bars(bpb, out / "bpb_vs_rmsnorm.png", ylabel="bits per byte", baseline=BASELINE,
+                      title="Difference to RMSNorm, paired by seed (95% CI)")
+            lines.append("\n![bits per byte minus RMSNorm](bpb_vs_rmsnorm.png)")
+        lines += ["\n![training loss](loss.png)\n", "![bits per byte](bpb.png)\n", "![cloze accuracy](cloze.png)"]
+    if sweep:
+        lines += _sweep_section(sweep, out)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

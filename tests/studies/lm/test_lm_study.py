@@ -1,0 +1,68 @@
+"""`seednorm lm` end to end on the smoke preset, resume of a study, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seednorm.cli import main as cli_main
+from seednorm.studies.lm import main
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lm-smoke")
+    assert main(["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--out", str(out), "--lr-sweep",
+                 "--no-progress"]) == 0
+    return out
+
+
+def test_smoke_study_writes_report_and_plots(smoke: Path) -> None:
+    report = (smoke / "report.md").read_text()
+    for needle in ("`smoke` preset", "seednorm lm --preset smoke", "bible (zero-shot)", "Cloze accuracy",
+                   "Difference to RMSNorm", "step cost vs RMSNorm", "Learning-rate sweep"):
+        assert needle in report
+    for png in ("loss.png", "bpb.png", "cloze.png", "lr_sweep.png", "lr_sweep_loss.png"):
+        assert (smoke / png).read_bytes()[:4] == b"\x89PNG"
+    result = json.loads((smoke / "runs" / "seednorm" / "seed0" / "result.json").read_text())
+    assert len(result["history"]) == 12 and not result["diverged"]
+    assert {"bpb/folio", "bpb/bible", "bpb/docstrings", "cloze/bible"} <= set(result["final_eval"])
+    assert {"gn/alpha", "gn/beta", "gn/gamma", "gn/matrix"} <= set(result["history"][0])
+    sweep = json.loads((smoke / "sweep" / "seednorm" / "lr0.9" / "seed0" / "result.json").read_text())
+    assert sweep["diverged"]  # 300× the preset's learning rate blows up
+
+
+def test_resume_reuses_finished_runs_and_completes_checkpointed_ones(smoke: Path) -> None:
+    """Runs with result.json are reused; a run that has only its checkpoint continues from it (the
+    harness tests cover an exact resume from the middle of a run)."""
+    done = smoke / "runs" / "rmsnorm" / "seed0" / "result.json"
+    before = done.read_text()
+    cut = smoke / "runs" / "seednorm" / "seed0" / "result.json"
+    full = json.loads(cut.read_text())
+    cut.unlink()
+    assert main(["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--out", str(smoke), "--resume",
+                 "--no-progress", "--no-throughput"]) == 0
+    assert done.read_text() == before
+    again = json.loads(cut.read_text())
+    assert again["history"] == full["history"] and again["final_eval"] == full["final_eval"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--norms", "batchnorm"], "unknown norm"),
+    (["--placement", "pre"], "unknown placement"),
+    (["--seeds", "0"], "--seeds"),
+])
+def test_bad_arguments_are_clear_errors(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_dispatch(capsys) -> None:
+    assert cli_main([]) == 0 and "lm" in capsys.readouterr().out
+    assert cli_main(["nope"]) == 2 and "unknown command" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["lm", "--preset", "huge"])
