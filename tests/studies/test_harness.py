@@ -178,3 +178,14 @@ def test_two_process_run_matches_one_process(tmp_path: Path, mode: str) -> None:
                        start_method="spawn")
     losses = queue.get(timeout=5)
     torch.testing.assert_close(losses, [r["loss"] for r in single.history], rtol=1e-5, atol=1e-6)
+
+
+def test_clip_groups(tmp_path: Path) -> None:
+    every = ("alpha", "beta", "gamma", "matrix", "other")
+    plain = train(toy_task(), config(tmp_path / "a", grad_clip=0.05))
+    same = train(toy_task(), config(tmp_path / "b", grad_clip=0.05, clip_groups=every))
+    assert [r["loss"] for r in plain.history] == [r["loss"] for r in same.history]
+    part = train(toy_task(), config(tmp_path / "c", grad_clip=0.05, clip_groups=("matrix",)))
+    assert [r["clipped"] for r in part.history] == [float(r["gn/matrix"] > 0.05) for r in part.history]
+    with pytest.raises(ValueError, match="name no parameter group"):
+        train(toy_task(), config(tmp_path / "d", clip_groups=("embedding",)))

@@ -470,8 +470,11 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
     by_group: dict[str, list[torch.nn.Parameter]] = {}
     for n, p in params.items():
         by_group.setdefault(groups_of[n], []).append(p)
-    clip_params = [p for g, ps in by_group.items() if config.clip_groups is None or g in config.clip_groups
-                   for p in ps]
+    unknown = set(config.clip_groups or ()) - set(by_group)
+    if unknown:
+        raise ValueError(f"clip_groups {sorted(unknown)} name no parameter group; this model has {sorted(by_group)}")
+    clipping = sorted(by_group) if config.clip_groups is None else sorted(config.clip_groups)
+    clip_params = [p for g in clipping for p in by_group[g]]
 
     def checkpoint(step: int) -> None:
         model_sd, opt_sd = _state_dicts(model, opt, d)
@@ -511,8 +514,7 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         loss.backward()
         norms = {g: _full(torch.nn.utils.get_total_norm(grads)) for g, grads in sorted(
             (g, [p.grad for p in ps if p.grad is not None]) for g, ps in by_group.items()) if grads}
-        clip_norm = torch.linalg.vector_norm(torch.stack(
-            [norms[g] for g in norms if config.clip_groups is None or g in config.clip_groups]))
+        clip_norm = torch.linalg.vector_norm(torch.stack([norms.get(g, torch.zeros(())) for g in clipping]))
         total = torch.linalg.vector_norm(torch.stack(list(norms.values())))
         clipped = config.grad_clip is not None and bool(clip_norm > config.grad_clip)
         if config.grad_clip is not None:
