@@ -11,7 +11,8 @@ import torch
 
 from seednorm.studies.vit import main
 from seednorm.studies.vit.data import load_mnist
-from seednorm.studies.vit.study import PRESETS, Batches, RunSpec, parse_args, plan, resolve_preset
+from seednorm.studies.vit.evals import DEFAULT_SHIFTS
+from seednorm.studies.vit.study import PRESETS, Batches, parse_args, plan, resolve_preset, run_name, run_signature
 
 
 @pytest.fixture(scope="module")
@@ -52,22 +53,35 @@ def test_plan_and_run_names() -> None:
     specs = plan(preset, seeds=2)
     assert [s.label for s in specs] == ["layernorm"] * 2 + ["seednorm/2h"] * 2 + ["layernorm"] * 2 + [
         "seednorm/1h"] * 2 + ["seednorm/4h"] * 2
-    assert len({s.name for s in specs}) == len(specs)
+    names = [run_name(s, run_signature(s, preset, "seednorm", DEFAULT_SHIFTS)) for s in specs]
+    assert len(set(names)) == len(specs) and names[0].startswith("main-layernorm-d16-s0-")
     main_seed = specs[2].model.norm_kwargs
     assert main_seed == {"num_heads": 2, "dynamic_dropout": preset.model.drop_path, "dot_scale": "dim"}
-    assert {s.model.dim for s in specs if s.grid == "heads"} == {preset.ablation_dim}
-    changed = RunSpec(specs[0].grid, specs[0].model, specs[0].seed, specs[0].steps, specs[0].lr * 2)
-    assert changed.name != specs[0].name and changed.name.startswith("main-layernorm-d16-s0-")
+    wide = [s.model for s in specs if s.grid == "heads"]
+    assert {(m.dim, m.depth) for m in wide} == {(preset.ablation_dim, preset.ablation_depth)}
+    assert {m.norm_kwargs.get("dot_scale") for m in wide} == {None, preset.ablation_dot_scale}
+    faster = replace(specs[0], lr=specs[0].lr * 2)
+    augmented = replace(preset, max_shift=preset.max_shift + 1)
+    for spec, settings, shifts in ((faster, preset, DEFAULT_SHIFTS), (specs[0], augmented, DEFAULT_SHIFTS),
+                                   (specs[0], preset, DEFAULT_SHIFTS[:1])):
+        assert run_name(spec, run_signature(spec, settings, "seednorm", shifts)) != names[0]
+    assert run_name(specs[0], run_signature(specs[0], preset, "timm", DEFAULT_SHIFTS)) != names[0]
 
 
 def test_cli_overrides() -> None:
     preset = resolve_preset(parse_args(["--preset", "smoke", "--norms", "dyt,seednorm", "--heads", "none",
-                                        "--seeds", "3", "--dot-scale", "0.5", "--seednorm-heads", "4"]))
+                                        "--seeds", "3", "--dot-scale", "0.5", "--seednorm-heads", "4",
+                                        "--ablation-dot-scale", "dim"]))
+    assert preset.ablation_dot_scale == "dim"
     assert (preset.norms, preset.heads, preset.seeds, preset.dot_scale, preset.seednorm_heads) == (
         ("dyt", "seednorm"), (), 3, 0.5, 4)
     assert not [s for s in plan(preset, 1) if s.grid == "heads"]
-    with pytest.raises(SystemExit):
-        parse_args(["--shifts", "blur=2"])
+    for bad in (["--shifts", "blur=2"], ["--dot-scale", "big"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+    for bad in (["--norms", "batchnorm"], ["--heads", "3"], ["--seednorm-heads", "5"]):
+        with pytest.raises(SystemExit):
+            resolve_preset(parse_args(["--preset", "smoke", *bad]))
 
 
 @pytest.mark.slow
@@ -94,3 +108,11 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert all((r / "result.json").stat().st_mtime_ns == stamps[r.name] for r in runs[1:])
     again = json.loads((tmp_path / "summary.json").read_text())
     assert [r["final_eval"] for r in again["runs"]] == [r["final_eval"] for r in summary["runs"]]
+
+
+def test_timm_backend_single_norm_single_seed(tmp_path: Path) -> None:
+    args = ["--preset", "smoke", "--backend", "timm", "--norms", "seednorm", "--heads", "none", "--seeds", "1",
+            "--steps", "2", "--out", str(tmp_path), "--no-progress", "--no-tensorboard"]
+    assert main(args) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| seednorm/2h |" in report and "head-count ablation" not in report and "Paired" not in report

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seednorm import NORMS
 from seednorm.studies.harness import RESULT_NAME, Task, TrainConfig, train
 
 from .data import ImageSet, load_dataset, load_sklearn_digits, random_translate
@@ -68,30 +69,37 @@ class Preset:
     dot_scale: float | str
     heads: tuple[int, ...]
     ablation_dim: int
+    ablation_depth: int
     ablation_steps: int
     ablation_lr: float
+    ablation_dot_scale: float | str
 
+
+_NORMS = ("layernorm", "rmsnorm", "dyt", "seednorm")
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         dataset="mnist", model=ViTConfig(dim=16, depth=1, attn_heads=2, mlp_ratio=2.0, drop_path=0.1),
-        steps=6, batch_size=32, lr=2e-3, warmup=2, weight_decay=0.05, grad_clip=1.0, max_shift=2,
-        eval_every=3, ckpt_every=0, eval_limit=128, seeds=2, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
-        seednorm_heads=2, dot_scale="dim", heads=(1, 2), ablation_dim=32, ablation_steps=4, ablation_lr=4e-3,
+        steps=6, batch_size=32, lr=2e-3, warmup=2, weight_decay=0.05, grad_clip=None, max_shift=1,
+        eval_every=3, ckpt_every=0, eval_limit=128, seeds=2, norms=_NORMS, seednorm_heads=2, dot_scale="dim",
+        heads=(1, 2), ablation_dim=32, ablation_depth=1, ablation_steps=4, ablation_lr=1.6e-2,
+        ablation_dot_scale=1.0,
     ),
+    # measured on 2 shared CPU cores: see README "Vision study" (≤ 15 minutes)
     "quick": Preset(
         dataset="mnist", model=ViTConfig(dim=64, depth=4, attn_heads=4, mlp_ratio=2.0, drop_path=0.1),
-        steps=500, batch_size=128, lr=2e-3, warmup=50, weight_decay=0.05, grad_clip=1.0, max_shift=2,
-        eval_every=100, ckpt_every=100, eval_limit=None, seeds=3, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
-        seednorm_heads=4, dot_scale="dim", heads=(1, 2, 4, 8), ablation_dim=128, ablation_steps=300,
-        ablation_lr=4e-3,
+        steps=300, batch_size=128, lr=2e-3, warmup=30, weight_decay=0.05, grad_clip=None, max_shift=0,
+        eval_every=100, ckpt_every=100, eval_limit=None, seeds=3, norms=_NORMS, seednorm_heads=4, dot_scale="dim",
+        heads=(1, 4, 16), ablation_dim=128, ablation_depth=2, ablation_steps=200, ablation_lr=1.6e-2,
+        ablation_dot_scale=1.0,
     ),
+    # not run here (hours on CPU); a GPU-sized setting in the same shape
     "full": Preset(
         dataset="mnist", model=ViTConfig(dim=192, depth=6, attn_heads=6, mlp_ratio=4.0, drop_path=0.1),
-        steps=3000, batch_size=128, lr=1e-3, warmup=200, weight_decay=0.05, grad_clip=1.0, max_shift=2,
-        eval_every=250, ckpt_every=250, eval_limit=None, seeds=5, norms=("layernorm", "rmsnorm", "dyt", "seednorm"),
-        seednorm_heads=8, dot_scale="dim", heads=(1, 2, 4, 8, 16), ablation_dim=384, ablation_steps=2000,
-        ablation_lr=2e-3,
+        steps=3000, batch_size=128, lr=1e-3, warmup=200, weight_decay=0.05, grad_clip=None, max_shift=2,
+        eval_every=250, ckpt_every=250, eval_limit=None, seeds=5, norms=_NORMS, seednorm_heads=8, dot_scale="dim",
+        heads=(1, 2, 4, 8, 16), ablation_dim=384, ablation_depth=6, ablation_steps=2000, ablation_lr=4e-3,
+        ablation_dot_scale=1.0,
     ),
 }
 
@@ -113,10 +121,9 @@ class RunSpec:
         return f"{self.model.norm}/{heads}h" if heads else self.model.norm
 
     @property
-    def name(self) -> str:
-        """Directory name: readable, plus a hash of every setting so a changed setting never reuses a run."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
-        return f"{self.grid}-{self.label.replace('/', '-')}-d{self.model.dim}-s{self.seed}-{digest[:8]}"
+    def stem(self) -> str:
+        """Readable part of the run's directory name: ``main-seednorm-4h-d64-s0``."""
+        return f"{self.grid}-{self.label.replace('/', '-')}-d{self.model.dim}-s{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -179,21 +186,35 @@ def classification_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch
     return F.cross_entropy(model(images.to(device)), labels.to(device))
 
 
+def run_signature(spec: RunSpec, preset: Preset, backend: str, shifts: Sequence[Shift]) -> dict[str, Any]:
+    """Every setting a run's result depends on (as JSON data): checked on resume, hashed into its name."""
+    signature = {"spec": asdict(spec), "backend": backend, "shifts": [s.name for s in shifts]}
+    signature |= {k: getattr(preset, k) for k in ("dataset", "batch_size", "warmup", "weight_decay", "grad_clip",
+                                                   "max_shift", "eval_every", "eval_limit")}
+    return json.loads(json.dumps(signature, default=str))
+
+
+def run_name(spec: RunSpec, signature: dict[str, Any]) -> str:
+    """``<stem>-<hash>``: readable, and a changed setting never reuses a finished run."""
+    digest = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()
+    return f"{spec.stem}-{digest[:8]}"
+
+
 def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, backend: str,
             shifts: tuple[Shift, ...], progress: bool, tensorboard: bool) -> dict[str, Any]:
     """Train (or reuse / resume) one run and return its ``result.json`` content."""
-    out_dir = runs_dir / spec.name
+    signature = run_signature(spec, preset, backend, shifts)
+    out_dir = runs_dir / run_name(spec, signature)
     if (out_dir / RESULT_NAME).is_file():
         return json.loads((out_dir / RESULT_NAME).read_text())
     task = Task(
-        name=spec.name,
+        name=out_dir.name,
         build_model=lambda: build_vit(spec.model, backend),  # type: ignore[arg-type]
         batches=Batches(data.train, preset.batch_size, spec.seed, preset.max_shift),
         loss=classification_loss,
         tokens=lambda batch: batch[0].shape[0],
         evaluate=lambda model: shifted_accuracies(model, data.test, shifts, data.transfer, seed=0),
-        signature={"spec": json.loads(json.dumps(asdict(spec), default=str)), "backend": backend,
-                   "batch_size": preset.batch_size, "max_shift": preset.max_shift, "dataset": preset.dataset},
+        signature=signature,
     )
     config = TrainConfig(
         out_dir=out_dir, steps=spec.steps, lr=spec.lr, warmup=min(preset.warmup, spec.steps),
@@ -204,21 +225,22 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
     return train(task, config).to_json()
 
 
-def seednorm_kwargs(preset: Preset, heads: int) -> dict[str, Any]:
+def seednorm_kwargs(preset: Preset, heads: int, dot_scale: float | str) -> dict[str, Any]:
     """The paper's vision SeeDNorm (SPEC §4): ``heads`` heads, dynamic dropout at the drop-path rate, dot scale."""
-    return {"num_heads": heads, "dynamic_dropout": preset.model.drop_path, "dot_scale": preset.dot_scale}
+    return {"num_heads": heads, "dynamic_dropout": preset.model.drop_path, "dot_scale": dot_scale}
 
 
 def plan(preset: Preset, seeds: int) -> list[RunSpec]:
     """The main grid (every norm) then the head grid (SeeDNorm per head count, LayerNorm reference)."""
     specs = []
     for norm in preset.norms:
-        kwargs = seednorm_kwargs(preset, preset.seednorm_heads) if norm == "seednorm" else {}
+        kwargs = seednorm_kwargs(preset, preset.seednorm_heads, preset.dot_scale) if norm == "seednorm" else {}
         model = replace(preset.model, norm=norm, norm_kwargs=kwargs)
         specs += [RunSpec("main", model, seed, preset.steps, preset.lr) for seed in range(seeds)]
-    wide = replace(preset.model, dim=preset.ablation_dim)
+    wide = replace(preset.model, dim=preset.ablation_dim, depth=preset.ablation_depth)
     variants = [replace(wide, norm="layernorm")] if preset.heads else []
-    variants += [replace(wide, norm="seednorm", norm_kwargs=seednorm_kwargs(preset, h)) for h in preset.heads]
+    variants += [replace(wide, norm="seednorm", norm_kwargs=seednorm_kwargs(preset, h, preset.ablation_dot_scale))
+                 for h in preset.heads]
     for model in variants:
         specs += [RunSpec("heads", model, seed, preset.ablation_steps, preset.ablation_lr) for seed in range(seeds)]
     return specs
@@ -236,7 +258,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--heads", type=lambda s: _csv(int, s), help="SeeDNorm head counts for the ablation "
                    "(comma list; 'none' skips it)")
     p.add_argument("--seednorm-heads", type=int, help="SeeDNorm heads in the main comparison")
-    p.add_argument("--dot-scale", help="SeeDNorm dot scale: a number or 'dim' (= heads/D)")
+    p.add_argument("--dot-scale", type=_dot_scale, help="SeeDNorm dot scale in the main comparison: a number or "
+                   "'dim' (= heads/D)")
+    p.add_argument("--ablation-dot-scale", type=_dot_scale, help="SeeDNorm dot scale in the head ablation")
+    p.add_argument("--ablation-dim", type=int, help="ViT width of the head-count ablation")
+    p.add_argument("--ablation-lr", type=float, help="learning rate of the head-count ablation")
     p.add_argument("--seeds", type=int, help="seeds per setting (mean ± std over them)")
     p.add_argument("--dataset", choices=["mnist", "animals"], help="training data (shifts follow)")
     p.add_argument("--steps", type=int, help="override the main grid's steps")
@@ -252,6 +278,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _dot_scale(text: str) -> float | str:
+    try:
+        return text if text == "dim" else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dot scale must be a number or 'dim', got {text!r}") from None
+
+
 def _shift(text: str) -> Shift:
     try:
         return parse_shift(text)
@@ -264,13 +297,20 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     preset = PRESETS[args.preset]
     overrides = {k: v for k, v in {
         "norms": args.norms, "heads": args.heads, "seednorm_heads": args.seednorm_heads, "dataset": args.dataset,
-        "steps": args.steps, "seeds": args.seeds,
-        "dot_scale": None if args.dot_scale is None else (
-            args.dot_scale if args.dot_scale == "dim" else float(args.dot_scale)),
+        "steps": args.steps, "seeds": args.seeds, "ablation_dim": args.ablation_dim, "ablation_lr": args.ablation_lr,
+        "dot_scale": args.dot_scale, "ablation_dot_scale": args.ablation_dot_scale,
     }.items() if v is not None}
     preset = replace(preset, **overrides)
     if preset.seeds < 1 or preset.steps < 1:
         raise SystemExit("--seeds and --steps must be >= 1")
+    unknown = [n for n in preset.norms if n not in NORMS]
+    if unknown or not preset.norms:
+        raise SystemExit(f"--norms: unknown or empty {unknown or ''}; choose from {','.join(NORMS)}")
+    for heads, dim, what in [(preset.seednorm_heads, preset.model.dim, "--seednorm-heads")] + [
+            (h, preset.ablation_dim, "--heads") for h in preset.heads]:
+        if heads < 1 or dim % heads or dim % preset.model.attn_heads:
+            raise SystemExit(f"{what}: {heads} heads must divide the width {dim} (so must the "
+                             f"{preset.model.attn_heads} attention heads)")
     return preset
 
 
