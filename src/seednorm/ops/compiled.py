@@ -35,7 +35,11 @@ def _forward(
     activation: str,
     dot_scale: float,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """(y, 1/RMS (M,), σ(s) (M, H), x + residual or None); y is computed on x + residual when given."""
+    """(y, Σx² (M,), σ(s) (M, H), x + residual or None); y is computed on x + residual when given.
+
+    The raw Σx² rather than 1/RMS is returned so that Inductor computes 1/RMS inline in the loop writing y
+    instead of materializing it in a loop of its own (``forward`` derives 1/RMS from it).
+    """
     ct = _compute_dtype(x.dtype)
     summed = None
     if residual is not None:
@@ -43,7 +47,8 @@ def _forward(
         x = summed
     m, d = x.shape
     xf = x.to(ct)
-    rstd = torch.rsqrt(xf.square().mean(-1) + eps)  # (M,)
+    sumsq = xf.square().sum(-1)  # (M,)
+    rstd = torch.rsqrt(sumsq / d + eps)
     xh = xf.view(m, num_heads, d // num_heads)
     s = (xh * beta.to(ct).view(num_heads, -1)).sum(-1) * dot_scale  # (M, H)
     t = sigma(s, activation)
@@ -51,7 +56,7 @@ def _forward(
         1.0 if weight is None else weight.to(ct).view(num_heads, -1)
     )
     y = (gain * (xh * rstd.view(m, 1, 1))).view(m, d)  # γ ⊙ (x · 1/RMS), the order RMSNorm uses
-    return y.to(x.dtype), rstd, t, summed
+    return y.to(x.dtype), sumsq, t, summed
 
 
 def _backward(
@@ -96,8 +101,12 @@ def _backward(
 
 @functools.cache
 def _compiled(fn: Callable) -> Callable:
-    """``torch.compile(fn)``, built on first use (importing the compiler costs seconds)."""
-    return torch.compile(fn)
+    """``torch.compile(fn)`` run without autograd, built on first use (importing the compiler costs seconds).
+
+    The custom op owns the autograd formula; with grad mode on, AOTAutograd would compile a training graph
+    that saves intermediates for a backward that never runs.
+    """
+    return torch.no_grad()(torch.compile(fn))
 
 
 def _rows_dynamic(*tensors: Tensor | None) -> None:
@@ -107,10 +116,14 @@ def _rows_dynamic(*tensors: Tensor | None) -> None:
             torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
-def forward(x: Tensor, residual: Tensor | None, *args) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """Compiled ``_forward``: x, residual (M, D), then weight, alpha, beta, num_heads, eps, activation, dot_scale."""
+def forward(
+    x: Tensor, residual: Tensor | None, weight: Tensor | None, alpha: Tensor, beta: Tensor, num_heads: int,
+    eps: float, activation: str, dot_scale: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """(y, 1/RMS (M,), σ(s) (M, H), x + residual or None) for x, residual (M, D), by the compiled ``_forward``."""
     _rows_dynamic(x, residual)
-    return _compiled(_forward)(x, residual, *args)
+    y, sumsq, t, summed = _compiled(_forward)(x, residual, weight, alpha, beta, num_heads, eps, activation, dot_scale)
+    return y, torch.rsqrt(sumsq / x.shape[1] + eps), t, summed
 
 
 def backward(
