@@ -29,8 +29,9 @@ Minimal use::
     result.history[-1]["loss"], result.final_eval, result.tokens_per_s, result.clip_fraction
 
 Extension points for ablations: ``TrainConfig.param_groups`` replaces the optimizer groups (e.g. an LR
-multiplier for α/β), ``Task.kinds`` changes which groups gradient norms are logged for, and
-``TrainConfig.clip_groups`` removes groups from global clipping.
+multiplier for α/β), ``Task.kinds`` changes which groups gradient norms are logged for,
+``TrainConfig.clip_groups`` removes groups from global clipping and ``TrainConfig.group_clip`` clips
+groups separately, each on its own norm with its own max-norm.
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ class TrainConfig:
     """How to train. Learning rate at step s: warmup linear to ``lr``, then cosine to ``min_lr_ratio·lr``.
 
     ``grad_clip``: max global gradient norm (None: no clipping). ``clip_groups``: the gradient-norm
-    groups that count towards and are scaled by clipping (None: all). ``param_groups(model)``: optimizer
+    groups that count towards and are scaled by clipping (None: all but those in ``group_clip``).
+    ``group_clip``: ``{group: max_norm}``, groups clipped separately on their own gradient norm (e.g.
+    ``{"alpha": 0.1, "beta": 0.1}``); they must not also be in ``clip_groups``; logged per step as
+    ``clipped/<group>``. ``param_groups(model)``: optimizer
     groups (default ``seednorm.param_groups(model, weight_decay, decay_gain=decay_gain)``).
     ``precision``: "auto" | "fp32" | "bf16". ``parallel``: "auto" (DDP when launched with several
     ranks) | "ddp" | "fsdp" | "none". ``diverge_above``: stop and flag the run diverged when the loss
@@ -147,6 +151,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float | None = 1.0
     clip_groups: tuple[str, ...] | None = None
+    group_clip: dict[str, float] | None = None
     param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None
     precision: str = "auto"
     parallel: str = "auto"
@@ -170,11 +175,16 @@ class TrainConfig:
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
         if self.parallel not in ("auto", "ddp", "fsdp", "none"):
             raise ValueError(f"parallel must be 'auto', 'ddp', 'fsdp' or 'none', got {self.parallel!r}")
+        both = set(self.group_clip or ()) & set(self.clip_groups or ())
+        if both:
+            raise ValueError(f"groups {sorted(both)} are in both clip_groups and group_clip; clip each one way")
+        if any(not v > 0 for v in (self.group_clip or {}).values()):
+            raise ValueError(f"group_clip max-norms must be > 0, got {self.group_clip}")
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a resumed run must share with the checkpoint it continues."""
         keys = ("steps", "lr", "warmup", "min_lr_ratio", "weight_decay", "decay_gain", "betas", "eps",
-                "grad_clip", "clip_groups", "precision", "seed")
+                "grad_clip", "clip_groups", "group_clip", "precision", "seed")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in
                 ((k, getattr(self, k)) for k in keys)}
 
@@ -470,10 +480,13 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
     by_group: dict[str, list[torch.nn.Parameter]] = {}
     for n, p in params.items():
         by_group.setdefault(groups_of[n], []).append(p)
-    unknown = set(config.clip_groups or ()) - set(by_group)
+    separate = dict(config.group_clip or {})
+    unknown = (set(config.clip_groups or ()) | set(separate)) - set(by_group)
     if unknown:
-        raise ValueError(f"clip_groups {sorted(unknown)} name no parameter group; this model has {sorted(by_group)}")
-    clipping = sorted(by_group) if config.clip_groups is None else sorted(config.clip_groups)
+        raise ValueError(f"clip_groups/group_clip {sorted(unknown)} name no parameter group; this model has "
+                         f"{sorted(by_group)}")
+    clipping = (sorted(set(by_group) - set(separate)) if config.clip_groups is None
+                else sorted(config.clip_groups))
     clip_params = [p for g in clipping for p in by_group[g]]
 
     def checkpoint(step: int) -> None:
@@ -519,12 +532,17 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         clipped = config.grad_clip is not None and bool(clip_norm > config.grad_clip)
         if config.grad_clip is not None:
             torch.nn.utils.clip_grads_with_norm_(clip_params, config.grad_clip, clip_norm)
+        group_clipped = {}
+        for g, max_norm in sorted(separate.items()):
+            group_clipped[f"clipped/{g}"] = float(g in norms and bool(norms[g] > max_norm))
+            if g in norms:
+                torch.nn.utils.clip_grads_with_norm_(by_group[g], max_norm, norms[g])
         loss_value = _all_mean(loss, d)
         if not math.isfinite(loss_value) or (config.diverge_above is not None
                                              and loss_value > config.diverge_above):
             diverged = True
             history.append({"step": step, "loss": loss_value, "lr": sched.get_last_lr()[0],
-                            "grad_norm": float(total), "clipped": float(clipped),
+                            "grad_norm": float(total), "clipped": float(clipped), **group_clipped,
                             **{f"gn/{g}": float(v) for g, v in norms.items()}, "tokens_per_s": 0.0})
             break
         lr = sched.get_last_lr()[0]
@@ -533,7 +551,7 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         opt.zero_grad(set_to_none=True)
         tok_s = task.tokens(batch) * d.world / (time.perf_counter() - t0)
         row = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": float(total),
-               "clipped": float(clipped), **{f"gn/{g}": float(v) for g, v in norms.items()},
+               "clipped": float(clipped), **group_clipped, **{f"gn/{g}": float(v) for g, v in norms.items()},
                "tokens_per_s": tok_s}
         history.append(row)
         if metrics_log is not None:

@@ -4,7 +4,10 @@ Pre-norm blocks ``x + Attn(norm_attn(x))`` then ``x + SwiGLU(norm_mlp(x))``, rot
 causal ``scaled_dot_product_attention``, optional QK-norm (a norm over each head's query and key), a
 final norm, tied or untied embeddings. ``LMConfig.placement`` says which norm sites take the chosen
 norm (``attn``, ``mlp``, ``final``, ``qk``); the other sites stay RMSNorm, so one can ask e.g. "does
-SeeDNorm help as the final norm only?". Input (B, T) token ids → logits (B, T, vocab).
+SeeDNorm help as the final norm only?". ``site_norm_kwargs`` gives one site its own constructor
+arguments and ``embed_scale`` multiplies the embeddings by a learnable scalar (both used by DyT's
+language-model recipe, :func:`seednorm.studies.lm.recipes.dyt_lm_recipe`). Input (B, T) token ids →
+logits (B, T, vocab).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ SITES = ("attn", "mlp", "final", "qk")
 @dataclass(frozen=True)
 class LMConfig:
     """Model shape and norm choice. ``mlp_hidden`` defaults to the Llama rule (8/3·dim rounded up to a
-    multiple of 32). ``norm_kwargs`` go to the chosen norm's constructor (e.g. ``{"num_heads": 4}``)."""
+    multiple of 32). ``norm_kwargs`` go to the chosen norm's constructor (e.g. ``{"num_heads": 4}``);
+    ``site_norm_kwargs[site]`` update them for one site (e.g. ``{"attn": {"alpha_init": 0.8}}``).
+    ``embed_scale``: when set, the embeddings are multiplied by a learnable scalar initialised to it."""
 
     vocab_size: int
     dim: int = 128
@@ -40,6 +45,8 @@ class LMConfig:
     norm: str = "rmsnorm"
     placement: tuple[str, ...] = ("attn", "mlp", "final", "qk")
     norm_kwargs: dict[str, Any] = field(default_factory=dict)
+    site_norm_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embed_scale: float | None = None
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
@@ -48,6 +55,9 @@ class LMConfig:
         unknown = set(self.placement) - set(SITES)
         if unknown:
             raise ValueError(f"unknown norm placement {sorted(unknown)}; choose from {SITES}")
+        unknown = set(self.site_norm_kwargs) - set(SITES)
+        if unknown:
+            raise ValueError(f"site_norm_kwargs names unknown site(s) {sorted(unknown)}; choose from {SITES}")
 
     @property
     def hidden(self) -> int:
@@ -56,7 +66,7 @@ class LMConfig:
     def make_norm(self, site: str, width: int) -> nn.Module:
         """The norm for ``site``: the chosen type where ``placement`` lists the site, else RMSNorm."""
         if site in self.placement:
-            return build_norm(self.norm, width, **self.norm_kwargs)
+            return build_norm(self.norm, width, **{**self.norm_kwargs, **self.site_norm_kwargs.get(site, {})})
         return build_norm("rmsnorm", width)
 
 
@@ -114,12 +124,15 @@ class Block(nn.Module):
 
 class Llama(nn.Module):
     """Decoder-only LM: (B, T) int64 token ids → (B, T, vocab) logits. Init: N(0, 0.02), residual
-    output projections scaled by 1/√(2·n_layers) (GPT-2); norms keep their own init."""
+    output projections scaled by 1/√(2·n_layers) (GPT-2); norms keep their own init; the optional
+    ``embed_scale`` parameter (a scalar) starts at ``cfg.embed_scale``."""
 
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.embed_scale = (nn.Parameter(torch.tensor(float(cfg.embed_scale))) if cfg.embed_scale is not None
+                            else None)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = cfg.make_norm("final", cfg.dim)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
@@ -137,6 +150,8 @@ class Llama(nn.Module):
         if idx.shape[-1] > self.cfg.seq_len:
             raise ValueError(f"sequence of {idx.shape[-1]} tokens exceeds seq_len={self.cfg.seq_len}")
         x = self.embed(idx)
+        if self.embed_scale is not None:
+            x = x * self.embed_scale
         for block in self.blocks:
             x = block(x, self.cos, self.sin)
         return self.head(self.norm(x))

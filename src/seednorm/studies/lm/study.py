@@ -8,6 +8,7 @@ report files written by :mod:`seednorm.studies.lm.summary`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -90,11 +91,17 @@ class _Evaluator:
         return out
 
 
+_UNSET_OK = ("norm_kwargs", "site_norm_kwargs", "embed_scale")  # in the signature only when set
+
+
 def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: _Evaluator | None,
-              placement: Sequence[str] = SITES, qk_norm: bool = False) -> Task:
+              placement: Sequence[str] = SITES, qk_norm: bool = False,
+              model_overrides: dict[str, Any] | None = None) -> Task:
     """The harness task of one (norm, seed) run: data order and init depend on the seed only, so runs
-    of different norms with the same seed are paired."""
-    cfg = model_config(preset, corpus.vocab_size, norm, placement, qk_norm)
+    of different norms with the same seed are paired. ``model_overrides``: further :class:`LMConfig`
+    fields (e.g. ``norm_kwargs``, ``embed_scale``; see :mod:`.recipes`)."""
+    cfg = dataclasses.replace(model_config(preset, corpus.vocab_size, norm, placement, qk_norm),
+                              **(model_overrides or {}))
     return Task(
         name=f"lm-{preset.name}-{norm}",
         build_model=lambda: Llama(cfg),
@@ -103,7 +110,7 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: _
         loss=_lm_loss,
         tokens=lambda batch: batch[0].numel(),
         evaluate=evaluator,
-        signature={"model": {k: v for k, v in vars(cfg).items() if k != "norm_kwargs"},
+        signature={"model": {k: v for k, v in vars(cfg).items() if v or k not in _UNSET_OK},
                    "batch_size": preset.batch_size, "max_chars": preset.max_chars},
     )
 
