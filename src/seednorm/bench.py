@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import functional as SF
+from . import ops
 
 SHAPES = ((4096, 1024), (4096, 4096), (16384, 4096), (4096, 16384))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -73,7 +74,7 @@ def candidates(device: str) -> dict[str, Callable[[Case], Tensor]]:
         "rmsnorm eager": lambda c: F.rms_norm(c.x, c.x.shape[-1:], c.gamma, EPS),
         BASELINE: lambda c: rms_compiled(c.x, c.gamma),
     }
-    impls = ["reference", "compiled"] + (["triton"] if device == "cuda" else [])
+    impls = ["reference", "compiled"] + (["triton"] if device == "cuda" else ["cpp"])
     for impl in impls:
         found[f"seednorm {impl}"] = lambda c, impl=impl: SF.seednorm(
             c.x, c.gamma, c.alpha, c.beta, eps=EPS, impl=impl
@@ -284,7 +285,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
 
 def report(rows: list[dict], args: argparse.Namespace) -> str:
     """Markdown: machine, versions, command, the bytes model and one table."""
-    auto = "triton" if args.device == "cuda" else "compiled"
+    auto = ops.resolve_impl("auto", torch.empty(0, device=args.device))
     cols = list(rows[0])
     lines = [
         f"# SeeDNorm kernel benchmark: {args.device}",

@@ -1,4 +1,4 @@
-"""The fused custom op (compiled kernels, in process) against the float64 reference; its registration and dispatch."""
+"""The fused custom op (C++ and compiled kernels, in process) against the float64 reference; registration, dispatch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from seednorm import ops
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-@pytest.mark.parametrize("impl", ["reference", "compiled"])
+@pytest.mark.parametrize("impl", ["reference", "cpp", "compiled"])
 def test_matches_reference(case, impl):
     assert check(case, impl) == {}
 
@@ -39,17 +39,18 @@ def test_meta_tensors_give_shapes_without_running():
     assert y.shape == summed.shape == x.shape and y.dtype == torch.bfloat16 and y.device.type == "meta"
 
 
-def test_empty_input():
+@pytest.mark.parametrize("impl", ["cpp", "compiled"])
+def test_empty_input(impl):
     inp = make_inputs(Case((0, 16)))
     x = inp["x"].requires_grad_()
-    y = seednorm.seednorm(x, inp["weight"], inp["alpha"], inp["beta"], eps=1e-5, impl="compiled")
+    y = seednorm.seednorm(x, inp["weight"], inp["alpha"], inp["beta"], eps=1e-5, impl=impl)
     y.sum().backward()
     assert y.shape == (0, 16) and x.grad.shape == (0, 16)
 
 
 def test_auto_resolution():
     cpu32, cpu64 = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.float64)
-    assert ops.resolve_impl("auto", cpu32) == "compiled"
+    assert ops.resolve_impl("auto", cpu32) == ("cpp" if ops.cpu.compiler() else "compiled")
     assert ops.resolve_impl("auto", cpu64) == "reference"  # exact and twice differentiable
     assert ops.resolve_impl("triton", cpu32) == "triton"
     assert ops.resolve_impl("compiled", cpu32, fusable=False) == "reference"
@@ -71,7 +72,8 @@ def test_uncovered_options_fall_back_to_reference(kw):
 def test_module_uses_auto():
     layer = seednorm.SeeDNorm(16, num_heads=2)
     x = torch.randn(3, 16)
-    expected = seednorm.seednorm(x, layer.weight, layer.alpha, layer.beta, num_heads=2, impl="compiled")
+    auto = ops.resolve_impl("auto", x)
+    expected = seednorm.seednorm(x, layer.weight, layer.alpha, layer.beta, num_heads=2, impl=auto)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
 
 
@@ -85,6 +87,10 @@ def test_bad_arguments():
         seednorm.seednorm(x, p, p, p, residual=x.double(), impl="reference")
     with pytest.raises(TypeError, match="residual must be a torch.Tensor"):
         seednorm.seednorm(x, p, p, p, residual=1.0, impl="compiled")
+    with pytest.raises(TypeError, match="supports inputs of dtype"):
+        seednorm.seednorm(x.double(), p, p, p, impl="cpp")
+    with pytest.raises(ValueError, match="runs on CPU tensors"):
+        seednorm.seednorm(x.to("meta"), p, p, p, impl="cpp")
     if not ops.op.TRITON_INTERPRET:
         with pytest.raises(ValueError, match="needs a CUDA tensor"):
             seednorm.seednorm(x, p, p, p, impl="triton")

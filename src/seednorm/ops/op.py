@@ -8,7 +8,8 @@
 Both ops are opaque to autograd and to ``torch.compile``: the forward saves x (or x + residual), the parameters,
 1/RMS and σ(s), and the backward op computes all four gradients in one pass. ``torch.compile(fullgraph=True)``
 traces them through their fake functions without graph breaks. ``impl`` picks the kernels: "triton"
-(``triton.py``, CUDA, or CPU under ``TRITON_INTERPRET=1``) or "compiled" (``compiled.py``, any device).
+(``triton.py``, CUDA, or CPU under ``TRITON_INTERPRET=1``), "cpp" (``cpu.py``, C++/OpenMP for CPU) or
+"compiled" (``compiled.py``, TorchInductor, any device).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from . import compiled
+from . import compiled, cpu
 from .sigma import ACTIVATIONS
 
-IMPLS = ("auto", "reference", "triton", "compiled")
+IMPLS = ("auto", "reference", "triton", "cpp", "compiled")
 HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_CXX = cpu.compiler() is not None  # looked up once: resolve_impl runs inside torch.compile's trace
 TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read once: triton reads it at import too
-TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Triton and C++ kernels take
 
 
 def _kernels(impl: str) -> ModuleType:
@@ -34,7 +36,7 @@ def _kernels(impl: str) -> ModuleType:
         from . import triton as kernels  # imported on first use: triton is optional
 
         return kernels
-    return compiled
+    return cpu if impl == "cpp" else compiled
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -130,12 +132,13 @@ _forward.register_autograd(_grad, setup_context=_setup_context)
 
 
 def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
-    """The implementation that runs: "reference", "triton" or "compiled".
+    """The implementation that runs: "reference", "triton", "cpp" or "compiled".
 
-    "auto" picks Triton for CUDA tensors, the compiled kernels on CPU (the fastest path measured there by
-    ``python -m seednorm.bench``), and the reference for float64 (exact, and twice differentiable) or any other
-    device. Layers the fused op does not cover (``fusable=False``: ``center``, ``bias``, or dynamic dropout in
-    training) always take the reference path, whatever ``impl`` asks.
+    "auto" picks Triton for CUDA tensors; on CPU the C++ kernels (the fastest path measured there by
+    ``python -m seednorm.bench``), or the compiled ones when there is no C++ compiler; the reference for
+    float64 (exact, and twice differentiable) and any other device. Layers the fused op does not cover
+    (``fusable=False``: ``center``, ``bias``, or dynamic dropout in training) always take the reference path,
+    whatever ``impl`` asks.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -147,7 +150,9 @@ def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
         return "reference"
     if x.device.type == "cuda" and HAS_TRITON:
         return "triton"
-    return "compiled" if x.device.type == "cpu" else "reference"
+    if x.device.type == "cpu":
+        return "cpp" if HAS_CXX else "compiled"
+    return "reference"
 
 
 def check_residual(x: Tensor, residual: Tensor) -> None:
@@ -184,11 +189,11 @@ def seednorm_fused(
     """SeeDNorm through the custom op: y = [σ(s)·α + γ] ⊙ x / RMS(x), x of shape (..., D).
 
     Arguments are already checked and resolved (``eps`` and ``dot_scale`` are numbers) as in
-    ``seednorm.functional.seednorm``; ``impl`` is "triton" or "compiled". With a ``residual`` of x's shape
+    ``seednorm.functional.seednorm``; ``impl`` is "triton", "cpp" or "compiled". With a ``residual`` of x's shape
     and dtype, returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
     """
-    if impl not in ("triton", "compiled"):
-        raise ValueError(f"the fused op runs impl 'triton' or 'compiled', got {impl!r}")
+    if impl not in ("triton", "cpp", "compiled"):
+        raise ValueError(f"the fused op runs impl 'triton', 'cpp' or 'compiled', got {impl!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"the fused op supports activations {ACTIVATIONS}, got {activation!r}")
     if residual is not None:
@@ -198,8 +203,10 @@ def seednorm_fused(
             raise ValueError("impl='triton' needs the triton package")
         if x.device.type != "cuda" and not TRITON_INTERPRET:
             raise ValueError(f"impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 on CPU), got {x.device}")
-        if x.dtype not in TRITON_DTYPES:
-            raise TypeError(f"impl='triton' supports inputs of dtype {TRITON_DTYPES}, got {x.dtype}")
+    if impl == "cpp" and x.device.type != "cpu":
+        raise ValueError(f"impl='cpp' runs on CPU tensors, got {x.device}")
+    if impl in ("triton", "cpp") and x.dtype not in KERNEL_DTYPES:
+        raise TypeError(f"impl={impl!r} supports inputs of dtype {KERNEL_DTYPES}, got {x.dtype}")
     y, _rstd, _t, summed = _forward(
         x, weight, alpha, beta, residual, num_heads, float(eps), activation, float(dot_scale), impl
     )
