@@ -1,5 +1,6 @@
 """The language-model study: ``seednorm lm [--preset smoke|quick|standard|full] [--norms ...] [--seeds N]
-[--out DIR] [--lr-sweep] [--resume]``.
+[--out DIR] [--lr-sweep] [--resume]``, and ``seednorm lm --ablation ...``: the fair comparison (each norm
+at its own best learning rate) and the ablation of SeeDNorm's knobs (:mod:`.ablation`).
 
 Trains the same small Llama-style decoder (:mod:`.model`) with RMSNorm, LayerNorm, DyT and SeeDNorm on
 Shakespeare's plays + Python code (:mod:`.data`), evaluates bits per byte and cloze accuracy in-domain
@@ -39,7 +40,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="override the preset's peak learning rate")
     p.add_argument("--no-throughput", action="store_true", help="skip the round-robin throughput benchmark")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a = p.add_argument_group("ablation (issue 7): sweep, best-LR comparison, SeeDNorm knobs, longer, wider")
+    a.add_argument("--ablation", action="store_true", help="run the ablation instead of the study (always "
+                   "reuses finished runs; several processes may share one --out)")
+    a.add_argument("--ablation-lrs", type=float, nargs="+", default=[1e-3 * 2**k for k in range(7)],
+                   help="learning rates of the sweep")
+    a.add_argument("--knobs", nargs="+", default=None, help="SeeDNorm knob variants (default: all of recipes.KNOBS)")
+    a.add_argument("--long-factor", type=int, default=4, help="the long phase trains this many times the steps")
+    a.add_argument("--wide-dim", type=int, default=None, help="width of the wide phase (default: 2 × the preset's)")
+    a.add_argument("--carry", type=int, default=1, help="best knob variants carried into the long and wide phases")
+    a.add_argument("--report-only", action="store_true", help="only write the ablation report from finished runs")
     return p
+
+
+def _ablation(args: argparse.Namespace, parser: argparse.ArgumentParser, command: str) -> int:
+    import torch
+
+    from .ablation import AblationPlan, load_runs, run_ablation
+    from .recipes import KNOBS
+
+    try:
+        preset = get_preset(args.preset, steps=args.steps)
+        plan = AblationPlan(preset, seeds=args.seeds or 6, lrs=tuple(args.ablation_lrs),
+                            knobs=tuple(args.knobs or KNOBS), long_factor=args.long_factor,
+                            wide_dim=args.wide_dim, carry=args.carry)
+    except ValueError as e:
+        parser.error(str(e))
+    out = args.out or Path("runs") / f"lm-ablation-{preset.name}"
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    runs = load_runs(plan, out) if args.report_only else run_ablation(plan, out, progress=not args.no_progress)
+    from .ablation_report import write_ablation_report
+
+    path = write_ablation_report(out, plan, runs, command=command,
+                                 wall_s=None if args.report_only else time.perf_counter() - t0)
+    print(f"wrote {path}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    if args.ablation or args.report_only:
+        return _ablation(args, parser, command)
     try:
         preset = get_preset(args.preset, steps=args.steps, lr=args.lr)
         norms = check_norms(args.norms)
@@ -70,7 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = None
     if runs and not args.no_throughput:
         bench = measure_throughput(preset, norms, placement=args.placement)
-    command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     path = write_report(out, preset, runs, command=command, throughput=bench, sweep=sweep,
                         wall_s=time.perf_counter() - t0)
     print(f"wrote {path}")

@@ -1,0 +1,233 @@
+"""``seednorm lm --ablation``: the fair comparison of the norms and the ablation of SeeDNorm's knobs
+(issue 7), in four phases that each reuse the finished runs of the one before:
+
+1. ``sweep``: every main norm (RMSNorm, LayerNorm, DyT with its LM recipe, SeeDNorm) at each learning
+   rate of ``plan.lrs`` (seed 0, no evaluation); each norm's best rate is the one with the lowest final
+   training loss (:func:`.sweep.best_lrs`);
+2. ``base``: every main norm at its own best rate and every SeeDNorm knob variant (:mod:`.recipes`) at
+   SeeDNorm's best rate, ``plan.seeds`` seeds each (seeds outer, so a cut-short phase stays paired),
+   evaluated in-domain and zero-shot;
+3. ``long``: RMSNorm, SeeDNorm and the ``plan.carry`` best knob variants of phase 2 for
+   ``plan.long_factor`` × the steps (same rates);
+4. ``wide``: the same configurations at width ``plan.wide_dim`` (same steps and rates).
+
+Layout of ``out``: ``<phase>/<variant>/lr<x>/seed<k>/`` (one harness run each). Finished runs
+(``result.json``) are reused and interrupted ones resumed from their checkpoint, so a restart redoes
+nothing; several processes may run the same command at once -- each run is claimed by one process
+(a ``.claim`` file with its pid; claims of dead processes are taken over) and a process waits for the
+others' runs before a phase that depends on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..harness import RESULT_NAME
+from ..report import paired_diff
+from .data import IN_DOMAIN, load_corpus
+from .presets import Preset
+from .recipes import KNOBS, Variant, get_variant
+from .study import Run, _Evaluator, _train_config, _train_run, make_task
+from .sweep import best_lrs
+
+__all__ = ["MAIN", "PHASES", "AblationPlan", "Job", "best_knobs", "load_runs", "primary_metric", "run_ablation"]
+
+MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
+PHASES = ("sweep", "base", "long", "wide")
+BASELINE = "rmsnorm"
+_CLAIM = ".claim"
+
+
+@dataclass(frozen=True)
+class AblationPlan:
+    """The grid: ``preset`` (base width and steps), ``seeds`` per configuration, the swept ``lrs``, the
+    SeeDNorm ``knobs`` (variant names of :mod:`.recipes`), ``long_factor`` × steps for the long
+    phase, ``wide_dim`` for the wide phase, and how many of the best knobs ``carry`` into both."""
+
+    preset: Preset
+    seeds: int
+    lrs: tuple[float, ...]
+    knobs: tuple[str, ...] = KNOBS
+    long_factor: int = 4
+    wide_dim: int | None = None
+    carry: int = 1
+
+    def __post_init__(self) -> None:
+        if self.seeds < 2:
+            raise ValueError(f"the ablation needs >= 2 seeds for paired confidence intervals, got {self.seeds}")
+        if len(self.lrs) < 2 or any(not lr > 0 for lr in self.lrs):
+            raise ValueError(f"lrs must be >= 2 positive learning rates, got {self.lrs}")
+        for k in self.knobs:
+            if get_variant(k).norm != "seednorm":
+                raise ValueError(f"knob {k!r} is not a SeeDNorm variant; choose from {list(KNOBS)}")
+        if self.long_factor < 1 or self.carry < 0:
+            raise ValueError(f"need long_factor >= 1 and carry >= 0, got {self.long_factor}, {self.carry}")
+
+    def phase_preset(self, phase: str) -> Preset:
+        """The preset a phase trains with (steps and width as above; the name records the phase)."""
+        p = self.preset
+        if phase == "long":
+            return dataclasses.replace(p, name=f"{p.name}-long", steps=p.steps * self.long_factor)
+        if phase == "wide":
+            return dataclasses.replace(p, name=f"{p.name}-wide", dim=self.wide_dim or 2 * p.dim)
+        return p
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the ablation."""
+
+    phase: str
+    variant: str
+    seed: int
+    lr: float
+    out: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.out / RESULT_NAME).is_file()
+
+    def load(self) -> Run:
+        return Run(self.variant, self.seed, self.lr, json.loads((self.out / RESULT_NAME).read_text()))
+
+
+def primary_metric(run: Run) -> float:
+    """Held-out in-domain bits per byte (mean over the in-domain evaluation sets)."""
+    return statistics.fmean(run.result["final_eval"][f"bpb/{d}"] for d in IN_DOMAIN)
+
+
+def best_knobs(base: Sequence[Run], knobs: Sequence[str], carry: int) -> list[str]:
+    """The ``carry`` knob variants with the lowest mean paired difference to RMSNorm in
+    :func:`primary_metric` over the seeds both finished (diverged runs excluded)."""
+    ref = {r.seed: primary_metric(r) for r in base if r.norm == BASELINE and not r.diverged}
+    score = {}
+    for k in knobs:
+        mine = {r.seed: primary_metric(r) for r in base if r.norm == k and not r.diverged}
+        if set(mine) & set(ref):
+            score[k] = paired_diff(mine, ref).mean
+    return sorted(score, key=score.get)[:carry]
+
+
+def _jobs(plan: AblationPlan, out: Path, phase: str, lrs: dict[str, float], carried: Sequence[str]) -> list[Job]:
+    if phase == "sweep":
+        return [Job(phase, v, 0, lr, out / phase / v / f"lr{lr:g}" / "seed0") for lr in plan.lrs for v in MAIN]
+    names = list(MAIN) + list(plan.knobs) if phase == "base" else [BASELINE, "seednorm", *carried]
+    lr_of = {v: lrs[get_variant(v).norm] for v in names}
+    return [Job(phase, v, s, lr_of[v], out / phase / v / f"lr{lr_of[v]:g}" / f"seed{s}")
+            for s in range(plan.seeds) for v in names]
+
+
+def _claim(job: Job) -> bool:
+    """Atomically claim ``job`` for this process (taking over a claim whose process is gone)."""
+    job.out.mkdir(parents=True, exist_ok=True)
+    path = job.out / _CLAIM
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or "0")
+            except (OSError, ValueError):
+                return False
+            if pid == os.getpid() or _alive(pid):
+                return pid == os.getpid()
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
+def _work(jobs: Sequence[Job], run: Callable[[Job], None], poll_s: float) -> Iterator[Job]:
+    """Run every unfinished job this process can claim; wait for those other processes hold."""
+    while True:
+        pending = [j for j in jobs if not j.done]
+        if not pending:
+            return
+        ran = False
+        for job in pending:
+            if not job.done and _claim(job):
+                try:
+                    if not job.done:
+                        run(job)
+                        yield job
+                    ran = True
+                finally:
+                    (job.out / _CLAIM).unlink(missing_ok=True)
+        if not ran:
+            time.sleep(poll_s)
+
+
+def load_runs(plan: AblationPlan, out: Path) -> dict[str, list[Run]]:
+    """The finished runs of every phase that can be planned so far (for the report)."""
+    runs: dict[str, list[Run]] = {p: [] for p in PHASES}
+    sweep = _jobs(plan, out, "sweep", {}, [])
+    runs["sweep"] = [j.load() for j in sweep if j.done]
+    if not all(j.done for j in sweep):
+        return runs
+    lrs = best_lrs(runs["sweep"])
+    base = _jobs(plan, out, "base", lrs, [])
+    runs["base"] = [j.load() for j in base if j.done]
+    carried = best_knobs(runs["base"], plan.knobs, plan.carry) if all(j.done for j in base) else []
+    if carried or not plan.carry:
+        for phase in ("long", "wide"):
+            runs[phase] = [j.load() for j in _jobs(plan, out, phase, lrs, carried) if j.done]
+    return runs
+
+
+def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_s: float = 10.0,
+                 log: Callable[[str], None] = print) -> dict[str, list[Run]]:
+    """Train every phase of ``plan`` into ``out`` (reusing and resuming runs, sharing the work with any
+    other process running the same plan); returns the runs of every phase (see :func:`load_runs`)."""
+    corpus = load_corpus(plan.preset.vocab_size, plan.preset.max_chars)
+    evaluators: dict[str, _Evaluator] = {}
+
+    def run(job: Job) -> None:
+        preset = plan.phase_preset(job.phase)
+        variant: Variant = get_variant(job.variant)
+        evaluator = None
+        if job.phase != "sweep":
+            evaluator = evaluators.setdefault(job.phase, _Evaluator(preset, corpus))
+        task = make_task(preset, corpus, variant.norm, job.seed, evaluator,
+                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads))
+        cfg = _train_config(preset, job.out, job.seed, job.lr, preset.steps, True, progress,
+                            f"{job.phase} {job.variant} seed {job.seed}", corpus.vocab_size)
+        cfg = dataclasses.replace(cfg, tensorboard=False, eval_every=0,
+                                  **variant.train_overrides(job.lr, preset.weight_decay))
+        t0 = time.perf_counter()
+        result = _train_run(task, cfg)
+        log(f"{job.phase} {job.variant} lr {job.lr:g} seed {job.seed}: loss "
+            f"{Run(job.variant, job.seed, job.lr, result).final_loss:.4f} "
+            f"{'DIVERGED ' if result['diverged'] else ''}in {time.perf_counter() - t0:.0f} s")
+
+    lrs: dict[str, float] = {}
+    carried: list[str] = []
+    for phase in PHASES:
+        jobs = _jobs(plan, out, phase, lrs, carried)
+        for _ in _work(jobs, run, poll_s):
+            pass
+        if phase == "sweep":
+            lrs = best_lrs([j.load() for j in jobs])
+            log(f"best learning rates: {lrs}")
+        if phase == "base":
+            carried = best_knobs([j.load() for j in jobs], plan.knobs, plan.carry)
+            log(f"knobs carried to the long and wide phases: {carried}")
+    return load_runs(plan, out)

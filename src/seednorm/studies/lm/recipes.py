@@ -1,0 +1,126 @@
+"""Named configurations of the language-model ablation (issue 7): a norm plus the knobs that test why
+SeeDNorm loses at small scale, and DyT's published language-model recipe.
+
+DyT recipe (Zhu, Chen, He, LeCun, Liu, "Transformers without Normalization", arXiv 2503.10622, §7 and
+the LLaMA α0 table in its appendix): a learnable scalar after the embedding layer initialised to √d,
+and a different α0 for the attention-input DyT than for the others (FFN input and final norm). The
+smallest model in that table (LLaMA 7B) uses α0_attn = 0.8, α0_other = 0.2, and the paper notes that
+narrower models take larger α0, so these are the defaults here; both are arguments of
+:func:`dyt_lm_recipe`.
+
+SeeDNorm knobs (each maps to a documented option of the library or the harness):
+
+- ``clip``: ``"global"`` (α, β in the global gradient clip, the paper's setting), ``"exclude"``
+  (``TrainConfig.clip_groups`` without α, β: they are never clipped) or a float (``TrainConfig.group_clip``:
+  α and β each clipped on its own gradient norm with that max-norm, and left out of the global clip);
+- ``dynamic_lr_scale``: learning-rate multiplier for α, β (``seednorm.param_groups(dynamic_lr_scale=)``);
+- ``decay_dynamic``: weight decay on α, β or not (``seednorm.param_groups(decay_dynamic=)``);
+- ``dot_scale``: ``SeeDNorm(dot_scale=)``, 1, ``"rsqrt"`` (1/√(D/h), resolved per width here) or
+  ``"dim"`` (1/(D/h), the library's own option);
+- ``num_heads``: ``SeeDNorm(num_heads=)``, an int or ``"model"`` (the model's attention head count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from seednorm import param_groups
+
+__all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "KNOBS", "VARIANTS", "Variant", "dyt_lm_recipe", "get_variant"]
+
+DYT_ALPHA_ATTN = 0.8
+DYT_ALPHA_OTHER = 0.2
+_DYNAMIC = ("alpha", "beta")
+_OTHER_GROUPS = ("gamma", "matrix", "other")
+
+
+def dyt_lm_recipe(dim: int, alpha_attn: float = DYT_ALPHA_ATTN, alpha_other: float = DYT_ALPHA_OTHER
+                  ) -> dict[str, Any]:
+    """:class:`~seednorm.studies.lm.model.LMConfig` fields of DyT's language-model recipe for width
+    ``dim``: ``embed_scale`` = √dim (learnable) and α0 per site (attention input ``alpha_attn``; FFN
+    input, final and QK norms ``alpha_other``)."""
+    if not (alpha_attn > 0 and alpha_other > 0):
+        raise ValueError(f"DyT α0 must be > 0, got alpha_attn={alpha_attn}, alpha_other={alpha_other}")
+    other = {"alpha_init": alpha_other}
+    return {"embed_scale": math.sqrt(dim),
+            "site_norm_kwargs": {"attn": {"alpha_init": alpha_attn}, "mlp": other, "final": other, "qk": other}}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the ablation: ``norm`` with model knobs (``dot_scale``, ``num_heads``,
+    ``dyt_recipe``) and optimizer knobs (``clip``, ``dynamic_lr_scale``, ``decay_dynamic``); see the
+    module docstring. ``note`` is the one-line description the report prints."""
+
+    name: str
+    norm: str
+    note: str
+    dyt_recipe: bool = False
+    dot_scale: float | str = 1.0
+    num_heads: int | str = 1
+    clip: str | float = "global"
+    dynamic_lr_scale: float = 1.0
+    decay_dynamic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.clip not in ("global", "exclude") and not (isinstance(self.clip, float) and self.clip > 0):
+            raise ValueError(f"clip must be 'global', 'exclude' or a max-norm > 0, got {self.clip!r}")
+        if self.dyt_recipe and self.norm != "dyt":
+            raise ValueError(f"dyt_recipe applies to norm='dyt', not {self.norm!r}")
+
+    def model_overrides(self, dim: int, n_heads: int) -> dict[str, Any]:
+        """``LMConfig`` fields for a model of width ``dim`` with ``n_heads`` attention heads."""
+        if self.dyt_recipe:
+            return dyt_lm_recipe(dim)
+        if self.norm != "seednorm":
+            return {}
+        heads = n_heads if self.num_heads == "model" else int(self.num_heads)
+        dot = 1 / math.sqrt(dim / heads) if self.dot_scale == "rsqrt" else self.dot_scale
+        kwargs = {k: v for k, v in (("num_heads", heads), ("dot_scale", dot)) if v != 1}
+        return {"norm_kwargs": kwargs} if kwargs else {}
+
+    def train_overrides(self, lr: float, weight_decay: float) -> dict[str, Any]:
+        """``TrainConfig`` fields: ``clip_groups``/``group_clip`` and ``param_groups`` (for SeeDNorm only)."""
+        if self.norm != "seednorm":
+            return {}
+        out: dict[str, Any] = {}
+        if self.clip == "exclude":
+            out["clip_groups"] = _OTHER_GROUPS
+        elif self.clip != "global":
+            out["group_clip"] = dict.fromkeys(_DYNAMIC, float(self.clip))
+        if self.dynamic_lr_scale != 1.0 or not self.decay_dynamic:
+            out["param_groups"] = _groups(weight_decay, self.decay_dynamic, lr, self.dynamic_lr_scale)
+        return out
+
+
+def _groups(wd: float, decay_dynamic: bool, lr: float, scale: float) -> Callable[[nn.Module], list[dict]]:
+    return lambda model: param_groups(model, wd, decay_dynamic=decay_dynamic, lr=lr, dynamic_lr_scale=scale)
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (
+    Variant("rmsnorm", "rmsnorm", "RMSNorm (baseline)"),
+    Variant("layernorm", "layernorm", "LayerNorm"),
+    Variant("dyt", "dyt", "DyT with its LM recipe: learnable embedding scale init √d, α0 attn 0.8 / other 0.2",
+            dyt_recipe=True),
+    Variant("seednorm", "seednorm", "SeeDNorm, paper defaults (α, β in global clip, decayed, lr ×1, dot 1, 1 head)"),
+    Variant("seednorm-noclip", "seednorm", "α, β excluded from gradient clipping", clip="exclude"),
+    Variant("seednorm-clip0.1", "seednorm", "α, β clipped separately, max-norm 0.1 each", clip=0.1),
+    Variant("seednorm-lr0.1", "seednorm", "learning rate of α, β × 0.1", dynamic_lr_scale=0.1),
+    Variant("seednorm-nowd", "seednorm", "no weight decay on α, β", decay_dynamic=False),
+    Variant("seednorm-dot-rsqrt", "seednorm", "dot_scale = 1/√D", dot_scale="rsqrt"),
+    Variant("seednorm-dot-inv", "seednorm", "dot_scale = 1/D", dot_scale="dim"),
+    Variant("seednorm-heads", "seednorm", "num_heads = the model's attention heads", num_heads="model"),
+)}
+KNOBS = tuple(n for n in VARIANTS if n.startswith("seednorm-"))
+
+
+def get_variant(name: str) -> Variant:
+    """The named variant (ValueError naming the choices if unknown)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {list(VARIANTS)}")
+    return VARIANTS[name]
