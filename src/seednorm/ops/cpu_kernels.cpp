@@ -1,9 +1,11 @@
 // SeeDNorm forward and backward for CPU: one pass over each row, OpenMP over rows (see cpu.py).
 //
 // Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x).
-// Backward: each thread owns a contiguous block of rows and float32 partial sums of dγ, dα, dβ; per row it
-// computes ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩, then dx and the partials; the partials are summed over threads at
-// the end. x, dy are read once (a row stays in L1 between its two sweeps).
+// Backward: each thread keeps float32 partial sums of dγ, dα, dβ over the rows it takes, in blocks of 4 rows:
+// per row ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩, then one sweep over the block writes dx and adds the block's sums to
+// the partials (read and written once per block); the partials are summed over threads at the end. x and dy
+// are read from memory once. Blocks are handed out dynamically, so a thread slowed by other work on its core
+// does not hold the others back.
 // Element types: 0 = float32, 1 = bfloat16, 2 = float16. Activations: 0 tanh, 1 sigmoid, 2 hardtanh, 3 softsign.
 
 #include <omp.h>
@@ -103,7 +105,7 @@ void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t s
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> row(d), tmp(residual ? d : 0), th(heads);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 32)
     for (int64_t r = 0; r < m; ++r) {
       load(static_cast<const char*>(x) + r * sx * es, dtype, d, row.data());
       if (residual) {
@@ -147,56 +149,85 @@ void seednorm_backward(const void* dy, int64_t sdy, const void* x, int64_t sx, c
                        void* dx, int64_t sdx, int dtype, const void* weight, const void* alpha, const void* beta,
                        int pdtype, const float* rstd, const float* t, float* dweight, float* dalpha,
                        float* dbeta, int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
+  constexpr int64_t RB = 4;  // rows per block: the partial sums are read and written once per block
   const std::vector<float> w = params(weight, pdtype, d, 1.0f), a = params(alpha, pdtype, d, 0.0f),
                            b = params(beta, pdtype, d, 0.0f);
-  const int64_t hd = d / heads, es = elem_size(dtype);
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, m)));
+  const int64_t hd = d / heads, es = elem_size(dtype), blocks = (m + RB - 1) / RB;
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
   std::vector<float> parts(static_cast<size_t>(nt) * 3 * d, 0.0f);
 #pragma omp parallel num_threads(nt)
   {
-    const int tid = omp_get_thread_num();
-    float* pw = parts.data() + static_cast<size_t>(tid) * 3 * d;
+    float* pw = parts.data() + static_cast<size_t>(omp_get_thread_num()) * 3 * d;
     float* pa = pw + d;
     float* pb = pa + d;
-    std::vector<float> xr(d), g(d), extra(dsummed ? d : 0), u(heads);
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < m; ++r) {
-      load(static_cast<const char*>(x) + r * sx * es, dtype, d, xr.data());
-      load(static_cast<const char*>(dy) + r * sdy * es, dtype, d, g.data());
-      const float inv = rstd[r];
-      const float* tr = t + r * heads;
-      float total = 0.0f;
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t o = h * hd;
-        const float th = tr[h];
-        float c = 0.0f, tot = 0.0f;
-#pragma omp simd reduction(+ : c, tot)
-        for (int64_t i = o; i < o + hd; ++i) {
-          const float dyx = g[i] * xr[i] * inv;  // δ ⊙ x̂
-          c += dyx * a[i];
-          tot += dyx * (th * a[i] + w[i]);
+    // Per block: x and dy of RB rows in float32 (dy is overwritten by dx), and per row and head t, u.
+    std::vector<float> xs(RB * d), gs(RB * d), extra(dsummed ? d : 0), th(RB * heads), uh(RB * heads);
+    std::vector<float> inv(RB), mean(RB);
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t r0 = blk * RB, nr = std::min(RB, m - r0);
+      for (int64_t k = 0; k < RB; ++k) {  // rows past the end stay zero and add nothing
+        float* xr = xs.data() + k * d;
+        float* g = gs.data() + k * d;
+        if (k >= nr) {
+          std::fill(xr, xr + d, 0.0f);
+          std::fill(g, g + d, 0.0f);
+          inv[k] = mean[k] = 0.0f;
+          std::fill(th.begin() + k * heads, th.begin() + (k + 1) * heads, 0.0f);
+          std::fill(uh.begin() + k * heads, uh.begin() + (k + 1) * heads, 0.0f);
+          continue;
         }
-        total += tot;
-        u[h] = dsigma_from_t(th, act) * c * dot_scale;
+        const int64_t r = r0 + k;
+        load(static_cast<const char*>(x) + r * sx * es, dtype, d, xr);
+        load(static_cast<const char*>(dy) + r * sdy * es, dtype, d, g);
+        inv[k] = rstd[r];
+        float total = 0.0f;
+        for (int64_t h = 0; h < heads; ++h) {
+          const int64_t o = h * hd;
+          const float tk = t[r * heads + h], iv = inv[k];
+          float c = 0.0f, tot = 0.0f;
+#pragma omp simd reduction(+ : c, tot)
+          for (int64_t i = o; i < o + hd; ++i) {
+            const float dyx = g[i] * xr[i] * iv;  // δ ⊙ x̂
+            c += dyx * a[i];
+            tot += dyx * (tk * a[i] + w[i]);
+          }
+          total += tot;
+          th[k * heads + h] = tk;
+          uh[k * heads + h] = dsigma_from_t(tk, act) * c * dot_scale;
+        }
+        mean[k] = total / static_cast<float>(d);
       }
-      const float mean = total / static_cast<float>(d);
-      if (dsummed) load(static_cast<const char*>(dsummed) + r * sds * es, dtype, d, extra.data());
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t o = h * hd;
-        const float th = tr[h], uh = u[h];
+        float tk[RB], uk[RB];
+        for (int64_t k = 0; k < RB; ++k) {
+          tk[k] = th[k * heads + h];
+          uk[k] = uh[k * heads + h];
+        }
 #pragma omp simd
         for (int64_t i = o; i < o + hd; ++i) {
-          const float xi = xr[i], dyi = g[i], xhat = xi * inv, dyx = dyi * xhat;
-          pw[i] += dyx;
-          pa[i] += th * dyx;
-          pb[i] += uh * xi;
-          g[i] = inv * ((th * a[i] + w[i]) * dyi - xhat * mean) + uh * b[i];
+          float sw = 0.0f, sa = 0.0f, sb = 0.0f;
+          for (int64_t k = 0; k < RB; ++k) {
+            const float xi = xs[k * d + i], dyi = gs[k * d + i], xhat = xi * inv[k], dyx = dyi * xhat;
+            sw += dyx;
+            sa += tk[k] * dyx;
+            sb += uk[k] * xi;
+            gs[k * d + i] = inv[k] * ((tk[k] * a[i] + w[i]) * dyi - xhat * mean[k]) + uk[k] * b[i];
+          }
+          pw[i] += sw;
+          pa[i] += sa;
+          pb[i] += sb;
         }
       }
-      if (dsummed) {
-        for (int64_t i = 0; i < d; ++i) g[i] += extra[i];
+      for (int64_t k = 0; k < nr; ++k) {
+        float* g = gs.data() + k * d;
+        if (dsummed) {
+          load(static_cast<const char*>(dsummed) + (r0 + k) * sds * es, dtype, d, extra.data());
+          for (int64_t i = 0; i < d; ++i) g[i] += extra[i];
+        }
+        store(g, dtype, d, static_cast<char*>(dx) + (r0 + k) * sdx * es);
       }
-      store(g.data(), dtype, d, static_cast<char*>(dx) + r * sdx * es);
     }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < d; ++i) {
