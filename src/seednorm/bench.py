@@ -239,6 +239,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--note", default="", help="a line written under the header (e.g. what else ran meanwhile)")
     p.add_argument("--peak-gbps", type=float, default=None, help="memory bandwidth peak: adds '% of peak' columns")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
         args.shapes = [(4096, 1024)]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
@@ -293,7 +294,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         f"- Machine: {machine(args.device)}",
         f"- Versions: {versions()}",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Command: `python -m seednorm.bench {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- Command: `python -m seednorm.bench {' '.join(args.argv)}`".replace(" `", "`"),
         f"- Timing: median of {args.reps} {'ms of do_bench' if args.device == 'cuda' else 'repetitions'} after "
         f"{args.warmup} warm-up; `impl=\"auto\"` runs `seednorm {auto}` here",
         "- Bytes model: forward 2·M·D·s, backward 3·M·D·s (s = bytes per element), plus parameters and per-row "
