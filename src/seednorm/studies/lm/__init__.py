@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     a = p.add_argument_group("ablation (issue 7): sweep, best-LR comparison, SeeDNorm knobs, longer, wider")
     a.add_argument("--ablation", action="store_true", help="run the ablation instead of the study (always "
                    "reuses finished runs; several processes may share one --out)")
-    a.add_argument("--ablation-lrs", type=float, nargs="+", default=[1e-3 * 2**k for k in range(7)],
+    a.add_argument("--ablation-lrs", type=float, nargs="+", default=[1e-3 * 2**k for k in range(8)],
                    help="learning rates of the sweep")
     a.add_argument("--knobs", nargs="+", default=None, help="SeeDNorm knob variants (default: all of recipes.KNOBS)")
     a.add_argument("--long-factor", type=int, default=4, help="the long phase trains this many times the steps")

@@ -11,7 +11,7 @@ narrower models take larger α0, so these are the defaults here; both are argume
 SeeDNorm knobs (each maps to a documented option of the library or the harness):
 
 - ``clip``: ``"global"`` (α, β in the global gradient clip, the paper's setting), ``"exclude"``
-  (``TrainConfig.clip_groups`` without α, β: they are never clipped) or a float (``TrainConfig.group_clip``:
+  (``TrainConfig.clip_groups=("gamma", "matrix")``: α, β are never clipped) or a float (``TrainConfig.group_clip``:
   α and β each clipped on its own gradient norm with that max-norm, and left out of the global clip);
 - ``dynamic_lr_scale``: learning-rate multiplier for α, β (``seednorm.param_groups(dynamic_lr_scale=)``);
 - ``decay_dynamic``: weight decay on α, β or not (``seednorm.param_groups(decay_dynamic=)``);
@@ -36,7 +36,7 @@ __all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "KNOBS", "VARIANTS", "Variant", 
 DYT_ALPHA_ATTN = 0.8
 DYT_ALPHA_OTHER = 0.2
 _DYNAMIC = ("alpha", "beta")
-_OTHER_GROUPS = ("gamma", "matrix", "other")
+_OTHER_GROUPS = ("gamma", "matrix")  # a SeeDNorm Llama has no "other" parameters (no biases)
 
 
 def dyt_lm_recipe(dim: int, alpha_attn: float = DYT_ALPHA_ATTN, alpha_other: float = DYT_ALPHA_OTHER
