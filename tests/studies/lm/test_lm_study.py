@@ -24,7 +24,7 @@ def test_smoke_study_writes_report_and_plots(smoke: Path) -> None:
     for needle in ("`smoke` preset", "seednorm lm --preset smoke", "bible (zero-shot)", "Cloze accuracy",
                    "Difference to RMSNorm", "step cost vs RMSNorm", "Learning-rate sweep"):
         assert needle in report
-    for png in ("loss.png", "bpb.png", "cloze.png", "lr_sweep.png", "lr_sweep_loss.png"):
+    for png in ("loss.png", "bpb.png", "cloze.png", "grad_norm.png", "lr_sweep.png", "lr_sweep_loss.png"):
         assert (smoke / png).read_bytes()[:4] == b"\x89PNG"
     result = json.loads((smoke / "runs" / "seednorm" / "seed0" / "result.json").read_text())
     assert len(result["history"]) == 12 and not result["diverged"]

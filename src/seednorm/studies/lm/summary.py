@@ -3,7 +3,7 @@
 Tables: per norm, mean ± std over seeds of the final training loss, bits per byte on every evaluation
 domain and cloze accuracy; the paired difference to RMSNorm (same seed = same init RNG and data order)
 with its 95% confidence interval; training throughput and clipping. Plots: ``loss.png`` (training loss,
-mean over seeds, band = min..max), ``bpb.png``, ``bpb_vs_rmsnorm.png``, ``cloze.png``, and for an LR
+mean over seeds, band = min..max), ``bpb.png``, ``bpb_vs_rmsnorm.png``, ``cloze.png``, ``grad_norm.png``, and for an LR
 sweep ``lr_sweep.png`` (fraction of runs that diverged) and ``lr_sweep_loss.png``.
 """
 
@@ -92,10 +92,9 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
     base = statistics.median(bench[BASELINE]) if bench and BASELINE in bench else None
     rows = []
     for norm, runs in groups.items():
-        train_speed = summarize([r.result["tokens_per_s"] for r in runs])
-        clip = summarize([r.result["clip_fraction"] for r in runs])
-        row = [norm, f"{train_speed.mean:,.0f} ± {0 if math.isnan(train_speed.std) else train_speed.std:,.0f}",
-               f"{clip.mean:.2f}"]
+        speeds = [r.result["tokens_per_s"] for r in runs]
+        clip = statistics.fmean(r.result["clip_fraction"] for r in runs)
+        row = [norm, f"{statistics.median(speeds):,.0f} ({min(speeds):,.0f}–{max(speeds):,.0f})", f"{clip:.2f}"]
         if bench and norm in bench:
             med = statistics.median(bench[norm])
             row += [f"{med:,.0f}", f"{base / med:.3f}" if base else "–"]
@@ -103,8 +102,9 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
             row += ["–", "–"]
         rows.append(row)
     return ["\n### Throughput and clipping\n",
-            "Training tokens/s is the median over each run's steps (mean ± std over runs; the runs ran one "
-            "after another on a machine shared with other jobs, so it is noisy). The round-robin benchmark "
+            "Training tokens/s: each run's median over its steps, then the median (min–max) over runs; the "
+            "runs ran one after another on a machine shared with other jobs, so it is noisy. Clipped steps: "
+            "fraction of steps whose gradient norm exceeded the clip, mean over runs. The round-robin benchmark "
             "times every norm in turn on the same batch (median over rounds), so load hits all norms alike; "
             "step cost = RMSNorm's tokens/s ÷ this norm's.\n",
             markdown_table(["norm", "training tokens/s", "clipped steps", "benchmark tokens/s",
@@ -157,6 +157,10 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
         plot_curves({n: [[h["loss"] for h in r.result["history"]] for r in ok[n] or rs] for n, rs in groups.items()},
                     list(range(preset.steps)), out / "loss.png", ylabel="training loss (nats/token)",
                     title=f"Training loss, EMA 0.9 (band: min..max over seeds) — {preset.name}", smooth=0.9)
+        plot_curves({n: [[h["grad_norm"] for h in r.result["history"]] for r in ok[n] or rs]
+                     for n, rs in groups.items()}, list(range(preset.steps)), out / "grad_norm.png",
+                    ylabel="global gradient norm (before clipping)", logy=True, smooth=0.9,
+                    title=f"Gradient norm, EMA 0.9; clip at {preset.grad_clip}")
         bpb = {_label(d): {n: [r.result["final_eval"][f"bpb/{d}"] for r in rs] for n, rs in ok.items() if rs}
                for d in EVAL_DOMAINS}
         cloze = {_label(d): {n: [r.result["final_eval"][f"cloze/{d}"] for r in rs] for n, rs in ok.items() if rs}
@@ -167,7 +171,8 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
             plot_bars(bpb, out / "bpb_vs_rmsnorm.png", ylabel="bits per byte", baseline=BASELINE,
                       title="Difference to RMSNorm, paired by seed (95% CI)")
             lines.append("\n![bits per byte minus RMSNorm](bpb_vs_rmsnorm.png)")
-        lines += ["\n![training loss](loss.png)\n", "![bits per byte](bpb.png)\n", "![cloze accuracy](cloze.png)"]
+        lines += ["\n![training loss](loss.png)\n", "![bits per byte](bpb.png)\n", "![cloze accuracy](cloze.png)\n",
+                  "![gradient norm](grad_norm.png)"]
     if sweep:
         lines += _sweep_section(sweep, out)
     path = out / "report.md"
