@@ -272,7 +272,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="this package's compact ViT or timm's VisionTransformer with the same norms")
     p.add_argument("--out", type=Path, help="report folder (default runs/vit_<preset>)")
     p.add_argument("--runs-dir", type=Path, help="per-run folders (default OUT/runs)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: these models gain "
+                   "nothing from more, and on shared cores extra OpenMP threads spin and slow everything down)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tensorboard", action="store_true")
     return p.parse_args(argv)
@@ -320,8 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     preset = resolve_preset(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"vit_{args.preset}"
     runs_dir = args.runs_dir or out / "runs"
     rank0 = int(os.environ.get("RANK", "0")) == 0
