@@ -158,6 +158,8 @@ def plot_lines(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: Path
         ax.errorbar(x[: len(y)], y, yerr=err, marker="o", capsize=3, label=label)
     if logx:
         ax.set_xscale("log")
+        ax.set_xticks(list(x), [f"{v:g}" for v in x])  # label the measured points, not powers of ten
+        ax.minorticks_off()
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend()
