@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -90,3 +92,15 @@ def test_bad_input_shape_and_backend() -> None:
         model(torch.rand(2, 3, 28, 28))
     with pytest.raises(ValueError, match="backend"):
         build_vit(ViTConfig(**SMALL), "flax")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("backend", ["seednorm", "timm"])
+def test_inputs_are_standardized_before_the_patch_embedding(backend: str) -> None:
+    config = ViTConfig(pixel_mean=0.25, pixel_std=0.5, **SMALL)
+    plain = build_vit(replace(config, pixel_mean=0.0, pixel_std=1.0), backend).eval()
+    shifted = build_vit(config, backend).eval()
+    shifted.load_state_dict(plain.state_dict())
+    images = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(shifted(images), plain((images - 0.25) / 0.5))
+    with pytest.raises(ValueError, match="pixel_std"):
+        ViTConfig(pixel_std=0.0)

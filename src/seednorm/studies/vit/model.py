@@ -11,7 +11,7 @@ architecture from ``timm``'s VisionTransformer with the same norm factory.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -38,6 +38,8 @@ class ViTConfig:
     mlp_ratio: float = 2.0
     pool: Literal["cls", "mean"] = "cls"
     drop_path: float = 0.0
+    pixel_mean: float = 0.0
+    pixel_std: float = 1.0
     norm: str = "layernorm"
     norm_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
@@ -50,6 +52,8 @@ class ViTConfig:
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
+        if not self.pixel_std > 0:
+            raise ValueError(f"pixel_std must be > 0, got {self.pixel_std}")
 
     @property
     def num_patches(self) -> int:
@@ -65,6 +69,17 @@ def norm_factory(config: ViTConfig) -> Callable[[int], nn.Module]:
         return build_norm(config.norm, dim, **kwargs, **extra)
 
     return make_norm
+
+
+class Standardize(nn.Module):
+    """(x − mean) / std with fixed scalars: images in [0, 1] → roughly zero mean, unit variance."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
 
 
 class Attention(nn.Module):
@@ -109,6 +124,7 @@ class ViT(nn.Module):
         self.config = config
         patch_dim = config.in_chans * config.patch_size**2
         tokens = config.num_patches + (config.pool == "cls")
+        self.standardize = Standardize(config.pixel_mean, config.pixel_std)
         self.patch_embed = nn.Linear(patch_dim, config.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim)) if config.pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, config.dim))
@@ -119,11 +135,13 @@ class ViT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
+        """timm's ViT init: trunc-normal(0.02) for position, class token and every Linear but the patch
+        embedding, which keeps PyTorch's default (timm's is a Conv2d that its init leaves alone)."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and m is not self.patch_embed:
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
@@ -138,7 +156,7 @@ class ViT(nn.Module):
         return x.reshape(b, (h // p) * (w // p), p * p * c)
 
     def forward(self, images: Tensor) -> Tensor:
-        x = self.patch_embed(self.patchify(images))
+        x = self.patch_embed(self.patchify(self.standardize(images)))
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self.pos_embed
@@ -155,7 +173,7 @@ def build_vit(config: ViTConfig, backend: Literal["seednorm", "timm"] = "seednor
     if backend == "timm":
         from timm.models.vision_transformer import VisionTransformer
 
-        return VisionTransformer(
+        vit = VisionTransformer(
             img_size=config.image_size,
             patch_size=config.patch_size,
             in_chans=config.in_chans,
@@ -169,11 +187,6 @@ def build_vit(config: ViTConfig, backend: Literal["seednorm", "timm"] = "seednor
             drop_path_rate=config.drop_path,
             norm_layer=norm_factory(config),
         )
+        return nn.Sequential(Standardize(config.pixel_mean, config.pixel_std), vit)
     raise ValueError(f"backend must be 'seednorm' or 'timm', got {backend!r}")
 
-
-def config_dict(config: ViTConfig) -> dict[str, Any]:
-    """The config as plain JSON-able data (for checkpoints and reports)."""
-    out = asdict(config)
-    out["norm_kwargs"] = dict(config.norm_kwargs)
-    return out

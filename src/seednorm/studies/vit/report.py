@@ -113,7 +113,8 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
         f"Command: `{command}`  ",
         f"Machine: {machine}; wall time {wall_s / 60:.1f} min (runs reused from an earlier call count as 0).",
         "",
-        f"Setup: {preset.dataset} 80/20 stratified split (fixed), patch {preset.model.patch_size}, "
+        f"Setup: {preset.dataset} 80/20 stratified split (fixed), pixels standardized with the training split's "
+        f"mean {preset.model.pixel_mean} and std {preset.model.pixel_std}, patch {preset.model.patch_size}, "
         f"{preset.model.attn_heads} attention heads, {preset.model.pool} pooling, drop path {preset.model.drop_path}; "
         f"AdamW lr {preset.lr}, warmup {preset.warmup}, cosine, weight decay {preset.weight_decay} (matrices and "
         f"SeeDNorm α, β), {clipping}, batch {preset.batch_size}, {preset.steps} steps, random "

@@ -329,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rank0 = int(os.environ.get("RANK", "0")) == 0
     shifts = args.shifts or DEFAULT_SHIFTS
     data = load_study_data(preset.dataset, preset.eval_limit)
+    pixels = data.train.images  # standardize inputs with the training split's statistics (4 digits)
+    preset = replace(preset, model=replace(preset.model, pixel_mean=round(pixels.mean().item(), 4),
+                                           pixel_std=round(pixels.std().item(), 4)))
     specs = plan(preset, preset.seeds)
     t0 = time.perf_counter()
     results = []
