@@ -1,11 +1,12 @@
 // SeeDNorm forward and backward for CPU: one pass over each row, OpenMP over rows (see cpu.py).
 //
-// Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x).
+// Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x) in a second
+// sweep over the row, which is still in L1.
 // Backward: each thread keeps float32 partial sums of dγ, dα, dβ over the rows it takes, in blocks of 4 rows:
 // per row ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩, then one sweep over the block writes dx and adds the block's sums to
-// the partials (read and written once per block); the partials are summed over threads at the end. x and dy
-// are read from memory once. Blocks are handed out dynamically, so a thread slowed by other work on its core
-// does not hold the others back.
+// the partials (read and written once per block); the partials are summed over threads at the end.
+// x and dy are read from memory once, converted to float32 in registers. Rows are handed out dynamically, so a
+// thread slowed by other work on its core does not hold the others back.
 // Element types: 0 = float32, 1 = bfloat16, 2 = float16. Activations: 0 tanh, 1 sigmoid, 2 hardtanh, 3 softsign.
 
 #include <omp.h>
@@ -18,51 +19,33 @@
 
 namespace {
 
-inline float bf16_to_float(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
+struct bf16 {
+  uint16_t bits;
+};
+
+inline float to_f(float v) { return v; }
+inline float to_f(_Float16 v) { return static_cast<float>(v); }
+inline float to_f(bf16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.bits) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
 }
 
-inline uint16_t float_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+template <typename T>
+inline T from_f(float f);
+template <>
+inline float from_f<float>(float f) { return f; }
+template <>
+inline _Float16 from_f<_Float16>(float f) { return static_cast<_Float16>(f); }
+template <>
+inline bf16 from_f<bf16>(float f) {  // round to nearest even; NaN stays NaN
   uint32_t bits;
   std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+  return bf16{static_cast<uint16_t>(nan ? ((bits >> 16) | 0x40u) : rounded)};
 }
-
-// Load n elements of type `dtype` into float32, and store float32 back.
-void load(const void* src, int dtype, int64_t n, float* dst) {
-  if (dtype == 0) {
-    std::memcpy(dst, src, n * sizeof(float));
-  } else if (dtype == 1) {
-    const uint16_t* s = static_cast<const uint16_t*>(src);
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
-  } else {
-    const _Float16* s = static_cast<const _Float16*>(src);
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
-  }
-}
-
-void store(const float* src, int dtype, int64_t n, void* dst) {
-  if (dtype == 0) {
-    std::memcpy(dst, src, n * sizeof(float));
-  } else if (dtype == 1) {
-    uint16_t* d = static_cast<uint16_t*>(dst);
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) d[i] = float_to_bf16(src[i]);
-  } else {
-    _Float16* d = static_cast<_Float16*>(dst);
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) d[i] = static_cast<_Float16>(src[i]);
-  }
-}
-
-inline int64_t elem_size(int dtype) { return dtype == 0 ? 4 : 2; }
 
 inline float sigma(float s, int act) {
   switch (act) {
@@ -82,47 +65,55 @@ inline float dsigma_from_t(float t, int act) {
   }
 }
 
-// The parameters as float32 (γ = 1 when absent).
-std::vector<float> params(const void* p, int dtype, int64_t d, float fill) {
+// A parameter vector as float32 (`fill` when absent).
+template <typename P>
+std::vector<float> params(const void* p, int64_t d, float fill) {
   std::vector<float> out(d, fill);
-  if (p != nullptr) load(p, dtype, d, out.data());
+  if (p != nullptr) {
+    const P* src = static_cast<const P*>(p);
+    for (int64_t i = 0; i < d; ++i) out[i] = to_f(src[i]);
+  }
   return out;
 }
 
-}  // namespace
+std::vector<float> params(const void* p, int pdtype, int64_t d, float fill) {
+  return pdtype == 0 ? params<float>(p, d, fill) : pdtype == 1 ? params<bf16>(p, d, fill)
+                                                               : params<_Float16>(p, d, fill);
+}
 
-extern "C" {
+struct Params {
+  std::vector<float> w, a, b;
+  Params(const void* weight, const void* alpha, const void* beta, int pdtype, int64_t d)
+      : w(params(weight, pdtype, d, 1.0f)), a(params(alpha, pdtype, d, 0.0f)), b(params(beta, pdtype, d, 0.0f)) {}
+};
 
-// x, residual, summed, y: (m, d) with row strides (elements); residual/summed may be null.
-// rstd: (m,) float32; t: (m, heads) float32.
-void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t sr, void* summed, int64_t ss,
-                      void* y, int64_t sy, int dtype, const void* weight, const void* alpha, const void* beta,
-                      int pdtype, float* rstd, float* t, int64_t m, int64_t d, int64_t heads, float eps,
-                      float dot_scale, int act, int threads) {
-  const std::vector<float> w = params(weight, pdtype, d, 1.0f), a = params(alpha, pdtype, d, 0.0f),
-                           b = params(beta, pdtype, d, 0.0f);
-  const int64_t hd = d / heads, es = elem_size(dtype);
+template <typename T>
+void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, int64_t ss, T* y, int64_t sy,
+             const Params& p, float* rstd, float* t, int64_t m, int64_t d, int64_t heads, float eps,
+             float dot_scale, int act, int threads) {
+  const int64_t hd = d / heads;
+  const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data();
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> row(d), tmp(residual ? d : 0), th(heads);
-#pragma omp for schedule(dynamic, 32)
+    std::vector<float> th(heads);
+#pragma omp for schedule(dynamic, 16)
     for (int64_t r = 0; r < m; ++r) {
-      load(static_cast<const char*>(x) + r * sx * es, dtype, d, row.data());
-      if (residual) {
-        load(static_cast<const char*>(residual) + r * sr * es, dtype, d, tmp.data());
-        for (int64_t i = 0; i < d; ++i) tmp[i] += row[i];
-        store(tmp.data(), dtype, d, static_cast<char*>(summed) + r * ss * es);
-        load(static_cast<char*>(summed) + r * ss * es, dtype, d, row.data());  // y uses the rounded sum
+      const T* xr = x + r * sx;
+      if (residual) {  // y is computed on x + residual rounded to T, the tensor returned
+        T* sum = summed + r * ss;
+        const T* rr = residual + r * sr;
+#pragma omp simd
+        for (int64_t i = 0; i < d; ++i) sum[i] = from_f<T>(to_f(xr[i]) + to_f(rr[i]));
+        xr = sum;
       }
       float sumsq = 0.0f;
       for (int64_t h = 0; h < heads; ++h) {
-        const float* xr = row.data() + h * hd;
-        const float* bh = b.data() + h * hd;
         float sq = 0.0f, dot = 0.0f;
 #pragma omp simd reduction(+ : sq, dot)
-        for (int64_t i = 0; i < hd; ++i) {
-          sq += xr[i] * xr[i];
-          dot += xr[i] * bh[i];
+        for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
+          const float xi = to_f(xr[i]);
+          sq += xi * xi;
+          dot += xi * b[i];
         }
         sumsq += sq;
         th[h] = sigma(dot * dot_scale, act);
@@ -130,119 +121,136 @@ void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t s
       }
       const float inv = 1.0f / std::sqrt(sumsq / static_cast<float>(d) + eps);
       rstd[r] = inv;
+      T* yr = y + r * sy;
       for (int64_t h = 0; h < heads; ++h) {
-        float* xr = row.data() + h * hd;
-        const float* ah = a.data() + h * hd;
-        const float* wh = w.data() + h * hd;
-        const float th_ = th[h];
+        const float tk = th[h];
 #pragma omp simd
-        for (int64_t i = 0; i < hd; ++i) xr[i] = (th_ * ah[i] + wh[i]) * (xr[i] * inv);
+        for (int64_t i = h * hd; i < (h + 1) * hd; ++i) yr[i] = from_f<T>((tk * a[i] + w[i]) * (to_f(xr[i]) * inv));
       }
-      store(row.data(), dtype, d, static_cast<char*>(y) + r * sy * es);
     }
   }
 }
 
-// dy, x, dsummed, dx: (m, d) with row strides; dsummed may be null (added to dx when given).
-// dweight, dalpha, dbeta: (d,) float32 outputs (dweight ignored when weight is null).
-void seednorm_backward(const void* dy, int64_t sdy, const void* x, int64_t sx, const void* dsummed, int64_t sds,
-                       void* dx, int64_t sdx, int dtype, const void* weight, const void* alpha, const void* beta,
-                       int pdtype, const float* rstd, const float* t, float* dweight, float* dalpha,
-                       float* dbeta, int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
+template <typename T>
+void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed, int64_t sds, T* dx, int64_t sdx,
+              const Params& p, const float* rstd, const float* t, float* dweight, float* dalpha, float* dbeta,
+              int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
   constexpr int64_t RB = 4;  // rows per block: the partial sums are read and written once per block
-  const std::vector<float> w = params(weight, pdtype, d, 1.0f), a = params(alpha, pdtype, d, 0.0f),
-                           b = params(beta, pdtype, d, 0.0f);
-  const int64_t hd = d / heads, es = elem_size(dtype), blocks = (m + RB - 1) / RB;
+  const int64_t hd = d / heads, blocks = (m + RB - 1) / RB;
+  const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data();
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
   std::vector<float> parts(static_cast<size_t>(nt) * 3 * d, 0.0f);
+  const std::vector<T> zeros(d, from_f<T>(0.0f));  // stands in for missing rows and a missing dsummed
 #pragma omp parallel num_threads(nt)
   {
     float* pw = parts.data() + static_cast<size_t>(omp_get_thread_num()) * 3 * d;
     float* pa = pw + d;
     float* pb = pa + d;
-    // Per block: x and dy of RB rows in float32 (dy is overwritten by dx), and per row and head t, u.
-    std::vector<float> xs(RB * d), gs(RB * d), extra(dsummed ? d : 0), th(RB * heads), uh(RB * heads);
-    std::vector<float> inv(RB), mean(RB);
-#pragma omp for schedule(dynamic, 8)
+    std::vector<T> scratch(d);  // dx of rows past the end
+    std::vector<float> tb(RB * heads), ub(RB * heads);
+#pragma omp for schedule(dynamic, 4)
     for (int64_t blk = 0; blk < blocks; ++blk) {
-      const int64_t r0 = blk * RB, nr = std::min(RB, m - r0);
-      for (int64_t k = 0; k < RB; ++k) {  // rows past the end stay zero and add nothing
-        float* xr = xs.data() + k * d;
-        float* g = gs.data() + k * d;
-        if (k >= nr) {
-          std::fill(xr, xr + d, 0.0f);
-          std::fill(g, g + d, 0.0f);
-          inv[k] = mean[k] = 0.0f;
-          std::fill(th.begin() + k * heads, th.begin() + (k + 1) * heads, 0.0f);
-          std::fill(uh.begin() + k * heads, uh.begin() + (k + 1) * heads, 0.0f);
-          continue;
-        }
-        const int64_t r = r0 + k;
-        load(static_cast<const char*>(x) + r * sx * es, dtype, d, xr);
-        load(static_cast<const char*>(dy) + r * sdy * es, dtype, d, g);
-        inv[k] = rstd[r];
+      const T *xs[RB], *gs[RB], *ds[RB];
+      T* out[RB];
+      float inv[RB], mean[RB];
+      for (int64_t k = 0; k < RB; ++k) {
+        const int64_t r = blk * RB + k;
+        const bool real = r < m;
+        xs[k] = real ? x + r * sx : zeros.data();
+        gs[k] = real ? dy + r * sdy : zeros.data();
+        ds[k] = real && dsummed ? dsummed + r * sds : zeros.data();
+        out[k] = real ? dx + r * sdx : scratch.data();
+        inv[k] = real ? rstd[r] : 0.0f;
         float total = 0.0f;
         for (int64_t h = 0; h < heads; ++h) {
-          const int64_t o = h * hd;
-          const float tk = t[r * heads + h], iv = inv[k];
+          const float tk = real ? t[r * heads + h] : 0.0f, iv = inv[k];
+          const T *xr = xs[k], *g = gs[k];
           float c = 0.0f, tot = 0.0f;
 #pragma omp simd reduction(+ : c, tot)
-          for (int64_t i = o; i < o + hd; ++i) {
-            const float dyx = g[i] * xr[i] * iv;  // δ ⊙ x̂
+          for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
+            const float dyx = to_f(g[i]) * to_f(xr[i]) * iv;  // δ ⊙ x̂
             c += dyx * a[i];
             tot += dyx * (tk * a[i] + w[i]);
           }
           total += tot;
-          th[k * heads + h] = tk;
-          uh[k * heads + h] = dsigma_from_t(tk, act) * c * dot_scale;
+          tb[k * heads + h] = tk;
+          ub[k * heads + h] = dsigma_from_t(tk, act) * c * dot_scale;
         }
         mean[k] = total / static_cast<float>(d);
       }
       for (int64_t h = 0; h < heads; ++h) {
-        const int64_t o = h * hd;
         float tk[RB], uk[RB];
         for (int64_t k = 0; k < RB; ++k) {
-          tk[k] = th[k * heads + h];
-          uk[k] = uh[k * heads + h];
+          tk[k] = tb[k * heads + h];
+          uk[k] = ub[k * heads + h];
         }
 #pragma omp simd
-        for (int64_t i = o; i < o + hd; ++i) {
+        for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
           float sw = 0.0f, sa = 0.0f, sb = 0.0f;
           for (int64_t k = 0; k < RB; ++k) {
-            const float xi = xs[k * d + i], dyi = gs[k * d + i], xhat = xi * inv[k], dyx = dyi * xhat;
+            const float xi = to_f(xs[k][i]), dyi = to_f(gs[k][i]), xhat = xi * inv[k], dyx = dyi * xhat;
             sw += dyx;
             sa += tk[k] * dyx;
             sb += uk[k] * xi;
-            gs[k * d + i] = inv[k] * ((tk[k] * a[i] + w[i]) * dyi - xhat * mean[k]) + uk[k] * b[i];
+            const float g = inv[k] * ((tk[k] * a[i] + w[i]) * dyi - xhat * mean[k]) + uk[k] * b[i];
+            out[k][i] = from_f<T>(g + to_f(ds[k][i]));
           }
           pw[i] += sw;
           pa[i] += sa;
           pb[i] += sb;
         }
       }
-      for (int64_t k = 0; k < nr; ++k) {
-        float* g = gs.data() + k * d;
-        if (dsummed) {
-          load(static_cast<const char*>(dsummed) + (r0 + k) * sds * es, dtype, d, extra.data());
-          for (int64_t i = 0; i < d; ++i) g[i] += extra[i];
-        }
-        store(g, dtype, d, static_cast<char*>(dx) + (r0 + k) * sdx * es);
-      }
     }
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < d; ++i) {
       float sw = 0.0f, sa = 0.0f, sb = 0.0f;
       for (int k = 0; k < nt; ++k) {
-        const float* p = parts.data() + static_cast<size_t>(k) * 3 * d;
-        sw += p[i];
-        sa += p[d + i];
-        sb += p[2 * d + i];
+        const float* q = parts.data() + static_cast<size_t>(k) * 3 * d;
+        sw += q[i];
+        sa += q[d + i];
+        sb += q[2 * d + i];
       }
       dweight[i] = sw;
       dalpha[i] = sa;
       dbeta[i] = sb;
     }
   }
+}
+
+}  // namespace
+
+extern "C" {
+
+// x, residual, summed, y: (m, d) with row strides in elements; residual and summed may be null.
+// rstd: (m,) float32; t: (m, heads) float32.
+void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t sr, void* summed, int64_t ss,
+                      void* y, int64_t sy, int dtype, const void* weight, const void* alpha, const void* beta,
+                      int pdtype, float* rstd, float* t, int64_t m, int64_t d, int64_t heads, float eps,
+                      float dot_scale, int act, int threads) {
+  const Params p(weight, alpha, beta, pdtype, d);
+#define SEEDNORM_FORWARD(T)                                                                                      \
+  forward<T>(static_cast<const T*>(x), sx, static_cast<const T*>(residual), sr, static_cast<T*>(summed), ss,      \
+             static_cast<T*>(y), sy, p, rstd, t, m, d, heads, eps, dot_scale, act, threads)
+  if (dtype == 0) SEEDNORM_FORWARD(float);
+  else if (dtype == 1) SEEDNORM_FORWARD(bf16);
+  else SEEDNORM_FORWARD(_Float16);
+#undef SEEDNORM_FORWARD
+}
+
+// dy, x, dsummed, dx: (m, d) with row strides in elements; dsummed may be null (added to dx when given).
+// dweight, dalpha, dbeta: (d,) float32 outputs (dweight is written even when weight is null).
+void seednorm_backward(const void* dy, int64_t sdy, const void* x, int64_t sx, const void* dsummed, int64_t sds,
+                       void* dx, int64_t sdx, int dtype, const void* weight, const void* alpha, const void* beta,
+                       int pdtype, const float* rstd, const float* t, float* dweight, float* dalpha,
+                       float* dbeta, int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
+  const Params p(weight, alpha, beta, pdtype, d);
+#define SEEDNORM_BACKWARD(T)                                                                                     \
+  backward<T>(static_cast<const T*>(dy), sdy, static_cast<const T*>(x), sx, static_cast<const T*>(dsummed), sds, \
+              static_cast<T*>(dx), sdx, p, rstd, t, dweight, dalpha, dbeta, m, d, heads, dot_scale, act, threads)
+  if (dtype == 0) SEEDNORM_BACKWARD(float);
+  else if (dtype == 1) SEEDNORM_BACKWARD(bf16);
+  else SEEDNORM_BACKWARD(_Float16);
+#undef SEEDNORM_BACKWARD
 }
 
 }  // extern "C"
