@@ -179,13 +179,15 @@ def test_plan_is_validated() -> None:
         AblationPlan(p, seeds=2, lrs=(1e-3, 1e-2), knobs=("dyt",))
     with pytest.raises(ValueError, match="unknown variant"):
         AblationPlan(p, seeds=2, lrs=(1e-3, 1e-2), knobs=("seednorm-magic",))
-    assert AblationPlan(p, seeds=2, lrs=(1e-3, 1e-2), long_factor=4).phase_preset("long").steps == 4 * p.steps
+    plan = AblationPlan(p, seeds=2, lrs=(1e-3, 1e-2), long_factors=(4, 16))
+    assert plan.phases == ["sweep", "base", "long4x", "wide", "long16x"]
+    assert plan.phase_preset("long16x").steps == 16 * p.steps
 
 
 @pytest.mark.slow
 def test_ablation_cli_micro_grid_end_to_end(tmp_path: Path) -> None:
     argv = ["--ablation", "--preset", "smoke", "--seeds", "2", "--ablation-lrs", "1e-3", "1e-2", "--knobs",
-            "seednorm-lr0.1", "--long-factor", "2", "--out", str(tmp_path), "--no-progress"]
+            "seednorm-lr0.1", "--long-factors", "2", "3", "--out", str(tmp_path), "--no-progress"]
     assert main(argv) == 0
     report = (tmp_path / "report.md").read_text()
     for needle in ("## Protocol", "Learning-rate sweep", "each at its own best learning rate", "SeeDNorm knobs",
@@ -195,8 +197,8 @@ def test_ablation_cli_micro_grid_end_to_end(tmp_path: Path) -> None:
                 "clipped.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [len(summary[p]) for p in ("sweep", "base", "long", "wide")] == [8, 10, 6, 6]
-    assert {r["variant"] for r in summary["long"]} == {"rmsnorm", "seednorm", "seednorm-lr0.1"}
+    assert [len(summary[p]) for p in ("sweep", "base", "long2x", "wide", "long3x")] == [8, 10, 6, 6, 6]
+    assert {r["variant"] for r in summary["long3x"]} == {"rmsnorm", "seednorm", "seednorm-lr0.1"}
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")}
     assert main(argv) == 0  # everything reused
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == stamps

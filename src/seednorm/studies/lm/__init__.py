@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--ablation-lrs", type=float, nargs="+", default=[1e-3 * 2**k for k in range(8)],
                    help="learning rates of the sweep")
     a.add_argument("--knobs", nargs="+", default=None, help="SeeDNorm knob variants (default: all of recipes.KNOBS)")
-    a.add_argument("--long-factor", type=int, default=4, help="the long phase trains this many times the steps")
+    a.add_argument("--long-factors", type=int, nargs="+", default=[4],
+                   help="one long phase per factor, training that many times the steps")
     a.add_argument("--wide-dim", type=int, default=None, help="width of the wide phase (default: 2 × the preset's)")
     a.add_argument("--carry", type=int, default=1, help="best knob variants carried into the long and wide phases")
     a.add_argument("--report-only", action="store_true", help="only write the ablation report from finished runs")
@@ -62,7 +63,7 @@ def _ablation(args: argparse.Namespace, parser: argparse.ArgumentParser, command
     try:
         preset = get_preset(args.preset, steps=args.steps)
         plan = AblationPlan(preset, seeds=args.seeds or 6, lrs=tuple(args.ablation_lrs),
-                            knobs=tuple(args.knobs or KNOBS), long_factor=args.long_factor,
+                            knobs=tuple(args.knobs or KNOBS), long_factors=tuple(args.long_factors),
                             wide_dim=args.wide_dim, carry=args.carry)
     except ValueError as e:
         parser.error(str(e))

@@ -7,9 +7,10 @@
 2. ``base``: every main norm at its own best rate and every SeeDNorm knob variant (:mod:`.recipes`) at
    SeeDNorm's best rate, ``plan.seeds`` seeds each (seeds outer, so a cut-short phase stays paired),
    evaluated in-domain and zero-shot;
-3. ``long``: RMSNorm, SeeDNorm and the ``plan.carry`` best knob variants of phase 2 for
-   ``plan.long_factor`` × the steps (same rates);
-4. ``wide``: the same configurations at width ``plan.wide_dim`` (same steps and rates).
+3. ``long<f>x``: RMSNorm, SeeDNorm and the ``plan.carry`` best knob variants of phase 2 for f × the
+   steps (same rates), for the first factor f of ``plan.long_factors``;
+4. ``wide``: the same configurations at width ``plan.wide_dim`` (same steps and rates);
+5. ``long<f>x`` for the remaining factors, in order (the most expensive phases come last).
 
 Layout of ``out``: ``<phase>/<variant>/lr<x>/seed<k>/`` (one harness run each). Finished runs
 (``result.json``) are reused and interrupted ones resumed from their checkpoint, so a restart redoes
@@ -37,10 +38,9 @@ from .recipes import KNOBS, Variant, get_variant
 from .study import Run, _Evaluator, _train_config, _train_run, make_task
 from .sweep import best_lrs
 
-__all__ = ["MAIN", "PHASES", "AblationPlan", "Job", "best_knobs", "load_runs", "primary_metric", "run_ablation"]
+__all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "load_runs", "primary_metric", "run_ablation"]
 
 MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
-PHASES = ("sweep", "base", "long", "wide")
 BASELINE = "rmsnorm"
 _CLAIM = ".claim"
 
@@ -48,14 +48,15 @@ _CLAIM = ".claim"
 @dataclass(frozen=True)
 class AblationPlan:
     """The grid: ``preset`` (base width and steps), ``seeds`` per configuration, the swept ``lrs``, the
-    SeeDNorm ``knobs`` (variant names of :mod:`.recipes`), ``long_factor`` × steps for the long
-    phase, ``wide_dim`` for the wide phase, and how many of the best knobs ``carry`` into both."""
+    SeeDNorm ``knobs`` (variant names of :mod:`.recipes`), ``long_factors`` (one long phase per
+    factor, that many × the steps), ``wide_dim`` for the wide phase, and how many of the best knobs
+    ``carry`` into the long and wide phases."""
 
     preset: Preset
     seeds: int
     lrs: tuple[float, ...]
     knobs: tuple[str, ...] = KNOBS
-    long_factor: int = 4
+    long_factors: tuple[int, ...] = (4,)
     wide_dim: int | None = None
     carry: int = 1
 
@@ -67,14 +68,20 @@ class AblationPlan:
         for k in self.knobs:
             if get_variant(k).norm != "seednorm":
                 raise ValueError(f"knob {k!r} is not a SeeDNorm variant; choose from {list(KNOBS)}")
-        if self.long_factor < 1 or self.carry < 0:
-            raise ValueError(f"need long_factor >= 1 and carry >= 0, got {self.long_factor}, {self.carry}")
+        if not self.long_factors or min(self.long_factors) < 2 or self.carry < 0:
+            raise ValueError(f"need long factors >= 2 and carry >= 0, got {self.long_factors}, {self.carry}")
+
+    @property
+    def phases(self) -> list[str]:
+        """Phase names in the order they run."""
+        longs = [f"long{f}x" for f in dict.fromkeys(self.long_factors)]
+        return ["sweep", "base", longs[0], "wide", *longs[1:]]
 
     def phase_preset(self, phase: str) -> Preset:
         """The preset a phase trains with (steps and width as above; the name records the phase)."""
         p = self.preset
-        if phase == "long":
-            return dataclasses.replace(p, name=f"{p.name}-long", steps=p.steps * self.long_factor)
+        if phase.startswith("long"):
+            return dataclasses.replace(p, name=f"{p.name}-{phase}", steps=p.steps * int(phase[4:-1]))
         if phase == "wide":
             return dataclasses.replace(p, name=f"{p.name}-wide", dim=self.wide_dim or 2 * p.dim)
         return p
@@ -178,7 +185,7 @@ def _work(jobs: Sequence[Job], run: Callable[[Job], None], poll_s: float) -> Ite
 
 def load_runs(plan: AblationPlan, out: Path) -> dict[str, list[Run]]:
     """The finished runs of every phase that can be planned so far (for the report)."""
-    runs: dict[str, list[Run]] = {p: [] for p in PHASES}
+    runs: dict[str, list[Run]] = {p: [] for p in plan.phases}
     sweep = _jobs(plan, out, "sweep", {}, [])
     runs["sweep"] = [j.load() for j in sweep if j.done]
     if not all(j.done for j in sweep):
@@ -188,7 +195,7 @@ def load_runs(plan: AblationPlan, out: Path) -> dict[str, list[Run]]:
     runs["base"] = [j.load() for j in base if j.done]
     carried = best_knobs(runs["base"], plan.knobs, plan.carry) if all(j.done for j in base) else []
     if carried or not plan.carry:
-        for phase in ("long", "wide"):
+        for phase in plan.phases[2:]:
             runs[phase] = [j.load() for j in _jobs(plan, out, phase, lrs, carried) if j.done]
     return runs
 
@@ -220,7 +227,7 @@ def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_
 
     lrs: dict[str, float] = {}
     carried: list[str] = []
-    for phase in PHASES:
+    for phase in plan.phases:
         jobs = _jobs(plan, out, phase, lrs, carried)
         for _ in _work(jobs, run, poll_s):
             pass

@@ -73,7 +73,8 @@ def _count(runs: Sequence[Run], variant: str) -> str:
 
 
 def _protocol(plan: AblationPlan, lrs: dict[str, float]) -> list[str]:
-    p, long_p, wide_p = plan.preset, plan.phase_preset("long"), plan.phase_preset("wide")
+    p, wide_p = plan.preset, plan.phase_preset("wide")
+    longs = [plan.phase_preset(ph) for ph in plan.phases if ph.startswith("long")]
     return [
         "## Protocol\n",
         f"Model: Llama-style decoder, {p.n_layers} layers, width {p.dim}, {p.n_heads} heads, vocab "
@@ -90,7 +91,8 @@ def _protocol(plan: AblationPlan, lrs: dict[str, float]) -> list[str]:
         f"2. **Base** — each main norm at its own best rate, every SeeDNorm knob variant at SeeDNorm's best "
         f"rate, {plan.seeds} seeds each ({p.steps} steps, {p.tokens_per_run:,} tokens).\n"
         f"3. **Long** — RMSNorm, SeeDNorm and the {plan.carry} knob variant(s) with the best base in-domain "
-        f"bits/byte, {long_p.steps} steps ({long_p.tokens_per_run:,} tokens, {plan.long_factor}× base), same rates.\n"
+        "bits/byte, " + " and ".join(f"{q.steps} steps ({q.tokens_per_run:,} tokens, {q.steps // p.steps}× base)"
+                                    for q in longs) + ", same rates (seeds outer: a phase cut short stays paired).\n"
         f"4. **Wide** — the same configurations at width {wide_p.dim} ({p.steps} steps), same rates.\n",
         "Seed k gives every configuration the same data order and the same RNG stream for the init, so "
         "differences to RMSNorm are paired by seed: mean [95% t-interval] over seeds. DyT uses its published "
@@ -146,24 +148,26 @@ def _knob_section(base: Sequence[Run], knobs: Sequence[str]) -> list[str]:
 
 
 def _horizon_section(runs: dict[str, list[Run]], plan: AblationPlan, out: Path) -> list[str]:
-    configs = list(dict.fromkeys(r.norm for r in runs["long"] + runs["wide"] if r.norm != BASELINE))
+    later = plan.phases[2:]
+    configs = list(dict.fromkeys(r.norm for ph in later for r in runs[ph] if r.norm != BASELINE))
     if not configs:
         return []
-    p, long_p, wide_p = plan.preset, plan.phase_preset("long"), plan.phase_preset("wide")
-    cols = [("base", f"base: width {p.dim}, {p.tokens_per_run / 1e3:.0f}k tokens"),
-            ("long", f"long: width {p.dim}, {long_p.tokens_per_run / 1e3:.0f}k tokens"),
-            ("wide", f"wide: width {wide_p.dim}, {p.tokens_per_run / 1e3:.0f}k tokens")]
+    p, wide_p = plan.preset, plan.phase_preset("wide")
+    lengths = ["base"] + sorted((ph for ph in later if ph.startswith("long")), key=lambda ph: int(ph[4:-1]))
+    cols = [(ph, f"{ph}: width {p.dim}, {plan.phase_preset(ph).tokens_per_run / 1e3:.0f}k tokens")
+            for ph in lengths] + [("wide", f"wide: width {wide_p.dim}, {p.tokens_per_run / 1e3:.0f}k tokens")]
     lines = ["\n## Does the gap close with more tokens or more width?\n"]
     for name, metric in list(METRICS.items())[:3]:
         rows = [[c] + [f"{_fmt(_diff(runs[ph], c, metric))} (n={len(_ok(runs[ph], c))})" for ph, _ in cols]
                 for c in configs]
         lines += [f"\n{name}, variant − RMSNorm, mean [95% CI]:\n",
                   markdown_table(["variant"] + [label for _, label in cols], rows)]
-    x = [p.tokens_per_run, long_p.tokens_per_run]
+    done = [ph for ph in lengths if _ok(runs[ph], BASELINE)]
+    x = [plan.phase_preset(ph).tokens_per_run for ph in done]
     ys, err = {}, {}
     for c in configs:
-        stats = [_diff(runs[ph], c, primary_metric) for ph in ("base", "long")]
-        if all(stats):
+        stats = [_diff(runs[ph], c, primary_metric) for ph in done]
+        if len(done) > 1 and all(stats):
             ys[c] = [s.mean for s in stats]
             err[c] = [0.0 if math.isnan(s.ci95) else s.ci95 for s in stats]
     if ys:
@@ -171,17 +175,18 @@ def _horizon_section(runs: dict[str, list[Run]], plan: AblationPlan, out: Path) 
                    ylabel="in-domain bits/byte − RMSNorm", yerr=err,
                    title=f"Gap to RMSNorm vs training tokens (width {p.dim}; 95% CI)")
         lines.append("\n![gap vs tokens](gap_vs_tokens.png)\n")
-    curves = {}
-    ref = {r.seed: [h["loss"] for h in r.result["history"]] for r in _ok(runs["long"], BASELINE)}
+    curves, longest = {}, done[-1]
+    long_p = plan.phase_preset(longest)
+    ref = {r.seed: [h["loss"] for h in r.result["history"]] for r in _ok(runs[longest], BASELINE)}
     for c in configs:
         diffs = [[a - b for a, b in zip(_ema([h["loss"] for h in r.result["history"]]), _ema(ref[r.seed]),
-                                        strict=False)] for r in _ok(runs["long"], c) if r.seed in ref]
+                                        strict=False)] for r in _ok(runs[longest], c) if r.seed in ref]
         if diffs:
             curves[c] = diffs
-    if curves:
+    if curves and longest != "base":
         plot_curves(curves, [s * long_p.batch_size * long_p.seq_len for s in range(long_p.steps)],
                     out / "gap_curve.png", xlabel="training tokens", ylabel="train loss − RMSNorm (EMA 0.98)",
-                    title="Gap along the long runs (mean over seeds, band min..max)")
+                    title=f"Gap along the {longest} runs (mean over seeds, band min..max)")
         lines.append("![gap along training](gap_curve.png)\n")
     return lines
 
