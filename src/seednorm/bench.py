@@ -22,6 +22,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -294,7 +295,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         f"- Machine: {machine(args.device)}",
         f"- Versions: {versions()}",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Command: `python -m seednorm.bench {' '.join(args.argv)}`".replace(" `", "`"),
+        f"- Command: `{' '.join(['python -m seednorm.bench', shlex.join(args.argv)]).strip()}`",
         f"- Timing: median of {args.reps} {'ms of do_bench' if args.device == 'cuda' else 'repetitions'} after "
         f"{args.warmup} warm-up; `impl=\"auto\"` runs `seednorm {auto}` here",
         "- Bytes model: forward 2·M·D·s, backward 3·M·D·s (s = bytes per element), plus parameters and per-row "
