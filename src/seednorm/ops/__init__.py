@@ -1,5 +1,6 @@
-"""Fused SeeDNorm: one ``torch.library`` custom op (``op.py``) over Triton kernels (``triton.py``) and
-TorchInductor-compiled kernels (``compiled.py``). ``seednorm.functional.seednorm(impl=...)`` dispatches here.
+"""Fused SeeDNorm: one ``torch.library`` custom op (``op.py``) over Triton kernels (``triton.py``, CUDA), C++/OpenMP
+kernels (``cpu.py`` + ``cpu_kernels.cpp``, CPU) and TorchInductor-compiled kernels (``compiled.py``, any device).
+``seednorm.functional.seednorm(impl=...)`` dispatches here.
 """
 
 from .op import IMPLS, check_residual, residual_sum, resolve_impl, seednorm_fused
