@@ -1,10 +1,12 @@
 """The compiled path: SPEC §5's explicit forward and backward formulas, compiled by TorchInductor.
 
 Autograd never sees these functions: the custom op (``op.py``) calls ``forward`` and ``backward`` directly, so
-the forward saves only 1/RMS (M,) and σ(s) (M, H) beside its inputs, and the backward is one fused graph reading
-x and dy once. Inductor turns each into a few fused loops (C++/OpenMP on CPU, Triton on GPU); on CPU this is the
-fastest path measured by ``python -m seednorm.bench``. Row dims are marked dynamic, so one compilation serves
-every number of tokens (a new width, dtype or configuration compiles once more).
+the forward saves only 1/RMS (M,) and σ(s) (M, H) beside its inputs, and the backward is one fused graph.
+Inductor turns each into a few loops (C++/OpenMP on CPU, Triton on GPU) with the structure of a compiled
+RMSNorm: a row pass, then a column pass for the parameter gradients. It is the portable fused path (any device,
+float64 too); on CPU the hand-written kernels of ``cpu.py`` read each row once and are faster. Row dims are
+marked dynamic, so one compilation serves every number of tokens (a new width, dtype or configuration compiles
+once more; past Dynamo's recompile limit the formulas run eagerly, still correct).
 
 All tensors here are 2-D (M, D) with a contiguous last dim; math runs in float32 (float64 for float64 input).
 """
