@@ -20,13 +20,14 @@ def test_compiled_float64_matches_reference_tightly():
     assert check(Case((4, 40), num_heads=2, dtype=torch.float64, param_dtype=torch.float64), "compiled") == {}
 
 
-def test_opcheck():
+@pytest.mark.parametrize("impl", ["cpp", "compiled"])
+def test_opcheck(impl):
     """Schema, fake (meta) functions and autograd registration, as torch.library checks them."""
     inp = make_inputs(Case((4, 32)))
     x, w, a, b = (inp[k].requires_grad_() for k in ("x", "weight", "alpha", "beta"))
     torch.library.opcheck(
         torch.ops.seednorm.forward.default,
-        (x, w, a, b, inp["residual"], 2, 1e-5, "tanh", 1.0, "compiled"),
+        (x, w, a, b, inp["residual"], 2, 1e-5, "tanh", 1.0, impl),
         test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
     )
 
