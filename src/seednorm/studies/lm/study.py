@@ -170,11 +170,12 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     return runs
 
 
-def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 5, steps: int = 5,
+def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 20, steps: int = 2,
                        placement: Sequence[str] = SITES) -> dict[str, list[float]]:
     """Training tokens/s of each norm, measured round-robin (``rounds`` × ``steps`` timed steps per norm,
     after 3 warm-up steps) so that load from other processes hits every norm alike. Returns the
-    per-round tokens/s of each norm."""
+    per-round tokens/s of each norm; on a shared machine its maximum (the least disturbed round) is the
+    robust estimate, as with ``timeit``."""
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
     setups = {}
     for norm in check_norms(norms):
