@@ -110,9 +110,14 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert [r["final_eval"] for r in again["runs"]] == [r["final_eval"] for r in summary["runs"]]
 
 
-def test_timm_backend_single_norm_single_seed(tmp_path: Path) -> None:
-    args = ["--preset", "smoke", "--backend", "timm", "--norms", "seednorm", "--heads", "none", "--seeds", "1",
-            "--steps", "2", "--out", str(tmp_path), "--no-progress", "--no-tensorboard"]
+@pytest.mark.parametrize(("extra", "row", "transfer"), [
+    (["--backend", "timm"], "| seednorm/2h |", True),
+    (["--dataset", "animals", "--norms", "dyt"], "| dyt |", False),
+])
+def test_single_norm_single_seed_variants(tmp_path: Path, extra: list[str], row: str, transfer: bool) -> None:
+    args = ["--preset", "smoke", "--norms", "seednorm", "--heads", "none", "--seeds", "1", "--steps", "2",
+            "--out", str(tmp_path), "--no-progress", "--no-tensorboard", *extra]
     assert main(args) == 0
     report = (tmp_path / "report.md").read_text()
-    assert "| seednorm/2h |" in report and "head-count ablation" not in report and "Paired" not in report
+    assert row in report and "head-count ablation" not in report and "Paired" not in report
+    assert ("sklearn_digits" in report) == transfer

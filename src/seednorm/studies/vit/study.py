@@ -1,7 +1,7 @@
 """The vision study: a compact ViT with LayerNorm, RMSNorm, DyT or multi-head SeeDNorm, trained with the shared
 harness on offline data, scored in distribution and under distribution shifts; plus SeeDNorm's head-count ablation.
 
-    seednorm vit --preset quick                         # main comparison + head ablation, report in runs/vit_quick
+    seednorm vit --preset quick                         # main grid + head ablation, report in runs/vit_quick
     seednorm vit --preset smoke --out /tmp/vit          # seconds; what the tests run
     torchrun --nproc-per-node 2 -m seednorm.studies.vit --preset quick   # DDP (the harness does it)
 
@@ -10,8 +10,11 @@ split is fixed):
 
 1. main: every norm of ``--norms`` at the preset's width. SeeDNorm uses the paper's vision recipe (SPEC §3–§4):
    ``--seednorm-heads`` heads, dropout on σ(s)·α at the drop-path rate, ``dot_scale`` (``"dim"`` = 1/(D/heads)).
-2. heads: SeeDNorm with each head count of ``--heads`` at the preset's wider ablation width and higher learning
-   rate (where one head is expected to be unstable), with LayerNorm at that width as the reference.
+2. heads: SeeDNorm with each head count of ``--heads`` at the preset's ablation width, depth, higher learning
+   rate and ``--ablation-dot-scale`` (1: the variance of s_h grows with D/heads, where one head is expected to be
+   unstable), with LayerNorm at that width as the reference.
+
+Pixels are standardized with the training split's mean and std inside the model (shifts act on [0, 1] images).
 
 Each run lives in ``RUNS/<name>`` (checkpoint, metrics.csv, TensorBoard, result.json); a finished run is reused and
 an interrupted one resumed, so re-running the command continues the study. ``OUT`` gets ``report.md``, the PNGs
