@@ -22,7 +22,7 @@ from seednorm.studies.lm import main
 from seednorm.studies.lm.ablation import AblationPlan, Job, _claim, best_knobs
 from seednorm.studies.lm.model import Llama, LMConfig
 from seednorm.studies.lm.presets import get_preset
-from seednorm.studies.lm.recipes import Variant, dyt_lm_recipe, get_variant
+from seednorm.studies.lm.recipes import Variant, dyt_lm_recipe, get_variant, seednorm_lm_recipe
 from seednorm.studies.lm.study import Run
 from seednorm.studies.lm.sweep import best_lrs
 
@@ -107,6 +107,15 @@ def test_dot_scale_and_heads_reach_every_seednorm(name: str, dot: float, heads: 
     for m in norms:
         scale = m.dot_scale if not isinstance(m.dot_scale, str) else m.num_heads / 48
         assert scale == pytest.approx(dot) and m.num_heads == heads
+
+
+def test_seednorm_lm_recipe_is_the_dot_rsqrt_variant() -> None:
+    assert seednorm_lm_recipe(48) == {"dot_scale": pytest.approx(1 / math.sqrt(48)), "num_heads": 1}
+    kw = get_variant("seednorm-dot-rsqrt").model_overrides(48, 4)["norm_kwargs"]
+    assert kw["dot_scale"] == pytest.approx(seednorm_lm_recipe(48)["dot_scale"])
+    assert seednorm_lm_recipe(64, 4)["dot_scale"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        seednorm_lm_recipe(10, 4)
 
 
 def test_dyt_recipe_embedding_scale_and_alpha_inits() -> None:

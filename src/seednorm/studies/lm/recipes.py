@@ -31,7 +31,8 @@ from torch import nn
 
 from seednorm import param_groups
 
-__all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "KNOBS", "VARIANTS", "Variant", "dyt_lm_recipe", "get_variant"]
+__all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "KNOBS", "VARIANTS", "Variant", "dyt_lm_recipe", "get_variant",
+           "seednorm_lm_recipe"]
 
 DYT_ALPHA_ATTN = 0.8
 DYT_ALPHA_OTHER = 0.2
@@ -49,6 +50,16 @@ def dyt_lm_recipe(dim: int, alpha_attn: float = DYT_ALPHA_ATTN, alpha_other: flo
     other = {"alpha_init": alpha_other}
     return {"embed_scale": math.sqrt(dim),
             "site_norm_kwargs": {"attn": {"alpha_init": alpha_attn}, "mlp": other, "final": other, "qk": other}}
+
+
+def seednorm_lm_recipe(dim: int, num_heads: int = 1) -> dict[str, Any]:
+    """SeeDNorm keyword arguments recommended for small language models by the issue-7 ablation (opt-in;
+    the library's defaults stay the paper's): ``dot_scale = 1/√(dim/num_heads)``, so the pre-activation
+    s = dot_scale·⟨x, β⟩ does not grow with the width. Use as
+    ``build_norm("seednorm", dim, **seednorm_lm_recipe(dim))``; see README, "Fair comparison and ablation"."""
+    if dim < 1 or num_heads < 1 or dim % num_heads:
+        raise ValueError(f"dim={dim} must be a positive multiple of num_heads={num_heads}")
+    return {"dot_scale": 1 / math.sqrt(dim / num_heads), "num_heads": num_heads}
 
 
 @dataclass(frozen=True)
