@@ -238,7 +238,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="CPU: untimed repetitions; CUDA: do_bench warmup ms")
     p.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/<device>.md)")
     p.add_argument("--note", default="", help="a line written under the header (e.g. what else ran meanwhile)")
-    p.add_argument("--peak-gbps", type=float, default=None, help="memory bandwidth peak: adds '% of peak' columns")
+    p.add_argument("--peak-gbps", type=float, default=None, help="memory bandwidth peak: adds '%% peak' columns")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from seednorm import cli, ops
 
 
@@ -17,3 +19,9 @@ def test_bench_cli_writes_a_table(tmp_path, capsys):
     expected = {"rmsnorm eager", "rmsnorm compiled", "seednorm reference", "seednorm compiled"}
     assert expected | ({"seednorm cpp"} if ops.op.HAS_CXX else set()) <= impls
     assert "written to" in capsys.readouterr().out
+
+
+def test_bench_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--help"])
+    assert exit_.value.code == 0 and "--quick" in capsys.readouterr().out
