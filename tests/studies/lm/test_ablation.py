@@ -212,12 +212,18 @@ def test_ablation_cli_micro_grid_end_to_end(tmp_path: Path) -> None:
     assert main(argv) == 0  # everything reused
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("result.json")} == stamps
     assert main(argv + ["--report-only"]) == 0
+    wide = tmp_path / "w64"
+    assert main(argv[:-3] + ["--dim", "64", "--until", "sweep", "--out", str(wide), "--no-progress"]) == 0
+    assert json.loads((wide / "summary.json").read_text())["base"] == []
+    assert json.loads((wide / "sweep" / "seednorm" / "lr0.01" / "seed0" / "result.json").read_text())["num_params"] \
+        > summary["sweep"][0]["num_params"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--ablation", "--knobs", "dyt"], "not a SeeDNorm variant"),
     (["--ablation", "--seeds", "1"], ">= 2 seeds"),
     (["--ablation", "--ablation-lrs", "1e-3"], ">= 2 positive"),
+    (["--ablation", "--until", "long2x"], "not a phase"),
 ])
 def test_ablation_bad_arguments_are_clear_errors(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as e:

@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--wide-dim", type=int, default=None, help="width of the wide phase (default: 2 × the preset's)")
     a.add_argument("--carry", type=int, default=1, help="best knob variants carried into the long and wide phases")
     a.add_argument("--report-only", action="store_true", help="only write the ablation report from finished runs")
+    a.add_argument("--dim", type=int, default=None, help="override the preset's width (the ablation's base width)")
+    a.add_argument("--until", default=None, help="stop after this phase (sweep, base, long<f>x, wide)")
     return p
 
 
@@ -61,16 +63,19 @@ def _ablation(args: argparse.Namespace, parser: argparse.ArgumentParser, command
     from .recipes import KNOBS
 
     try:
-        preset = get_preset(args.preset, steps=args.steps)
+        preset = get_preset(args.preset, steps=args.steps, dim=args.dim)
         plan = AblationPlan(preset, seeds=args.seeds or 6, lrs=tuple(args.ablation_lrs),
                             knobs=tuple(args.knobs or KNOBS), long_factors=tuple(args.long_factors),
                             wide_dim=args.wide_dim, carry=args.carry)
+        if args.until is not None and args.until not in plan.phases:
+            raise ValueError(f"--until {args.until!r} is not a phase of this plan: {plan.phases}")
     except ValueError as e:
         parser.error(str(e))
     out = args.out or Path("runs") / f"lm-ablation-{preset.name}"
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    runs = load_runs(plan, out) if args.report_only else run_ablation(plan, out, progress=not args.no_progress)
+    runs = (load_runs(plan, out) if args.report_only
+            else run_ablation(plan, out, progress=not args.no_progress, until=args.until))
     from .ablation_report import write_ablation_report
 
     path = write_ablation_report(out, plan, runs, command=command,

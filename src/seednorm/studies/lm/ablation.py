@@ -201,9 +201,10 @@ def load_runs(plan: AblationPlan, out: Path) -> dict[str, list[Run]]:
 
 
 def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_s: float = 10.0,
-                 log: Callable[[str], None] = print) -> dict[str, list[Run]]:
-    """Train every phase of ``plan`` into ``out`` (reusing and resuming runs, sharing the work with any
-    other process running the same plan); returns the runs of every phase (see :func:`load_runs`)."""
+                 until: str | None = None, log: Callable[[str], None] = print) -> dict[str, list[Run]]:
+    """Train every phase of ``plan`` (up to and including ``until``) into ``out``, reusing and resuming
+    runs and sharing the work with any other process running the same plan; returns the finished runs
+    of every phase (see :func:`load_runs`)."""
     corpus = load_corpus(plan.preset.vocab_size, plan.preset.max_chars)
     evaluators: dict[str, _Evaluator] = {}
 
@@ -237,4 +238,6 @@ def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_
         if phase == "base":
             carried = best_knobs([j.load() for j in jobs], plan.knobs, plan.carry)
             log(f"knobs carried to the long and wide phases: {carried}")
+        if phase == until:
+            break
     return load_runs(plan, out)
