@@ -20,21 +20,13 @@ untouched. An Inf gives RMSNorm a row of zeros with NaN at the Inf; SeeDNorm's s
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "hardtanh": F.hardtanh,
-    "softsign": F.softsign,
-}
-
+from .ops.sigma import ACTIVATIONS
 
 # ----------------------------------------------------------------------------------------------------------
 # Argument checks shared by every norm: clear errors instead of silent wrong answers.

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-ACTIVATIONS = ("tanh", "sigmoid", "hardtanh", "softsign")
+# The one registry of σ by name: the reference path (seednorm.functional) and the fused paths both use it.
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "hardtanh": F.hardtanh,
+    "softsign": F.softsign,
+}
 
 
 def sigma(s: Tensor, activation: str) -> Tensor:
     """t = σ(s) for one of ``ACTIVATIONS``."""
-    if activation == "tanh":
-        return torch.tanh(s)
-    if activation == "sigmoid":
-        return torch.sigmoid(s)
-    if activation == "hardtanh":
-        return s.clamp(-1.0, 1.0)
-    if activation == "softsign":
-        return s / (1 + s.abs())
+    if activation in ACTIVATIONS:
+        return ACTIVATIONS[activation](s)
     raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")
 
 
