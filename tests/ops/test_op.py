@@ -37,6 +37,21 @@ def test_opcheck(impl):
     )
 
 
+@pytest.mark.parametrize("impl", ["cpp", "compiled"])
+def test_eager_path_equals_the_registered_op(impl):
+    """Eager calls skip the custom op's dispatch (ops.op._EagerFused); outputs and all gradients are identical."""
+    inp = make_inputs(Case((3, 5, 32), residual=True))
+    args = (inp["x"], inp["weight"], inp["alpha"], inp["beta"], inp["residual"], 2, 1e-5, "tanh", 1.0, impl)
+    results = []
+    for fn in (ops.op._EagerFused.apply, torch.ops.seednorm.forward.default):
+        leaves = [a.detach().clone().requires_grad_() for a in args[:5]]
+        y, _, _, summed = fn(*leaves, *args[5:])
+        (y.square().sum() + summed.sum()).backward()
+        results.append([y, summed, *(leaf.grad for leaf in leaves)])
+    for eager, registered in zip(*results, strict=True):
+        torch.testing.assert_close(eager, registered, rtol=0, atol=0)
+
+
 def test_meta_tensors_give_shapes_without_running():
     x = torch.empty(3, 5, 64, device="meta", dtype=torch.bfloat16)
     p = torch.empty(64, device="meta")

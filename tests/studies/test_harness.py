@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -19,6 +20,7 @@ from seednorm.studies.harness import (
     CheckpointError,
     Task,
     TrainConfig,
+    benchmark,
     load_checkpoint,
     param_kinds,
     save_checkpoint,
@@ -79,6 +81,14 @@ def test_trains_logs_and_writes_result(tmp_path: Path) -> None:
     assert saved["history"] == res.history
     assert (tmp_path / "metrics.csv").read_text().count("\n") == 13
     assert any((tmp_path / "tb").iterdir())
+
+
+def test_benchmark_times_every_task_round_robin_and_writes_nothing(tmp_path: Path) -> None:
+    speeds = benchmark({"a": toy_task(), "b": toy_task(dropout=False)}, config(tmp_path / "bench"), rounds=3,
+                       steps=2, warmup=1)
+    assert list(speeds) == ["a", "b"]
+    assert all(len(v) == 3 and all(math.isfinite(s) and s > 0 for s in v) for v in speeds.values())
+    assert not (tmp_path / "bench").exists()
 
 
 def test_param_kinds() -> None:

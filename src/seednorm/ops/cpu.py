@@ -75,10 +75,13 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 def _params(weight: Tensor | None, alpha: Tensor, beta: Tensor) -> tuple[list[Tensor | None], int]:
-    """γ, α, β contiguous in one dtype the kernels read (their own if supported, else float32)."""
+    """γ, α, β contiguous in one dtype the kernels read (their own if supported, else float32); no copy when
+    they already are."""
     dtype = alpha.dtype if alpha.dtype in DTYPES else torch.float32
-    cast = [None if p is None else p.detach().to(dtype).contiguous() for p in (weight, alpha, beta)]
-    return cast, DTYPES[dtype]
+    params = [weight, alpha, beta]
+    if not all(p is None or (p.dtype == dtype and p.is_contiguous()) for p in params):
+        params = [None if p is None else p.detach().to(dtype).contiguous() for p in params]
+    return params, DTYPES[dtype]
 
 
 def forward(
@@ -106,20 +109,14 @@ def backward(
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """(dx, dγ, dα, dβ) for dy, x (M, D); ``dsummed`` is added to dx; parameter gradients in their dtypes."""
     m, d = x.shape
-    dy = dy.to(x.dtype)
+    dy = dy if dy.dtype == x.dtype else dy.to(x.dtype)
     dx = torch.empty((m, d), dtype=x.dtype)
-    grads = torch.empty((3, d), dtype=torch.float32)
+    dweight, dalpha, dbeta = (torch.empty(d, dtype=torch.float32) for _ in range(3))
     (w, a, b), pdtype = _params(weight, alpha, beta)
     library().seednorm_backward(
         _ptr(dy), dy.stride(0), _ptr(x), x.stride(0), _ptr(dsummed), 0 if dsummed is None else dsummed.stride(0),
         _ptr(dx), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), pdtype, _ptr(rstd.contiguous()),
-        _ptr(t.contiguous()), _ptr(grads[0]), _ptr(grads[1]), _ptr(grads[2]), m, d, num_heads, dot_scale,
+        _ptr(t.contiguous()), _ptr(dweight), _ptr(dalpha), _ptr(dbeta), m, d, num_heads, dot_scale,
         ACT_CODES[activation], torch.get_num_threads(),
     )
-    dweight, dalpha, dbeta = grads.unbind(0)
-    return (
-        dx,
-        None if weight is None else dweight.to(weight.dtype, copy=True),
-        dalpha.to(alpha.dtype, copy=True),
-        dbeta.to(beta.dtype, copy=True),
-    )
+    return dx, None if weight is None else dweight.to(weight.dtype), dalpha.to(alpha.dtype), dbeta.to(beta.dtype)

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     bench = None
     if runs and not args.no_throughput:
-        bench = measure_throughput(preset, norms, placement=args.placement)
+        bench = measure_throughput(preset, norms, placement=args.placement, qk_norm=args.qk_norm)
     path = write_report(out, preset, runs, command=command, throughput=bench, sweep=sweep,
                         wall_s=time.perf_counter() - t0)
     print(f"wrote {path}")

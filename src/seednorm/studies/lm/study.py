@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, train
+from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, benchmark, train
 from .data import EVAL_DOMAINS, Corpus, load_corpus, train_batch
 from .evals import bits_per_byte, cloze_accuracy, cloze_items
 from .model import SITES, Llama, LMConfig
@@ -171,35 +170,15 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
 
 
 def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 20, steps: int = 2,
-                       placement: Sequence[str] = SITES) -> dict[str, list[float]]:
-    """Training tokens/s of each norm, measured round-robin (``rounds`` × ``steps`` timed steps per norm,
-    after 3 warm-up steps) so that load from other processes hits every norm alike. Returns the
-    per-round tokens/s of each norm; on a shared machine its maximum (the least disturbed round) is the
-    robust estimate, as with ``timeit``."""
+                       placement: Sequence[str] = SITES, qk_norm: bool = False) -> dict[str, list[float]]:
+    """Training tokens/s of each norm: the study's own training step (:func:`harness.benchmark`: same
+    optimizer groups, clipping and schedule as :func:`run_study`), seed 0, timed round-robin, ``rounds`` ×
+    ``steps`` steps per norm. Returns the per-round tokens/s of each norm; its maximum is the least disturbed
+    round."""
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
-    setups = {}
-    for norm in check_norms(norms):
-        torch.manual_seed(0)
-        model = Llama(model_config(preset, corpus.vocab_size, norm, placement))
-        setups[norm] = (model, torch.optim.AdamW(model.parameters(), lr=preset.lr))
-    batch = train_batch(corpus, 0, 0, 1, batch_size=preset.batch_size, seq_len=preset.seq_len, seed=0)
-
-    def step(model: nn.Module, opt: torch.optim.Optimizer) -> None:
-        _lm_loss(model, batch).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    speeds: dict[str, list[float]] = {n: [] for n in setups}
-    for model, opt in setups.values():
-        for _ in range(3):
-            step(model, opt)
-    for _ in range(rounds):
-        for norm, (model, opt) in setups.items():
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                step(model, opt)
-            speeds[norm].append(steps * batch[0].numel() / (time.perf_counter() - t0))
-    return speeds
+    tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm) for norm in check_norms(norms)}
+    config = _train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)
+    return benchmark(tasks, config, rounds=rounds, steps=steps)
 
 
 def is_main_process() -> bool:

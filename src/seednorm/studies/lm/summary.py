@@ -105,7 +105,8 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
             "Training tokens/s: each run's median over its steps, then the median (min–max) over runs; the "
             "runs ran one after another on a machine shared with other jobs, so it is noisy. Clipped steps: "
             "fraction of steps whose gradient norm exceeded the clip, mean over runs. The round-robin benchmark "
-            "times every norm in turn on the same batch, 20 rounds of 2 steps, and keeps each norm's best round "
+            "times the study's own training step (optimizer, clipping, schedule) for every norm in turn, 20 "
+            "rounds of 2 steps after 3 warm-up steps, and keeps each norm's best round "
             "(the least disturbed by other jobs, as timeit does); step cost = RMSNorm's tokens/s ÷ this "
             "norm's.\n",
             markdown_table(["norm", "training tokens/s", "clipped steps", "benchmark tokens/s",
