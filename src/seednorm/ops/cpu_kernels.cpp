@@ -2,10 +2,12 @@
 //
 // Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x) in a second
 // sweep over the row, which is still in L1.
-// Backward: each thread keeps float32 partial sums of dγ, dα, dβ over the rows it takes, in blocks of 4 rows:
-// per row ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩, then one sweep over the block writes dx and adds the block's sums to
-// the partials (read and written once per block); the partials are summed over threads at the end.
-// x and dy are read from memory once, converted to float32 in registers. Rows are handed out dynamically, so a
+// Backward: the rows are cut into a fixed number of chunks (at most 64, fewer for very wide rows; never
+// dependent on the thread count), each with its own float32 partial sums of dγ, dα, dβ. A chunk runs in blocks
+// of 4 rows: per row ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩, then one sweep over the block writes dx and adds the block's
+// sums to the partials (read and written once per block). The partials are summed in chunk order at the end, so
+// the parameter gradients are bitwise the same on every call and for any number of threads.
+// x and dy are read from memory once, converted to float32 in registers. Chunks are handed out dynamically, so a
 // thread slowed by other work on its core does not hold the others back.
 // Element types: 0 = float32, 1 = bfloat16, 2 = float16. Activations: 0 tanh, 1 sigmoid, 2 hardtanh, 3 softsign.
 
@@ -131,80 +133,96 @@ void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, i
   }
 }
 
+// One block of RB rows of the backward: writes their dx and adds their dγ, dα, dβ terms to the partials pw, pa, pb.
+template <typename T, int64_t RB>
+inline void backward_block(const T* const* xs, const T* const* gs, const T* const* ds, T* const* out, const float* inv,
+                           const float* tb, const float* ub, const float* mean, const float* w, const float* a,
+                           const float* b, float* pw, float* pa, float* pb, int64_t d, int64_t heads) {
+  const int64_t hd = d / heads;
+  for (int64_t h = 0; h < heads; ++h) {
+    float tk[RB], uk[RB];
+    for (int64_t k = 0; k < RB; ++k) {
+      tk[k] = tb[k * heads + h];
+      uk[k] = ub[k * heads + h];
+    }
+#pragma omp simd
+    for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
+      float sw = 0.0f, sa = 0.0f, sb = 0.0f;
+      for (int64_t k = 0; k < RB; ++k) {
+        const float xi = to_f(xs[k][i]), dyi = to_f(gs[k][i]), xhat = xi * inv[k], dyx = dyi * xhat;
+        sw += dyx;
+        sa += tk[k] * dyx;
+        sb += uk[k] * xi;
+        const float g = inv[k] * ((tk[k] * a[i] + w[i]) * dyi - xhat * mean[k]) + uk[k] * b[i];
+        out[k][i] = from_f<T>(g + to_f(ds[k][i]));
+      }
+      pw[i] += sw;
+      pa[i] += sa;
+      pb[i] += sb;
+    }
+  }
+}
+
 template <typename T>
 void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed, int64_t sds, T* dx, int64_t sdx,
               const Params& p, const float* rstd, const float* t, float* dweight, float* dalpha, float* dbeta,
               int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
-  constexpr int64_t RB = 4;  // rows per block: the partial sums are read and written once per block
+  constexpr int64_t RB = 4;                     // rows per block: partials are read and written once per block
+  constexpr int64_t MAX_CHUNKS = 64;            // enough to balance the load over the threads
+  constexpr int64_t PARTIALS_BYTES = 16 << 20;  // bound on the partials' memory for very wide rows
   const int64_t hd = d / heads, blocks = (m + RB - 1) / RB;
   const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data();
-  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
-  std::vector<float> parts(static_cast<size_t>(nt) * 3 * d, 0.0f);
+  const int64_t by_memory = std::max<int64_t>(1, PARTIALS_BYTES / (3 * d * static_cast<int64_t>(sizeof(float))));
+  const int64_t chunks = std::max<int64_t>(1, std::min({blocks, MAX_CHUNKS, by_memory}));
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, chunks)));
+  std::vector<float> parts(static_cast<size_t>(chunks) * 3 * d);
   const std::vector<T> zeros(d, from_f<T>(0.0f));  // stands in for missing rows and a missing dsummed
 #pragma omp parallel num_threads(nt)
   {
-    float* pw = parts.data() + static_cast<size_t>(omp_get_thread_num()) * 3 * d;
-    float* pa = pw + d;
-    float* pb = pa + d;
     std::vector<T> scratch(d);  // dx of rows past the end
     std::vector<float> tb(RB * heads), ub(RB * heads);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-      const T *xs[RB], *gs[RB], *ds[RB];
-      T* out[RB];
-      float inv[RB], mean[RB];
-      for (int64_t k = 0; k < RB; ++k) {
-        const int64_t r = blk * RB + k;
-        const bool real = r < m;
-        xs[k] = real ? x + r * sx : zeros.data();
-        gs[k] = real ? dy + r * sdy : zeros.data();
-        ds[k] = real && dsummed ? dsummed + r * sds : zeros.data();
-        out[k] = real ? dx + r * sdx : scratch.data();
-        inv[k] = real ? rstd[r] : 0.0f;
-        float total = 0.0f;
-        for (int64_t h = 0; h < heads; ++h) {
-          const float tk = real ? t[r * heads + h] : 0.0f, iv = inv[k];
-          const T *xr = xs[k], *g = gs[k];
-          float c = 0.0f, tot = 0.0f;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      float* pw = parts.data() + static_cast<size_t>(chunk) * 3 * d;
+      float* pa = pw + d;
+      float* pb = pa + d;
+      std::fill(pw, pw + 3 * d, 0.0f);
+      for (int64_t blk = chunk * blocks / chunks; blk < (chunk + 1) * blocks / chunks; ++blk) {
+        const T *xs[RB], *gs[RB], *ds[RB];
+        T* out[RB];
+        float inv[RB], mean[RB];
+        for (int64_t k = 0; k < RB; ++k) {  // per row: 1/RMS, σ(s), u_h = σ'(s)·c_h·scale, mean ⟨g⊙δ, x̂⟩
+          const int64_t r = blk * RB + k;
+          const bool real = r < m;
+          xs[k] = real ? x + r * sx : zeros.data();
+          gs[k] = real ? dy + r * sdy : zeros.data();
+          ds[k] = real && dsummed ? dsummed + r * sds : zeros.data();
+          out[k] = real ? dx + r * sdx : scratch.data();
+          inv[k] = real ? rstd[r] : 0.0f;
+          float total = 0.0f;
+          for (int64_t h = 0; h < heads; ++h) {
+            const float tk = real ? t[r * heads + h] : 0.0f, iv = inv[k];
+            const T *xr = xs[k], *g = gs[k];
+            float c = 0.0f, tot = 0.0f;
 #pragma omp simd reduction(+ : c, tot)
-          for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
-            const float dyx = to_f(g[i]) * to_f(xr[i]) * iv;  // δ ⊙ x̂
-            c += dyx * a[i];
-            tot += dyx * (tk * a[i] + w[i]);
+            for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
+              const float dyx = to_f(g[i]) * to_f(xr[i]) * iv;  // δ ⊙ x̂
+              c += dyx * a[i];
+              tot += dyx * (tk * a[i] + w[i]);
+            }
+            total += tot;
+            tb[k * heads + h] = tk;
+            ub[k * heads + h] = dsigma_from_t(tk, act) * c * dot_scale;
           }
-          total += tot;
-          tb[k * heads + h] = tk;
-          ub[k * heads + h] = dsigma_from_t(tk, act) * c * dot_scale;
+          mean[k] = total / static_cast<float>(d);
         }
-        mean[k] = total / static_cast<float>(d);
-      }
-      for (int64_t h = 0; h < heads; ++h) {
-        float tk[RB], uk[RB];
-        for (int64_t k = 0; k < RB; ++k) {
-          tk[k] = tb[k * heads + h];
-          uk[k] = ub[k * heads + h];
-        }
-#pragma omp simd
-        for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
-          float sw = 0.0f, sa = 0.0f, sb = 0.0f;
-          for (int64_t k = 0; k < RB; ++k) {
-            const float xi = to_f(xs[k][i]), dyi = to_f(gs[k][i]), xhat = xi * inv[k], dyx = dyi * xhat;
-            sw += dyx;
-            sa += tk[k] * dyx;
-            sb += uk[k] * xi;
-            const float g = inv[k] * ((tk[k] * a[i] + w[i]) * dyi - xhat * mean[k]) + uk[k] * b[i];
-            out[k][i] = from_f<T>(g + to_f(ds[k][i]));
-          }
-          pw[i] += sw;
-          pa[i] += sa;
-          pb[i] += sb;
-        }
+        backward_block<T, RB>(xs, gs, ds, out, inv, tb.data(), ub.data(), mean, w, a, b, pw, pa, pb, d, heads);
       }
     }
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < d; ++i) {
+    for (int64_t i = 0; i < d; ++i) {  // the partials in chunk order: the same sums whatever the thread count
       float sw = 0.0f, sa = 0.0f, sb = 0.0f;
-      for (int k = 0; k < nt; ++k) {
+      for (int64_t k = 0; k < chunks; ++k) {
         const float* q = parts.data() + static_cast<size_t>(k) * 3 * d;
         sw += q[i];
         sa += q[d + i];
