@@ -103,7 +103,7 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
         rows.append(row)
     return ["\n### Throughput and clipping\n",
             "Training tokens/s: each run's median over its steps, then the median (min–max) over runs; the "
-            "runs ran one after another on a machine shared with other jobs, so it is noisy. Clipped steps: "
+            "runs ran one after another, so load from other jobs, if any, hits them unevenly. Clipped steps: "
             "fraction of steps whose gradient norm exceeded the clip, mean over runs. The round-robin benchmark "
             "times the study's own training step (optimizer, clipping, schedule) for every norm in turn, 20 "
             "rounds of 2 steps after 3 warm-up steps, and keeps each norm's best round "
