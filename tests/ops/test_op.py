@@ -21,7 +21,7 @@ def test_wide_rows():
     assert check(Case((3, 65536), num_heads=2, residual=True), "cpp") == {}
 
 
-@pytest.mark.parametrize("shape", [(1030, 64), (257, 1024), (3, 65536)])
+@pytest.mark.parametrize("shape", [(1030, 64), (257, 1024), (520, 8192)])
 def test_cpp_gradients_are_bitwise_reproducible_for_any_thread_count(shape):
     """The C++ backward sums its per-chunk partials in a fixed order: the same bits on every call, 1 or 2 threads."""
     inp = make_inputs(Case(shape, num_heads=2))

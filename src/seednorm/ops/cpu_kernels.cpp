@@ -2,8 +2,8 @@
 //
 // Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x) in a second
 // sweep over the row, which is still in L1.
-// Backward: the rows are cut into a fixed number of chunks (at most 64, fewer for very wide rows; never
-// dependent on the thread count), each with its own float32 partial sums of dγ, dα, dβ. A chunk runs in blocks
+// Backward: the rows are cut into at most 32 chunks of at least 64 rows (one chunk for fewer rows, fewer chunks for
+// very wide rows; never dependent on the thread count), each with its own float32 partial sums of dγ, dα, dβ. A chunk runs in blocks
 // of 4 rows: per row ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩, then one sweep over the block writes dx and adds the block's
 // sums to the partials (read and written once per block). The partials are summed in chunk order at the end, so
 // the parameter gradients are bitwise the same on every call and for any number of threads.
@@ -168,14 +168,16 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
               const Params& p, const float* rstd, const float* t, float* dweight, float* dalpha, float* dbeta,
               int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
   constexpr int64_t RB = 4;                     // rows per block: partials are read and written once per block
-  constexpr int64_t MAX_CHUNKS = 64;            // enough to balance the load over the threads
+  constexpr int64_t MAX_CHUNKS = 32;            // enough to balance the load over the threads
+  constexpr int64_t MIN_CHUNK_BLOCKS = 16;      // fewer chunks for few rows: each partial costs a fill and a sum
   constexpr int64_t PARTIALS_BYTES = 16 << 20;  // bound on the partials' memory for very wide rows
   const int64_t hd = d / heads, blocks = (m + RB - 1) / RB;
   const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data();
   const int64_t by_memory = std::max<int64_t>(1, PARTIALS_BYTES / (3 * d * static_cast<int64_t>(sizeof(float))));
-  const int64_t chunks = std::max<int64_t>(1, std::min({blocks, MAX_CHUNKS, by_memory}));
+  const int64_t chunks = std::max<int64_t>(1, std::min({blocks / MIN_CHUNK_BLOCKS, MAX_CHUNKS, by_memory}));
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, chunks)));
   std::vector<float> parts(static_cast<size_t>(chunks) * 3 * d);
+  float* const partials = parts.data();  // (chunks, 3, d)
   const std::vector<T> zeros(d, from_f<T>(0.0f));  // stands in for missing rows and a missing dsummed
 #pragma omp parallel num_threads(nt)
   {
@@ -183,7 +185,7 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
     std::vector<float> tb(RB * heads), ub(RB * heads);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      float* pw = parts.data() + static_cast<size_t>(chunk) * 3 * d;
+      float* pw = partials + static_cast<size_t>(chunk) * 3 * d;
       float* pa = pw + d;
       float* pb = pa + d;
       std::fill(pw, pw + 3 * d, 0.0f);
@@ -219,18 +221,20 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
         backward_block<T, RB>(xs, gs, ds, out, inv, tb.data(), ub.data(), mean, w, a, b, pw, pa, pb, d, heads);
       }
     }
+    constexpr int64_t TILE = 256;  // columns summed at once: the partials are read row by row, in chunk order
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < d; ++i) {  // the partials in chunk order: the same sums whatever the thread count
-      float sw = 0.0f, sa = 0.0f, sb = 0.0f;
-      for (int64_t k = 0; k < chunks; ++k) {
-        const float* q = parts.data() + static_cast<size_t>(k) * 3 * d;
-        sw += q[i];
-        sa += q[d + i];
-        sb += q[2 * d + i];
+    for (int64_t i0 = 0; i0 < d; i0 += TILE) {
+      const int64_t n = std::min(TILE, d - i0);
+      float* outs[3] = {dweight + i0, dalpha + i0, dbeta + i0};
+      for (int64_t j = 0; j < 3; ++j) {
+        float acc[TILE] = {};
+        for (int64_t k = 0; k < chunks; ++k) {  // chunk order: the same sums whatever the thread count
+          const float* q = partials + static_cast<size_t>(k) * 3 * d + j * d + i0;
+#pragma omp simd
+          for (int64_t i = 0; i < n; ++i) acc[i] += q[i];
+        }
+        std::copy(acc, acc + n, outs[j]);
       }
-      dweight[i] = sw;
-      dalpha[i] = sa;
-      dbeta[i] = sb;
     }
   }
 }

@@ -169,12 +169,12 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     return runs
 
 
-def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 20, steps: int = 2,
+def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 40, steps: int = 2,
                        placement: Sequence[str] = SITES, qk_norm: bool = False) -> dict[str, list[float]]:
     """Training tokens/s of each norm: the study's own training step (:func:`harness.benchmark`: same
     optimizer groups, clipping and schedule as :func:`run_study`), seed 0, timed round-robin, ``rounds`` ×
-    ``steps`` steps per norm. Returns the per-round tokens/s of each norm; its maximum is the least disturbed
-    round."""
+    ``steps`` steps per norm. Returns the per-round tokens/s of each norm (round i of every norm ran back to
+    back)."""
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
     tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm) for norm in check_norms(norms)}
     config = _train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)

@@ -89,15 +89,21 @@ def _diff_table(groups: dict[str, list[Run]]) -> list[str]:
 
 
 def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]] | None) -> list[str]:
-    base = max(bench[BASELINE]) if bench and BASELINE in bench else None
+    base = bench.get(BASELINE) if bench else None
+    rounds = len(base) if base else 0
     rows = []
     for norm, runs in groups.items():
         speeds = [r.result["tokens_per_s"] for r in runs]
         clip = statistics.fmean(r.result["clip_fraction"] for r in runs)
         row = [norm, f"{statistics.median(speeds):,.0f} ({min(speeds):,.0f}–{max(speeds):,.0f})", f"{clip:.2f}"]
         if bench and norm in bench:
-            best = max(bench[norm])
-            row += [f"{best:,.0f}", f"{base / best:.3f}" if base else "–"]
+            row.append(f"{statistics.median(bench[norm]):,.0f} ({max(bench[norm]):,.0f})")
+            if base:
+                ratios = sorted(b / x for b, x in zip(base, bench[norm], strict=True))
+                quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+                row.append(f"{statistics.median(ratios):.3f} ({quartiles[0]:.3f}–{quartiles[2]:.3f})")
+            else:
+                row.append("–")
         else:
             row += ["–", "–"]
         rows.append(row)
@@ -105,10 +111,10 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
             "Training tokens/s: each run's median over its steps, then the median (min–max) over runs; the "
             "runs ran one after another, so load from other jobs, if any, hits them unevenly. Clipped steps: "
             "fraction of steps whose gradient norm exceeded the clip, mean over runs. The round-robin benchmark "
-            "times the study's own training step (optimizer, clipping, schedule) for every norm in turn, 20 "
-            "rounds of 2 steps after 3 warm-up steps, and keeps each norm's best round "
-            "(the least disturbed by other jobs, as timeit does); step cost = RMSNorm's tokens/s ÷ this "
-            "norm's.\n",
+            f"times the study's own training step (optimizer, clipping, schedule) for every norm in turn, {rounds} "
+            "rounds of 2 steps after 3 warm-up steps: tokens/s of the median (best) round. Step cost = RMSNorm's "
+            "time ÷ this norm's in the same round, median (quartiles) over rounds: each round times the norms "
+            "back to back, so a change in the machine's speed cancels in it.\n",
             markdown_table(["norm", "training tokens/s", "clipped steps", "benchmark tokens/s",
                             "step cost vs RMSNorm"], rows)]
 
