@@ -136,7 +136,7 @@ _forward.register_autograd(_grad, setup_context=_setup_context)
 class _EagerFused(torch.autograd.Function):
     """The same kernels and gradient formula as the custom op, called directly in eager mode.
 
-    The custom op's Python dispatch costs ~0.2 ms per forward + backward, as much as the kernels themselves at
+    The custom op's Python dispatch costs ~0.1 ms per forward + backward, as much as the kernels themselves at
     the widths of the CPU studies; ``torch.compile`` and other tracers still see the custom op.
     """
 

@@ -5,8 +5,9 @@ deterministic in the step number, a loss, an optional evaluation) and *how* with
 :class:`TrainConfig`; :func:`train` does the rest the same way for every study:
 
 - seeds (python, numpy, torch) so that a run is a function of ``config.seed``;
-- AdamW over ``seednorm.param_groups`` (weight decay on matrices and on SeeDNorm's α, β; none on gains
-  and biases unless ``decay_gain``), linear warmup then cosine decay to ``min_lr_ratio · lr``;
+- fused AdamW (one kernel per parameter group) over ``seednorm.param_groups`` (weight decay on matrices and on
+  SeeDNorm's α, β; none on gains and biases unless ``decay_gain``), linear warmup then cosine decay to
+  ``min_lr_ratio · lr``;
 - gradient clipping by global norm, with the norm of every parameter group (``alpha``, ``beta``,
   ``gamma``, ``matrix``, ``other``: :func:`param_kinds`) and whether the step was clipped logged each step;
 - bf16 autocast where the device supports it well (``precision="auto"``: CUDA with bf16), else fp32;
