@@ -243,8 +243,8 @@ def write_ablation_report(out: Path, plan: AblationPlan, runs: dict[str, list[Ru
     n_sweep = len(plan.lrs) * len(MAIN)
     lrs = best_lrs(runs["sweep"]) if len(runs["sweep"]) == n_sweep else {}
     lines = ["# SeeDNorm ablation and fair comparison (issue 7)\n", f"Command: `{command}`\n",
-             f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared with "
-             f"other jobs; torch {torch.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+             f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
+             f"torch {torch.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
              + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n",
              "Finished runs per phase: " + ", ".join(f"{p} {len(rs)}" for p, rs in runs.items()) + ".\n"]
     lines += _protocol(plan, lrs)
