@@ -55,8 +55,8 @@ def dyt_lm_recipe(dim: int, alpha_attn: float = DYT_ALPHA_ATTN, alpha_other: flo
 def seednorm_lm_recipe(dim: int, num_heads: int = 1) -> dict[str, Any]:
     """SeeDNorm keyword arguments recommended for small language models by the issue-7 ablation (opt-in;
     the library's defaults stay the paper's): ``dot_scale = 1/√(dim/num_heads)``, so the pre-activation
-    s = dot_scale·⟨x, β⟩ does not grow with the width. Measured: parity with RMSNorm at widths 48-192 where
-    the default loses at 48 and 96 (and leads at 192). Use as
+    s = dot_scale·⟨x, β⟩ does not grow with the width. Measured: parity with RMSNorm or better at widths
+    48-192 (ahead, CI excluding 0, at 192) where the default loses at 48 and 96 (and leads at 192). Use as
     ``build_norm("seednorm", dim, **seednorm_lm_recipe(dim))``; see README, "Fair comparison and ablation"."""
     if dim < 1 or num_heads < 1 or dim % num_heads:
         raise ValueError(f"dim={dim} must be a positive multiple of num_heads={num_heads}")
