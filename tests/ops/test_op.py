@@ -75,6 +75,16 @@ def test_eager_path_equals_the_registered_op(impl):
         torch.testing.assert_close(eager, registered, rtol=0, atol=0)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
+def test_jit_trace_records_the_op_not_the_eager_path():
+    """The eager path calls the kernels directly; a TorchScript trace must record the op instead."""
+    module = seednorm.SeeDNorm(16)
+    traced = torch.jit.trace(module, torch.randn(3, 16))
+    assert "seednorm::forward" in str(traced.graph)
+    x = 3 * torch.randn(5, 16)
+    torch.testing.assert_close(traced(x), module(x), rtol=0, atol=0)
+
+
 def test_meta_tensors_give_shapes_without_running():
     x = torch.empty(3, 5, 64, device="meta", dtype=torch.bfloat16)
     p = torch.empty(64, device="meta")

@@ -232,8 +232,10 @@ def seednorm_fused(
         raise ValueError(f"impl='cpp' runs on CPU tensors, got {x.device}")
     if impl in ("triton", "cpp") and x.dtype not in KERNEL_DTYPES:
         raise TypeError(f"impl={impl!r} supports inputs of dtype {KERNEL_DTYPES}, got {x.dtype}")
-    # Not traced, not a tensor subclass, not on the meta device (those go through the op's fake function).
-    eager = not torch.compiler.is_compiling() and type(x) is Tensor and x.device.type != "meta"
+    # Not traced (torch.compile, torch.jit.trace), not a tensor subclass, not on the meta device: those go through
+    # the op (its fake function, or its schema for TorchScript).
+    eager = (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and type(x) is Tensor
+             and x.device.type != "meta")
     y, _rstd, _t, summed = (_EagerFused.apply if eager else _forward)(
         x, weight, alpha, beta, residual, num_heads, float(eps), activation, float(dot_scale), impl
     )
