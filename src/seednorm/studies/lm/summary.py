@@ -99,7 +99,7 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
         if bench and norm in bench:
             row.append(f"{statistics.median(bench[norm]):,.0f} ({max(bench[norm]):,.0f})")
             if base:
-                ratios = sorted(b / x for b, x in zip(base, bench[norm], strict=True))
+                ratios = [b / x for b, x in zip(base, bench[norm], strict=True)]
                 quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
                 row.append(f"{statistics.median(ratios):.3f} ({quartiles[0]:.3f}–{quartiles[2]:.3f})")
             else:
