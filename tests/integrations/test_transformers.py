@@ -163,3 +163,57 @@ def test_readme_conversion_example_runs(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     exec(compile(code, str(readme), "exec"), {})
+
+
+REMOTE_CODE = '''
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+
+class ToyConfig(PretrainedConfig):
+    model_type = "seednorm-remote-toy"
+
+    def __init__(self, hidden_size=16, vocab_size=32, **kwargs):
+        self.hidden_size, self.vocab_size = hidden_size, vocab_size
+        super().__init__(**kwargs)
+
+
+class ToyModel(PreTrainedModel):
+    config_class = ToyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.norm = nn.RMSNorm(config.hidden_size, eps=1e-6)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def forward(self, input_ids):
+        return self.head(self.norm(self.embed(input_ids)))
+'''
+
+
+def test_from_pretrained_loads_a_remote_code_model_through_an_auto_class(tmp_path, monkeypatch):
+    """A checkpoint whose model class lives in its own code (config.auto_map, trust_remote_code=True)."""
+    import importlib
+
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "toy_remote_model.py").write_text(REMOTE_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    remote = importlib.import_module("toy_remote_model")
+    remote.ToyConfig.register_for_auto_class()
+    remote.ToyModel.register_for_auto_class("AutoModel")
+    model = sn_hf.convert(remote.ToyModel(remote.ToyConfig()))
+    with torch.no_grad():
+        model.norm.beta.normal_(std=0.3)
+    ids = torch.randint(0, 32, (2, 5))
+    model.save_pretrained(tmp_path / "ckpt")
+
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        sn_hf.from_pretrained(transformers.AutoModel, tmp_path / "ckpt")
+    reloaded = sn_hf.from_pretrained(transformers.AutoModel, tmp_path / "ckpt", trust_remote_code=True)
+    assert isinstance(reloaded.norm, SeeDNorm)
+    assert type(reloaded).__name__ == "ToyModel"
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids), model(ids))

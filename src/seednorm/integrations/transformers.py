@@ -20,7 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
-from transformers.models.auto.auto_factory import _BaseAutoModelClass, _get_model_class
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transformers.models.auto.auto_factory import (
+    _BaseAutoModelClass,
+    _get_model_class,
+    add_generation_mixin_to_remote_model,
+)
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from ..convert import convert_to_seednorm
@@ -91,7 +96,7 @@ def from_pretrained(
             "seednorm.integrations.transformers.convert; load it with the usual from_pretrained"
         )
     if issubclass(model_class, _BaseAutoModelClass):
-        model_class = _get_model_class(config, model_class._model_mapping)
+        model_class = _auto_model_class(model_class, config, path, kwargs)
     want_info = kwargs.pop("output_loading_info", False)
     model, info = _converting(model_class, options).from_pretrained(
         path, config=config, output_loading_info=True, **kwargs
@@ -104,6 +109,26 @@ def from_pretrained(
     if missing:
         raise ValueError(f"{path} lacks SeeDNorm parameters {missing[:4]}{' ...' if len(missing) > 4 else ''}")
     return (model, info) if want_info else model
+
+
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "revision", "token", "local_files_only", "code_revision")
+
+
+def _auto_model_class(
+    auto_class: type[_BaseAutoModelClass], config: PretrainedConfig, path: str, kwargs: dict[str, Any]
+) -> type[PreTrainedModel]:
+    """The model class ``auto_class`` would build for ``config``: a transformers class, or the checkpoint's own
+    code (``config.auto_map``) when ``trust_remote_code=True``, as ``auto_class.from_pretrained`` resolves it."""
+    class_ref = (getattr(config, "auto_map", None) or {}).get(auto_class.__name__)
+    if class_ref is None or type(config) in auto_class._model_mapping:
+        return _get_model_class(config, auto_class._model_mapping)
+    if not kwargs.get("trust_remote_code", False):
+        raise ValueError(
+            f"{path} defines its {auto_class.__name__} model in its own code ({class_ref}); pass "
+            "trust_remote_code=True to run it, as with transformers' from_pretrained"
+        )
+    hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+    return add_generation_mixin_to_remote_model(get_class_from_dynamic_module(class_ref, path, **hub))
 
 
 def _converting(model_class: type[PreTrainedModel], options: dict[str, Any]) -> type[PreTrainedModel]:
