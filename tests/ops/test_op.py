@@ -75,6 +75,17 @@ def test_eager_path_equals_the_registered_op(impl):
         torch.testing.assert_close(eager, registered, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("impl", ["cpp", "compiled"])
+def test_double_backward_is_an_error_not_a_silent_zero(impl):
+    """The fused paths have no second derivative (README); differentiating twice must fail loudly."""
+    x = torch.randn(4, 16, requires_grad=True)
+    module = seednorm.SeeDNorm(16)
+    y = seednorm.seednorm(x, module.weight, module.alpha, module.beta, impl=impl)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        gx.sum().backward()
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
 def test_jit_trace_records_the_op_not_the_eager_path():
     """The eager path calls the kernels directly; a TorchScript trace must record the op instead."""

@@ -148,6 +148,7 @@ class _EagerFused(torch.autograd.Function):
         return output
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # no double backward: an error, never a silent zero
     def backward(ctx, *grads):
         return _grad(ctx, *grads)
 
