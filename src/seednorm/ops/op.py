@@ -112,14 +112,19 @@ def _backward_fake(dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, acti
     return x.new_empty(x.shape), dweight, alpha.new_empty(alpha.shape), beta.new_empty(beta.shape)
 
 
-def _setup_context(ctx, inputs, output) -> None:
+def _save(ctx, inputs, output, backward_op) -> None:
+    """What ``_grad`` needs, and which backward it calls: the registered op, or its function directly (eager)."""
     x, weight, alpha, beta, residual, num_heads, _eps, activation, dot_scale, impl = inputs
     _y, rstd, t, summed = output
     ctx.mark_non_differentiable(rstd, t)
     ctx.has_residual = residual is not None
     ctx.config = (num_heads, activation, dot_scale, impl)
     ctx.save_for_backward(summed if ctx.has_residual else x, weight, alpha, beta, rstd, t)
-    ctx.backward_op = _backward
+    ctx.backward_op = backward_op
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    _save(ctx, inputs, output, _backward)
 
 
 def _grad(ctx, dy, _drstd, _dt, dsummed):
@@ -143,8 +148,7 @@ class _EagerFused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *inputs):
         output = _forward_impl(*inputs)
-        _setup_context(ctx, inputs, output)
-        ctx.backward_op = _backward_impl
+        _save(ctx, inputs, output, _backward_impl)
         return output
 
     @staticmethod
