@@ -6,9 +6,9 @@
 Times the study's own training step (``seednorm.studies.lm.study.measure_throughput``: the harness's forward,
 backward, per-group gradient norms, clipping and fused AdamW) round-robin, ``--rounds`` × 2 steps per norm, and
 prints, per preset and norm: tokens/s of the best and the median round and the step cost vs RMSNorm as the ratio
-of best rounds (as the study's report gives it), of median rounds, and the median of the per-round ratios (each
-round times every norm back to back, so load from other processes cancels in it). Writes the table to ``--out``
-(default ``benchmarks/results/lm-step-cost-cpu.md``) with the machine and the command.
+of best rounds, of median rounds, and the median of the per-round ratios (``harness.step_costs``, as the study's
+report gives it: each round times every norm back to back, so load from other processes cancels in it). Writes
+the table to ``--out`` (default ``benchmarks/results/lm-step-cost-cpu.md``) with the machine and the command.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from seednorm.bench import machine, versions
+from seednorm.studies.harness import step_costs
 from seednorm.studies.lm.presets import NORM_NAMES, get_preset
 from seednorm.studies.lm.study import measure_throughput
 from seednorm.studies.report import markdown_table
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.presets:
         preset = get_preset(name)
         speeds = measure_throughput(preset, norms, rounds=args.rounds)
-        base = speeds["rmsnorm"]
+        base, costs = speeds["rmsnorm"], step_costs(speeds, "rmsnorm")
         for norm, s in speeds.items():
-            paired = statistics.median(b / x for b, x in zip(base, s, strict=True))
+            paired = statistics.median(costs[norm])
             row = [name, f"{preset.dim}", norm, f"{max(s):,.0f}", f"{statistics.median(s):,.0f}",
                    f"{max(base) / max(s):.3f}", f"{statistics.median(base) / statistics.median(s):.3f}",
                    f"{paired:.3f}"]

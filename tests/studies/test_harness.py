@@ -24,6 +24,7 @@ from seednorm.studies.harness import (
     load_checkpoint,
     param_kinds,
     save_checkpoint,
+    step_costs,
     train,
 )
 
@@ -199,3 +200,8 @@ def test_clip_groups(tmp_path: Path) -> None:
     assert [r["clipped"] for r in part.history] == [float(r["gn/matrix"] > 0.05) for r in part.history]
     with pytest.raises(ValueError, match="name no parameter group"):
         train(toy_task(), config(tmp_path / "d", clip_groups=("embedding",)))
+
+
+def test_step_costs_pair_rounds() -> None:
+    speeds = {"base": [100.0, 50.0], "b": [50.0, 50.0]}
+    assert step_costs(speeds, "base") == {"base": [1.0, 1.0], "b": [2.0, 1.0]}

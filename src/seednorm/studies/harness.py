@@ -67,6 +67,7 @@ __all__ = [
     "TrainResult",
     "benchmark",
     "param_kinds",
+    "step_costs",
     "load_checkpoint",
     "save_checkpoint",
     "train",
@@ -507,8 +508,8 @@ def benchmark(tasks: dict[str, Task], config: TrainConfig, *, rounds: int = 20, 
     """Training tokens/s of each task's step exactly as :func:`train` runs it (optimizer, clipping,
     autocast), in this process, timed round-robin: ``rounds`` × ``steps`` timed steps per task after
     ``warmup`` untimed ones, so that load from other processes hits every task alike. Returns the per-round
-    tokens/s of each task; on a shared machine its maximum (the least disturbed round) is the robust
-    estimate, as with ``timeit``. Nothing is written."""
+    tokens/s of each task (round i of every task ran back to back: see :func:`step_costs`). Nothing is
+    written."""
     d = _setup_dist("none")
     trainers = {name: _Trainer(task, config, d) for name, task in tasks.items()}
     for trainer in trainers.values():
@@ -524,6 +525,14 @@ def benchmark(tasks: dict[str, Task], config: TrainConfig, *, rounds: int = 20, 
                 tokens += trainer.task.tokens(batch)
             speeds[name].append(tokens / (time.perf_counter() - t0))
     return speeds
+
+
+def step_costs(speeds: dict[str, list[float]], baseline: str) -> dict[str, list[float]]:
+    """Per-round step cost of each task relative to ``baseline`` (its tokens/s ÷ the task's) from
+    :func:`benchmark`'s rounds: each round timed the tasks back to back, so a change in the machine's speed
+    cancels in the ratio."""
+    base = speeds[baseline]
+    return {name: [b / x for b, x in zip(base, s, strict=True)] for name, s in speeds.items()}
 
 
 def train(task: Task, config: TrainConfig) -> TrainResult:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..harness import step_costs
 from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
 from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT
 from .presets import Preset
@@ -89,8 +90,8 @@ def _diff_table(groups: dict[str, list[Run]]) -> list[str]:
 
 
 def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]] | None) -> list[str]:
-    base = bench.get(BASELINE) if bench else None
-    rounds = len(base) if base else 0
+    costs = step_costs(bench, BASELINE) if bench and BASELINE in bench else {}
+    rounds = len(bench[BASELINE]) if costs else 0
     rows = []
     for norm, runs in groups.items():
         speeds = [r.result["tokens_per_s"] for r in runs]
@@ -98,8 +99,8 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
         row = [norm, f"{statistics.median(speeds):,.0f} ({min(speeds):,.0f}–{max(speeds):,.0f})", f"{clip:.2f}"]
         if bench and norm in bench:
             row.append(f"{statistics.median(bench[norm]):,.0f} ({max(bench[norm]):,.0f})")
-            if base:
-                ratios = [b / x for b, x in zip(base, bench[norm], strict=True)]
+            if costs:
+                ratios = costs[norm]
                 quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
                 row.append(f"{statistics.median(ratios):.3f} ({quartiles[0]:.3f}–{quartiles[2]:.3f})")
             else:
