@@ -11,7 +11,6 @@
 // thread slowed by other work on its core does not hold the others back.
 // Element types: 0 = float32, 1 = bfloat16, 2 = float16. Activations: 0 tanh, 1 sigmoid, 2 hardtanh, 3 softsign.
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
