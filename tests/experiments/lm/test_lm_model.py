@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from seednorm import DyT, RMSNorm, SeeDNorm
-from seednorm.studies.lm.model import Llama, LMConfig
+from seednorm_experiments.lm.model import Llama, LMConfig
 
 
 def _norms(model: Llama) -> dict[str, type]:

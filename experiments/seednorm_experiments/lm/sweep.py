@@ -1,5 +1,5 @@
 """Pick each norm's learning rate from a sweep: the rate with the lowest mean final training loss
-(last 10% of steps) over its non-diverged seeds. Runs are :class:`~seednorm.studies.lm.study.Run`
+(last 10% of steps) over its non-diverged seeds. Runs are :class:`~seednorm_experiments.lm.study.Run`
 (``norm`` may be any configuration name, e.g. an ablation variant)."""
 
 from __future__ import annotations

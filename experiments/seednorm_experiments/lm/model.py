@@ -6,7 +6,7 @@ final norm, tied or untied embeddings. ``LMConfig.placement`` says which norm si
 norm (``attn``, ``mlp``, ``final``, ``qk``); the other sites stay RMSNorm, so one can ask e.g. "does
 SeeDNorm help as the final norm only?". ``site_norm_kwargs`` gives one site its own constructor
 arguments and ``embed_scale`` multiplies the embeddings by a learnable scalar (both used by DyT's
-language-model recipe, :func:`seednorm.studies.lm.recipes.dyt_lm_recipe`). Input (B, T) token ids →
+language-model recipe, :func:`seednorm_experiments.lm.recipes.dyt_lm_recipe`). Input (B, T) token ids →
 logits (B, T, vocab).
 """
 

@@ -3,7 +3,7 @@ in-domain and zero-shot, optionally sweep the learning rate, and measure trainin
 
 Layout of ``out``: ``runs/<norm>/seed<k>/`` (one harness run each: checkpoint, metrics.csv, tb/,
 result.json), ``sweep/<norm>/lr<x>/seed<k>/`` for ``--lr-sweep``, ``throughput.json``, and the
-report files written by :mod:`seednorm.studies.lm.summary`.
+report files written by :mod:`seednorm_experiments.lm.summary`.
 """
 
 from __future__ import annotations

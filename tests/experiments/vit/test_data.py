@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seednorm.studies.vit import data as D
+from seednorm_experiments.vit import data as D
 
 
 @pytest.mark.parametrize(("name", "size"), [("mnist", 5000), ("animals", 10000), ("sklearn_digits", 1797)])

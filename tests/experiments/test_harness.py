@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seednorm import SeeDNorm
-from seednorm.studies.harness import (
+from seednorm_experiments.harness import (
     CHECKPOINT_NAME,
     CheckpointError,
     Task,

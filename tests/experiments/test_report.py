@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seednorm.studies.report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+from seednorm_experiments.report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
 
 
 def test_summarize_matches_t_interval() -> None:

@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from seednorm import DyT, SeeDNorm
-from seednorm.studies.harness import CHECKPOINT_NAME, Task, TrainConfig, load_checkpoint, param_kinds, train
-from seednorm.studies.lm import main
-from seednorm.studies.lm.ablation import AblationPlan, Job, _claim, best_knobs
-from seednorm.studies.lm.model import Llama, LMConfig
-from seednorm.studies.lm.presets import get_preset
-from seednorm.studies.lm.recipes import Variant, dyt_lm_recipe, get_variant, seednorm_lm_recipe
-from seednorm.studies.lm.study import Run
-from seednorm.studies.lm.sweep import best_lrs
+from seednorm_experiments.harness import CHECKPOINT_NAME, Task, TrainConfig, load_checkpoint, param_kinds, train
+from seednorm_experiments.lm import main
+from seednorm_experiments.lm.ablation import AblationPlan, Job, _claim, best_knobs
+from seednorm_experiments.lm.model import Llama, LMConfig
+from seednorm_experiments.lm.presets import get_preset
+from seednorm_experiments.lm.recipes import Variant, dyt_lm_recipe, get_variant, seednorm_lm_recipe
+from seednorm_experiments.lm.study import Run
+from seednorm_experiments.lm.sweep import best_lrs
 
 LR = 1e-2
 

@@ -1,9 +1,9 @@
-"""Training-step cost of each norm in the LM study's models, relative to RMSNorm (issue 5: SeeDNorm ≤ 1.05×).
+"""Training-step cost of each norm in the LM study's models, relative to RMSNorm (target: SeeDNorm ≤ 1.05×).
 
-    python benchmarks/lm_step_cost.py                                  # quick + standard, 60 rounds, all norms
-    python benchmarks/lm_step_cost.py --presets quick --rounds 100 --norms rmsnorm seednorm
+    python -m seednorm_experiments.lm.step_cost                   # quick + standard, 60 rounds, all norms
+    python -m seednorm_experiments.lm.step_cost --presets quick --rounds 100 --norms rmsnorm seednorm
 
-Times the study's own training step (``seednorm.studies.lm.study.measure_throughput``: the harness's forward,
+Times the study's own training step (``seednorm_experiments.lm.study.measure_throughput``: the harness's forward,
 backward, per-group gradient norms, clipping and fused AdamW) round-robin, ``--rounds`` × 2 steps per norm, and
 prints, per preset and norm: tokens/s of the best and the median round and the step cost vs RMSNorm as the ratio
 of best rounds, of median rounds, and the median of the per-round ratios (``harness.step_costs``, as the study's
@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-from seednorm.bench import machine, versions
-from seednorm.studies.harness import step_costs
-from seednorm.studies.lm.presets import NORM_NAMES, get_preset
-from seednorm.studies.lm.study import measure_throughput
-from seednorm.studies.report import markdown_table
+from seednorm_experiments.bench.kernels import machine, versions
+from seednorm_experiments.harness import step_costs
+from seednorm_experiments.lm.presets import NORM_NAMES, get_preset
+from seednorm_experiments.lm.study import measure_throughput
+from seednorm_experiments.report import markdown_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             print(" | ".join(row), flush=True)
     header = ["preset", "width", "norm", "best tokens/s", "median tokens/s", "cost (best)", "cost (median)",
               "cost (paired median)"]
-    command = "python benchmarks/lm_step_cost.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m seednorm_experiments.lm.step_cost " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = "\n".join([
         "# LM study: training-step cost vs RMSNorm",
         "",

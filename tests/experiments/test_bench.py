@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from seednorm import cli, ops
+from seednorm import ops
+from seednorm_experiments import cli
 
 
 def test_bench_cli_writes_a_table(tmp_path, capsys):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from seednorm.studies.lm.data import EVAL_DOMAINS, load_corpus, train_batch
-from seednorm.studies.lm.evals import bits_per_byte, cloze_accuracy, cloze_items
+from seednorm_experiments.lm.data import EVAL_DOMAINS, load_corpus, train_batch
+from seednorm_experiments.lm.evals import bits_per_byte, cloze_accuracy, cloze_items
 
 
 @pytest.fixture(scope="module")

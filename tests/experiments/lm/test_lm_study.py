@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seednorm.cli import main as cli_main
-from seednorm.studies.lm import main
+from seednorm_experiments.cli import main as cli_main
+from seednorm_experiments.lm import main
 
 
 @pytest.fixture(scope="module")

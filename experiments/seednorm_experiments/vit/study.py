@@ -3,7 +3,7 @@ harness on offline data, scored in distribution and under distribution shifts; p
 
     seednorm vit --preset quick                         # main grid + head ablation, report in runs/vit_quick
     seednorm vit --preset smoke --out /tmp/vit          # seconds; what the tests run
-    torchrun --nproc-per-node 2 -m seednorm.studies.vit --preset quick   # DDP (the harness does it)
+    torchrun --nproc-per-node 2 -m seednorm_experiments.vit --preset quick   # DDP (the harness does it)
 
 Two grids, each ``--seeds`` seeds (the seed sets the init, the data order and the augmentation; the train/test
 split is fixed):
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from seednorm import NORMS
-from seednorm.studies.harness import RESULT_NAME, Task, TrainConfig, train
+from seednorm_experiments.harness import RESULT_NAME, Task, TrainConfig, train
 
 from .data import ImageSet, load_dataset, load_sklearn_digits, random_translate
 from .evals import DEFAULT_SHIFTS, Shift, parse_shift, shifted_accuracies

@@ -1,7 +1,7 @@
 """Kernel benchmark: SeeDNorm (each implementation) beside RMSNorm baselines, forward, backward and both.
 
-    python -m seednorm.bench                          # default shapes, fp32 and bf16, on CUDA when present
-    python -m seednorm.bench --device cpu --quick     # 4096×1024 only, fewer repetitions
+    python -m seednorm_experiments.bench                          # default shapes, fp32 and bf16, on CUDA when present
+    python -m seednorm_experiments.bench --device cpu --quick     # 4096×1024 only, fewer repetitions
     seednorm bench --shapes 4096x1024,4096x4096 --dtypes fp32
 
 Times are medians after warm-up. On CUDA each measurement is ``triton.testing.do_bench`` (L2 flushed between
@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import functional as SF
-from . import ops
+from seednorm import functional as SF
+from seednorm import ops
 
 SHAPES = ((4096, 1024), (4096, 4096), (16384, 4096), (4096, 16384))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -295,7 +295,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         f"- Machine: {machine(args.device)}",
         f"- Versions: {versions()}",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Command: `{' '.join(['python -m seednorm.bench', shlex.join(args.argv)]).strip()}`",
+        f"- Command: `{' '.join(['python -m seednorm_experiments.bench', shlex.join(args.argv)]).strip()}`",
         f"- Timing: median of {args.reps} {'ms of do_bench' if args.device == 'cuda' else 'repetitions'} after "
         f"{args.warmup} warm-up; `impl=\"auto\"` runs `seednorm {auto}` here",
         "- Bytes model: forward 2·M·D·s, backward 3·M·D·s (s = bytes per element), plus parameters and per-row "
@@ -315,7 +315,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m seednorm.bench`` and ``seednorm bench``."""
+    """Entry point of ``python -m seednorm_experiments.bench`` and ``seednorm bench``."""
     args = parse_args(argv)
     rows, text = run(args)
     out = args.out or Path("benchmarks/results") / f"{device_slug(args.device)}.md"

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "lm": ("seednorm.studies.lm", "language-model study: RMSNorm vs LayerNorm vs DyT vs SeeDNorm, zero-shot evals"),
-    "vit": ("seednorm.studies.vit", "vision study: the same comparison on a small ViT under distribution shift"),
-    "bench": ("seednorm.bench", "kernel benchmarks: forward/backward time and bandwidth of every implementation"),
+    "lm": ("seednorm_experiments.lm", "language-model study: RMSNorm vs LayerNorm vs DyT vs SeeDNorm, zero-shot evals"),
+    "vit": ("seednorm_experiments.vit", "vision study: the same comparison on a small ViT under distribution shift"),
+    "bench": ("seednorm_experiments.bench", "kernel benchmarks: time and bandwidth of every implementation"),
 }
 
 

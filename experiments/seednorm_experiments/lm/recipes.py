@@ -42,7 +42,7 @@ _OTHER_GROUPS = ("gamma", "matrix")  # a SeeDNorm Llama has no "other" parameter
 
 def dyt_lm_recipe(dim: int, alpha_attn: float = DYT_ALPHA_ATTN, alpha_other: float = DYT_ALPHA_OTHER
                   ) -> dict[str, Any]:
-    """:class:`~seednorm.studies.lm.model.LMConfig` fields of DyT's language-model recipe for width
+    """:class:`~seednorm_experiments.lm.model.LMConfig` fields of DyT's language-model recipe for width
     ``dim``: ``embed_scale`` = √dim (learnable) and α0 per site (attention input ``alpha_attn``; FFN
     input, final and QK norms ``alpha_other``)."""
     if not (alpha_attn > 0 and alpha_other > 0):

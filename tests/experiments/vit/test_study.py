@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from seednorm.studies.vit import main
-from seednorm.studies.vit.data import load_mnist
-from seednorm.studies.vit.evals import DEFAULT_SHIFTS
-from seednorm.studies.vit.study import PRESETS, Batches, parse_args, plan, resolve_preset, run_name, run_signature
+from seednorm_experiments.vit import main
+from seednorm_experiments.vit.data import load_mnist
+from seednorm_experiments.vit.evals import DEFAULT_SHIFTS
+from seednorm_experiments.vit.study import PRESETS, Batches, parse_args, plan, resolve_preset, run_name, run_signature
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seednorm import DyT, LayerNorm, RMSNorm, SeeDNorm
-from seednorm.studies.vit.model import ViT, ViTConfig, build_vit
+from seednorm_experiments.vit.model import ViT, ViTConfig, build_vit
 
 NORM_TYPES = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "dyt": DyT, "seednorm": SeeDNorm}
 SMALL = {"dim": 16, "depth": 2, "attn_heads": 2}

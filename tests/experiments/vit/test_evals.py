@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from seednorm.studies.vit.data import ImageSet
-from seednorm.studies.vit.evals import DEFAULT_SHIFTS, Shift, accuracy, parse_shift, shifted_accuracies
+from seednorm_experiments.vit.data import ImageSet
+from seednorm_experiments.vit.evals import DEFAULT_SHIFTS, Shift, accuracy, parse_shift, shifted_accuracies
 
 
 class Brightest(nn.Module):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from seednorm.studies.report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+from seednorm_experiments.report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
 
 from .evals import Shift
 

@@ -1,0 +1,7 @@
+"""``python -m seednorm_experiments.lm`` (what ``torchrun ... -m seednorm_experiments.lm`` runs) = ``seednorm lm``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
