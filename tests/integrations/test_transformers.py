@@ -126,9 +126,9 @@ def test_from_pretrained_needs_the_marker_and_all_seednorm_weights(tmp_path):
     model = sn_hf.convert(tiny_model("llama"))
     partial = {k: v for k, v in model.state_dict().items() if not k.endswith(".alpha")}
     model.save_pretrained(tmp_path / "partial", state_dict=partial)
-    with pytest.raises(ValueError, match="lacks SeeDNorm parameters"):
+    with pytest.raises(ValueError, match="does not match config.seednorm: missing from the checkpoint: model.layers.0.input_layernorm.alpha"):
         sn_hf.from_pretrained(transformers.LlamaForCausalLM, tmp_path / "partial")
-    with pytest.raises(ValueError, match="converted already"):
+    with pytest.raises(ValueError, match="5 module\\(s\\) are SeeDNorm already"):
         sn_hf.convert(model)
 
 
