@@ -231,7 +231,9 @@ def test_bad_arguments():
 
 
 def test_frozen_model_stays_frozen():
-    model = nn.Sequential(Block(nn.RMSNorm(16)), Block(nn.LayerNorm(16)), Block(nn.LayerNorm(16, elementwise_affine=False)))
+    model = nn.Sequential(
+        Block(nn.RMSNorm(16)), Block(nn.LayerNorm(16)), Block(nn.LayerNorm(16, elementwise_affine=False))
+    )
     model.requires_grad_(False)
     convert_to_seednorm(model)
     frozen = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -267,9 +269,7 @@ def test_dynamic_options_are_set_and_keep_the_function():
     expected = model(x)
     convert_to_seednorm(model, num_heads=4, activation="softsign", dot_scale="dim", dynamic_dropout=0.1)
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
-    assert all(
-        (b.norm.activation, b.norm.dot_scale, b.norm.dynamic_dropout) == ("softsign", "dim", 0.1) for b in model
-    )
+    assert all((b.norm.activation, b.norm.dot_scale, b.norm.dynamic_dropout) == ("softsign", "dim", 0.1) for b in model)
     with pytest.raises(ValueError, match=r"activation='sigmoid' has σ\(0\) ≠ 0"):
         convert_to_seednorm(Block(nn.RMSNorm(16)), activation="sigmoid")
     with pytest.raises(ValueError, match="dot_scale must be a number or 'dim'"):
@@ -281,8 +281,17 @@ def test_layer_options_rebuild_the_layer():
 
     from seednorm.convert import layer_options
 
-    layer = SeeDNorm(12, num_heads=3, eps=1e-5, alpha_init=0.5, activation="hardtanh", dynamic_dropout=0.2,
-                     dot_scale=0.25, center=True, bias=True)
+    layer = SeeDNorm(
+        12,
+        num_heads=3,
+        eps=1e-5,
+        alpha_init=0.5,
+        activation="hardtanh",
+        dynamic_dropout=0.2,
+        dot_scale=0.25,
+        center=True,
+        bias=True,
+    )
     options = layer_options(layer)
     signature = set(inspect.signature(SeeDNorm).parameters) - {"device", "dtype"}
     assert set(options) == signature  # every constructor option is recorded
@@ -292,16 +301,26 @@ def test_layer_options_rebuild_the_layer():
 def test_rebuild_seednorms_puts_recorded_layers_in_place_or_names_what_does_not_fit():
     from seednorm.convert import layer_options, rebuild_seednorms
 
-    source = convert_to_seednorm(nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8), "b": Block(nn.RMSNorm(8), 8)}),
-                                 num_heads=2, dot_scale=0.5)
+    source = convert_to_seednorm(
+        nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8), "b": Block(nn.RMSNorm(8), 8)}), num_heads=2, dot_scale=0.5
+    )
     record = {name: layer_options(m) for name, m in source.named_modules() if isinstance(m, SeeDNorm)}
     fresh = nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8), "b": Block(nn.RMSNorm(8), 8)})
     rebuild_seednorms(fresh, record)
     assert {n: layer_options(m) for n, m in fresh.named_modules() if isinstance(m, SeeDNorm)} == record
-    for path, why in [("a.nope", "has no module of that name"), ("a.proj", r"\(torch.nn.modules.linear.Linear\) is "
-                      "not a norm layer"), ("a.norm", "has width 8, the record says 6")]:
+    for path, why in [
+        ("a.nope", "has no module of that name"),
+        (
+            "a.proj",
+            r"\(torch.nn.modules.linear.Linear\) is "
+            "not a norm layer",
+        ),
+        ("a.norm", "has width 8, the record says 6"),
+    ]:
         options = dict(record["a.norm"], normalized_shape=6 if path == "a.norm" else 8)
         with pytest.raises(ValueError, match=f"'{path}'.*{why}"):
             rebuild_seednorms(nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8)}), {path: options})
     with pytest.raises(ValueError, match="'a.norm': the recorded options .* are invalid: num_heads=3"):
-        rebuild_seednorms(nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8)}), {"a.norm": dict(record["a.norm"], num_heads=3)})
+        rebuild_seednorms(
+            nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8)}), {"a.norm": dict(record["a.norm"], num_heads=3)}
+        )

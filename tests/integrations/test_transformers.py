@@ -126,7 +126,10 @@ def test_from_pretrained_needs_the_marker_and_all_seednorm_weights(tmp_path):
     model = sn_hf.convert(tiny_model("llama"))
     partial = {k: v for k, v in model.state_dict().items() if not k.endswith(".alpha")}
     model.save_pretrained(tmp_path / "partial", state_dict=partial)
-    with pytest.raises(ValueError, match="does not match config.seednorm: missing from the checkpoint: model.layers.0.input_layernorm.alpha"):
+    with pytest.raises(
+        ValueError,
+        match="does not match config.seednorm: missing from the checkpoint: model.layers.0.input_layernorm.alpha",
+    ):
         sn_hf.from_pretrained(transformers.LlamaForCausalLM, tmp_path / "partial")
     with pytest.raises(ValueError, match="5 module\\(s\\) are SeeDNorm already"):
         sn_hf.convert(model)
@@ -165,7 +168,7 @@ def test_readme_conversion_example_runs(tmp_path, monkeypatch):
     exec(compile(code, str(readme), "exec"), {})
 
 
-REMOTE_CODE = '''
+REMOTE_CODE = """
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -191,7 +194,7 @@ class ToyModel(PreTrainedModel):
 
     def forward(self, input_ids):
         return self.head(self.norm(self.embed(input_ids)))
-'''
+"""
 
 
 def test_from_pretrained_loads_a_remote_code_model_through_an_auto_class(tmp_path, monkeypatch):

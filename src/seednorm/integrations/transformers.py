@@ -311,7 +311,8 @@ def _verify(model: PreTrainedModel, layers: dict[str, dict[str, Any]], info: dic
                 problems.append(f"{name!r} was saved with other options than the record's {layer.options()}")
     if problems:
         raise ValueError(
-            f"{path}: the checkpoint does not match config.{CONFIG_KEY}: " + "; ".join(problems)
+            f"{path}: the checkpoint does not match config.{CONFIG_KEY}: "
+            + "; ".join(problems)
             + ". The config was edited or belongs to other weights; re-save from the converted model"
         )
 
