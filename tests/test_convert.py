@@ -228,3 +228,99 @@ def test_bad_arguments():
         convert_to_seednorm(Block(nn.RMSNorm(16)), include=[1])
     with pytest.raises(TypeError, match="center must be"):
         convert_to_seednorm(Block(nn.RMSNorm(16)), center="yes")
+
+
+def test_frozen_model_stays_frozen():
+    model = nn.Sequential(
+        Block(nn.RMSNorm(16)), Block(nn.LayerNorm(16)), Block(nn.LayerNorm(16, elementwise_affine=False))
+    )
+    model.requires_grad_(False)
+    convert_to_seednorm(model)
+    frozen = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert not frozen, f"{frozen} became trainable"
+    trainable = convert_to_seednorm(Block(nn.LayerNorm(16, elementwise_affine=False)))
+    assert all(p.requires_grad for p in trainable.norm.parameters())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_scripted_models_are_refused_as_torchscript():
+    with pytest.raises(TypeError, match="is a TorchScript module.*convert the eager model, then script it"):
+        convert_to_seednorm(torch.jit.script(Block(nn.LayerNorm(16))))
+    model = nn.Sequential(Block(nn.RMSNorm(16)), torch.jit.script(Block(nn.LayerNorm(16))))
+    with pytest.raises(TypeError, match=r"'1\.norm' \(LayerNorm\): it is a TorchScript module"):
+        convert_to_seednorm(model)
+    assert isinstance(model[0].norm, nn.RMSNorm)  # nothing was replaced
+
+
+def test_exclude_on_any_name_of_a_shared_norm_leaves_it():
+    norm = nn.RMSNorm(8)
+    model = nn.ModuleDict({"a": Block(norm, 8), "b": Block(norm, 8), "c": Block(nn.RMSNorm(8), 8)})
+    convert_to_seednorm(model, exclude="b.norm")
+    assert model["a"].norm is norm and model["b"].norm is norm
+    assert isinstance(model["c"].norm, SeeDNorm)
+    model = nn.ModuleDict({"a": Block(norm, 8), "b": Block(norm, 8)})
+    convert_to_seednorm(model, include="b.*")  # any name selects it, and it is replaced under every name
+    assert isinstance(model["a"].norm, SeeDNorm) and model["a"].norm is model["b"].norm
+
+
+def test_dynamic_options_are_set_and_keep_the_function():
+    model = _randomize(nn.Sequential(Block(nn.RMSNorm(16, eps=1e-6)), Block(nn.LayerNorm(16)))).double().eval()
+    x = _inputs(16)
+    expected = model(x)
+    convert_to_seednorm(model, num_heads=4, activation="softsign", dot_scale="dim", dynamic_dropout=0.1)
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+    assert all((b.norm.activation, b.norm.dot_scale, b.norm.dynamic_dropout) == ("softsign", "dim", 0.1) for b in model)
+    with pytest.raises(ValueError, match=r"activation='sigmoid' has σ\(0\) ≠ 0"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), activation="sigmoid")
+    with pytest.raises(ValueError, match="dot_scale must be a number or 'dim'"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), dot_scale="sqrt")
+
+
+def test_layer_options_rebuild_the_layer():
+    import inspect
+
+    from seednorm.convert import layer_options
+
+    layer = SeeDNorm(
+        12,
+        num_heads=3,
+        eps=1e-5,
+        alpha_init=0.5,
+        activation="hardtanh",
+        dynamic_dropout=0.2,
+        dot_scale=0.25,
+        center=True,
+        bias=True,
+    )
+    options = layer_options(layer)
+    signature = set(inspect.signature(SeeDNorm).parameters) - {"device", "dtype"}
+    assert set(options) == signature  # every constructor option is recorded
+    assert layer_options(SeeDNorm(**options)) == options
+
+
+def test_rebuild_seednorms_puts_recorded_layers_in_place_or_names_what_does_not_fit():
+    from seednorm.convert import layer_options, rebuild_seednorms
+
+    source = convert_to_seednorm(
+        nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8), "b": Block(nn.RMSNorm(8), 8)}), num_heads=2, dot_scale=0.5
+    )
+    record = {name: layer_options(m) for name, m in source.named_modules() if isinstance(m, SeeDNorm)}
+    fresh = nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8), "b": Block(nn.RMSNorm(8), 8)})
+    rebuild_seednorms(fresh, record)
+    assert {n: layer_options(m) for n, m in fresh.named_modules() if isinstance(m, SeeDNorm)} == record
+    for path, why in [
+        ("a.nope", "has no module of that name"),
+        (
+            "a.proj",
+            r"\(torch.nn.modules.linear.Linear\) is "
+            "not a norm layer",
+        ),
+        ("a.norm", "has width 8, the record says 6"),
+    ]:
+        options = dict(record["a.norm"], normalized_shape=6 if path == "a.norm" else 8)
+        with pytest.raises(ValueError, match=f"'{path}'.*{why}"):
+            rebuild_seednorms(nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8)}), {path: options})
+    with pytest.raises(ValueError, match="'a.norm': the recorded options .* are invalid: num_heads=3"):
+        rebuild_seednorms(
+            nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8)}), {"a.norm": dict(record["a.norm"], num_heads=3)}
+        )

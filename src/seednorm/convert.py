@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .modules import AdaSeeDNorm, SeeDNorm
+from .ops.sigma import ACTIVATIONS
 
-__all__ = ["convert_to_seednorm"]
+__all__ = ["convert_to_seednorm", "layer_options", "rebuild_seednorms"]
 
 _EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
 _LAYOUTS = ((False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0))  # (center, offset added to weight)
@@ -52,48 +55,93 @@ def convert_to_seednorm(
     *,
     num_heads: int = 1,
     alpha_init: float = 1.0,
+    activation: str = "tanh",
+    dot_scale: float | str = 1.0,
+    dynamic_dropout: float = 0.0,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     center: bool | None = None,
+    layer_class: type[SeeDNorm] = SeeDNorm,
 ) -> nn.Module:
     """Replace the norm layers of ``model`` in place by equivalent SeeDNorms and return ``model``.
 
     Each new SeeDNorm sits under the old attribute name, with γ as ``weight`` (Gemma's ``1 + weight`` folded in),
     the LayerNorm bias as ``bias``, the same ε, dtype, device and train/eval mode, β = 0 and α = ``alpha_init``:
     outputs are unchanged up to float rounding, and state-dict keys and name-based weight-decay filters keep
-    working (the new keys are ``<name>.alpha`` and ``<name>.beta``).
+    working (the new keys are ``<name>.alpha`` and ``<name>.beta``). α and β are trainable exactly when the
+    source's γ is (its bias when it has no γ; for a norm without parameters, when any parameter of ``model`` is):
+    a frozen model stays frozen.
 
     Args:
-        model: any ``nn.Module``; if it is itself a norm layer, the new SeeDNorm is returned instead.
+        model: any eager ``nn.Module`` (not a TorchScript one); if it is itself a norm layer, the new SeeDNorm is
+            returned instead.
         num_heads: heads of the dynamic term (SPEC §3); must divide every converted layer's width.
         alpha_init: α at conversion (SPEC §2: 1.0; never 0).
+        activation: σ; one with σ(0) = 0 (tanh, hardtanh, softsign), or β = 0 would not reproduce the source.
+        dot_scale: the factor on s = ⟨x, β⟩ (a number, or ``"dim"`` for 1/(D/num_heads)); no effect at β = 0.
+        dynamic_dropout: dropout on σ(s)·α in training mode (SPEC §4); no effect in eval mode.
         include: shell-style patterns (``fnmatch``, case-sensitive, ``*`` also matches dots) on the dotted module
-            name from ``named_modules()``; only matching modules are converted. None converts every norm.
-        exclude: patterns of modules to leave alone (applied after ``include``), e.g. ``"*q_norm"``.
+            names from ``named_modules()``; only matching modules are converted. None converts every norm. A
+            module reachable under several names (a shared norm) is selected when any of its names matches.
+        exclude: patterns of modules to leave alone (applied after ``include``), e.g. ``"*q_norm"``; a shared
+            module is left alone when any of its names matches.
         center: None keeps each source's form (centering SeeDNorm for LayerNorm sources, RMS form for RMSNorm
             sources: exact). True/False forces one form for all; then a layer of the other kind is no longer
             function-preserving (e.g. ``center=False`` turns a ViT's LayerNorms into the paper's RMS SeeDNorm,
             LayerNorm bias kept).
+        layer_class: ``SeeDNorm`` or a subclass with its constructor (integrations use one that names its
+            parameters for their checkpoint format).
 
     Raises:
-        ValueError: no norm layer selected, or ``num_heads`` does not divide a layer's width.
-        TypeError: a selected norm layer cannot be reproduced exactly; the message names each module and class.
+        ValueError: no norm layer selected, or an option is invalid for a layer (e.g. ``num_heads`` does not divide
+            its width).
+        TypeError: ``model`` is a TorchScript module, or a selected norm layer cannot be reproduced exactly (the
+            message names each module and class).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert_to_seednorm expects an nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{_qualname(model)} is a TorchScript module (torch.jit.script/trace), whose layers cannot be swapped: "
+            "convert the eager model, then script it"
+        )
     if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+    if activation in ACTIVATIONS and ACTIVATIONS[activation](torch.zeros(())).item() != 0:
+        raise ValueError(
+            f"activation={activation!r} has σ(0) ≠ 0, so the converted layer would not equal the source at β = 0; "
+            "convert with an odd σ (tanh, hardtanh, softsign)"
+        )
     includes, excludes = _patterns(include, "include"), _patterns(exclude, "exclude")
     if center is not None and not isinstance(center, bool):
         raise TypeError(f"center must be None, True or False, got {center!r}")
+    if not (isinstance(layer_class, type) and issubclass(layer_class, SeeDNorm)):
+        raise TypeError(f"layer_class must be SeeDNorm or a subclass of it, got {layer_class!r}")
+    options = {
+        "num_heads": num_heads,
+        "alpha_init": alpha_init,
+        "activation": activation,
+        "dot_scale": dot_scale,
+        "dynamic_dropout": dynamic_dropout,
+    }
     plan: dict[int, tuple[nn.Module, _Layout]] = {}
     failures: list[str] = []
     already = 0
-    for name, module in model.named_modules():
+    for names, module in _named_once(model):
+        name = names[0]
         if isinstance(module, (SeeDNorm, AdaSeeDNorm)):
             already += 1
             continue
-        if not _selected(name, includes, excludes) or not _is_norm_candidate(module):
+        if not _selected(names, includes, excludes):
+            continue
+        if isinstance(module, torch.jit.ScriptModule):
+            if "norm" in getattr(module, "original_name", "").lower():
+                failures.append(
+                    f"{name!r} ({module.original_name}): it is a TorchScript module (torch.jit.script/trace); "
+                    "convert the eager module before scripting it"
+                )
+            continue
+        if not _is_norm_candidate(module):
             continue
         try:
             layout = _identify(module)
@@ -118,16 +166,109 @@ def convert_to_seednorm(
         raise ValueError(f"no normalization layers{selection} found in {type(model).__name__}{note}")
 
     fallback = _factory(model)
+    trainable = _any_trainable(model)
     new = {
-        key: _build(module, layout, num_heads=num_heads, alpha_init=alpha_init, center=center, fallback=fallback)
+        key: _build(module, layout, center=center, fallback=fallback, trainable=trainable, cls=layer_class, **options)
         for key, (module, layout) in plan.items()
     }
+    _register_fx_leaves()
+    return _swap(model, new)
+
+
+def layer_options(layer: SeeDNorm) -> dict[str, Any]:
+    """The constructor options of ``layer`` (all but device and dtype), JSON-friendly: ``SeeDNorm(**options)``
+    rebuilds it up to its parameter values."""
+    if not isinstance(layer, SeeDNorm):
+        raise TypeError(f"layer_options expects a SeeDNorm, got {type(layer).__name__}")
+    return {
+        "normalized_shape": layer.normalized_shape[0],
+        "num_heads": layer.num_heads,
+        "eps": layer.eps,
+        "alpha_init": layer.alpha_init,
+        "activation": layer.activation,
+        "dynamic_dropout": layer.dynamic_dropout,
+        "dot_scale": layer.dot_scale,
+        "center": layer.center,
+        "bias": layer.bias is not None,
+    }
+
+
+def rebuild_seednorms(
+    model: nn.Module, layers: Mapping[str, Mapping[str, Any]], *, layer_class: type[SeeDNorm] = SeeDNorm
+) -> nn.Module:
+    """Put ``layer_class(**options)`` in place of the norm at each module path of ``layers`` (as ``layer_options``
+    gives them) and return ``model``: rebuilds a converted model's SeeDNorms before its saved parameters load.
+
+    Each new layer gets the dtype, device and mode of the norm it replaces and its initial parameters (the saved
+    ones are expected to be loaded next). Nothing is replaced unless every path can be.
+
+    Raises:
+        ValueError: a path names no module, a module that is not a norm layer of the recorded width, or options
+            that ``layer_class`` refuses; the message names the path.
+    """
+    modules = dict(model.named_modules(remove_duplicate=False))
+    fallback, trainable = _factory(model), _any_trainable(model)
+    new: dict[int, SeeDNorm] = {}
+    for path, options in layers.items():
+        module = modules.get(path)
+        if module is None:
+            raise ValueError(f"{path!r}: {type(model).__name__} has no module of that name")
+        what = f"{path!r} ({_qualname(module)})"
+        if not _is_norm_candidate(module) or isinstance(module, (SeeDNorm, AdaSeeDNorm)):
+            raise ValueError(f"{what} is not a norm layer that converts to SeeDNorm")
+        try:
+            layout = _identify(module)
+        except _Unconvertible as why:
+            raise ValueError(f"{what} does not convert to SeeDNorm: {why}") from None
+        options = dict(options)
+        width = options.pop("normalized_shape", None)
+        if width != layout.dim:
+            raise ValueError(f"{what} has width {layout.dim}, the record says {width!r}")
+        ref = _reference(module)
+        factory = fallback if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        try:
+            layer = layer_class(layout.dim, **options, **factory)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path!r}: the recorded options {options} are invalid: {err}") from None
+        layer.requires_grad_(trainable if ref is None else ref.requires_grad)
+        new[id(module)] = layer.train(module.training)
+    _register_fx_leaves()
+    return _swap(model, new)
+
+
+def _swap(model: nn.Module, new: dict[int, nn.Module]) -> nn.Module:
+    """Replace every edge to a module in ``new`` (by id), shared ones included; the root's replacement is returned."""
     if id(model) in new:
         return new[id(model)]
     for parent, attr, child in _edges(model):
         if id(child) in new:
             setattr(parent, attr, new[id(child)])
     return model
+
+
+def _named_once(model: nn.Module) -> Iterator[tuple[list[str], nn.Module]]:
+    """Each module once, with every name it has (a shared module has several), in ``named_modules`` order."""
+    names: dict[int, list[str]] = {}
+    modules: dict[int, nn.Module] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+        modules.setdefault(id(module), module)
+    for key, module in modules.items():
+        yield names[key], module
+
+
+def _any_trainable(model: nn.Module) -> bool:
+    """Whether new parameters that copy none should train: the model has a trainable parameter, or none at all."""
+    params = list(model.parameters())
+    return not params or any(p.requires_grad for p in params)
+
+
+def _register_fx_leaves() -> None:
+    """Make SeeDNorm a leaf of timm's FX tracing (its feature extractors), when timm is in use."""
+    if "timm" in sys.modules:
+        from .integrations.timm import register_fx_leaves
+
+        register_fx_leaves()
 
 
 def _patterns(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
@@ -139,9 +280,10 @@ def _patterns(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:
     return patterns
 
 
-def _selected(name: str, includes: tuple[str, ...], excludes: tuple[str, ...]) -> bool:
-    included = not includes or any(fnmatch.fnmatchcase(name, p) for p in includes)
-    return included and not any(fnmatch.fnmatchcase(name, p) for p in excludes)
+def _selected(names: list[str], includes: tuple[str, ...], excludes: tuple[str, ...]) -> bool:
+    """Some name matches an include pattern (or there are none) and no name matches an exclude pattern."""
+    included = not includes or any(fnmatch.fnmatchcase(n, p) for n in names for p in includes)
+    return included and not any(fnmatch.fnmatchcase(n, p) for n in names for p in excludes)
 
 
 def _is_norm_candidate(module: nn.Module) -> bool:
@@ -184,7 +326,7 @@ def _identify(module: nn.Module) -> _Layout:
         raise _Unconvertible("it does not map a (B, T, D) tensor to a tensor of the same shape")
     for center, offset in _LAYOUTS:
         layout = _Layout(dim, eps, center, offset)
-        candidate = _build(probe_module, layout, num_heads=1, alpha_init=1.0, center=None, fallback={})
+        candidate = _build(probe_module, layout, center=None, fallback={})
         with torch.no_grad():
             if torch.allclose(candidate(x), expected, rtol=1e-4, atol=1e-5):
                 return layout
@@ -252,32 +394,42 @@ def _build(
     module: nn.Module,
     layout: _Layout,
     *,
-    num_heads: int,
-    alpha_init: float,
     center: bool | None,
     fallback: dict,
+    trainable: bool = True,
+    cls: type[SeeDNorm] = SeeDNorm,
+    **options: Any,
 ) -> SeeDNorm:
-    """The SeeDNorm for ``module``: γ = offset + weight, its bias, ε, dtype, device and mode; β = 0."""
+    """The SeeDNorm for ``module``: γ = offset + weight, its bias, ε, dtype, device and mode; β = 0.
+
+    Every parameter's ``requires_grad`` follows the source's γ (its bias without γ, ``trainable`` without either).
+    """
     weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
-    ref = weight if weight is not None else bias
+    ref = _reference(module)
     factory = fallback if ref is None else {"device": ref.device, "dtype": ref.dtype}
-    new = SeeDNorm(
+    new = cls(
         layout.dim,
-        num_heads=num_heads,
         eps=layout.eps,
-        alpha_init=alpha_init,
         center=layout.center if center is None else center,
         bias=bias is not None,
+        **options,
         **factory,
     )
     with torch.no_grad():
         if weight is not None:
             new.weight.copy_(weight.to(torch.promote_types(weight.dtype, torch.float32)) + layout.offset)
-            new.weight.requires_grad_(weight.requires_grad)
         if bias is not None:
             new.bias.copy_(bias)
-            new.bias.requires_grad_(bias.requires_grad)
+    new.requires_grad_(trainable if ref is None else ref.requires_grad)
+    if bias is not None:
+        new.bias.requires_grad_(bias.requires_grad)
     return new.train(module.training)
+
+
+def _reference(module: nn.Module) -> Tensor | None:
+    """The parameter whose dtype, device and ``requires_grad`` a replacement follows: γ, else the bias."""
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    return weight if weight is not None else bias
 
 
 def _edges(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:

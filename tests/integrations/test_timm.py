@@ -46,3 +46,18 @@ def test_vit_built_with_seednorm_norm_layer_trains():
     assert len(norms) == 2 * 4 + 1  # norm1, norm2, q_norm, k_norm per block, final norm
     assert all(m.num_heads == 4 and m.dynamic_dropout == 0.1 and not m.center for m in norms)
     assert backward_reaches_every_beta(model.train(), torch.randn(2, 3, 32, 32))
+
+
+def test_converted_vit_traces_with_timm_fx_feature_extraction():
+    from timm.models import create_feature_extractor
+
+    model = convert_to_seednorm(timm.create_model(**VIT).eval(), num_heads=4)
+    with torch.no_grad():
+        for m in seednorms(model):
+            m.beta.normal_(std=0.3)
+    images = torch.randn(2, 3, 32, 32)
+    extractor = create_feature_extractor(model, return_nodes={"norm": "features"})
+    assert isinstance(extractor.norm, SeeDNorm)  # traced as one call, not through its checks
+    with torch.no_grad():
+        expected = model.forward_features(images)
+        assert torch.allclose(extractor(images)["features"], expected, rtol=0, atol=1e-6)

@@ -126,9 +126,12 @@ def test_from_pretrained_needs_the_marker_and_all_seednorm_weights(tmp_path):
     model = sn_hf.convert(tiny_model("llama"))
     partial = {k: v for k, v in model.state_dict().items() if not k.endswith(".alpha")}
     model.save_pretrained(tmp_path / "partial", state_dict=partial)
-    with pytest.raises(ValueError, match="lacks SeeDNorm parameters"):
+    with pytest.raises(
+        ValueError,
+        match="does not match config.seednorm: missing from the checkpoint: model.layers.0.input_layernorm.alpha",
+    ):
         sn_hf.from_pretrained(transformers.LlamaForCausalLM, tmp_path / "partial")
-    with pytest.raises(ValueError, match="converted already"):
+    with pytest.raises(ValueError, match="5 module\\(s\\) are SeeDNorm already"):
         sn_hf.convert(model)
 
 
@@ -165,7 +168,7 @@ def test_readme_conversion_example_runs(tmp_path, monkeypatch):
     exec(compile(code, str(readme), "exec"), {})
 
 
-REMOTE_CODE = '''
+REMOTE_CODE = """
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
@@ -191,7 +194,7 @@ class ToyModel(PreTrainedModel):
 
     def forward(self, input_ids):
         return self.head(self.norm(self.embed(input_ids)))
-'''
+"""
 
 
 def test_from_pretrained_loads_a_remote_code_model_through_an_auto_class(tmp_path, monkeypatch):
@@ -217,3 +220,98 @@ def test_from_pretrained_loads_a_remote_code_model_through_an_auto_class(tmp_pat
     assert type(reloaded).__name__ == "ToyModel"
     with torch.no_grad():
         assert torch.equal(reloaded(ids), model(ids))
+
+
+def _train_dynamic(model, std=0.3):
+    """A "trained" SeeDNorm: α, β (and the bias) away from their init."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SeeDNorm):
+                m.alpha.normal_()
+                m.beta.normal_(std=std)
+                if m.bias is not None:
+                    m.bias.normal_()
+    return model
+
+
+def test_options_set_on_the_layers_survive_save_and_reload(ids, tmp_path):
+    from seednorm.convert import layer_options
+
+    model = sn_hf.convert(tiny_model("qwen2"), dot_scale=32**-0.5, exclude="model.norm")
+    sn_hf.convert(model, include="model.norm", num_heads=4, activation="softsign")  # more layers, other options
+    layers = model.model.layers
+    layers[0].input_layernorm.activation = "hardtanh"  # options changed on a layer after conversion
+    layers[1].post_attention_layernorm.num_heads = 2
+    layers[1].input_layernorm.dot_scale = "dim"
+    _train_dynamic(model)
+    expected = logits(model, ids)
+    model.save_pretrained(tmp_path)
+
+    reloaded = sn_hf.from_pretrained(transformers.AutoModelForCausalLM, tmp_path)
+    assert torch.equal(logits(reloaded, ids), expected)
+    options = {n: layer_options(m) for n, m in model.named_modules() if isinstance(m, SeeDNorm)}
+    assert {n: layer_options(m) for n, m in reloaded.named_modules() if isinstance(m, SeeDNorm)} == options
+    assert reloaded.config.seednorm == {"format": 1, "layers": options} == model.config.seednorm
+
+
+BERT_LIKE = {  # LayerNorm modules named "LayerNorm": transformers renames their legacy keys .beta/.gamma on load
+    "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(**ENCODER)),
+    "roberta": lambda: transformers.RobertaForMaskedLM(transformers.RobertaConfig(**ENCODER, pad_token_id=1)),
+    "albert": lambda: transformers.AlbertForMaskedLM(transformers.AlbertConfig(**ENCODER, embedding_size=16)),
+    "electra": lambda: transformers.ElectraForMaskedLM(transformers.ElectraConfig(**ENCODER, embedding_size=16)),
+}
+ENCODER = {
+    "vocab_size": 96,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BERT_LIKE))
+def test_bert_family_round_trip_keeps_beta_apart_from_the_bias(name, ids, tmp_path):
+    model = _train_dynamic(sn_hf.convert(BERT_LIKE[name]().eval()))
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, SeeDNorm)}
+    assert any(n.endswith("LayerNorm") for n in norms) and all(m.bias is not None for m in norms.values())
+    expected = logits(model, ids)
+    model.save_pretrained(tmp_path)
+
+    reloaded = sn_hf.from_pretrained(type(model), tmp_path)
+    assert torch.equal(logits(reloaded, ids), expected)
+    for n, m in reloaded.named_modules():
+        if n in norms:
+            assert torch.equal(m.beta, norms[n].beta) and torch.equal(m.bias, norms[n].bias)
+
+    plain = type(model).from_pretrained(tmp_path)  # rebuilds LayerNorms: their bias is the bias, never β
+    for n, m in plain.named_modules():
+        if n in norms:
+            assert isinstance(m, torch.nn.LayerNorm) and torch.equal(m.bias, norms[n].bias)
+
+
+def test_convert_leaves_the_callers_config_alone(ids):
+    config = CONFIGS["llama"]()
+    first, second = (transformers.LlamaForCausalLM(config) for _ in range(2))
+    sn_hf.convert(first)
+    assert getattr(config, "seednorm", None) is None and getattr(second.config, "seednorm", None) is None
+    assert first.model.config is first.config is not config  # submodules share the model's own copy
+    sn_hf.convert(second, num_heads=4)  # a second model from the same config converts too
+    assert {m.num_heads for m in first.modules() if isinstance(m, SeeDNorm)} == {1}
+
+
+def test_convert_refuses_a_seednorm_checkpoint_loaded_plainly(tmp_path):
+    sn_hf.convert(tiny_model("llama")).save_pretrained(tmp_path)
+    plain = transformers.LlamaForCausalLM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="loaded from a SeeDNorm checkpoint with a plain from_pretrained"):
+        sn_hf.convert(plain)
+
+
+def test_load_state_dict_checks_the_options_fingerprint():
+    model = sn_hf.convert(tiny_model("llama"))
+    state = model.state_dict()
+    assert "model.norm.seednorm_beta" in state and "model.norm.beta" not in state
+    model.load_state_dict(state)
+    model.model.norm.dot_scale = 0.5
+    with pytest.raises(RuntimeError, match="model.norm.seednorm_options: the state dict was saved from a SeeDNorm"):
+        model.load_state_dict(state)

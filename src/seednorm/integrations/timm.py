@@ -8,6 +8,9 @@
 timm calls ``norm_layer(dim, device=..., dtype=...)`` for every norm it builds (blocks, final norm, and QK-norms
 when ``qk_norm=True``), so ``num_heads`` must divide each of those widths. An existing timm model converts with
 ``seednorm.convert_to_seednorm`` instead (its LayerNorms become centering SeeDNorms, outputs unchanged).
+
+SeeDNorm and AdaSeeDNorm are leaves of timm's FX tracing (``timm.models.create_feature_extractor``, FX feature
+models): registered when this module is imported, and by ``convert_to_seednorm`` whenever timm is imported.
 """
 
 from __future__ import annotations
@@ -15,9 +18,19 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ..modules import SeeDNorm
+from timm.layers import register_notrace_module
 
-__all__ = ["norm_layer"]
+from ..modules import AdaSeeDNorm, SeeDNorm
+
+__all__ = ["norm_layer", "register_fx_leaves"]
+
+
+def register_fx_leaves() -> None:
+    """Register SeeDNorm and AdaSeeDNorm as modules timm's FX tracer keeps whole (subclasses too: the tracer
+    tests ``isinstance``). FX cannot trace inside them (their checks need real tensors); as leaves each is one node.
+    """
+    for cls in (SeeDNorm, AdaSeeDNorm):
+        register_notrace_module(cls)
 
 
 def norm_layer(num_heads: int = 1, **kwargs: Any) -> functools.partial[SeeDNorm]:
@@ -27,3 +40,6 @@ def norm_layer(num_heads: int = 1, **kwargs: Any) -> functools.partial[SeeDNorm]
     vision recipe uses ``num_heads=16``, ``dynamic_dropout`` = the drop-path rate and ``dot_scale="dim"`` (SPEC §3–4).
     """
     return functools.partial(SeeDNorm, num_heads=num_heads, **kwargs)
+
+
+register_fx_leaves()

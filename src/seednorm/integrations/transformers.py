@@ -3,22 +3,39 @@
     from seednorm.integrations import transformers as sn_hf
 
     model = AutoModelForCausalLM.from_pretrained(...)
-    sn_hf.convert(model)                           # convert_to_seednorm + a "seednorm" marker in model.config
-    model.save_pretrained(path)                    # writes γ (as .weight), .alpha, .beta (and .bias)
-    model = sn_hf.from_pretrained(AutoModelForCausalLM, path)   # converts before loading: identical logits
+    sn_hf.convert(model, dot_scale=...)            # convert_to_seednorm; config.seednorm lists every layer
+    model.save_pretrained(path)                    # γ (.weight), .alpha, .seednorm_beta, .seednorm_options (.bias)
+    model = sn_hf.from_pretrained(AutoModelForCausalLM, path)   # same layers rebuilt, verified: identical logits
     trainer = Trainer(model, args, ..., optimizers=(sn_hf.create_optimizer(model, args), None))
 
-A plain ``from_pretrained`` of such a checkpoint would rebuild the original norms and drop α and β (and, for
-Gemma, read γ as the offset weight): use this module's ``from_pretrained``.
+What a checkpoint holds. ``config.seednorm`` = ``{"format": 1, "layers": {module path: options}}``, the options of
+every SeeDNorm layer (``seednorm.convert.layer_options``: width, heads, ε, α init, σ, dot scale, dropout, center,
+bias) as they are when the config is written: options changed on a layer after conversion are saved too. Each
+layer's state dict holds, beside γ (``weight``), ``alpha`` and ``bias``:
+
+- ``seednorm_beta``: β. The layers are :class:`HFSeeDNorm`, whose β parameter has this name, because transformers
+  renames every checkpoint key matching ``LayerNorm.beta`` to ``LayerNorm.bias`` when it loads (and ``.gamma`` to
+  ``.weight``): a BERT-family ``LayerNorm.beta`` would be read as the bias.
+- ``seednorm_options``: a fingerprint (SHA-256) of the layer's options, written when the state dict is taken.
+  :func:`from_pretrained` checks it against ``config.seednorm``, so a config edited or mixed up with other weights
+  is an error, not different logits.
+
+A plain ``from_pretrained`` of such a checkpoint rebuilds the original norms: it reports ``alpha``,
+``seednorm_beta`` and ``seednorm_options`` as unexpected keys and drops them (and, for Gemma, reads γ as the offset
+weight); it never reads β as a bias. Use this module's ``from_pretrained``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import hashlib
+import json
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.auto.auto_factory import (
@@ -28,13 +45,115 @@ from transformers.models.auto.auto_factory import (
 )
 from transformers.trainer_optimizer import is_optimizer_factory
 
-from ..convert import convert_to_seednorm
+from ..convert import convert_to_seednorm, layer_options, rebuild_seednorms
 from ..modules import SeeDNorm
 from ..optim import param_groups
 
-__all__ = ["CONFIG_KEY", "convert", "from_pretrained", "create_optimizer"]
+__all__ = ["CONFIG_KEY", "HFSeeDNorm", "convert", "from_pretrained", "create_optimizer"]
 
-CONFIG_KEY = "seednorm"  # model.config.seednorm = the convert_to_seednorm options of a converted model
+CONFIG_KEY = "seednorm"  # model.config.seednorm = {"format": 1, "layers": {path: layer_options(layer)}}
+RECORD_FORMAT = 1
+BETA = "seednorm_beta"  # β's parameter name in HFSeeDNorm (and its state-dict key suffix)
+FINGERPRINT = "seednorm_options"  # buffer: SHA-256 of the layer's options, as uint8 (32,)
+
+
+def fingerprint(options: Mapping[str, Any]) -> list[int]:
+    """SHA-256 of ``options`` in canonical JSON, as 32 byte values."""
+    text = json.dumps(dict(options), sort_keys=True, separators=(",", ":"))
+    return list(hashlib.sha256(text.encode()).digest())
+
+
+class HFSeeDNorm(SeeDNorm):
+    """SeeDNorm with a transformers-safe state dict: β is the parameter ``seednorm_beta`` (``.beta`` reads and sets
+    it), and the buffer ``seednorm_options`` carries a fingerprint of the layer's options.
+
+    Same constructor, forward and parameters as :class:`~seednorm.SeeDNorm`; state-dict keys ``weight``, ``alpha``,
+    ``seednorm_beta``, ``seednorm_options`` (and ``bias``). The fingerprint in a state dict is always that of the
+    current options; ``load_state_dict`` of a state dict whose fingerprint differs is an error.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        device = self.weight.device
+        self.register_buffer(FINGERPRINT, torch.tensor(fingerprint(self.options()), dtype=torch.uint8, device=device))
+
+    def options(self) -> dict[str, Any]:
+        """``seednorm.convert.layer_options(self)``."""
+        return layer_options(self)
+
+    @property
+    def beta(self) -> nn.Parameter:
+        return self._parameters[BETA]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(BETA if name == "beta" else name, value)
+
+    def _fresh_fingerprint(self, device: torch.device) -> Tensor:
+        return torch.tensor(fingerprint(self.options()), dtype=torch.uint8, device=device)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + FINGERPRINT] = self._fresh_fingerprint(getattr(self, FINGERPRINT).device)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
+        saved = state_dict.get(prefix + FINGERPRINT)
+        if saved is not None and not saved.is_meta and saved.tolist() != fingerprint(self.options()):
+            error_msgs.append(
+                f"{prefix}{FINGERPRINT}: the state dict was saved from a SeeDNorm with other options than this "
+                f"layer's {self.options()}"
+            )
+            return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+class _Record(Mapping):
+    """``config.seednorm`` of a model converted or loaded here: reads the model's HFSeeDNorm layers whenever it is
+    read, so it always lists what the layers are. Copying it (``config.to_dict()``, ``save_pretrained``, pickle)
+    gives a plain dict."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = weakref.ref(model)
+        self._last = self._read()
+
+    def owner(self) -> nn.Module | None:
+        return self._model()
+
+    def _read(self) -> dict[str, Any]:
+        model = self._model()
+        if model is None:
+            return self._last
+        layers = {name: layer_options(m) for name, m in model.named_modules() if isinstance(m, HFSeeDNorm)}
+        self._last = {"format": RECORD_FORMAT, "layers": layers}
+        return self._last
+
+    def __getitem__(self, key: str) -> Any:
+        return copy.deepcopy(self._read()[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __deepcopy__(self, memo: dict) -> dict[str, Any]:
+        return copy.deepcopy(self._read(), memo)
+
+    def __reduce__(self) -> tuple:
+        return (dict, (copy.deepcopy(self._read()),))
+
+    def __repr__(self) -> str:
+        return repr(self._read())
 
 
 def convert(
@@ -42,36 +161,63 @@ def convert(
     *,
     num_heads: int = 1,
     alpha_init: float = 1.0,
+    activation: str = "tanh",
+    dot_scale: float | str = 1.0,
+    dynamic_dropout: float = 0.0,
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     center: bool | None = None,
 ) -> PreTrainedModel:
-    """``convert_to_seednorm`` for a transformers model, recording its options in ``model.config.seednorm``.
+    """``convert_to_seednorm`` for a transformers model, with :class:`HFSeeDNorm` layers and ``config.seednorm``.
 
-    The record is what lets :func:`from_pretrained` rebuild the same SeeDNorm layers before loading a checkpoint
-    written by ``model.save_pretrained``. Arguments as in :func:`seednorm.convert_to_seednorm`.
+    The model gets its own copy of its config (the caller's config object, which other models may share, is left
+    as it was); ``model.config.seednorm`` then lists every SeeDNorm layer with its options, as they are whenever it
+    is read. Calling ``convert`` again converts more layers (e.g. other ``include`` patterns, other options).
+    Arguments as in :func:`seednorm.convert_to_seednorm`.
+
+    Raises:
+        ValueError: the config already has a ``seednorm`` entry that this model's layers do not back (a converted
+            checkpoint loaded with a plain ``from_pretrained``, which dropped α and β), or as ``convert_to_seednorm``.
     """
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"convert expects a transformers PreTrainedModel, got {type(model).__name__}")
-    if getattr(model.config, CONFIG_KEY, None) is not None:
-        raise ValueError(f"this model is converted already (config.{CONFIG_KEY} = {model.config.seednorm})")
-    options = {
-        "num_heads": num_heads,
-        "alpha_init": alpha_init,
-        "include": _as_list(include),
-        "exclude": _as_list(exclude),
-        "center": center,
-    }
-    convert_to_seednorm(model, **options)
-    setattr(model.config, CONFIG_KEY, options)
+    existing = getattr(model.config, CONFIG_KEY, None)
+    if existing is not None and not isinstance(existing, _Record):
+        raise ValueError(
+            f"this model's config already has a '{CONFIG_KEY}' entry ({_short(existing)}) that its layers do not "
+            "back: it was loaded from a SeeDNorm checkpoint with a plain from_pretrained, which drops α and β; "
+            "load it with seednorm.integrations.transformers.from_pretrained"
+        )
+    convert_to_seednorm(
+        model,
+        num_heads=num_heads,
+        alpha_init=alpha_init,
+        activation=activation,
+        dot_scale=dot_scale,
+        dynamic_dropout=dynamic_dropout,
+        include=include,
+        exclude=exclude,
+        center=center,
+        layer_class=HFSeeDNorm,
+    )
+    _own_config(model)
+    setattr(model.config, CONFIG_KEY, _Record(model))
     return model
 
 
-def _as_list(patterns: str | Iterable[str] | None) -> list[str] | None:
-    """Patterns in a JSON-friendly form for the config."""
-    if patterns is None:
-        return None
-    return [patterns] if isinstance(patterns, str) else list(patterns)
+def _own_config(model: PreTrainedModel) -> None:
+    """Give ``model`` (and every submodule that shares its config or a part of it) a private deep copy."""
+    memo: dict[int, Any] = {}
+    copy.deepcopy(model.config, memo)
+    for module in model.modules():
+        config = module.__dict__.get("config")
+        if config is not None and id(config) in memo:
+            module.config = memo[id(config)]
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def from_pretrained(
@@ -80,35 +226,99 @@ def from_pretrained(
     """Load a checkpoint saved from a :func:`convert`-ed model, with its SeeDNorm layers in place.
 
     ``model_class`` is a model class (``LlamaForCausalLM``) or an auto class (``AutoModelForCausalLM``); ``kwargs``
-    go to its ``from_pretrained`` (``dtype``, ``device_map``, ``output_loading_info``, ...). The model is built,
-    converted with the options in ``config.seednorm``, then the state dict (γ, α, β, bias) is loaded into it.
+    go to its ``from_pretrained`` (``dtype``, ``device_map``, ``output_loading_info``, ``config``, ...). The model is
+    built, each layer of ``config.seednorm`` is rebuilt as recorded, then the state dict is loaded into it and
+    checked against the record.
 
     Raises:
-        ValueError: the config has no ``seednorm`` entry, or the checkpoint lacks some SeeDNorm parameter.
+        ValueError: the config has no valid ``seednorm`` entry; a recorded layer does not fit the model (no such
+            module, not a norm, another width, invalid options); or the checkpoint and the record disagree (a
+            recorded layer's parameters missing or of another shape, SeeDNorm parameters of layers the record does
+            not list, a fingerprint of other options).
     """
     config = kwargs.pop("config", None)
     if config is None:
         config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
-    options = getattr(config, CONFIG_KEY, None)
-    if options is None:
+    else:
+        config = copy.deepcopy(config)  # the model gets its own config; a _Record becomes a plain dict
+    layers = _layers(getattr(config, CONFIG_KEY, None), path)
+    if issubclass(model_class, _BaseAutoModelClass):
+        model_class = _auto_model_class(model_class, config, path, kwargs)
+    want_info = kwargs.pop("output_loading_info", False)
+    model, info = _converting(model_class, layers).from_pretrained(
+        path, config=config, output_loading_info=True, **kwargs
+    )
+    model.__class__ = model_class  # the subclass only had to build it
+    _verify(model, layers, info, path)
+    setattr(model.config, CONFIG_KEY, _Record(model))
+    return (model, info) if want_info else model
+
+
+_OPTION_KEYS = frozenset(
+    ("normalized_shape", "num_heads", "eps", "alpha_init", "activation", "dynamic_dropout", "dot_scale", "center")
+) | {"bias"}
+
+
+def _layers(record: Any, path: str) -> dict[str, dict[str, Any]]:
+    """The ``layers`` of a ``config.seednorm`` record, checked for form (the values are checked by building)."""
+    where = f"config.{CONFIG_KEY} of {path}"
+    if record is None:
         raise ValueError(
             f"{path} has no '{CONFIG_KEY}' entry in its config: it was not saved from a model converted with "
             "seednorm.integrations.transformers.convert; load it with the usual from_pretrained"
         )
-    if issubclass(model_class, _BaseAutoModelClass):
-        model_class = _auto_model_class(model_class, config, path, kwargs)
-    want_info = kwargs.pop("output_loading_info", False)
-    model, info = _converting(model_class, options).from_pretrained(
-        path, config=config, output_loading_info=True, **kwargs
-    )
-    model.__class__ = model_class  # the subclass only had to build it
-    seednorm_params = {
-        f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, SeeDNorm) for p, _ in m.named_parameters()
-    }
-    missing = sorted(seednorm_params.intersection(info["missing_keys"]))
+    redo = "re-save the model from sn_hf.convert / sn_hf.from_pretrained rather than editing it"
+    if not isinstance(record, Mapping):
+        raise ValueError(f"{where} is {_short(record)}, not the mapping sn_hf.convert records; {redo}")
+    if record.get("format") != RECORD_FORMAT or set(record) != {"format", "layers"}:
+        raise ValueError(
+            f"{where} is not a format-{RECORD_FORMAT} record ({{'format': {RECORD_FORMAT}, 'layers': {{...}}}}): "
+            f"got keys {sorted(map(str, record))} and format {record.get('format')!r}; {redo}"
+        )
+    layers = record["layers"]
+    if not isinstance(layers, Mapping) or not layers:
+        raise ValueError(f"{where}['layers'] must be a non-empty mapping of module paths to options; {redo}")
+    for name, options in layers.items():
+        if not isinstance(options, Mapping) or set(options) != _OPTION_KEYS:
+            got = sorted(options) if isinstance(options, Mapping) else _short(options)
+            raise ValueError(f"{where}: layer {name!r} must have the options {sorted(_OPTION_KEYS)}, got {got}; {redo}")
+    return {name: dict(options) for name, options in layers.items()}
+
+
+def _verify(model: PreTrainedModel, layers: dict[str, dict[str, Any]], info: dict, path: str) -> None:
+    """Raise unless the loaded state dict and the record agree: every recorded layer fully loaded with the recorded
+    shapes and options' fingerprint, and no SeeDNorm parameters for layers the record does not list."""
+    state = set(model.state_dict())
+    problems: list[str] = []
+    prefixes = tuple(f"{name}." for name in layers)
+    missing = sorted(k for k in info["missing_keys"] if k.startswith(prefixes))
     if missing:
-        raise ValueError(f"{path} lacks SeeDNorm parameters {missing[:4]}{' ...' if len(missing) > 4 else ''}")
-    return (model, info) if want_info else model
+        problems.append(f"missing from the checkpoint: {_few(missing)}")
+    mismatched = sorted(k for k, *_ in info["mismatched_keys"] if k.startswith(prefixes))
+    if mismatched:
+        problems.append(f"of another shape in the checkpoint: {_few(mismatched)}")
+    dynamic = (".alpha", f".{BETA}", f".{FINGERPRINT}", ".beta")
+    unexpected = sorted(
+        k for k in info["unexpected_keys"] if k.startswith(prefixes) or (k.endswith(dynamic) and k not in state)
+    )
+    if unexpected:
+        problems.append(f"in the checkpoint for layers or parameters the record does not list: {_few(unexpected)}")
+    if not problems:
+        for name in layers:
+            layer = model.get_submodule(name)
+            saved = getattr(layer, FINGERPRINT)
+            if not saved.is_meta and saved.tolist() != fingerprint(layer.options()):
+                problems.append(f"{name!r} was saved with other options than the record's {layer.options()}")
+    if problems:
+        raise ValueError(
+            f"{path}: the checkpoint does not match config.{CONFIG_KEY}: "
+            + "; ".join(problems)
+            + ". The config was edited or belongs to other weights; re-save from the converted model"
+        )
+
+
+def _few(keys: list[str]) -> str:
+    return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "revision", "token", "local_files_only", "code_revision")
@@ -131,12 +341,13 @@ def _auto_model_class(
     return add_generation_mixin_to_remote_model(get_class_from_dynamic_module(class_ref, path, **hub))
 
 
-def _converting(model_class: type[PreTrainedModel], options: dict[str, Any]) -> type[PreTrainedModel]:
-    """A same-named subclass of ``model_class`` whose constructor converts the norms (before weights load)."""
+def _converting(model_class: type[PreTrainedModel], layers: dict[str, dict[str, Any]]) -> type[PreTrainedModel]:
+    """A same-named subclass of ``model_class`` whose constructor rebuilds the recorded SeeDNorms (before weights
+    load)."""
 
     def __init__(self: PreTrainedModel, config: PretrainedConfig, *args: Any, **kwargs: Any) -> None:
         model_class.__init__(self, config, *args, **kwargs)
-        convert_to_seednorm(self, **options)
+        rebuild_seednorms(self, layers, layer_class=HFSeeDNorm)
 
     attrs = {"__init__": __init__, "__module__": model_class.__module__, "__qualname__": model_class.__qualname__}
     return type(model_class.__name__, (model_class,), attrs)
