@@ -61,12 +61,13 @@ def compiler() -> str | None:
 
 
 def cache_root() -> Path:
-    """``$SEEDNORM_CACHE``, default ~/.cache/seednorm."""
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "seednorm"))
+    """``$SEEDNORM_CACHE`` when set and not empty, else ~/.cache/seednorm."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value) if value else Path.home() / ".cache" / "seednorm"
 
 
 def _cache_hint(root: Path) -> str:
-    where = f"${CACHE_ENV}={root}" if CACHE_ENV in os.environ else f"the default cache {root}"
+    where = f"${CACHE_ENV}={root}" if os.environ.get(CACHE_ENV) else f"the default cache {root}"
     return (f"{where} is not usable; set ${CACHE_ENV} to a directory of your own, or choose "
             "impl='compiled' or 'reference' (or SEEDNORM_IMPL)")
 
@@ -83,7 +84,10 @@ def _private(st: os.stat_result) -> str | None:
 def kernel_dir() -> Path:
     """The kernel cache directory, created private (0700) if missing; raises ``KernelUnavailable`` when it
     cannot be created or is not private to this user (a build into it explains when it is not writable)."""
-    root = cache_root()
+    try:
+        root = cache_root()
+    except (RuntimeError, KeyError) as e:  # no home directory to put the default cache in
+        raise KernelUnavailable(f"no place for the kernel cache ({e}); set ${CACHE_ENV} to a directory") from e
     kdir = root / "kernels"
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -146,8 +150,9 @@ def _load() -> ctypes.CDLL:
     cxx = compiler()
     if cxx is None:
         raise KernelUnavailable(
-            f"the CPU kernels need a C++ compiler and found none ({os.environ.get('CXX', 'g++')!r} is not on "
-            "PATH); set $CXX or install g++, or choose impl='compiled' or 'reference' (or SEEDNORM_IMPL)"
+            f"the CPU kernels need a C++ compiler and found none ({os.environ.get('CXX', 'g++')!r} is not an "
+            "executable on PATH); set $CXX or install g++, or choose impl='compiled' or 'reference' (or "
+            "SEEDNORM_IMPL)"
         )
     code = SOURCE.read_bytes()
     key = hashlib.sha256(code + " ".join([cxx, *FLAGS, platform.machine(), platform.node()]).encode()).hexdigest()
