@@ -255,6 +255,7 @@ def test_missing_compiler_runs_reference_with_one_warning(tmp_path):
     assert len(report["warnings"]) == 1 and "compiler" in report["warnings"][0]
 
 
+@pytest.mark.slow
 def test_concurrent_builds_into_one_fresh_cache(tmp_path):
     cache = tmp_path / "cache"
     children = [_child("cpp", cache) for _ in range(3)]
