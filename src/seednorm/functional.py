@@ -137,8 +137,9 @@ def seednorm(
         dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True.
         residual: optional tensor of x's shape and dtype; the layer then normalizes x + residual and returns it.
         impl: "reference" (this function's math), "triton", "cpp", "compiled" (the fused custom op of
-            seednorm.ops) or "auto" (Triton on CUDA, C++ on CPU, reference for float64). ``center``, ``bias``
-            and dynamic dropout in training always run the reference.
+            seednorm.ops) or "auto": ``$SEEDNORM_IMPL`` when set, else Triton on CUDA, on CPU C++ (else compiled,
+            else reference, with one warning, when there is no working C++ toolchain or kernel cache), reference
+            for float64. ``center``, ``bias`` and dynamic dropout in training always run the reference.
 
     Returns:
         y of the same shape and dtype as x: y = [σ(s)·α + γ] ⊙ x / RMS(x) (+ bias); with a residual,

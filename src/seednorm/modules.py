@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from . import functional as SF
+from .ops import check_impl
 
 __all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "build_norm", "NORMS"]
 
@@ -82,6 +83,8 @@ class SeeDNorm(_DynamicGain):
     ``bias`` (D,) when ``bias=True``. At init (β = 0, odd σ) the layer equals RMSNorm with the same γ.
     ``center=True`` subtracts the row mean first (LayerNorm-equivalent form, for converting LayerNorm models).
     ``dynamic_dropout`` drops elements of σ(s)·α in training mode only.
+    ``impl`` chooses the implementation as in ``seednorm.functional.seednorm``; the default "auto" follows
+    ``$SEEDNORM_IMPL`` when set, else picks the fastest that works here (``seednorm.ops.op``).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class SeeDNorm(_DynamicGain):
         dot_scale: float | str = 1.0,
         center: bool = False,
         bias: bool = False,
+        impl: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -110,6 +114,8 @@ class SeeDNorm(_DynamicGain):
             dtype=dtype,
         )
         SF.check_dropout(dynamic_dropout)
+        check_impl(impl)
+        self.impl = impl
         self.dynamic_dropout = float(dynamic_dropout)
         self.center = bool(center)
         self.weight = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
@@ -136,13 +142,14 @@ class SeeDNorm(_DynamicGain):
             center=self.center,
             dynamic_dropout=self.dynamic_dropout,
             training=self.training,
-            impl="auto",
+            impl=self.impl,
         )
 
     def extra_repr(self) -> str:
         extra = f", dynamic_dropout={self.dynamic_dropout}" if self.dynamic_dropout else ""
         extra += ", center=True" if self.center else ""
         extra += ", bias=True" if self.bias is not None else ""
+        extra += f", impl={self.impl!r}" if self.impl != "auto" else ""
         return super().extra_repr() + extra
 
 

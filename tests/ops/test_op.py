@@ -115,7 +115,11 @@ def test_empty_input(impl):
 
 def test_auto_resolution():
     cpu32, cpu64 = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.float64)
-    assert ops.resolve_impl("auto", cpu32) == ("cpp" if ops.cpu.compiler() else "compiled")
+    if ops.cpu.unavailable() is None:
+        assert ops.resolve_impl("auto", cpu32) == "cpp"
+    else:  # the fallback order: tests/faults/test_kernel_cache.py
+        fallback = "compiled" if ops.cpu.inductor_unavailable() is None else "reference"
+        assert ops.resolve_impl("auto", cpu32) == fallback
     assert ops.resolve_impl("auto", cpu64) == "reference"  # exact and twice differentiable
     assert ops.resolve_impl("triton", cpu32) == "triton"
     assert ops.resolve_impl("compiled", cpu32, fusable=False) == "reference"

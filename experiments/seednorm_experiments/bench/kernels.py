@@ -75,7 +75,8 @@ def candidates(device: str) -> dict[str, Callable[[Case], Tensor]]:
         "rmsnorm eager": lambda c: F.rms_norm(c.x, c.x.shape[-1:], c.gamma, EPS),
         BASELINE: lambda c: rms_compiled(c.x, c.gamma),
     }
-    impls = ["reference", "compiled"] + (["triton"] if device == "cuda" else ["cpp"] if ops.op.HAS_CXX else [])
+    native = ["triton"] if device == "cuda" else ["cpp"] if ops.cpu.unavailable() is None else []
+    impls = ["reference", "compiled", *native]
     for impl in impls:
         found[f"seednorm {impl}"] = lambda c, impl=impl: SF.seednorm(
             c.x, c.gamma, c.alpha, c.beta, eps=EPS, impl=impl

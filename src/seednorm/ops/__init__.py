@@ -3,6 +3,6 @@ kernels (``cpu.py`` + ``cpu_kernels.cpp``, CPU) and TorchInductor-compiled kerne
 ``seednorm.functional.seednorm(impl=...)`` dispatches here.
 """
 
-from .op import IMPLS, check_residual, residual_sum, resolve_impl, seednorm_fused
+from .op import IMPLS, check_impl, check_residual, residual_sum, resolve_impl, seednorm_fused
 
-__all__ = ["IMPLS", "check_residual", "residual_sum", "resolve_impl", "seednorm_fused"]
+__all__ = ["IMPLS", "check_impl", "check_residual", "residual_sum", "resolve_impl", "seednorm_fused"]

@@ -5,22 +5,31 @@ for its second sweep, and the backward's dγ, dα, dβ are float32 partial sums 
 This reads x (and dy) once where Inductor's kernels (``compiled.py``) and compiled RMSNorm read them twice, and
 waits on fewer OpenMP barriers, which matters when the cores are shared.
 
-The library is compiled with the system C++ compiler (``$CXX`` or g++, the one TorchInductor needs anyway)
-into ``$SEEDNORM_CACHE`` (default ~/.cache/seednorm) under a hash of the source and flags, and loaded with
-ctypes; the foreign calls release the GIL. Threads follow ``torch.get_num_threads()``.
+The library is compiled with the system C++ compiler (``$CXX`` or g++, the one TorchInductor needs anyway) and
+loaded with ctypes; the foreign calls release the GIL. Threads follow ``torch.get_num_threads()``.
 All tensors here are 2-D (M, D) with a contiguous last dim; x may be float32, bfloat16 or float16.
+
+The kernel cache is ``$SEEDNORM_CACHE/kernels`` (default ``~/.cache/seednorm/kernels``): created private (0700),
+and used only while it is a directory owned by the user and not writable by group or others. It holds
+``cpu_kernels_<key>.so``, keyed by a hash of the source, compiler, flags and machine, beside
+``cpu_kernels_<key>.sha256``, the SHA-256 of the library, published (each atomically) after it. A library is
+loaded only if it is a regular file owned by the user, not writable by group or others, and matches its
+sidecar; anything else (truncated, garbage, foreign, no sidecar) is rebuilt in place, so concurrent processes
+building into one cache each publish a complete file. A failed build or an unusable cache is remembered for
+the process: later calls raise the same ``KernelUnavailable`` (with the compiler's output) without retrying.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import torch
@@ -30,6 +39,8 @@ SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 ACT_CODES = {"tanh": 0, "sigmoid": 1, "hardtanh": 2, "softsign": 3}
+CACHE_ENV = "SEEDNORM_CACHE"
+_OUTPUT_TAIL = 4000  # characters of compiler output kept in an error
 
 _P, _I64, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
@@ -40,34 +51,181 @@ _SIGNATURES = {
 }
 
 
+class KernelUnavailable(RuntimeError):
+    """The C++ kernels cannot be built or loaded here; the message says why and what to do."""
+
+
 def compiler() -> str | None:
-    """The C++ compiler to build with, or None when there is none."""
+    """The C++ compiler to build with (``$CXX``, else g++) as a path, or None when there is none."""
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-@functools.cache
-def library() -> ctypes.CDLL:
-    """Build (once per source, flags and machine) and load the kernels."""
+def cache_root() -> Path:
+    """``$SEEDNORM_CACHE`` when set and not empty, else ~/.cache/seednorm."""
+    value = os.environ.get(CACHE_ENV)
+    return Path(value) if value else Path.home() / ".cache" / "seednorm"
+
+
+def _cache_hint(root: Path) -> str:
+    where = f"${CACHE_ENV}={root}" if os.environ.get(CACHE_ENV) else f"the default cache {root}"
+    return (f"{where} is not usable; set ${CACHE_ENV} to a directory of your own, or choose "
+            "impl='compiled' or 'reference' (or SEEDNORM_IMPL)")
+
+
+def _private(st: os.stat_result) -> str | None:
+    """Why a file or directory with this status is not trusted (None when it is): owner and write bits."""
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def kernel_dir() -> Path:
+    """The kernel cache directory, created private (0700) if missing; raises ``KernelUnavailable`` when it
+    cannot be created or is not private to this user (a build into it explains when it is not writable)."""
+    try:
+        root = cache_root()
+    except (RuntimeError, KeyError) as e:  # no home directory to put the default cache in
+        raise KernelUnavailable(f"no place for the kernel cache ({e}); set ${CACHE_ENV} to a directory") from e
+    kdir = root / "kernels"
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        kdir.mkdir(mode=0o700, exist_ok=True)
+        st = os.stat(kdir)
+    except OSError as e:  # a file in the way, a read-only or missing parent, no permission
+        raise KernelUnavailable(f"cannot create the kernel cache {kdir}: {e.strerror or e}. {_cache_hint(root)}") \
+            from e
+    why = _private(st)
+    if why is not None:
+        raise KernelUnavailable(f"refusing the kernel cache {kdir}: it is {why}. {_cache_hint(root)}")
+    return kdir
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(lib: Path, sidecar: Path) -> bool:
+    """``lib`` and ``sidecar`` are regular files (not links) private to this user, and ``lib`` hashes to the
+    digest in ``sidecar``."""
+    try:
+        for path in (lib, sidecar):
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or _private(st) is not None:
+                return False
+        return sidecar.read_text().strip() == _sha256(lib)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _build(cxx: str, kdir: Path, lib: Path, sidecar: Path) -> None:
+    """Compile into a private temporary directory, then publish the library and its digest (each atomically,
+    the library first): a concurrent reader sees a complete file or none, and verifies it before loading."""
+    try:
+        with tempfile.TemporaryDirectory(dir=kdir, prefix=".build-") as tmp:
+            built, digest = Path(tmp) / lib.name, Path(tmp) / sidecar.name
+            try:
+                proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
+            except OSError as e:
+                raise KernelUnavailable(f"cannot run the C++ compiler {cxx}: {e.strerror or e}") from e
+            if proc.returncode != 0 or not built.is_file():
+                output = (proc.stderr or proc.stdout).strip()[-_OUTPUT_TAIL:] or "(no output)"
+                raise KernelUnavailable(
+                    f"building the CPU kernels with {cxx} failed (exit status {proc.returncode}); set $CXX to a "
+                    f"working compiler, or choose impl='compiled' or 'reference' (or SEEDNORM_IMPL). "
+                    f"Compiler output:\n{output}"
+                )
+            os.chmod(built, 0o700)  # whatever the umask: the loader refuses files writable by others
+            digest.write_text(_sha256(built) + "\n")
+            os.chmod(digest, 0o600)
+            os.replace(built, lib)
+            os.replace(digest, sidecar)
+    except OSError as e:  # the cache turned unwritable or full under us
+        raise KernelUnavailable(f"cannot write the kernel cache {kdir}: {e.strerror or e}. "
+                                f"{_cache_hint(cache_root())}") from e
+
+
+def _load() -> ctypes.CDLL:
     cxx = compiler()
     if cxx is None:
-        raise RuntimeError("the CPU kernels need a C++ compiler (set $CXX or install g++); or use impl='compiled'")
+        raise KernelUnavailable(
+            f"the CPU kernels need a C++ compiler and found none ({os.environ.get('CXX', 'g++')!r} is not an "
+            "executable on PATH); set $CXX or install g++, or choose impl='compiled' or 'reference' (or "
+            "SEEDNORM_IMPL)"
+        )
     code = SOURCE.read_bytes()
     key = hashlib.sha256(code + " ".join([cxx, *FLAGS, platform.machine(), platform.node()]).encode()).hexdigest()
-    cache = Path(os.environ.get("SEEDNORM_CACHE", Path.home() / ".cache" / "seednorm"))
-    target = cache / f"cpu_kernels_{key[:16]}.so"
-    if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            built = Path(tmp) / target.name
-            proc = subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(built)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"building the CPU kernels failed:\n{proc.stderr[-4000:]}")
-            os.replace(built, target)  # atomic: concurrent builders each publish a complete file
-    lib = ctypes.CDLL(str(target))
-    for name, argtypes in _SIGNATURES.items():
-        getattr(lib, name).argtypes = argtypes
-        getattr(lib, name).restype = None
-    return lib
+    kdir = kernel_dir()
+    lib, sidecar = kdir / f"cpu_kernels_{key[:16]}.so", kdir / f"cpu_kernels_{key[:16]}.sha256"
+    if not _verified(lib, sidecar):
+        _build(cxx, kdir, lib, sidecar)
+    try:
+        loaded = ctypes.CDLL(str(lib))
+        for name, argtypes in _SIGNATURES.items():
+            getattr(loaded, name).argtypes = argtypes
+            getattr(loaded, name).restype = None
+    except (OSError, AttributeError) as e:
+        raise KernelUnavailable(f"cannot load the CPU kernels {lib}: {e}") from e
+    return loaded
+
+
+_lock = threading.Lock()
+_library: ctypes.CDLL | None = None
+_failure: KernelUnavailable | None = None
+
+
+def library() -> ctypes.CDLL:
+    """The kernels, built (once per source, compiler, flags and machine) and loaded on first call.
+
+    Raises ``KernelUnavailable`` saying why (no compiler, a failed build with its output, an unusable cache);
+    the failure is remembered, so later calls raise it again without rebuilding.
+    """
+    global _library, _failure
+    if _library is not None:
+        return _library
+    with _lock:
+        if _library is None and _failure is None:
+            try:
+                _library = _load()
+            except KernelUnavailable as e:
+                _failure = e
+        if _failure is not None:
+            raise _failure
+        return _library
+
+
+def unavailable() -> str | None:
+    """Why the C++ kernels cannot run here, or None when they can (builds and loads them on first call)."""
+    try:
+        library()
+    except KernelUnavailable as e:
+        return str(e)
+    return None
+
+
+def inductor_unavailable() -> str | None:
+    """Why TorchInductor cannot compile CPU kernels here, or None when it can: the C++ compiler Inductor
+    would use must build a small OpenMP shared library."""
+    try:
+        from torch._inductor import cpp_builder
+
+        cxx = cpp_builder.get_cpp_compiler()
+    except Exception as e:  # InvalidCxxCompiler, or whatever else the lookup raises
+        return f"TorchInductor finds no working C++ compiler ({type(e).__name__}: {e})"
+    try:
+        with tempfile.TemporaryDirectory(prefix="seednorm-probe-") as tmp:
+            src = Path(tmp) / "probe.cpp"
+            src.write_text('extern "C" int seednorm_probe(int n) {\n#pragma omp parallel for\n'
+                           "for (int i = 0; i < n; ++i) {}\nreturn n; }\n")
+            cmd = [cxx, "-O1", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(Path(tmp) / "probe.so")]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        return f"TorchInductor's C++ compiler {cxx} cannot run: {e.strerror or e}"
+    if proc.returncode != 0:
+        output = (proc.stderr or proc.stdout).strip()[-_OUTPUT_TAIL:] or "(no output)"
+        return f"TorchInductor's C++ compiler {cxx} cannot build a shared library:\n{output}"
+    return None
 
 
 def _ptr(t: Tensor | None) -> int | None:

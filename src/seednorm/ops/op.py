@@ -11,12 +11,26 @@ traces them through their fake functions without graph breaks. Eager calls run t
 formula through a plain ``autograd.Function`` (``_EagerFused``), which skips the op's Python dispatch.
 ``impl`` picks the kernels: "triton" (``triton.py``, CUDA, or CPU under ``TRITON_INTERPRET=1``), "cpp"
 (``cpu.py``, C++/OpenMP for CPU) or "compiled" (``compiled.py``, TorchInductor, any device).
+
+Choosing the implementation (``resolve_impl``): an explicit ``impl`` runs as asked (and raises if it cannot).
+``impl="auto"`` (the ``SeeDNorm`` module's default) first takes ``$SEEDNORM_IMPL`` when set (one of ``IMPLS``;
+any other value is an error), then picks: the reference for float64 (exact, twice differentiable); Triton for
+CUDA tensors; on CPU, in this order,
+
+1. "cpp" when the C++ kernels build and load: a working C++ compiler and a writable, private kernel cache
+   (tried once per process: a compiler that exists but fails to build counts as none);
+2. else "compiled" when TorchInductor's C++ compiler builds a small shared library (Inductor needs one too);
+3. else "reference",
+
+with one warning per process (``FallbackWarning``) naming the cause; ``impl=`` or ``SEEDNORM_IMPL`` chooses
+explicitly and silences it. Any other device runs the reference.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from types import ModuleType
 
 import torch
@@ -26,8 +40,8 @@ from . import compiled, cpu
 from .sigma import ACTIVATIONS
 
 IMPLS = ("auto", "reference", "triton", "cpp", "compiled")
+IMPL_ENV = "SEEDNORM_IMPL"
 HAS_TRITON = importlib.util.find_spec("triton") is not None
-HAS_CXX = cpu.compiler() is not None  # looked up once: resolve_impl runs inside torch.compile's trace
 TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # read once: triton reads it at import too
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Triton and C++ kernels take
 
@@ -161,19 +175,64 @@ class _EagerFused(torch.autograd.Function):
 # Dispatch
 
 
+class FallbackWarning(UserWarning):
+    """impl="auto" runs a slower implementation than it would on a machine with a working C++ toolchain."""
+
+
+def check_impl(impl: str, what: str = "impl") -> None:
+    """``impl`` must be one of ``IMPLS``."""
+    if impl not in IMPLS:
+        raise ValueError(f"{what} must be one of {IMPLS}, got {impl!r}")
+
+
+def env_impl() -> str:
+    """``$SEEDNORM_IMPL``, what ``impl="auto"`` stands for ("auto" when unset or empty)."""
+    impl = os.environ.get(IMPL_ENV) or "auto"
+    check_impl(impl, f"${IMPL_ENV}")
+    return impl
+
+
+_cpu_choice: str | None = None
+
+
+@torch.compiler.assume_constant_result  # decided once per process, also when first reached in a compiled trace
+def _auto_cpu() -> str:
+    """What "auto" runs on CPU: "cpp", else "compiled", else "reference" (the order of the module docstring)."""
+    global _cpu_choice
+    if _cpu_choice is None:
+        why_not_cpp = cpu.unavailable()
+        if why_not_cpp is None:
+            _cpu_choice = "cpp"
+        else:
+            why_not_compiled = cpu.inductor_unavailable()
+            choice = "compiled" if why_not_compiled is None else "reference"
+            cause = f"the C++ kernels are unavailable: {why_not_cpp}"
+            if why_not_compiled is not None:
+                cause += f"\nThe compiled path is unavailable too: {why_not_compiled}"
+            warnings.warn(
+                f"seednorm: impl='auto' runs impl={choice!r} on CPU, because {cause}\nPass impl= to the layer or "
+                f"set {IMPL_ENV}=cpp|compiled|reference to choose the implementation and silence this warning.",
+                FallbackWarning,
+                stacklevel=2,
+            )
+            _cpu_choice = choice
+    return _cpu_choice
+
+
 def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
     """The implementation that runs: "reference", "triton", "cpp" or "compiled".
 
-    "auto" picks Triton for CUDA tensors; on CPU the C++ kernels (the fastest path measured there by
-    ``python -m seednorm.bench``), or the compiled ones when there is no C++ compiler; the reference for
-    float64 (exact, and twice differentiable) and any other device. Layers the fused op does not cover
-    (``fusable=False``: ``center``, ``bias``, or dynamic dropout in training) always take the reference path,
-    whatever ``impl`` asks.
+    An explicit ``impl`` is returned as is; "auto" takes ``$SEEDNORM_IMPL`` when set, else picks Triton for CUDA
+    tensors, on CPU the C++ kernels (the fastest path measured there by ``python -m seednorm.bench``) or the
+    next that works (see the module docstring), the reference for float64 (exact, and twice differentiable) and
+    any other device. Layers the fused op does not cover (``fusable=False``: ``center``, ``bias``, or dynamic
+    dropout in training) always take the reference path, whatever ``impl`` asks.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    check_impl(impl)
     if not fusable:
         return "reference"
+    if impl == "auto":
+        impl = env_impl()
     if impl != "auto":
         return impl
     if x.dtype == torch.float64:
@@ -181,7 +240,7 @@ def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
     if x.device.type == "cuda" and HAS_TRITON:
         return "triton"
     if x.device.type == "cpu":
-        return "cpp" if HAS_CXX else "compiled"
+        return _auto_cpu()
     return "reference"
 
 
