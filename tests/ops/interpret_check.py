@@ -1,9 +1,9 @@
 """Run every case of cases.py through the Triton kernels under the CPU interpreter; print {case: failures} as JSON.
 
 Run by test_triton.py in a subprocess, because TRITON_INTERPRET=1 must be set before triton is imported:
-    TRITON_INTERPRET=1 PYTHONPATH=tests:tests/ops python tests/ops/interpret_check.py
-Each case (and each non-finite case of cases.py) runs twice: with the whole-row kernels, and with the chunked kernels (forced by tiny MAX_TILE_* and
-CHUNK, so rows span several chunks and heads several loop iterations).
+    TRITON_INTERPRET=1 PYTHONPATH=src:tests:tests/ops python tests/ops/interpret_check.py
+Each case (and each non-finite case) runs twice: with the whole-row kernels, and with the chunked kernels (forced
+by tiny MAX_TILE_* and CHUNK, so rows span several chunks and heads several loop iterations).
 """
 
 from __future__ import annotations
