@@ -255,7 +255,7 @@ def rms_norm(x: Tensor, weight: Tensor | None, *, eps: float | None = None) -> T
     """RMSNorm: y = γ ⊙ x / sqrt(mean(x²) + ε); x of shape (..., D), γ of shape (D,)."""
     dim = weight.shape[-1] if weight is not None else x.shape[-1]
     check_input(x, dim, "rms_norm")
-    check_eps(eps)
+    eps = check_eps(eps)
     return F.rms_norm(x, (dim,), weight, eps)
 
 
@@ -263,7 +263,7 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, *, eps: fl
     """LayerNorm: y = γ ⊙ (x − mean) / sqrt(var + ε) + b; x of shape (..., D)."""
     dim = weight.shape[-1] if weight is not None else x.shape[-1]
     check_input(x, dim, "layer_norm")
-    check_eps(eps)
+    eps = check_eps(eps)
     return F.layer_norm(x, (dim,), weight, bias, eps)
 
 
