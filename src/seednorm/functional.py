@@ -13,8 +13,9 @@ the same layer to x − mean(x) and adds ``bias``: the LayerNorm-equivalent form
 
 Everything is computed in float32 (float64 when the input is float64) and cast back to the input dtype.
 NaN/Inf in the input propagate and are never masked: as in RMSNorm, a NaN makes its whole row NaN and other rows are
-untouched. An Inf gives RMSNorm a row of zeros with NaN at the Inf; SeeDNorm's s = x·β mixes the whole head, so with
-β = 0 (0·Inf = NaN) or any β the Inf's row comes out NaN.
+untouched. An Inf gives RMSNorm a row of zeros with NaN at the Inf (1/RMS is 0). SeeDNorm's s = x·β mixes the Inf's
+head: with β = 0 there (0·Inf = NaN) that head of the row is NaN; otherwise s = ±Inf, which tanh, sigmoid and hardtanh
+saturate (RMSNorm's pattern) and softsign turns into NaN (Inf/Inf). Non-finite parameters reach every row.
 """
 
 from __future__ import annotations
