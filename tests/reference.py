@@ -25,7 +25,7 @@ def _parts(x, gamma, alpha, beta, num_heads, eps, activation, dot_scale):
     s = dot_scale * (xh * beta.reshape(H, d)).sum(-1)  # one scalar per token and head, from the raw x
     sigma, dsigma = SIGMA[activation]
     t = sigma(s)
-    tp = dsigma(s, t)
+    tp = torch.where(t.isnan(), t, dsigma(s, t))  # σ'(s) is NaN wherever σ(s) is: NaN is never masked
     t_full = t.unsqueeze(-1).expand(*t.shape, d).reshape(x.shape)
     g = t_full * alpha + gamma
     return x, gamma, alpha, beta, r, s, t_full, tp, g, H, d

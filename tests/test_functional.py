@@ -255,8 +255,53 @@ def _ones(D):
         (lambda: seednorm.rms_norm(torch.randn(2, 7), torch.ones(8)), ValueError, "last dimension must be 8"),
         (lambda: seednorm.layer_norm(torch.ones(2, 8, dtype=torch.int32), None, None), TypeError, "floating"),
         (lambda: seednorm.dyt(torch.randn(2, 7), torch.ones(1), torch.ones(8), None), ValueError, "last dim"),
+        (lambda: seednorm.seednorm(torch.randn(2, 8), *_ones(8), eps=True), ValueError, "eps"),
+        (lambda: seednorm.seednorm(torch.randn(2, 8), *_ones(8), eps=1e-50), ValueError, "normal torch.float32"),
+        (lambda: seednorm.seednorm(torch.randn(2, 8, dtype=torch.bfloat16), *_ones(8), eps=1e39), ValueError,
+         "normal torch.float32"),
+        (lambda: seednorm.seednorm(torch.randn(2, 8), *_ones(8), num_heads=2.0), ValueError, "num_heads"),
+        (lambda: seednorm.seednorm(torch.randn(2, 8), *_ones(8), dynamic_dropout=True), ValueError, "dropout"),
+        (lambda: seednorm.seednorm(torch.randn(2, 8), *_ones(8), dot_scale=True), ValueError, "dot_scale"),
+        (lambda: seednorm.seednorm(torch.randn(2, 0), *_ones(0), dot_scale="dim"), ValueError, "width D"),
     ],
 )
 def test_bad_input_raises_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpp", "compiled"])
+@pytest.mark.parametrize("place", ["weight", "alpha", "beta"])
+def test_parameter_on_another_device_is_refused_before_any_kernel(impl, place):
+    """A meta parameter (data_ptr 0) was read as absent by the C++ kernel: plain RMSNorm output and no error."""
+    x, given = torch.randn(3, 8), dict(zip(["weight", "alpha", "beta"], params(8), strict=True))
+    given[place] = given[place].to("meta")
+    with pytest.raises(ValueError, match=f"{place} is on meta but the input is on cpu"):
+        seednorm.seednorm(x, given["weight"], given["alpha"], given["beta"], eps=1e-5, impl=impl)
+
+
+def test_cpp_kernel_refuses_parameters_it_cannot_read():
+    """The same guard where the C++ kernel takes raw pointers, for callers of the op itself."""
+    x, (w, a, b) = torch.randn(3, 8), params(8)
+    with pytest.raises(ValueError, match="needs CPU parameters, got alpha on meta"):
+        seednorm.ops.seednorm_fused(x, w, a.to("meta"), b, num_heads=1, eps=1e-5, activation="tanh", dot_scale=1.0,
+                                    impl="cpp")
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpp", "compiled"])
+def test_mixed_parameter_dtypes_lose_no_precision(impl):
+    """γ float32 with α, β bfloat16: every value computed as given (γ = 1.001 is not a bfloat16 number)."""
+    x = 3 * torch.randn(5, 48)
+    gamma = torch.full((48,), 1.001)
+    alpha, beta = (p.to(torch.bfloat16) for p in params(48)[1:])
+    y = seednorm.seednorm(x, gamma, alpha, beta, eps=1e-5, impl=impl)
+    assert_near(y, seednorm_ref(x, gamma, alpha, beta, eps=1e-5), RTOL[torch.float32])
+
+
+def test_numpy_scalars_are_accepted():
+    np = pytest.importorskip("numpy")
+    x, (w, a, b) = torch.randn(3, 8), params(8)
+    y = seednorm.seednorm(x, w, a, b, num_heads=np.int64(2), eps=np.float32(1e-5), dot_scale=np.float64(0.5),
+                          dynamic_dropout=np.float32(0.0))
+    expected = seednorm.seednorm(x, w, a, b, num_heads=2, eps=float(np.float32(1e-5)), dot_scale=0.5)
+    assert torch.equal(y, expected)

@@ -182,8 +182,33 @@ def test_build_norm_by_name_type_and_callable():
         (lambda: SeeDNorm(10)(torch.randn(2, 11)), ValueError, "last dimension must be 10"),
         (lambda: SeeDNorm(10)(torch.ones(2, 10, dtype=torch.int64)), TypeError, "floating"),
         (lambda: RMSNorm(10)(torch.randn(2, 11)), ValueError, "last dimension must be 10"),
+        (lambda: SeeDNorm([8.7]), ValueError, "normalized_shape must be an integer"),
+        (lambda: SeeDNorm(8.0), ValueError, "normalized_shape must be an integer"),
+        (lambda: SeeDNorm(True), ValueError, "normalized_shape must be an integer"),
+        (lambda: SeeDNorm(8, alpha_init=float("nan")), ValueError, "alpha_init must be a finite number"),
+        (lambda: SeeDNorm(8, alpha_init="1"), ValueError, "alpha_init must be a finite number"),
+        (lambda: DyT(8, alpha_init=float("inf")), ValueError, "alpha_init must be a finite number"),
+        (lambda: SeeDNorm(8, eps=True), ValueError, "eps"),
+        (lambda: RMSNorm(8, eps=True), ValueError, "eps"),
+        (lambda: SeeDNorm(8, num_heads=True), ValueError, "num_heads"),
+        (lambda: SeeDNorm(8, dynamic_dropout=True), ValueError, "dynamic_dropout"),
+        (lambda: SeeDNorm(8, dot_scale=float("nan")), ValueError, "dot_scale"),
+        (lambda: SeeDNorm(8, eps=1e-50)(torch.randn(2, 8)), ValueError, "normal torch.float32"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    np = pytest.importorskip("numpy")
+    norm = SeeDNorm(np.int64(8), num_heads=np.int32(2), eps=np.float32(1e-5), alpha_init=np.float64(0.5),
+                    dot_scale=np.float32(0.25), dynamic_dropout=np.float64(0.1))
+    assert norm.normalized_shape == (8,) and norm.num_heads == 2 and type(norm.num_heads) is int
+    assert type(norm.eps) is float and type(norm.alpha_init) is float and type(norm.dot_scale) is float
+    assert torch.equal(norm.alpha, torch.full((8,), 0.5))
+    norm.eval()
+    x = torch.randn(3, 8)
+    assert norm(x).shape == x.shape

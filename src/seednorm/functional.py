@@ -13,13 +13,15 @@ the same layer to x − mean(x) and adds ``bias``: the LayerNorm-equivalent form
 
 Everything is computed in float32 (float64 when the input is float64) and cast back to the input dtype.
 NaN/Inf in the input propagate and are never masked: as in RMSNorm, a NaN makes its whole row NaN and other rows are
-untouched. An Inf gives RMSNorm a row of zeros with NaN at the Inf; SeeDNorm's s = x·β mixes the whole head, so with
-β = 0 (0·Inf = NaN) or any β the Inf's row comes out NaN.
+untouched. An Inf gives RMSNorm a row of zeros with NaN at the Inf (1/RMS is 0). SeeDNorm's s = x·β mixes the Inf's
+head: with β = 0 there (0·Inf = NaN) that head of the row is NaN; otherwise s = ±Inf, which tanh, sigmoid and hardtanh
+saturate (RMSNorm's pattern) and softsign turns into NaN (Inf/Inf). Non-finite parameters reach every row.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -48,28 +50,55 @@ def check_input(x: Tensor, dim: int, name: str) -> None:
         raise ValueError(f"{name}: the input's last dimension must be {dim} (normalized_shape), got shape {shape}")
 
 
-def check_eps(eps: float | None) -> None:
-    """``eps`` is None (dtype default) or a finite number > 0."""
-    if eps is not None and not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+def finite_number(value: object, what: str) -> float:
+    """``value`` as a float: a finite real number (Python or NumPy scalar), not a bool and not a string."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_eps(eps: float | None) -> float | None:
+    """``eps`` is None (dtype default) or a finite number > 0; returned as a float (or None)."""
+    if eps is None:
+        return None
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a finite number > 0 (or None for the dtype's default), got {eps!r}")
+    return float(eps)
 
 
-def check_heads(dim: int, num_heads: int) -> None:
-    """``num_heads`` is a positive integer dividing ``dim``."""
-    if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
+def check_eps_for(eps: float, dtype: torch.dtype) -> None:
+    """``eps`` must be a normal number of the compute dtype of a ``dtype`` input: smaller ones may flush to 0
+    (then a zero row divides 0 by 0), larger ones overflow to Inf."""
+    ct = compute_dtype(dtype)
+    info = torch.finfo(ct)
+    if not info.tiny <= eps <= info.max:
+        raise ValueError(
+            f"eps={eps!r} is not a normal {ct} number (range [{info.tiny:.3g}, {info.max:.3g}]), the dtype an input of "
+            f"{dtype} is computed in; use a larger eps (or None for the dtype's default)"
+        )
+
+
+def check_heads(dim: int, num_heads: int) -> int:
+    """The width ``dim`` is >= 1 and ``num_heads`` a positive integer (Python or NumPy) dividing it; returns it."""
+    if dim < 1:
+        raise ValueError(f"the width D (normalized_shape) must be >= 1, got {dim}")
+    if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
     if dim % num_heads:
         raise ValueError(f"num_heads={num_heads} does not divide the width {dim}")
+    return int(num_heads)
 
 
 def check_activation(activation: str) -> None:
-    if activation not in ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
 
 
-def check_dropout(p: float) -> None:
-    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+def check_dropout(p: float) -> float:
+    """``p`` is a probability in [0, 1] (not a bool); returned as a float."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise ValueError(f"dynamic_dropout must be a probability in [0, 1], got {p!r}")
+    return float(p)
 
 
 def resolve_dot_scale(dot_scale: float | str, dim: int, num_heads: int) -> float:
@@ -77,10 +106,9 @@ def resolve_dot_scale(dot_scale: float | str, dim: int, num_heads: int) -> float
     if isinstance(dot_scale, str):
         if dot_scale != "dim":
             raise ValueError(f"dot_scale must be a number or 'dim', got {dot_scale!r}")
+        check_heads(dim, num_heads)
         return num_heads / dim
-    if isinstance(dot_scale, bool) or not isinstance(dot_scale, (int, float)) or not math.isfinite(dot_scale):
-        raise ValueError(f"dot_scale must be a finite number or 'dim', got {dot_scale!r}")
-    return float(dot_scale)
+    return finite_number(dot_scale, "dot_scale (a number or 'dim')")
 
 
 def default_eps(dtype: torch.dtype) -> float:
@@ -93,12 +121,23 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_param(p: Tensor | None, dim: int, what: str) -> None:
-    if p is None:
-        return
-    check_floating(p, what)
-    if tuple(p.shape) != (dim,):
-        raise ValueError(f"{what} must have shape ({dim},), got {tuple(p.shape)}")
+def check_params(x: Tensor, dim: int, params: dict[str, Tensor | None]) -> None:
+    """Every parameter given (``None`` is absent) is a floating tensor of shape (dim,) on x's device.
+
+    The fused kernels read parameters through raw pointers: one on another device (or the meta device) must be
+    refused here, before any kernel runs.
+    """
+    for what, p in params.items():
+        if p is None:
+            continue
+        check_floating(p, what)
+        if tuple(p.shape) != (dim,):
+            raise ValueError(f"{what} must have shape ({dim},), got {tuple(p.shape)}")
+        if p.device != x.device:
+            raise ValueError(
+                f"{what} is on {p.device} but the input is on {x.device}; move the parameters to the input's "
+                "device (e.g. module.to(x.device))"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -130,7 +169,8 @@ def seednorm(
         alpha, beta: α and β of shape (D,).
         bias: optional additive bias (D,) (used with ``center=True`` for LayerNorm-equivalent layers).
         num_heads: H; s is computed per contiguous slice of D/H channels (SPEC §3). RMS stays over all of D.
-        eps: added to mean(x²); None means ``torch.finfo(x.dtype).eps`` like ``torch.nn.RMSNorm``.
+        eps: added to mean(x²); None means ``torch.finfo(x.dtype).eps`` like ``torch.nn.RMSNorm``. It must be a
+            normal number in the compute dtype (float32, or float64 for float64 input).
         activation: σ, one of "tanh", "sigmoid", "hardtanh", "softsign".
         dot_scale: multiplies s; "dim" means 1/(D/H) (SPEC §4, vision).
         center: subtract the row mean before everything (LayerNorm form).
@@ -139,7 +179,8 @@ def seednorm(
         impl: "reference" (this function's math), "triton", "cpp", "compiled" (the fused custom op of
             seednorm.ops) or "auto": ``$SEEDNORM_IMPL`` when set, else Triton on CUDA, on CPU C++ (else compiled,
             else reference, with one warning, when there is no working C++ toolchain or kernel cache), reference
-            for float64. ``center``, ``bias`` and dynamic dropout in training always run the reference.
+            for float64. ``center``, ``bias``, dynamic dropout in training and calls under ``torch.func``
+            transforms (grad, vmap, jacrev, jvp) always run the reference.
 
     Returns:
         y of the same shape and dtype as x: y = [σ(s)·α + γ] ⊙ x / RMS(x) (+ bias); with a residual,
@@ -150,15 +191,17 @@ def seednorm(
         raise ValueError(f"alpha must be 1-D of shape (D,), got shape {tuple(alpha.shape)}")
     dim = alpha.shape[0]
     check_input(x, dim, "seednorm")
-    for p, what in ((weight, "weight"), (alpha, "alpha"), (beta, "beta"), (bias, "bias")):
-        _check_param(p, dim, what)
-    check_heads(dim, num_heads)
-    check_eps(eps)
+    check_params(x, dim, {"weight": weight, "alpha": alpha, "beta": beta, "bias": bias})
+    num_heads = check_heads(dim, num_heads)
+    eps = check_eps(eps)
     check_activation(activation)
-    check_dropout(dynamic_dropout)
+    dynamic_dropout = check_dropout(dynamic_dropout)
     scale = resolve_dot_scale(dot_scale, dim, num_heads)
     eps = default_eps(x.dtype) if eps is None else eps
-    fusable = not center and bias is None and not (training and dynamic_dropout > 0)
+    check_eps_for(eps, x.dtype)
+    # The fused kernels are opaque to torch.func's transforms; the reference is plain PyTorch and composes with them.
+    fusable = (not center and bias is None and not (training and dynamic_dropout > 0)
+               and not torch._C._are_functorch_transforms_active())
     impl = ops.resolve_impl(impl, x, fusable=fusable)
     if impl != "reference":
         kw = {"num_heads": num_heads, "eps": eps, "activation": activation, "dot_scale": scale, "impl": impl}
@@ -214,7 +257,7 @@ def rms_norm(x: Tensor, weight: Tensor | None, *, eps: float | None = None) -> T
     """RMSNorm: y = γ ⊙ x / sqrt(mean(x²) + ε); x of shape (..., D), γ of shape (D,)."""
     dim = weight.shape[-1] if weight is not None else x.shape[-1]
     check_input(x, dim, "rms_norm")
-    check_eps(eps)
+    eps = check_eps(eps)
     return F.rms_norm(x, (dim,), weight, eps)
 
 
@@ -222,7 +265,7 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, *, eps: fl
     """LayerNorm: y = γ ⊙ (x − mean) / sqrt(var + ε) + b; x of shape (..., D)."""
     dim = weight.shape[-1] if weight is not None else x.shape[-1]
     check_input(x, dim, "layer_norm")
-    check_eps(eps)
+    eps = check_eps(eps)
     return F.layer_norm(x, (dim,), weight, bias, eps)
 
 

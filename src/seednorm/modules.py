@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,15 +16,15 @@ __all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "build_norm
 
 def _as_dim(normalized_shape: int | Sequence[int]) -> int:
     """The width D from an int or a one-element shape (only the last dimension is normalized)."""
-    if isinstance(normalized_shape, int) and not isinstance(normalized_shape, bool):
-        dim = normalized_shape
-    elif isinstance(normalized_shape, (tuple, list, torch.Size)) and len(normalized_shape) == 1:
-        dim = int(normalized_shape[0])
-    else:
+    shape = normalized_shape
+    if isinstance(shape, (tuple, list, torch.Size)) and len(shape) == 1:
+        shape = shape[0]
+    if isinstance(shape, bool) or not isinstance(shape, numbers.Integral):
         raise ValueError(
-            f"normalized_shape must be an int (the last dimension), got {normalized_shape!r}; "
-            "these norms normalize over the last dimension only"
+            f"normalized_shape must be an integer (the last dimension) or a one-element shape of one, got "
+            f"{normalized_shape!r}; these norms normalize over the last dimension only"
         )
+    dim = int(shape)
     if dim < 1:
         raise ValueError(f"normalized_shape must be >= 1, got {dim}")
     return dim
@@ -46,18 +47,19 @@ class _DynamicGain(nn.Module):
     ) -> None:
         super().__init__()
         dim = _as_dim(normalized_shape)
-        SF.check_heads(dim, num_heads)
-        SF.check_eps(eps)
+        num_heads = SF.check_heads(dim, num_heads)
+        eps = SF.check_eps(eps)
         SF.check_activation(activation)
         SF.resolve_dot_scale(dot_scale, dim, num_heads)
+        alpha_init = SF.finite_number(alpha_init, "alpha_init")
         if alpha_init == 0:
             raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (SPEC §2); use e.g. 1.0")
         self.normalized_shape = (dim,)
         self.num_heads = num_heads
         self.eps = eps
-        self.alpha_init = float(alpha_init)
+        self.alpha_init = alpha_init
         self.activation = activation
-        self.dot_scale = dot_scale
+        self.dot_scale = dot_scale if isinstance(dot_scale, str) else float(dot_scale)
         factory = {"device": device, "dtype": dtype}
         self.alpha = nn.Parameter(torch.empty(dim, **factory))
         self.beta = nn.Parameter(torch.empty(dim, **factory))
@@ -113,10 +115,9 @@ class SeeDNorm(_DynamicGain):
             device=device,
             dtype=dtype,
         )
-        SF.check_dropout(dynamic_dropout)
         check_impl(impl)
         self.impl = impl
-        self.dynamic_dropout = float(dynamic_dropout)
+        self.dynamic_dropout = SF.check_dropout(dynamic_dropout)
         self.center = bool(center)
         self.weight = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype)) if bias else None
@@ -209,7 +210,7 @@ class RMSNorm(nn.RMSNorm):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        SF.check_eps(eps)
+        eps = SF.check_eps(eps)
         super().__init__(_as_dim(normalized_shape), eps=eps, device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -228,7 +229,7 @@ class LayerNorm(nn.LayerNorm):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        SF.check_eps(eps)
+        eps = SF.check_eps(eps)
         eps = 1e-5 if eps is None else eps
         super().__init__(_as_dim(normalized_shape), eps=eps, bias=bias, device=device, dtype=dtype)
 
@@ -251,7 +252,7 @@ class DyT(nn.Module):
         super().__init__()
         dim = _as_dim(normalized_shape)
         self.normalized_shape = (dim,)
-        self.alpha_init = float(alpha_init)
+        self.alpha_init = SF.finite_number(alpha_init, "alpha_init")
         factory = {"device": device, "dtype": dtype}
         self.alpha = nn.Parameter(torch.empty(1, **factory))
         self.weight = nn.Parameter(torch.empty(dim, **factory))

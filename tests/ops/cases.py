@@ -124,3 +124,61 @@ def check(case: Case, impl: str, device: str = "cpu") -> dict[str, str]:
     if not case.weight and leaves["weight"].grad is not None:
         failures["weight"] = "unused weight got a gradient"
     return failures
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Non-finite values: one NaN or ±Inf in x or in a parameter, every activation, every implementation.
+
+NONFINITE_PLACES = ("x", "weight", "alpha", "beta")
+NONFINITE_VALUES = (math.nan, math.inf, -math.inf)
+BAD_ROW, BAD_COL = 1, 5
+
+
+def nonfinite_id(activation: str, place: str, value: float) -> str:
+    return f"{activation}-{place}-{value}"
+
+
+def _pattern(t: torch.Tensor) -> torch.Tensor:
+    """(3, ...) booleans: where t is NaN, +Inf, −Inf."""
+    return torch.stack([t.isnan(), t == math.inf, t == -math.inf])
+
+
+def _compare(name: str, actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> dict[str, str]:
+    """Same NaN/±Inf positions, and the finite elements within ``rtol``."""
+    actual, expected = actual.detach().cpu().double(), expected.detach().double()
+    if not torch.equal(_pattern(actual), _pattern(expected)):
+        return {name: f"non-finite pattern {_pattern(actual).flatten(1).sum(1).tolist()} (NaN, +Inf, -Inf counts) "
+                      f"differs from the reference's {_pattern(expected).flatten(1).sum(1).tolist()}"}
+    finite = expected.isfinite()
+    msg = _error(actual[finite], expected[finite], rtol)
+    return {} if msg is None else {name: msg}
+
+
+def check_nonfinite(activation: str, place: str, value: float, impl: str, device: str = "cpu") -> dict[str, str]:
+    """One non-finite element in ``place`` (x at row BAD_ROW, or a parameter at channel BAD_COL): y (and, for the
+    fused impls, all gradients) has the float64 reference's NaN/±Inf positions and its finite values. With the bad
+    element in x, that means the bad row is non-finite and every other row of y is untouched.
+
+    The reference impl's gradients are PyTorch autograd's, which has conventions of its own at non-finite points
+    (hardtanh's backward passes or zeroes a NaN gradient by a comparison); only its y is checked.
+    """
+    case = Case((4, 12), num_heads=2, activation=activation)
+    inp = make_inputs(case)
+    inp["x"][BAD_ROW, BAD_COL] = value if place == "x" else inp["x"][BAD_ROW, BAD_COL]
+    if place != "x":
+        inp[place][BAD_COL] = value
+    kw = {"num_heads": case.num_heads, "eps": EPS, "activation": activation}
+    leaves = {k: inp[k].detach().clone().to(device).requires_grad_() for k in ("x", "weight", "alpha", "beta")}
+    y = seednorm.seednorm(leaves["x"], leaves["weight"], leaves["alpha"], leaves["beta"], impl=impl, **kw)
+    y.backward(inp["dy"].to(device))
+    ref = {"y": seednorm_ref(inp["x"], inp["weight"], inp["alpha"], inp["beta"], **kw)}
+    ref.update(seednorm_ref_grads(inp["x"], inp["weight"], inp["alpha"], inp["beta"], inp["dy"], **kw))
+    rtol = RTOL[case.dtype]
+    failures = _compare("y", y, ref["y"], rtol)
+    for name, leaf in leaves.items() if impl != "reference" else ():
+        failures.update(_compare(name, leaf.grad, ref[name], 10 * rtol))
+    if place == "x":  # the promise itself, spelled out: the bad row is non-finite, the others are finite
+        rows = y.detach().cpu().isfinite().all(-1)
+        if rows[BAD_ROW] or not rows[torch.arange(4) != BAD_ROW].all():
+            failures["rows"] = f"finite rows {rows.tolist()}: only row {BAD_ROW} may be non-finite"
+    return failures

@@ -50,3 +50,15 @@ def test_fullgraph_compile_has_no_graph_break_and_matches_eager():
     torch.testing.assert_close(yc, y, rtol=1e-5, atol=1e-6)
     for name, g in _grads(model).items():
         torch.testing.assert_close(g, eager[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_compiled_path_compiles_every_configuration_past_the_recompile_limit():
+    """Dynamo counts recompilations per function; past the limit it would silently run the formulas eagerly. Each
+    configuration of the compiled path compiles its own copy, so none of them reaches the limit (here set to 1)."""
+    x, p = torch.randn(3, 12), torch.randn(12)
+    configs = [("tanh", 1), ("sigmoid", 2), ("softsign", 3)]
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        for activation, heads in configs:
+            y = seednorm.seednorm(x, p, p, p, num_heads=heads, activation=activation, eps=1e-5, impl="compiled")
+            ref = seednorm.seednorm(x, p, p, p, num_heads=heads, activation=activation, eps=1e-5)
+            torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)

@@ -159,7 +159,7 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="supports inputs of dtype"):
         seednorm.seednorm(x.double(), p, p, p, impl="cpp")
     with pytest.raises(ValueError, match="runs on CPU tensors"):
-        seednorm.seednorm(x.to("meta"), p, p, p, impl="cpp")
+        seednorm.seednorm(x.to("meta"), *[p.to("meta")] * 3, impl="cpp")
     if not ops.op.TRITON_INTERPRET:
         with pytest.raises(ValueError, match="needs a CUDA tensor"):
             seednorm.seednorm(x, p, p, p, impl="triton")

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from cases import CASES, Case, check
+from cases import CASES, NONFINITE_PLACES, NONFINITE_VALUES, Case, check, check_nonfinite, nonfinite_id
+
+import seednorm
 
 pytest.importorskip("triton")
 HERE = Path(__file__).parent
@@ -23,7 +25,9 @@ HERE = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, dict[str, str]]:
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)])}
+    src = Path(seednorm.__file__).resolve().parents[1]  # the seednorm under test, not whichever one is installed
+    path = os.pathsep.join([str(src), str(HERE.parent), str(HERE)])
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     proc = subprocess.run(
         [sys.executable, str(HERE / "interpret_check.py")], env=env, capture_output=True, text=True, timeout=300
     )
@@ -35,6 +39,17 @@ def interpreted() -> dict[str, dict[str, str]]:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_interpreted_kernels_match_reference(interpreted, layout, case):
     assert interpreted[f"{layout}-{case.id}"] == {}
+
+
+NONFINITE = [(a, p, v) for a in ("tanh", "sigmoid", "hardtanh", "softsign") for p in NONFINITE_PLACES
+             for v in NONFINITE_VALUES]
+
+
+@pytest.mark.parametrize("layout", ["row", "chunked"])
+@pytest.mark.parametrize("nonfinite", NONFINITE, ids=lambda c: nonfinite_id(*c))
+def test_interpreted_kernels_propagate_nonfinite_values(interpreted, layout, nonfinite):
+    """NaN and ±Inf in x or a parameter: the reference's NaN/±Inf positions and finite values (test_nonfinite.py)."""
+    assert interpreted[f"{layout}-nonfinite-{nonfinite_id(*nonfinite)}"] == {}
 
 
 # On a GPU: the same cases, plus widths that take the chunked kernels at their real limits, and a bigger bf16 one.
@@ -51,3 +66,9 @@ GPU_CASES = CASES + [
 @pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: c.id)
 def test_gpu_kernels_match_reference(case):
     assert check(case, "triton", "cuda") == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("nonfinite", NONFINITE, ids=lambda c: nonfinite_id(*c))
+def test_gpu_kernels_propagate_nonfinite_values(nonfinite):
+    assert check_nonfinite(*nonfinite, "triton", "cuda") == {}

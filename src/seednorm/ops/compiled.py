@@ -5,8 +5,9 @@ the forward saves only 1/RMS (M,) and σ(s) (M, H) beside its inputs, and the ba
 Inductor turns each into a few loops (C++/OpenMP on CPU, Triton on GPU) with the structure of a compiled
 RMSNorm: a row pass, then a column pass for the parameter gradients. It is the portable fused path (any device,
 float64 too); on CPU the hand-written kernels of ``cpu.py`` read each row once and are faster. Row dims are
-marked dynamic, so one compilation serves every number of tokens (a new width, dtype or configuration compiles
-once more; past Dynamo's recompile limit the formulas run eagerly, still correct).
+marked dynamic, so one compilation serves every number of tokens. Each configuration (activation, heads, dtypes)
+compiles its own copy of the formulas, so any number of configurations stays within Dynamo's recompile limit,
+which counts per function (a second width makes the width dynamic within a configuration).
 
 All tensors here are 2-D (M, D) with a contiguous last dim; math runs in float32 (float64 for float64 input).
 """
@@ -14,6 +15,7 @@ All tensors here are 2-D (M, D) with a contiguous last dim; math runs in float32
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 
 import torch
@@ -102,13 +104,28 @@ def _backward(
 
 
 @functools.cache
-def _compiled(fn: Callable) -> Callable:
-    """``torch.compile(fn)`` run without autograd, built on first use (importing the compiler costs seconds).
+def _compiled(fn: Callable, config: tuple) -> Callable:
+    """``torch.compile`` of a private copy of ``fn`` for one configuration, run without autograd; built on first use
+    (importing the compiler costs seconds).
 
-    The custom op owns the autograd formula; with grad mode on, AOTAutograd would compile a training graph
+    Dynamo keeps its compiled graphs, and counts recompilations against ``recompile_limit``, per code object: with
+    one code object for every configuration, the ninth (activation, heads, dtypes, ...) would silently run eagerly.
+    Each ``config`` gets a copy of ``fn``'s code, so it compiles once and only its own widths count against the
+    limit. The custom op owns the autograd formula; with grad mode on, AOTAutograd would compile a training graph
     that saves intermediates for a backward that never runs.
     """
-    return torch.no_grad()(torch.compile(fn))
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{len(_CONFIGS)}")  # a new code object, a new Dynamo cache
+    _CONFIGS.append(config)
+    copy = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+    return torch.no_grad()(torch.compile(copy))
+
+
+_CONFIGS: list[tuple] = []  # the configurations compiled so far, in order (names the copies)
+
+
+def _config(activation: str, num_heads: int, *tensors: Tensor | None) -> tuple:
+    """What Dynamo specializes on besides the width: activation, heads, and each tensor's dtype and device (or None)."""
+    return (activation, num_heads, *(None if t is None else (t.dtype, t.device.type) for t in tensors))
 
 
 def _rows_dynamic(*tensors: Tensor | None) -> None:
@@ -124,14 +141,16 @@ def forward(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """(y, 1/RMS (M,), σ(s) (M, H), x + residual or None) for x, residual (M, D), by the compiled ``_forward``."""
     _rows_dynamic(x, residual)
-    y, sumsq, t, summed = _compiled(_forward)(x, residual, weight, alpha, beta, num_heads, eps, activation, dot_scale)
+    fn = _compiled(_forward, _config(activation, num_heads, x, residual, weight, alpha, beta))
+    y, sumsq, t, summed = fn(x, residual, weight, alpha, beta, num_heads, eps, activation, dot_scale)
     return y, torch.rsqrt(sumsq / x.shape[1] + eps), t, summed
 
 
 def backward(
     dy: Tensor, x: Tensor, weight: Tensor | None, alpha: Tensor, beta: Tensor, rstd: Tensor, t: Tensor,
-    dsummed: Tensor | None, *args,
+    dsummed: Tensor | None, num_heads: int, activation: str, dot_scale: float,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Compiled ``_backward``: per-row tensors (M, ...) first, then num_heads, activation, dot_scale."""
+    """Compiled ``_backward``: (dx, dγ, dα, dβ) for dy, x (M, D); ``dsummed`` is added to dx."""
     _rows_dynamic(dy, x, rstd, t, dsummed)
-    return _compiled(_backward)(dy, x, weight, alpha, beta, rstd, t, dsummed, *args)
+    fn = _compiled(_backward, _config(activation, num_heads, dy, x, weight, alpha, beta, rstd, dsummed))
+    return fn(dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale)

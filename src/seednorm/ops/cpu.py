@@ -233,10 +233,18 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 def _params(weight: Tensor | None, alpha: Tensor, beta: Tensor) -> tuple[list[Tensor | None], int]:
-    """γ, α, β contiguous in one dtype the kernels read (their own if supported, else float32); no copy when
-    they already are."""
-    dtype = alpha.dtype if alpha.dtype in DTYPES else torch.float32
+    """γ, α, β contiguous in one dtype the kernels read: their own when they share a supported one, else float32
+    (exact for every supported dtype, so mixed dtypes lose nothing); no copy when they already are.
+
+    The kernels read raw pointers, so a parameter that is not a CPU tensor is refused here (a meta tensor's
+    pointer is null, which the kernels would take for an absent parameter).
+    """
     params = [weight, alpha, beta]
+    for name, p in zip(("weight", "alpha", "beta"), params, strict=True):
+        if p is not None and p.device.type != "cpu":
+            raise ValueError(f"impl='cpp' needs CPU parameters, got {name} on {p.device}")
+    dtypes = {p.dtype for p in params if p is not None}
+    dtype = alpha.dtype if len(dtypes) == 1 and alpha.dtype in DTYPES else torch.float32
     if not all(p is None or (p.dtype == dtype and p.is_contiguous()) for p in params):
         params = [None if p is None else p.detach().to(dtype).contiguous() for p in params]
     return params, DTYPES[dtype]

@@ -51,7 +51,7 @@ inline float sigma(float s, int act) {
   switch (act) {
     case 0: return std::tanh(s);
     case 1: return 1.0f / (1.0f + std::exp(-s));
-    case 2: return std::fmin(std::fmax(s, -1.0f), 1.0f);
+    case 2: return s < -1.0f ? -1.0f : s > 1.0f ? 1.0f : s;  // a clamp that keeps NaN (fmin/fmax drop it)
     default: return s / (1.0f + std::fabs(s));
   }
 }
@@ -60,7 +60,7 @@ inline float dsigma_from_t(float t, int act) {
   switch (act) {
     case 0: return 1.0f - t * t;
     case 1: return t * (1.0f - t);
-    case 2: return std::fabs(t) < 1.0f ? 1.0f : 0.0f;
+    case 2: return std::fabs(t) < 1.0f ? 1.0f : std::isnan(t) ? t : 0.0f;  // NaN stays NaN
     default: return (1.0f - std::fabs(t)) * (1.0f - std::fabs(t));
   }
 }

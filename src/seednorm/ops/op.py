@@ -287,6 +287,11 @@ def seednorm_fused(
         raise ValueError(f"the fused op supports activations {ACTIVATIONS}, got {activation!r}")
     if residual is not None:
         check_residual(x, residual)
+    if torch._C._are_functorch_transforms_active():
+        raise RuntimeError(
+            "the fused op does not support torch.func transforms (grad, vmap, jacrev, jvp); call "
+            "seednorm.seednorm, which runs the reference math under them"
+        )
     if impl == "triton":
         if not HAS_TRITON:
             raise ValueError("impl='triton' needs the triton package")

@@ -25,13 +25,13 @@ def sigma(s: Tensor, activation: str) -> Tensor:
 
 
 def dsigma_from_t(t: Tensor, activation: str) -> Tensor:
-    """σ'(s) from t = σ(s): 1 − t², t(1 − t), [|s| < 1] = [|t| < 1], and (1 − |t|)² (softsign)."""
+    """σ'(s) from t = σ(s): 1 − t², t(1 − t), [|s| < 1] = [|t| < 1], and (1 − |t|)² (softsign); NaN for NaN."""
     if activation == "tanh":
         return 1 - t * t
     if activation == "sigmoid":
         return t * (1 - t)
     if activation == "hardtanh":
-        return (t.abs() < 1).to(t.dtype)
+        return torch.where(t.abs() < 1, 1.0, torch.where(t.isnan(), t, 0.0))  # NaN stays NaN
     if activation == "softsign":
         return (1 - t.abs()).square()
     raise ValueError(f"unknown activation {activation!r}; choose one of {list(ACTIVATIONS)}")

@@ -40,7 +40,7 @@ def _sigma(s, ACT: tl.constexpr):
     elif ACT == 1:
         t = tl.sigmoid(s)
     elif ACT == 2:
-        t = tl.minimum(tl.maximum(s, -1.0), 1.0)
+        t = tl.where(s < -1.0, -1.0, tl.where(s > 1.0, 1.0, s))  # a clamp that keeps NaN (min/max drop it)
     else:
         t = s / (1.0 + tl.abs(s))
     return t
@@ -54,7 +54,7 @@ def _dsigma(t, ACT: tl.constexpr):
     elif ACT == 1:
         d = t * (1.0 - t)
     elif ACT == 2:
-        d = tl.where(tl.abs(t) < 1.0, 1.0, 0.0)
+        d = tl.where(tl.abs(t) < 1.0, 1.0, tl.where(t == t, 0.0, t))  # NaN stays NaN
     else:
         d = (1.0 - tl.abs(t)) * (1.0 - tl.abs(t))
     return d
