@@ -165,7 +165,8 @@ def _phase_fsdp(rank, world_size, cfg, tokens, labels, ref_loss, ref_grads, tmp)
         fully_shard(layer)
     fully_shard(fresh)
     restored = fresh.state_dict()
-    assert not torch.equal(_full(restored["layers.0.attention_norm.beta"]), _full(state["layers.0.attention_norm.beta"]))
+    key = "layers.0.attention_norm.beta"
+    assert not torch.equal(_full(restored[key]), _full(state[key]))
     load(restored, storage_reader=FileSystemReader(tmp))
     for key in state:
         if key.endswith((".alpha", ".beta")):
@@ -250,7 +251,11 @@ def _all_phases(rank: int, world_size: int, out_dir: str) -> None:
 def two_ranks():
     with tempfile.TemporaryDirectory() as tmp:
         run_ranks(_all_phases, tmp)
-        yield [json.load(open(os.path.join(tmp, f"rank{r}.json"))) for r in range(2)]
+        results = []
+        for r in range(2):
+            with open(os.path.join(tmp, f"rank{r}.json")) as f:
+                results.append(json.load(f))
+        yield results
 
 
 def _assert_phase(results, name: str) -> None:
