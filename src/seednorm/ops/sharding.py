@@ -1,0 +1,71 @@
+"""DTensor sharding rules for ``seednorm::forward`` and ``seednorm::backward`` (tensor and sequence parallel).
+
+SeeDNorm is row-wise: every statistic (1/RMS, s = x·βᵀ, σ(s)) belongs to one row of the last dimension D. So an
+input sharded on any leading dimension d runs the kernels on each rank's rows unchanged:
+
+    forward   x, residual: Shard(d)   γ, α, β: Replicate   →   y, 1/RMS, σ(s), x + residual: Shard(d)
+    backward  dy, x, 1/RMS, σ(s), dsummed: Shard(d)        →   dx: Shard(d);  dγ, dα, dβ: Partial (sum over ranks)
+
+and everything replicated gives everything replicated. There is no rule for a shard on D (the last dimension): a
+row's sums would be split across ranks. DTensor then redistributes x to a layout above before the op runs (the
+result is exact; the cost is one collective), so the op never sees a row split across ranks. Importing this module
+registers the rules (the ops themselves are defined by ``op.py``, which the package imports first);
+``seednorm.ops`` imports it when ``torch.distributed`` is available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.distributed.tensor import Partial, Replicate, Shard
+from torch.distributed.tensor.experimental import register_sharding
+
+Placement = Shard | Replicate | Partial | None
+
+
+def _spec_ndim(spec: object) -> int:
+    """The global rank of a DTensorSpec (the tensor-like object DTensor hands to sharding functions)."""
+    return len(spec.shape)  # type: ignore[attr-defined]
+
+
+def _inputs(args: Sequence[object], row_args: set[int], dim: int | None) -> list[Placement]:
+    """Per positional arg: Shard(dim) (Replicate when dim is None) for row tensors, Replicate for the parameters,
+    None for non-tensors (None optionals, ints, floats, strings)."""
+    out: list[Placement] = []
+    for i, a in enumerate(args):
+        if a is None or isinstance(a, (bool, int, float, str)):
+            out.append(None)
+        elif i in row_args and dim is not None:
+            out.append(Shard(dim))
+        else:
+            out.append(Replicate())
+    return out
+
+
+def _row_dims(x: object) -> range:
+    """The dimensions a row-wise op may be sharded on: every dimension but the last (normalized) one."""
+    return range(_spec_ndim(x) - 1)
+
+
+@register_sharding(torch.ops.seednorm.forward.default)
+def _forward_sharding(x, weight, alpha, beta, residual, num_heads, eps, activation, dot_scale, impl):
+    args = (x, weight, alpha, beta, residual, num_heads, eps, activation, dot_scale, impl)
+    rows = {0, 4}  # x, residual
+    summed_r = Replicate()  # the empty placeholder when there is no residual
+    strategies = [([Replicate()] * 4, _inputs(args, rows, None))]
+    for d in _row_dims(x):
+        summed = summed_r if residual is None else Shard(d)
+        strategies.append(([Shard(d), Shard(d), Shard(d), summed], _inputs(args, rows, d)))
+    return strategies
+
+
+@register_sharding(torch.ops.seednorm.backward.default)
+def _backward_sharding(dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale, impl):
+    args = (dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale, impl)
+    rows = {0, 1, 5, 6, 7}  # dy, x, 1/RMS, σ(s), dsummed
+    strategies = [([Replicate()] * 4, _inputs(args, rows, None))]
+    for d in _row_dims(x):
+        dweight = Replicate() if weight is None else Partial()  # the empty placeholder when there is no γ
+        strategies.append(([Shard(d), dweight, Partial(), Partial()], _inputs(args, rows, d)))
+    return strategies
