@@ -212,3 +212,14 @@ def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
     norm.eval()
     x = torch.randn(3, 8)
     assert norm(x).shape == x.shape
+
+
+def test_plain_fx_symbolic_trace_keeps_the_layer_as_one_call():
+    model = nn.Sequential(nn.Linear(12, 12), SeeDNorm(12, num_heads=3), nn.Linear(12, 5)).eval()
+    with torch.no_grad():
+        model[1].beta.normal_()
+    traced = torch.fx.symbolic_trace(model)
+    calls = [n for n in traced.graph.nodes if n.op == "call_function" and "seednorm" in str(n.target)]
+    assert len(calls) == 1
+    x = torch.randn(4, 7, 12)
+    torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)

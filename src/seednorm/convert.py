@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -171,13 +170,13 @@ def convert_to_seednorm(
         key: _build(module, layout, center=center, fallback=fallback, trainable=trainable, cls=layer_class, **options)
         for key, (module, layout) in plan.items()
     }
-    _register_fx_leaves()
     return _swap(model, new)
 
 
 def layer_options(layer: SeeDNorm) -> dict[str, Any]:
-    """The constructor options of ``layer`` (all but device and dtype), JSON-friendly: ``SeeDNorm(**options)``
-    rebuilds it up to its parameter values."""
+    """The constructor options of ``layer`` that shape its function (all but device, dtype and ``impl``, which
+    picks kernels that agree to rounding), JSON-friendly: ``SeeDNorm(**options)`` rebuilds it up to its parameter
+    values."""
     if not isinstance(layer, SeeDNorm):
         raise TypeError(f"layer_options expects a SeeDNorm, got {type(layer).__name__}")
     return {
@@ -232,7 +231,6 @@ def rebuild_seednorms(
             raise ValueError(f"{path!r}: the recorded options {options} are invalid: {err}") from None
         layer.requires_grad_(trainable if ref is None else ref.requires_grad)
         new[id(module)] = layer.train(module.training)
-    _register_fx_leaves()
     return _swap(model, new)
 
 
@@ -262,13 +260,6 @@ def _any_trainable(model: nn.Module) -> bool:
     params = list(model.parameters())
     return not params or any(p.requires_grad for p in params)
 
-
-def _register_fx_leaves() -> None:
-    """Make SeeDNorm a leaf of timm's FX tracing (its feature extractors), when timm is in use."""
-    if "timm" in sys.modules:
-        from .integrations.timm import register_fx_leaves
-
-        register_fx_leaves()
 
 
 def _patterns(value: str | Iterable[str] | None, what: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +76,24 @@ class _DynamicGain(nn.Module):
         )
 
 
+def seednorm_call(x: Tensor, weight: Tensor, alpha: Tensor, beta: Tensor, bias: Tensor | None,
+                  options: dict[str, Any]) -> Tensor:
+    """``SeeDNorm.forward``'s call of the functional form: one node under ``torch.fx`` tracing (``torch.fx.wrap``), so
+    traced models (``torch.fx.symbolic_trace``, timm's FX feature extractors) keep the layer's argument checks out of
+    the trace."""
+    return SF.seednorm(x, weight, alpha, beta, bias, **options)
+
+
+def ada_seednorm_call(x: Tensor, alpha: Tensor, beta: Tensor, scale: Tensor, shift: Tensor,
+                      options: dict[str, Any]) -> Tensor:
+    """``AdaSeeDNorm.forward``'s call of the functional form, one node under ``torch.fx`` tracing."""
+    return SF.ada_seednorm(x, alpha, beta, scale, shift, **options)
+
+
+torch.fx.wrap("seednorm_call")
+torch.fx.wrap("ada_seednorm_call")
+
+
 class SeeDNorm(_DynamicGain):
     """Self-Rescaled Dynamic Normalization over the last dimension (SPEC §1–§4).
 
@@ -130,21 +149,10 @@ class SeeDNorm(_DynamicGain):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return SF.seednorm(
-            x,
-            self.weight,
-            self.alpha,
-            self.beta,
-            self.bias,
-            num_heads=self.num_heads,
-            eps=self.eps,
-            activation=self.activation,
-            dot_scale=self.dot_scale,
-            center=self.center,
-            dynamic_dropout=self.dynamic_dropout,
-            training=self.training,
-            impl=self.impl,
-        )
+        options = {"num_heads": self.num_heads, "eps": self.eps, "activation": self.activation,
+                   "dot_scale": self.dot_scale, "center": self.center, "dynamic_dropout": self.dynamic_dropout,
+                   "training": self.training, "impl": self.impl}
+        return seednorm_call(x, self.weight, self.alpha, self.beta, self.bias, options)
 
     def extra_repr(self) -> str:
         extra = f", dynamic_dropout={self.dynamic_dropout}" if self.dynamic_dropout else ""
@@ -186,17 +194,9 @@ class AdaSeeDNorm(_DynamicGain):
         self.reset_parameters()
 
     def forward(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-        return SF.ada_seednorm(
-            x,
-            self.alpha,
-            self.beta,
-            scale,
-            shift,
-            num_heads=self.num_heads,
-            eps=self.eps,
-            activation=self.activation,
-            dot_scale=self.dot_scale,
-        )
+        options = {"num_heads": self.num_heads, "eps": self.eps, "activation": self.activation,
+                   "dot_scale": self.dot_scale}
+        return ada_seednorm_call(x, self.alpha, self.beta, scale, shift, options)
 
 
 class RMSNorm(nn.RMSNorm):

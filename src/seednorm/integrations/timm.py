@@ -10,7 +10,8 @@ when ``qk_norm=True``), so ``num_heads`` must divide each of those widths. An ex
 ``seednorm.convert_to_seednorm`` instead (its LayerNorms become centering SeeDNorms, outputs unchanged).
 
 SeeDNorm and AdaSeeDNorm are leaves of timm's FX tracing (``timm.models.create_feature_extractor``, FX feature
-models): registered when this module is imported, and by ``convert_to_seednorm`` whenever timm is imported.
+models): registered when this module is imported. Plain ``torch.fx`` tracing needs no registration: the layers
+call the functional form through ``torch.fx.wrap``-ed functions.
 """
 
 from __future__ import annotations
