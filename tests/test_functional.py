@@ -305,3 +305,18 @@ def test_numpy_scalars_are_accepted():
                           dynamic_dropout=np.float32(0.0))
     expected = seednorm.seednorm(x, w, a, b, num_heads=2, eps=float(np.float32(1e-5)), dot_scale=0.5)
     assert torch.equal(y, expected)
+
+
+def test_functional_form_takes_the_fused_path_by_default(monkeypatch):
+    """The functional form defaults to impl="auto", as the module does; the reference is one argument away."""
+    calls = []
+    fused = seednorm.ops.seednorm_fused
+    monkeypatch.setattr(seednorm.ops, "seednorm_fused", lambda *a, **k: calls.append(k["impl"]) or fused(*a, **k))
+    monkeypatch.delenv("SEEDNORM_IMPL", raising=False)
+    x, d = torch.randn(3, 5, 24), 24
+    w, a, b = torch.ones(d), torch.ones(d), torch.randn(d) * 0.1
+    y = seednorm.seednorm(x, w, a, b)
+    assert calls == [seednorm.ops.resolve_impl("auto", x)] and calls[0] != "reference"
+    ref = seednorm.seednorm(x, w, a, b, impl="reference")
+    assert len(calls) == 1
+    torch.testing.assert_close(y, ref)

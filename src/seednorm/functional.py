@@ -159,7 +159,7 @@ def seednorm(
     dynamic_dropout: float = 0.0,
     training: bool = False,
     residual: Tensor | None = None,
-    impl: str = "reference",
+    impl: str = "auto",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """SeeDNorm over the last dimension.
 
@@ -176,8 +176,9 @@ def seednorm(
         center: subtract the row mean before everything (LayerNorm form).
         dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True.
         residual: optional tensor of x's shape and dtype; the layer then normalizes x + residual and returns it.
-        impl: "reference" (this function's math), "triton", "cpp", "compiled" (the fused custom op of
-            seednorm.ops) or "auto": ``$SEEDNORM_IMPL`` when set, else Triton on CUDA, on CPU C++ (else compiled,
+        impl: "auto" (the default, as the module's), "reference" (this function's math: exact in float64,
+            twice differentiable), or one backend of the fused custom op of seednorm.ops: "triton", "cpp",
+            "compiled". "auto" is ``$SEEDNORM_IMPL`` when set, else Triton on CUDA, on CPU C++ (else compiled,
             else reference, with one warning, when there is no working C++ toolchain or kernel cache), reference
             for float64. ``center``, ``bias``, dynamic dropout in training and calls under ``torch.func``
             transforms (grad, vmap, jacrev, jvp) always run the reference.
