@@ -223,3 +223,26 @@ def test_plain_fx_symbolic_trace_keeps_the_layer_as_one_call():
     assert len(calls) == 1
     x = torch.randn(4, 7, 12)
     torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
+
+
+def test_dynamic_parameters_is_the_one_registry_of_alpha_and_beta():
+    shared = SeeDNorm(8)
+    model = nn.ModuleDict({"a": shared, "b": shared, "ada": AdaSeeDNorm(8), "rms": RMSNorm(8), "lin": nn.Linear(8, 8)})
+    assert seednorm.dynamic_parameters(model) == {"a.alpha": "alpha", "a.beta": "beta", "ada.alpha": "alpha",
+                                                  "ada.beta": "beta"}
+
+
+def test_dynamic_parameters_follows_a_subclass_that_renames_beta():
+    class Renamed(SeeDNorm):  # as the transformers integration stores β under another name
+        def __init__(self, dim):
+            super().__init__(dim)
+            self.renamed_beta = self._parameters.pop("beta")
+
+        @property
+        def beta(self):
+            return self.renamed_beta
+
+    model = nn.Sequential(Renamed(6))
+    assert seednorm.dynamic_parameters(model) == {"0.alpha": "alpha", "0.renamed_beta": "beta"}
+    groups = {g["name"]: g["params"] for g in seednorm.param_groups(model, 0.1)}
+    assert {id(p) for p in groups["seednorm"]} == {id(model[0].alpha), id(model[0].renamed_beta)}

@@ -1,6 +1,7 @@
 """The README's code blocks run as written, and it stays a front door."""
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,13 +22,15 @@ def test_readme_usage_example_is_short():
 
 
 @pytest.mark.parametrize("index", range(len(python_blocks(README))))
-def test_readme_python_blocks_run(index):
+def test_readme_python_blocks_run(index, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # what the blocks save goes to this test's folder
     code = python_blocks(README)[index]
     exec(compile(code, f"{README}:block{index}", "exec"), {})
 
 
 @pytest.mark.parametrize("doc", ["conversion.md", "torchtitan.md"])
-def test_document_python_blocks_run(doc):
+def test_document_python_blocks_run(doc, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     path = ROOT / "docs" / doc
     for index, code in enumerate(python_blocks(path)):
         exec(compile(code, f"{path}:block{index}", "exec"), {})

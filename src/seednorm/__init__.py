@@ -2,7 +2,7 @@
 
 from .convert import convert_to_seednorm
 from .functional import ada_seednorm, dyt, layer_norm, rms_norm, seednorm
-from .modules import NORMS, AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm
+from .modules import NORMS, AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm, dynamic_parameters
 from .optim import param_groups
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __all__ = [
     "ada_seednorm",
     "build_norm",
     "convert_to_seednorm",
+    "dynamic_parameters",
     "dyt",
     "layer_norm",
     "param_groups",

@@ -12,7 +12,12 @@ from torch import Tensor, nn
 from . import functional as SF
 from .ops import check_impl
 
-__all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "build_norm", "NORMS"]
+__all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "build_norm", "NORMS", "DYNAMIC_PARAMETERS",
+           "dynamic_parameters"]
+
+# SeeDNorm's dynamic parameters, by attribute: the one registry every caller uses (weight decay, gradient-norm
+# groups, conversion, integrations). α scales the dynamic term, β gives s = x·βᵀ.
+DYNAMIC_PARAMETERS = ("alpha", "beta")
 
 
 def _as_dim(normalized_shape: int | Sequence[int]) -> int:
@@ -278,6 +283,18 @@ NORMS: dict[str, type[nn.Module]] = {
     "dyt": DyT,
     "seednorm": SeeDNorm,
 }
+
+
+def dynamic_parameters(model: nn.Module) -> dict[str, str]:
+    """The dynamic parameters α, β of every SeeDNorm and AdaSeeDNorm in ``model`` (subclasses and converted layers
+    included, whatever name a subclass stores them under): ``{qualified parameter name: "alpha" | "beta"}``, in
+    ``model.named_parameters()`` order; a parameter shared by several layers appears once."""
+    kinds: dict[int, str] = {}
+    for module in model.modules():
+        if isinstance(module, _DynamicGain):
+            for kind in DYNAMIC_PARAMETERS:
+                kinds[id(getattr(module, kind))] = kind
+    return {name: kinds[id(p)] for name, p in model.named_parameters() if id(p) in kinds}
 
 
 def build_norm(name_or_type: str | type[nn.Module] | Callable[..., nn.Module], dim: int, **kwargs) -> nn.Module:

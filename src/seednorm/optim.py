@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .modules import AdaSeeDNorm, SeeDNorm
+from .modules import dynamic_parameters
 
 
 def param_groups(
@@ -32,12 +32,7 @@ def param_groups(
     Only parameters with ``requires_grad`` are included; a parameter shared by several modules appears once.
     Groups with no parameters are omitted.
     """
-    dynamic_ids = {
-        id(p)
-        for module in model.modules()
-        if isinstance(module, (SeeDNorm, AdaSeeDNorm))
-        for p in (module.alpha, module.beta)
-    }
+    dynamic_ids = {id(model.get_parameter(name)) for name in dynamic_parameters(model)}
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "seednorm": [], "no_decay": []}
     for p in model.parameters():  # .parameters() already de-duplicates shared tensors
         if not p.requires_grad:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import tempfile
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -158,14 +154,6 @@ def test_trainer_decays_alpha_and_beta_with_create_optimizer(ids, tmp_path):
     trainer.train()
     assert getattr(trainer.optimizer, "optimizer", trainer.optimizer) is optimizer  # accelerate may wrap it
     assert all((m.beta != 0).all() for m in model.modules() if isinstance(m, SeeDNorm))
-
-
-def test_readme_conversion_example_runs(tmp_path, monkeypatch):
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    section = readme.read_text().split("## Converting existing models", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    exec(compile(code, str(readme), "exec"), {})
 
 
 REMOTE_CODE = """

@@ -40,7 +40,6 @@ __all__ = ["SeeDNorm", "SeeDNormConverter", "seednorm_adamw", "PRE_NORMS", "FINA
 PRE_NORMS = ("attention_norm", "ffn_norm")  # the last FQN segment of each block's pre-norms
 FINAL_NORM = "norm"  # the decoder's final norm, at the root of the model config
 QK_NORM = "qk_norm"  # the attention's QK-norm config (built twice: q_norm and k_norm)
-DYNAMIC = ("alpha", "beta")
 
 
 class SeeDNorm(modules.SeeDNorm, Module):
@@ -88,7 +87,7 @@ class SeeDNorm(modules.SeeDNorm, Module):
         config = self._sharding_config
         if config is not None and "weight" in config.state_shardings:
             weight = config.state_shardings["weight"]
-            states = {**{name: weight for name in DYNAMIC}, **config.state_shardings}
+            states = {**{name: weight for name in modules.DYNAMIC_PARAMETERS}, **config.state_shardings}
             self._sharding_config = replace(config, state_shardings=states)
         Module.parallelize(self, parallel_dims)
 
@@ -200,7 +199,7 @@ def seednorm_adamw(
     common = {"lr": lr, "betas": tuple(betas), "eps": eps, **kwargs}
     groups = []
     if seednorm:
-        pattern = r"\.(" + "|".join(DYNAMIC) + r")$"
+        pattern = r"\.(" + "|".join(modules.DYNAMIC_PARAMETERS) + r")$"
         groups.append(ParamGroupConfig(pattern=pattern, optimizer_name="AdamW",
                                        optimizer_kwargs={**common, "weight_decay": weight_decay}))
     groups.append(ParamGroupConfig(pattern=r"(norm\.weight|\.bias)$", optimizer_name="AdamW",
