@@ -283,6 +283,18 @@ def _setup_dist(parallel: str) -> _Dist:
     return _Dist(rank, world, device, parallel)
 
 
+def _local() -> _Dist:
+    """This process alone: no collective is called, even when a process group exists (a ``torchrun`` launch
+    whose other ranks may already have returned)."""
+    cuda = torch.cuda.is_available()
+    return _Dist(0, 1, torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu"), "none")
+
+
+def _world_size() -> int:
+    """The number of ranks :func:`train` runs on (set up or not yet)."""
+    return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _wrap(model: nn.Module, d: _Dist) -> nn.Module:
     if d.mode == "ddp":
         return nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.index
@@ -506,11 +518,11 @@ class _Trainer:
 def benchmark(tasks: dict[str, Task], config: TrainConfig, *, rounds: int = 20, steps: int = 2,
               warmup: int = 3) -> dict[str, list[float]]:
     """Training tokens/s of each task's step exactly as :func:`train` runs it (optimizer, clipping,
-    autocast), in this process, timed round-robin: ``rounds`` × ``steps`` timed steps per task after
-    ``warmup`` untimed ones, so that load from other processes hits every task alike. Returns the per-round
-    tokens/s of each task (round i of every task ran back to back: see :func:`step_costs`). Nothing is
-    written."""
-    d = _setup_dist("none")
+    autocast), in this process alone (no collective, also under ``torchrun``), timed round-robin: ``rounds`` ×
+    ``steps`` timed steps per task after ``warmup`` untimed ones, so that load from other processes hits every
+    task alike. Returns the per-round tokens/s of each task (round i of every task ran back to back: see
+    :func:`step_costs`). Nothing is written."""
+    d = _local()
     trainers = {name: _Trainer(task, config, d) for name, task in tasks.items()}
     for trainer in trainers.values():
         for i in range(warmup):
