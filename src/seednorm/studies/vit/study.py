@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from seednorm import NORMS
-from seednorm.studies.harness import RESULT_NAME, Task, TrainConfig, train
+from seednorm.studies.harness import Task, TrainConfig
+from seednorm.studies.runs import train_or_reuse
 
 from .data import ImageSet, load_dataset, load_sklearn_digits, random_translate
 from .evals import DEFAULT_SHIFTS, Shift, parse_shift, shifted_accuracies
@@ -205,11 +206,10 @@ def run_name(spec: RunSpec, signature: dict[str, Any]) -> str:
 
 def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, backend: str,
             shifts: tuple[Shift, ...], progress: bool, tensorboard: bool) -> dict[str, Any]:
-    """Train (or reuse / resume) one run and return its ``result.json`` content."""
+    """Train (or reuse / resume: :func:`seednorm.studies.runs.train_or_reuse`) one run and return its
+    ``result.json`` content."""
     signature = run_signature(spec, preset, backend, shifts)
     out_dir = runs_dir / run_name(spec, signature)
-    if (out_dir / RESULT_NAME).is_file():
-        return json.loads((out_dir / RESULT_NAME).read_text())
     task = Task(
         name=out_dir.name,
         build_model=lambda: build_vit(spec.model, backend),  # type: ignore[arg-type]
@@ -222,10 +222,10 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
     config = TrainConfig(
         out_dir=out_dir, steps=spec.steps, lr=spec.lr, warmup=min(preset.warmup, spec.steps),
         weight_decay=preset.weight_decay, grad_clip=preset.grad_clip, seed=spec.seed,
-        resume=(out_dir / "checkpoint.pt").is_file(), ckpt_every=preset.ckpt_every,
-        eval_every=preset.eval_every, progress=progress, tensorboard=tensorboard, desc=spec.label,
+        ckpt_every=preset.ckpt_every, eval_every=preset.eval_every, progress=progress, tensorboard=tensorboard,
+        desc=spec.label,
     )
-    return train(task, config).to_json()
+    return train_or_reuse(task, config)
 
 
 def seednorm_kwargs(preset: Preset, heads: int, dot_scale: float | str) -> dict[str, Any]:
