@@ -80,7 +80,7 @@ def test_cli_overrides() -> None:
         with pytest.raises(SystemExit):
             parse_args(bad)
     for bad in (["--norms", "batchnorm"], ["--heads", "3"], ["--seednorm-heads", "5"]):
-        with pytest.raises(SystemExit):
+        with pytest.raises(ValueError):
             resolve_preset(parse_args(["--preset", "smoke", *bad]))
 
 
