@@ -18,7 +18,10 @@ deterministic in the step number, a loss, an optional evaluation) and *how* with
   model, optimizer, scheduler, the RNG states of every rank and the step, which is the data position
   because batches are a function of the step; ``resume=True`` continues bit-exactly;
 - a tqdm progress bar with loss and tokens/s; per-step metrics to ``metrics.csv`` and TensorBoard;
-  ``result.json`` at the end.
+  ``result.json`` at the end;
+- the run's fingerprint (:func:`run_fingerprint`: every setting that shapes the result, and its SHA-256) in the
+  checkpoint and in ``result.json``: resuming from a checkpoint of other settings is a :class:`CheckpointError`,
+  and :mod:`seednorm.studies.runs` reuses a finished run only when its fingerprint matches.
 
 Minimal use::
 

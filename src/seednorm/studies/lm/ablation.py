@@ -145,7 +145,7 @@ def _claim(job: Job) -> bool:
     try:
         for _ in range(2):
             try:
-                os.link(mine, path)
+                _place(mine, path)
                 return True
             except FileExistsError:
                 pass
@@ -167,6 +167,19 @@ def _claim(job: Job) -> bool:
         return False
     finally:
         mine.unlink(missing_ok=True)
+
+
+def _place(mine: Path, path: Path) -> None:
+    """Create ``path`` with ``mine``'s content, or FileExistsError: a hard link, or on file systems without
+    them an exclusive create then write (whose empty moment the grace period covers)."""
+    try:
+        os.link(mine, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
+            f.write(mine.read_text())
 
 
 def _alive(pid: int) -> bool:
