@@ -8,7 +8,8 @@ Every ``import`` / ``from … import`` in every module counts, at module level o
 - the library (``seednorm``) never imports the experiments (``seednorm_experiments``);
 - inside the library, layers point down: ``integrations`` → ``convert``/``modules``/``optim`` → ``functional`` →
   ``ops``; nothing imports from a layer above itself;
-- inside the experiments, ``harness`` and ``bench`` never import a study, and no study imports another study.
+- inside the experiments, the shared modules (``EXPERIMENT_SHARED``: harness, runs, report, args, ...) never
+  import a study, and no study imports another study; ``cli`` (the top) finds the studies by name.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ LIBRARY_LAYERS = [
     ("seednorm.integrations",),
     ("seednorm",),  # the package's __init__: the public names
 ]
-EXPERIMENT_SHARED = ("seednorm_experiments.harness", "seednorm_experiments.bench", "seednorm_experiments.common",
-                     "seednorm_experiments.report")
+EXPERIMENT_SHARED = tuple(f"seednorm_experiments.{name}" for name in
+                          ("harness", "bench", "common", "report", "runs", "args"))
 
 
 def modules(package: str, path: Path) -> dict[str, Path]:

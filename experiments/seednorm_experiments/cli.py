@@ -1,4 +1,5 @@
-"""The ``seednorm`` command: ``seednorm lm|vit|bench [options]`` (``seednorm <command> --help`` for each)."""
+"""The ``seednorm`` command: ``seednorm lm|vit|bench [options]`` (``seednorm <command> --help`` for each); exit
+codes as ``args.py`` says."""
 
 from __future__ import annotations
 

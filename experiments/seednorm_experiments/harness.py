@@ -18,7 +18,10 @@ deterministic in the step number, a loss, an optional evaluation) and *how* with
   model, optimizer, scheduler, the RNG states of every rank and the step, which is the data position
   because batches are a function of the step; ``resume=True`` continues bit-exactly;
 - a tqdm progress bar with loss and tokens/s; per-step metrics to ``metrics.csv`` and TensorBoard;
-  ``result.json`` at the end.
+  ``result.json`` at the end;
+- the run's fingerprint (:func:`run_fingerprint`: every setting that shapes the result, and its SHA-256) in the
+  checkpoint and in ``result.json``: resuming from a checkpoint of other settings is a :class:`CheckpointError`,
+  and :mod:`seednorm_experiments.runs` reuses a finished run only when its fingerprint matches.
 
 Minimal use::
 
@@ -57,7 +60,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from seednorm import AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm
+from seednorm import AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, __version__
 from seednorm import param_groups as seednorm_param_groups
 
 __all__ = [
@@ -66,7 +69,10 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "benchmark",
+    "fingerprint_diff",
+    "fingerprint_digest",
     "param_kinds",
+    "run_fingerprint",
     "step_costs",
     "load_checkpoint",
     "save_checkpoint",
@@ -112,7 +118,9 @@ class Task:
     - ``loss(model, batch)``: scalar mean loss over the shard (called with the DDP/FSDP-wrapped model).
     - ``tokens(batch)``: items in the shard, for tokens/s.
     - ``evaluate(model)``: optional, a dict of floats; runs on every rank (FSDP needs all of them).
-    - ``signature``: what must match for a checkpoint to be resumed (model and data settings).
+    - ``signature``: JSON data naming everything besides the :class:`TrainConfig` that shapes the result
+      (model, data, evaluation settings, and what ``TrainConfig.param_groups`` does); part of the run's
+      fingerprint (:func:`run_fingerprint`), which a resumed checkpoint and a reused result must match.
     - ``kinds(model)``: gradient-norm group of each parameter name (default :func:`param_kinds`).
     """
 
@@ -135,7 +143,8 @@ class TrainConfig:
     ``group_clip``: ``{group: max_norm}``, groups clipped separately on their own gradient norm (e.g.
     ``{"alpha": 0.1, "beta": 0.1}``); they must not also be in ``clip_groups``; logged per step as
     ``clipped/<group>``. ``param_groups(model)``: optimizer
-    groups (default ``seednorm.param_groups(model, weight_decay, decay_gain=decay_gain)``).
+    groups (default ``seednorm.param_groups(model, weight_decay, decay_gain=decay_gain)``; a callable cannot be
+    fingerprinted, so the task's ``signature`` must say what it does).
     ``precision``: "auto" | "fp32" | "bf16". ``parallel``: "auto" (DDP when launched with several
     ranks) | "ddp" | "fsdp" | "none". ``diverge_above``: stop and flag the run diverged when the loss
     exceeds it (non-finite losses always do). ``stop_at``: checkpoint and stop after that many steps,
@@ -185,9 +194,10 @@ class TrainConfig:
             raise ValueError(f"group_clip max-norms must be > 0, got {self.group_clip}")
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the checkpoint it continues."""
+        """The settings that shape the result (all but where it is written, how often it is checkpointed,
+        how it is shown, and where it stops early): a resumed or reused run must share them."""
         keys = ("steps", "lr", "warmup", "min_lr_ratio", "weight_decay", "decay_gain", "betas", "eps",
-                "grad_clip", "clip_groups", "group_clip", "precision", "seed")
+                "grad_clip", "clip_groups", "group_clip", "precision", "seed", "eval_every", "diverge_above")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in
                 ((k, getattr(self, k)) for k in keys)}
 
@@ -209,9 +219,42 @@ class TrainResult:
     num_params: int
     wall_s: float
     world_size: int
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    fingerprint_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# run fingerprints
+
+
+def run_fingerprint(task: Task, config: TrainConfig, world_size: int | None = None) -> dict[str, Any]:
+    """Everything that shapes a run's result, as JSON data: ``config.fingerprint()``, the task's name and
+    ``signature``, the world size (default: that of the launch, ``WORLD_SIZE``) and the seednorm version.
+    Stored in the checkpoint and in ``result.json``; resuming or reusing a run requires an equal one."""
+    world = _world_size() if world_size is None else world_size
+    raw = {**config.fingerprint(), "world_size": world, "task": task.name, "signature": task.signature,
+           "seednorm": __version__}
+    return json.loads(json.dumps(raw, sort_keys=True))
+
+
+def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``fingerprint`` (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def fingerprint_diff(stored: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"key: stored -> now"`` for every leaf that differs (nested keys joined by dots)."""
+    out = []
+    for key in sorted(set(stored) | set(now), key=str):
+        a, b = stored.get(key, "<unset>"), now.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += fingerprint_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,6 +324,18 @@ def _setup_dist(parallel: str) -> _Dist:
     if parallel != "none" and world == 1 and not dist.is_initialized():
         parallel = "none"
     return _Dist(rank, world, device, parallel)
+
+
+def _local() -> _Dist:
+    """This process alone: no collective is called, even when a process group exists (a ``torchrun`` launch
+    whose other ranks may already have returned)."""
+    cuda = torch.cuda.is_available()
+    return _Dist(0, 1, torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu"), "none")
+
+
+def _world_size() -> int:
+    """The number of ranks :func:`train` runs on (set up or not yet)."""
+    return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _wrap(model: nn.Module, d: _Dist) -> nn.Module:
@@ -421,11 +476,10 @@ def _check_resumable(ckpt: dict, fingerprint: dict, path: Path) -> None:
     for key in ("format", "step", "fingerprint", "model", "optimizer", "scheduler", "rng", "history"):
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks {key!r}; it was left untouched")
-    diff = {k: (ckpt["fingerprint"].get(k), v) for k, v in fingerprint.items()
-            if ckpt["fingerprint"].get(k) != v}
+    diff = fingerprint_diff(ckpt["fingerprint"], fingerprint)
     if diff:
-        raise CheckpointError(f"{path} belongs to a different run; differing settings "
-                              f"(checkpoint, now): {diff}")
+        raise CheckpointError(f"{path} belongs to a different run (checkpoint -> now: {'; '.join(diff)}); "
+                              "write this run to another folder, or delete that one to start over")
 
 
 @contextmanager
@@ -506,11 +560,11 @@ class _Trainer:
 def benchmark(tasks: dict[str, Task], config: TrainConfig, *, rounds: int = 20, steps: int = 2,
               warmup: int = 3) -> dict[str, list[float]]:
     """Training tokens/s of each task's step exactly as :func:`train` runs it (optimizer, clipping,
-    autocast), in this process, timed round-robin: ``rounds`` × ``steps`` timed steps per task after
-    ``warmup`` untimed ones, so that load from other processes hits every task alike. Returns the per-round
-    tokens/s of each task (round i of every task ran back to back: see :func:`step_costs`). Nothing is
-    written."""
-    d = _setup_dist("none")
+    autocast), in this process alone (no collective, also under ``torchrun``), timed round-robin: ``rounds`` ×
+    ``steps`` timed steps per task after ``warmup`` untimed ones, so that load from other processes hits every
+    task alike. Returns the per-round tokens/s of each task (round i of every task ran back to back: see
+    :func:`step_costs`). Nothing is written."""
+    d = _local()
     trainers = {name: _Trainer(task, config, d) for name, task in tasks.items()}
     for trainer in trainers.values():
         for i in range(warmup):
@@ -547,8 +601,8 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
     d = _setup_dist(config.parallel)
     out = config.out_dir
     ckpt_path = out / CHECKPOINT_NAME
-    fingerprint = {**config.fingerprint(), "world_size": d.world, "task": task.name,
-                   "signature": json.loads(json.dumps(task.signature))}
+    fingerprint = run_fingerprint(task, config, d.world)
+    digest = fingerprint_digest(fingerprint)
     ckpt = None
     if config.resume:
         ckpt = load_checkpoint(ckpt_path)
@@ -574,6 +628,7 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
             dist.all_gather_object(rng, _rng_state())
         if d.rank == 0:
             save_checkpoint(ckpt_path, {"format": 1, "step": step, "fingerprint": fingerprint,
+                                        "fingerprint_sha256": digest,
                                         "model": model_sd, "optimizer": opt_sd,
                                         "scheduler": sched.state_dict(), "rng": rng,
                                         "history": history, "evals": evals})
@@ -630,7 +685,8 @@ def train(task: Task, config: TrainConfig) -> TrainResult:
         tokens_per_s=float(np.median(speeds)) if speeds else 0.0,
         clip_fraction=float(np.mean([r["clipped"] for r in history])) if history else 0.0,
         diverged=diverged, interrupted=interrupted, num_params=trainer.num_params,
-        wall_s=time.perf_counter() - t_start, world_size=d.world)
+        wall_s=time.perf_counter() - t_start, world_size=d.world, fingerprint=fingerprint,
+        fingerprint_sha256=digest)
     if d.rank == 0 and not interrupted:
         tmp = out / f".{RESULT_NAME}.tmp"
         tmp.write_text(json.dumps(result.to_json()))

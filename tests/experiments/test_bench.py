@@ -26,3 +26,28 @@ def test_bench_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["bench", "--help"])
     assert exit_.value.code == 0 and "--quick" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--reps", "-3"], "--reps: must be >= 1, got -3"),
+    (["--warmup", "-1"], "--warmup: must be >= 0"),
+    (["--peak-gbps", "nan"], "--peak-gbps: must be a finite number > 0"),
+])
+def test_bench_bad_numbers_are_one_line_errors(args, needle, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--device", "cpu", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and needle in err and "Traceback" not in err
+
+
+def test_bench_unwritable_out_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    from seednorm_experiments.bench import kernels as bench
+
+    monkeypatch.setattr(bench, "run", lambda args: pytest.fail("the benchmark ran before --out was checked"))
+    for out, needle in ((a_file / "cpu.md", "which is a file, not a folder"), (tmp_path, "is a folder")):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["bench", "--device", "cpu", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and needle in err and "Traceback" not in err

@@ -37,6 +37,8 @@ from torch import Tensor
 from seednorm import functional as SF
 from seednorm import ops
 
+from ..args import check_out_file, nonnegative_int, out_file, positive_float, positive_int
+
 SHAPES = ((4096, 1024), (4096, 4096), (16384, 4096), (4096, 16384))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EPS = 1e-6
@@ -235,11 +237,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shapes", type=parse_shapes, default=list(SHAPES), help="MxD,... (default: the four of the issue)")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
     p.add_argument("--quick", action="store_true", help="4096x1024 only and fewer repetitions (CPU smoke run)")
-    p.add_argument("--reps", type=int, default=None, help="CPU: timed repetitions; CUDA: do_bench rep in ms")
-    p.add_argument("--warmup", type=int, default=None, help="CPU: untimed repetitions; CUDA: do_bench warmup ms")
-    p.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/<device>.md)")
+    p.add_argument("--reps", type=positive_int, default=None, help="CPU: timed repetitions; CUDA: do_bench rep in ms")
+    p.add_argument("--warmup", type=nonnegative_int, default=None,
+                   help="CPU: untimed repetitions; CUDA: do_bench warmup ms")
+    p.add_argument("--out", type=out_file, default=None, help="results file (default benchmarks/results/<device>.md)")
     p.add_argument("--note", default="", help="a line written under the header (e.g. what else ran meanwhile)")
-    p.add_argument("--peak-gbps", type=float, default=None, help="memory bandwidth peak: adds '%% peak' columns")
+    p.add_argument("--peak-gbps", type=positive_float, default=None,
+                   help="memory bandwidth peak: adds '%% peak' columns")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
@@ -250,9 +254,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.dtypes = dtypes
     cpu = args.device == "cpu"
     args.reps = args.reps or (10 if args.quick else 30 if cpu else 200)
-    args.warmup = args.warmup or (3 if cpu else 50)
+    args.warmup = (3 if cpu else 50) if args.warmup is None else args.warmup
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available")
+    try:  # the default, like --out, is checked before the benchmark runs
+        args.out = check_out_file(args.out or Path("benchmarks/results") / f"{device_slug(args.device)}.md")
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -319,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m seednorm_experiments.bench`` and ``seednorm bench``."""
     args = parse_args(argv)
     rows, text = run(args)
-    out = args.out or Path("benchmarks/results") / f"{device_slug(args.device)}.md"
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print()

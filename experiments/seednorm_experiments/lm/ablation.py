@@ -14,15 +14,17 @@
 
 Layout of ``out``: ``<phase>/<variant>/lr<x>/seed<k>/`` (one harness run each). Finished runs
 (``result.json``) are reused and interrupted ones resumed from their checkpoint, so a restart redoes
-nothing; several processes may run the same command at once -- each run is claimed by one process
-(a ``.claim`` file with its pid; claims of dead processes are taken over) and a process waits for the
-others' runs before a phase that depends on them.
+nothing -- provided they are runs of this plan: a run folder holding a run with other settings (e.g. other
+``--steps`` or ``--dim`` into the same ``--out``) stops the command with :class:`~..runs.RunMismatch`
+(:mod:`..runs`). Several processes may run the same command at once -- each run is claimed by one process
+(a ``.claim`` file with its pid, created atomically with its content; claims of dead processes are taken
+over, an unreadable claim counts as live for ``CLAIM_GRACE_S``) and a process waits for the others' runs
+before a phase that depends on them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 import time
@@ -30,12 +32,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..harness import RESULT_NAME
+from ..harness import RESULT_NAME, Task, TrainConfig
 from ..report import paired_diff
-from .data import IN_DOMAIN, load_corpus
+from ..runs import finished_result, train_or_reuse
+from .data import IN_DOMAIN, Corpus, load_corpus
 from .presets import Preset
-from .recipes import KNOBS, Variant, get_variant
-from .study import Run, _Evaluator, _train_config, _train_run, make_task
+from .recipes import KNOBS, get_variant
+from .study import Run, _Evaluator, _train_config, make_task
 from .sweep import best_lrs
 
 __all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "load_runs", "primary_metric", "run_ablation"]
@@ -43,6 +46,8 @@ __all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "load_runs", "primary_me
 MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
 BASELINE = "rmsnorm"
 _CLAIM = ".claim"
+CLAIM_GRACE_S = 60.0
+"""How long an empty or unreadable claim (one being written) counts as held by a live process."""
 
 
 @dataclass(frozen=True)
@@ -101,9 +106,6 @@ class Job:
     def done(self) -> bool:
         return (self.out / RESULT_NAME).is_file()
 
-    def load(self) -> Run:
-        return Run(self.variant, self.seed, self.lr, json.loads((self.out / RESULT_NAME).read_text()))
-
 
 def primary_metric(run: Run) -> float:
     """Held-out in-domain bits per byte (mean over the in-domain evaluation sets)."""
@@ -132,35 +134,64 @@ def _jobs(plan: AblationPlan, out: Path, phase: str, lrs: dict[str, float], carr
 
 
 def _claim(job: Job) -> bool:
-    """Atomically claim ``job`` for this process (taking over a claim whose process is gone)."""
+    """Atomically claim ``job`` for this process (taking over a claim whose process is gone). The claim
+    appears with its pid already in it (written to a private file, then hard-linked into place), so a
+    reader never sees it empty; an empty or unreadable claim (another writer's) counts as live for
+    ``CLAIM_GRACE_S`` seconds after it was last modified."""
     job.out.mkdir(parents=True, exist_ok=True)
     path = job.out / _CLAIM
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
+    mine = job.out / f"{_CLAIM}.{os.getpid()}"
+    mine.write_text(str(os.getpid()))
+    try:
+        for _ in range(2):
             try:
-                pid = int(path.read_text() or "0")
-            except (OSError, ValueError):
+                _place(mine, path)
+                return True
+            except FileExistsError:
+                pass
+            try:
+                text = path.read_text().strip()
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            except OSError:
                 return False
-            if pid == os.getpid() or _alive(pid):
-                return pid == os.getpid()
+            if not text.isdigit():
+                if age < CLAIM_GRACE_S:
+                    return False
+            elif int(text) == os.getpid():
+                return True
+            elif _alive(int(text)):
+                return False
             path.unlink(missing_ok=True)
-            continue
+        return False
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+def _place(mine: Path, path: Path) -> None:
+    """Create ``path`` with ``mine``'s content, or FileExistsError: a hard link, or on file systems without
+    them an exclusive create then write (whose empty moment the grace period covers)."""
+    try:
+        os.link(mine, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
+            f.write(mine.read_text())
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return pid > 0
+    return True
 
 
 def _work(jobs: Sequence[Job], run: Callable[[Job], None], poll_s: float) -> Iterator[Job]:
@@ -183,20 +214,60 @@ def _work(jobs: Sequence[Job], run: Callable[[Job], None], poll_s: float) -> Ite
             time.sleep(poll_s)
 
 
+class _Runs:
+    """The harness task and config of every job of ``plan`` (one evaluator per phase), and its verified
+    result: a finished run is used only if it is this job's run (:func:`..runs.finished_result`)."""
+
+    def __init__(self, plan: AblationPlan, corpus: Corpus, progress: bool = False) -> None:
+        self.plan, self.corpus, self.progress = plan, corpus, progress
+        self.evaluators: dict[str, _Evaluator] = {}
+
+    def spec(self, job: Job) -> tuple[Task, TrainConfig]:
+        preset = self.plan.phase_preset(job.phase)
+        variant = get_variant(job.variant)
+        evaluator = None
+        if job.phase != "sweep":
+            evaluator = self.evaluators.setdefault(job.phase, _Evaluator(preset, self.corpus))
+        task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
+                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
+                         signature={"variant": dataclasses.asdict(variant)})
+        cfg = _train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
+                            f"{job.phase} {job.variant} seed {job.seed}", self.corpus.vocab_size)
+        cfg = dataclasses.replace(cfg, tensorboard=False, eval_every=0,
+                                  **variant.train_overrides(job.lr, preset.weight_decay))
+        return task, cfg
+
+    def load(self, job: Job) -> Run:
+        result = finished_result(*self.spec(job))
+        if result is None:
+            raise FileNotFoundError(f"{job.out} has no finished run")
+        return Run(job.variant, job.seed, job.lr, result)
+
+    def loaded(self, jobs: Sequence[Job]) -> list[Run]:
+        """The finished runs among ``jobs`` (each verified)."""
+        return [self.load(j) for j in jobs if j.done]
+
+
 def load_runs(plan: AblationPlan, out: Path) -> dict[str, list[Run]]:
-    """The finished runs of every phase that can be planned so far (for the report)."""
+    """The finished runs of every phase that can be planned so far (for the report), each verified to be
+    the plan's run (:class:`~..runs.RunMismatch` otherwise)."""
+    return _load_runs(_Runs(plan, load_corpus(plan.preset.vocab_size, plan.preset.max_chars)), out)
+
+
+def _load_runs(r: _Runs, out: Path) -> dict[str, list[Run]]:
+    plan = r.plan
     runs: dict[str, list[Run]] = {p: [] for p in plan.phases}
     sweep = _jobs(plan, out, "sweep", {}, [])
-    runs["sweep"] = [j.load() for j in sweep if j.done]
+    runs["sweep"] = r.loaded(sweep)
     if not all(j.done for j in sweep):
         return runs
     lrs = best_lrs(runs["sweep"])
     base = _jobs(plan, out, "base", lrs, [])
-    runs["base"] = [j.load() for j in base if j.done]
+    runs["base"] = r.loaded(base)
     carried = best_knobs(runs["base"], plan.knobs, plan.carry) if all(j.done for j in base) else []
     if carried or not plan.carry:
         for phase in plan.phases[2:]:
-            runs[phase] = [j.load() for j in _jobs(plan, out, phase, lrs, carried) if j.done]
+            runs[phase] = r.loaded(_jobs(plan, out, phase, lrs, carried))
     return runs
 
 
@@ -204,24 +275,12 @@ def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_
                  until: str | None = None, log: Callable[[str], None] = print) -> dict[str, list[Run]]:
     """Train every phase of ``plan`` (up to and including ``until``) into ``out``, reusing and resuming
     runs and sharing the work with any other process running the same plan; returns the finished runs
-    of every phase (see :func:`load_runs`)."""
-    corpus = load_corpus(plan.preset.vocab_size, plan.preset.max_chars)
-    evaluators: dict[str, _Evaluator] = {}
+    of every phase (see :func:`load_runs`). Finished runs of a phase are verified before it trains."""
+    r = _Runs(plan, load_corpus(plan.preset.vocab_size, plan.preset.max_chars), progress)
 
     def run(job: Job) -> None:
-        preset = plan.phase_preset(job.phase)
-        variant: Variant = get_variant(job.variant)
-        evaluator = None
-        if job.phase != "sweep":
-            evaluator = evaluators.setdefault(job.phase, _Evaluator(preset, corpus))
-        task = make_task(preset, corpus, variant.norm, job.seed, evaluator,
-                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads))
-        cfg = _train_config(preset, job.out, job.seed, job.lr, preset.steps, True, progress,
-                            f"{job.phase} {job.variant} seed {job.seed}", corpus.vocab_size)
-        cfg = dataclasses.replace(cfg, tensorboard=False, eval_every=0,
-                                  **variant.train_overrides(job.lr, preset.weight_decay))
         t0 = time.perf_counter()
-        result = _train_run(task, cfg)
+        result = train_or_reuse(*r.spec(job))
         log(f"{job.phase} {job.variant} lr {job.lr:g} seed {job.seed}: loss "
             f"{Run(job.variant, job.seed, job.lr, result).final_loss:.4f} "
             f"{'DIVERGED ' if result['diverged'] else ''}in {time.perf_counter() - t0:.0f} s")
@@ -230,14 +289,15 @@ def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_
     carried: list[str] = []
     for phase in plan.phases:
         jobs = _jobs(plan, out, phase, lrs, carried)
+        r.loaded(jobs)  # a run of other settings stops the command before this phase trains
         for _ in _work(jobs, run, poll_s):
             pass
         if phase == "sweep":
-            lrs = best_lrs([j.load() for j in jobs])
+            lrs = best_lrs(r.loaded(jobs))
             log(f"best learning rates: {lrs}")
         if phase == "base":
-            carried = best_knobs([j.load() for j in jobs], plan.knobs, plan.carry)
+            carried = best_knobs(r.loaded(jobs), plan.knobs, plan.carry)
             log(f"knobs carried to the long and wide phases: {carried}")
         if phase == until:
             break
-    return load_runs(plan, out)
+    return _load_runs(r, out)

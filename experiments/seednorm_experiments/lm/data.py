@@ -17,7 +17,8 @@ Held out entirely (zero-shot domains, never trained on, not seen by the tokenize
 - ``docstrings``: the standard library's docstrings (English prose, reStructuredText markup).
 
 The tokenizer (``tokenizers`` byte-level BPE) is trained on the training split only. Tokenized
-corpora are cached under ``$SEEDNORM_CACHE`` (default ``~/.cache/seednorm``) keyed by every setting.
+corpora are cached under ``$SEEDNORM_CACHE`` (default ``~/.cache/seednorm``) keyed by every setting, with a
+manifest of every file's SHA-256 written last: a cache that fails it (torn, truncated, edited) is rebuilt.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class Corpus:
     token_bytes: torch.Tensor
     vocab_size: int
     tokenizer_path: Path
+    key: str = ""  # the cache key: names the data, the tokenizer settings and the interpreter version
 
     def decode(self, ids: list[int]) -> str:
         from tokenizers import Tokenizer
@@ -154,7 +156,7 @@ def load_corpus(vocab_size: int, max_chars: int | None = None) -> Corpus:
     tok_path = cache / "tokenizer.json"
     names = ("train/plays", "train/code", *EVAL_DOMAINS)
     files = {n: cache / (n.replace("/", "_") + ".npy") for n in names}
-    if not (tok_path.is_file() and all(f.is_file() for f in files.values())):
+    if not _verified(cache, [tok_path, *files.values()]):
         _build(cache, vocab_size, max_chars, files)
     from tokenizers import Tokenizer
 
@@ -162,7 +164,23 @@ def load_corpus(vocab_size: int, max_chars: int | None = None) -> Corpus:
     vocab = tok.get_vocab_size()
     token_bytes = torch.tensor([len(tok.id_to_token(i)) for i in range(vocab)], dtype=torch.int64)
     tokens = {n: torch.from_numpy(np.load(f).astype(np.int64)) for n, f in files.items()}
-    return Corpus(tokens, token_bytes, vocab, tok_path)
+    return Corpus(tokens, token_bytes, vocab, tok_path, key=cache.name)
+
+
+_MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(cache: Path, paths: list[Path]) -> bool:
+    """Whether ``cache`` holds every one of ``paths`` with the SHA-256 its manifest recorded."""
+    try:
+        manifest = json.loads((cache / _MANIFEST).read_text())
+        return all(manifest.get(p.name) == _sha256(p) for p in paths)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _build(cache: Path, vocab_size: int, max_chars: int | None, files: dict[str, Path]) -> None:
@@ -189,6 +207,10 @@ def _build(cache: Path, vocab_size: int, max_chars: int | None, files: dict[str,
     tmp = cache / f".tokenizer.{os.getpid()}.json"
     tok.save(str(tmp))
     os.replace(tmp, cache / "tokenizer.json")
+    manifest = {p.name: _sha256(p) for p in [cache / "tokenizer.json", *files.values()]}
+    tmp = cache / f".{_MANIFEST}.{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, cache / _MANIFEST)
 
 
 def train_batch(corpus: Corpus, step: int, rank: int, world: int, *, batch_size: int, seq_len: int,

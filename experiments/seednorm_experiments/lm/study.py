@@ -9,7 +9,6 @@ report files written by :mod:`seednorm_experiments.lm.summary`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -21,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, benchmark, train
+from ..harness import Task, TrainConfig, benchmark
+from ..runs import check_reusable, train_or_reuse
 from .data import EVAL_DOMAINS, Corpus, load_corpus, train_batch
 from .evals import bits_per_byte, cloze_accuracy, cloze_items
 from .model import SITES, Llama, LMConfig
@@ -72,16 +72,26 @@ def _lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
     return F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten())
 
 
+_EVAL_FIELDS = ("eval_windows", "cloze_items", "cloze_context", "cloze_length")
+
+
 class _Evaluator:
-    """Bits per byte on every evaluation domain and cloze accuracy on each, items built once."""
+    """Bits per byte on every evaluation domain and cloze accuracy on each, items built once (on first use)."""
 
     def __init__(self, preset: Preset, corpus: Corpus) -> None:
         self.preset, self.corpus = preset, corpus
-        self.items = {d: cloze_items(corpus.tokens[d], items=preset.cloze_items, context=preset.cloze_context,
-                                     length=preset.cloze_length, seed=i)
-                      for i, d in enumerate(EVAL_DOMAINS)}
+        self.items: dict[str, Any] | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the evaluation depends on besides the model and the corpus."""
+        return {k: getattr(self.preset, k) for k in _EVAL_FIELDS}
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
+        if self.items is None:
+            p = self.preset
+            self.items = {d: cloze_items(self.corpus.tokens[d], items=p.cloze_items, context=p.cloze_context,
+                                         length=p.cloze_length, seed=i) for i, d in enumerate(EVAL_DOMAINS)}
         out = {}
         for d in EVAL_DOMAINS:
             out[f"bpb/{d}"] = bits_per_byte(model, self.corpus.tokens[d], self.corpus.token_bytes,
@@ -95,10 +105,11 @@ _UNSET_OK = ("norm_kwargs", "site_norm_kwargs", "embed_scale")  # in the signatu
 
 def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: _Evaluator | None,
               placement: Sequence[str] = SITES, qk_norm: bool = False,
-              model_overrides: dict[str, Any] | None = None) -> Task:
+              model_overrides: dict[str, Any] | None = None, signature: dict[str, Any] | None = None) -> Task:
     """The harness task of one (norm, seed) run: data order and init depend on the seed only, so runs
     of different norms with the same seed are paired. ``model_overrides``: further :class:`LMConfig`
-    fields (e.g. ``norm_kwargs``, ``embed_scale``; see :mod:`.recipes`)."""
+    fields (e.g. ``norm_kwargs``, ``embed_scale``; see :mod:`.recipes`). ``signature``: further settings
+    that shape the run (e.g. what ``TrainConfig.param_groups`` does), added to the task's signature."""
     cfg = dataclasses.replace(model_config(preset, corpus.vocab_size, norm, placement, qk_norm),
                               **(model_overrides or {}))
     return Task(
@@ -110,18 +121,17 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: _
         tokens=lambda batch: batch[0].numel(),
         evaluate=evaluator,
         signature={"model": {k: v for k, v in vars(cfg).items() if v or k not in _UNSET_OK},
-                   "batch_size": preset.batch_size, "max_chars": preset.max_chars},
+                   "batch_size": preset.batch_size, "max_chars": preset.max_chars, "corpus": corpus.key,
+                   "eval": evaluator.settings if evaluator is not None else None, **(signature or {})},
     )
 
 
-def _train_run(task: Task, cfg: TrainConfig) -> dict[str, Any]:
-    """Reuse a finished run, resume an interrupted one (when ``cfg.resume``), else train from scratch."""
-    done = cfg.out_dir / RESULT_NAME
-    if cfg.resume and done.is_file():
-        return json.loads(done.read_text())
-    resume = cfg.resume and (cfg.out_dir / CHECKPOINT_NAME).is_file()
-    cfg.resume = resume
-    return train(task, cfg).to_json()
+def _train_all(runs: list[tuple[Task, TrainConfig]], resume: bool) -> list[dict[str, Any]]:
+    """Every run's result: with ``resume``, finished runs are reused and interrupted ones resumed (all checked
+    to be these runs before anything trains, :mod:`..runs`); without, each is trained from scratch."""
+    if resume:
+        check_reusable(runs)
+    return [train_or_reuse(task, cfg, reuse=resume) for task, cfg in runs]
 
 
 def _train_config(preset: Preset, out: Path, seed: int, lr: float, steps: int, resume: bool, progress: bool,
@@ -138,14 +148,12 @@ def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, re
     norms = check_norms(norms)
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
     evaluator = _Evaluator(preset, corpus)
-    runs = []
-    for seed in range(seeds):
-        for norm in norms:
-            task = make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm)
-            cfg = _train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps,
-                                resume, progress, f"{norm} seed {seed}", corpus.vocab_size)
-            runs.append(Run(norm, seed, preset.lr, _train_run(task, cfg)))
-    return runs
+    grid = [(norm, seed) for seed in range(seeds) for norm in norms]
+    jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm),
+             _train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps, resume,
+                           progress, f"{norm} seed {seed}", corpus.vocab_size)) for norm, seed in grid]
+    return [Run(norm, seed, preset.lr, result) for (norm, seed), result in zip(grid, _train_all(jobs, resume),
+                                                                              strict=True)]
 
 
 def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, resume: bool = False,
@@ -156,17 +164,13 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     norms = check_norms(norms)
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
     steps = preset.sweep_steps or preset.steps
-    runs = []
-    for mult in preset.lr_sweep:
-        lr = preset.lr * mult
-        for seed in range(seeds):
-            for norm in norms:
-                task = make_task(preset, corpus, norm, seed, None, placement, qk_norm)
-                cfg = _train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr, steps,
-                                    resume, progress, f"sweep {norm} lr {lr:g} seed {seed}", corpus.vocab_size)
-                cfg.ckpt_every = 0
-                runs.append(Run(norm, seed, lr, _train_run(task, cfg)))
-    return runs
+    grid = [(norm, seed, preset.lr * mult) for mult in preset.lr_sweep for seed in range(seeds) for norm in norms]
+    jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm),
+             dataclasses.replace(_train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr,
+                                               steps, resume, progress, f"sweep {norm} lr {lr:g} seed {seed}",
+                                               corpus.vocab_size), ckpt_every=0)) for norm, seed, lr in grid]
+    return [Run(norm, seed, lr, result) for (norm, seed, lr), result in zip(grid, _train_all(jobs, resume),
+                                                                            strict=True)]
 
 
 def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 40, steps: int = 2,

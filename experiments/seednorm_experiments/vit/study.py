@@ -16,9 +16,11 @@ split is fixed):
 
 Pixels are standardized with the training split's mean and std inside the model (shifts act on [0, 1] images).
 
-Each run lives in ``RUNS/<name>`` (checkpoint, metrics.csv, TensorBoard, result.json); a finished run is reused and
-an interrupted one resumed, so re-running the command continues the study. ``OUT`` gets ``report.md``, the PNGs
-and ``summary.json``.
+Each run lives in ``RUNS/<name>`` (checkpoint, metrics.csv, TensorBoard, result.json), ``<name>`` ending in a hash
+of every setting of the run; a finished run is reused and an interrupted one resumed (both only when their recorded
+fingerprint is this run's: :mod:`seednorm_experiments.runs`), so re-running the command continues the study. ``OUT``
+gets ``report.md``, the PNGs and ``summary.json``. Bad arguments, an unusable ``--out`` and corrupt run files exit
+with 2 and one line on stderr (`seednorm_experiments.cli`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from seednorm import NORMS
-from seednorm_experiments.harness import RESULT_NAME, Task, TrainConfig, train
+from seednorm_experiments.args import check_out_dir, out_dir, positive_float, positive_int, report_errors
+from seednorm_experiments.harness import Task, TrainConfig
+from seednorm_experiments.runs import EXPECTED_ERRORS, train_or_reuse
 
 from .data import ImageSet, load_dataset, load_sklearn_digits, random_translate
 from .evals import DEFAULT_SHIFTS, Shift, parse_shift, shifted_accuracies
@@ -205,11 +209,10 @@ def run_name(spec: RunSpec, signature: dict[str, Any]) -> str:
 
 def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, backend: str,
             shifts: tuple[Shift, ...], progress: bool, tensorboard: bool) -> dict[str, Any]:
-    """Train (or reuse / resume) one run and return its ``result.json`` content."""
+    """Train (or reuse / resume: :func:`seednorm_experiments.runs.train_or_reuse`) one run and return its
+    ``result.json`` content."""
     signature = run_signature(spec, preset, backend, shifts)
     out_dir = runs_dir / run_name(spec, signature)
-    if (out_dir / RESULT_NAME).is_file():
-        return json.loads((out_dir / RESULT_NAME).read_text())
     task = Task(
         name=out_dir.name,
         build_model=lambda: build_vit(spec.model, backend),  # type: ignore[arg-type]
@@ -222,10 +225,10 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
     config = TrainConfig(
         out_dir=out_dir, steps=spec.steps, lr=spec.lr, warmup=min(preset.warmup, spec.steps),
         weight_decay=preset.weight_decay, grad_clip=preset.grad_clip, seed=spec.seed,
-        resume=(out_dir / "checkpoint.pt").is_file(), ckpt_every=preset.ckpt_every,
-        eval_every=preset.eval_every, progress=progress, tensorboard=tensorboard, desc=spec.label,
+        ckpt_every=preset.ckpt_every, eval_every=preset.eval_every, progress=progress, tensorboard=tensorboard,
+        desc=spec.label,
     )
-    return train(task, config).to_json()
+    return train_or_reuse(task, config)
 
 
 def seednorm_kwargs(preset: Preset, heads: int, dot_scale: float | str) -> dict[str, Any]:
@@ -254,32 +257,36 @@ def _csv(kind: type, text: str) -> tuple:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seednorm vit", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     p.add_argument("--norms", type=lambda s: _csv(str, s), help="comma list of layernorm,rmsnorm,dyt,seednorm")
     p.add_argument("--heads", type=lambda s: _csv(int, s), help="SeeDNorm head counts for the ablation "
                    "(comma list; 'none' skips it)")
-    p.add_argument("--seednorm-heads", type=int, help="SeeDNorm heads in the main comparison")
+    p.add_argument("--seednorm-heads", type=positive_int, help="SeeDNorm heads in the main comparison")
     p.add_argument("--dot-scale", type=_dot_scale, help="SeeDNorm dot scale in the main comparison: a number or "
                    "'dim' (= heads/D)")
     p.add_argument("--ablation-dot-scale", type=_dot_scale, help="SeeDNorm dot scale in the head ablation")
-    p.add_argument("--ablation-dim", type=int, help="ViT width of the head-count ablation")
-    p.add_argument("--ablation-lr", type=float, help="learning rate of the head-count ablation")
-    p.add_argument("--seeds", type=int, help="seeds per setting (mean ± std over them)")
+    p.add_argument("--ablation-dim", type=positive_int, help="ViT width of the head-count ablation")
+    p.add_argument("--ablation-lr", type=positive_float, help="learning rate of the head-count ablation")
+    p.add_argument("--seeds", type=positive_int, help="seeds per setting (mean ± std over them)")
     p.add_argument("--dataset", choices=["mnist", "animals"], help="training data (shifts follow)")
-    p.add_argument("--steps", type=int, help="override the main grid's steps")
+    p.add_argument("--steps", type=positive_int, help="override the main grid's steps")
     p.add_argument("--shifts", type=lambda s: tuple(map(_shift, s.split(","))),
                    help=f"comma list of KIND=VALUE, default {','.join(s.name for s in DEFAULT_SHIFTS)}")
     p.add_argument("--backend", choices=["seednorm", "timm"], default="seednorm",
                    help="this package's compact ViT or timm's VisionTransformer with the same norms")
-    p.add_argument("--out", type=Path, help="report folder (default runs/vit_<preset>)")
-    p.add_argument("--runs-dir", type=Path, help="per-run folders (default OUT/runs)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: these models gain "
+    p.add_argument("--out", type=out_dir, help="report folder (default runs/vit_<preset>)")
+    p.add_argument("--runs-dir", type=out_dir, help="per-run folders (default OUT/runs)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1: these models gain "
                    "nothing from more, and on shared cores extra OpenMP threads spin and slow everything down)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-tensorboard", action="store_true")
-    return p.parse_args(argv)
+    return p
 
 
 def _dot_scale(text: str) -> float | str:
@@ -297,7 +304,7 @@ def _shift(text: str) -> Shift:
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
-    """The preset with the CLI's overrides applied (and checked)."""
+    """The preset with the CLI's overrides applied; ValueError naming a bad one."""
     preset = PRESETS[args.preset]
     overrides = {k: v for k, v in {
         "norms": args.norms, "heads": args.heads, "seednorm_heads": args.seednorm_heads, "dataset": args.dataset,
@@ -306,29 +313,36 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
     }.items() if v is not None}
     preset = replace(preset, **overrides)
     if preset.seeds < 1 or preset.steps < 1:
-        raise SystemExit("--seeds and --steps must be >= 1")
+        raise ValueError("--seeds and --steps must be >= 1")
     unknown = [n for n in preset.norms if n not in NORMS]
     if unknown or not preset.norms:
-        raise SystemExit(f"--norms: unknown or empty {unknown or ''}; choose from {','.join(NORMS)}")
+        raise ValueError(f"--norms: unknown or empty {unknown or ''}; choose from {','.join(NORMS)}")
     for heads, dim, what in [(preset.seednorm_heads, preset.model.dim, "--seednorm-heads")] + [
             (h, preset.ablation_dim, "--heads") for h in preset.heads]:
         if heads < 1 or dim % heads or dim % preset.model.attn_heads:
-            raise SystemExit(f"{what}: {heads} heads must divide the width {dim} (so must the "
+            raise ValueError(f"{what}: {heads} heads must divide the width {dim} (so must the "
                              f"{preset.model.attn_heads} attention heads)")
     return preset
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``seednorm vit ...``: run the study (resuming finished or interrupted runs) and write the report."""
+    """``seednorm vit ...``: run the study (resuming finished or interrupted runs) and write the report; returns
+    the exit code (`seednorm_experiments.cli`)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        preset = resolve_preset(args)
+        out = check_out_dir(args.out or Path("runs") / f"vit_{args.preset}")
+        runs_dir = check_out_dir(args.runs_dir or out / "runs")
+    except ValueError as e:
+        parser.error(str(e))
+    return report_errors(parser.prog, lambda: _run(args, argv, preset, out, runs_dir), EXPECTED_ERRORS)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None, preset: Preset, out: Path, runs_dir: Path) -> int:
     from .report import write_report
 
-    args = parse_args(argv)
-    preset = resolve_preset(args)
-    if args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    out = args.out or Path("runs") / f"vit_{args.preset}"
-    runs_dir = args.runs_dir or out / "runs"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     shifts = args.shifts or DEFAULT_SHIFTS
     data = load_study_data(preset.dataset, preset.eval_limit)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+import seednorm
 from seednorm_experiments.vit import main
 from seednorm_experiments.vit.data import load_mnist
 from seednorm_experiments.vit.evals import DEFAULT_SHIFTS
@@ -80,7 +84,7 @@ def test_cli_overrides() -> None:
         with pytest.raises(SystemExit):
             parse_args(bad)
     for bad in (["--norms", "batchnorm"], ["--heads", "3"], ["--seednorm-heads", "5"]):
-        with pytest.raises(SystemExit):
+        with pytest.raises(ValueError):
             resolve_preset(parse_args(["--preset", "smoke", *bad]))
 
 
@@ -121,3 +125,17 @@ def test_single_norm_single_seed_variants(tmp_path: Path, extra: list[str], row:
     report = (tmp_path / "report.md").read_text()
     assert row in report and "head-count ablation" not in report and "Paired" not in report
     assert ("sklearn_digits" in report) == transfer
+
+
+def test_torchrun_two_process_smoke_study_writes_its_report(tmp_path: Path) -> None:
+    """The README's DDP command at the smoke size: ``torchrun --nproc-per-node 2 -m seednorm_experiments.vit``."""
+    src = str(Path(seednorm.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "seednorm_experiments.vit",
+           "--preset", "smoke", "--out", str(tmp_path / "vit"), "--no-progress"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| seednorm/2h |" in (tmp_path / "vit" / "report.md").read_text()
+    assert all(json.loads((r / "result.json").read_text())["world_size"] == 2
+               for r in (tmp_path / "vit" / "runs").iterdir())
