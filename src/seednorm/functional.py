@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
+from .ops.dtypes import compute_dtype
 from .ops.sigma import ACTIVATIONS
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,11 +115,6 @@ def resolve_dot_scale(dot_scale: float | str, dim: int, num_heads: int) -> float
 def default_eps(dtype: torch.dtype) -> float:
     """The ε that ``torch.nn.RMSNorm(eps=None)`` uses for an input of this dtype."""
     return torch.finfo(dtype).eps
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other floating dtype is computed in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def check_params(x: Tensor, dim: int, params: dict[str, Tensor | None]) -> None:

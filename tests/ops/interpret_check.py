@@ -16,6 +16,7 @@ import torch
 from cases import CASES, NONFINITE_PLACES, NONFINITE_VALUES, check, check_nonfinite, nonfinite_id
 
 import seednorm.ops.triton as kernels
+from seednorm.ops.sigma import ACTIVATION_CODES
 
 
 def main() -> int:
@@ -32,7 +33,7 @@ def main() -> int:
                 results[f"{layout}-{case.id}"] = check(case, "triton")
             except Exception as err:  # report every case, not just the first crash
                 results[f"{layout}-{case.id}"] = {"error": f"{type(err).__name__}: {err}"}
-        for activation in kernels.ACT_CODES:
+        for activation in ACTIVATION_CODES:
             for place in NONFINITE_PLACES:
                 for value in NONFINITE_VALUES:
                     key = f"{layout}-nonfinite-{nonfinite_id(activation, place, value)}"

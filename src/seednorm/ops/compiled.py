@@ -21,11 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .dtypes import compute_dtype
 from .sigma import dsigma_from_t, sigma
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _forward(
@@ -44,7 +41,7 @@ def _forward(
     The raw Σx² rather than 1/RMS is returned so that Inductor computes 1/RMS inline in the loop writing y
     instead of materializing it in a loop of its own (``forward`` derives 1/RMS from it).
     """
-    ct = _compute_dtype(x.dtype)
+    ct = compute_dtype(x.dtype)
     summed = None
     if residual is not None:
         summed = (x.to(ct) + residual.to(ct)).to(x.dtype)

@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .sigma import ACTIVATION_CODES
+
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
-ACT_CODES = {"tanh": 0, "sigmoid": 1, "hardtanh": 2, "softsign": 3}
 CACHE_ENV = "SEEDNORM_CACHE"
 _OUTPUT_TAIL = 4000  # characters of compiler output kept in an error
 
@@ -264,7 +265,7 @@ def forward(
     library().seednorm_forward(
         _ptr(x), x.stride(0), _ptr(residual), 0 if residual is None else residual.stride(0),
         _ptr(summed), d, _ptr(y), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), pdtype,
-        _ptr(rstd), _ptr(t), m, d, num_heads, eps, dot_scale, ACT_CODES[activation], torch.get_num_threads(),
+        _ptr(rstd), _ptr(t), m, d, num_heads, eps, dot_scale, ACTIVATION_CODES[activation], torch.get_num_threads(),
     )
     return y, rstd, t, summed
 
@@ -283,6 +284,6 @@ def backward(
         _ptr(dy), dy.stride(0), _ptr(x), x.stride(0), _ptr(dsummed), 0 if dsummed is None else dsummed.stride(0),
         _ptr(dx), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), pdtype, _ptr(rstd.contiguous()),
         _ptr(t.contiguous()), _ptr(dweight), _ptr(dalpha), _ptr(dbeta), m, d, num_heads, dot_scale,
-        ACT_CODES[activation], torch.get_num_threads(),
+        ACTIVATION_CODES[activation], torch.get_num_threads(),
     )
     return dx, None if weight is None else dweight.to(weight.dtype), dalpha.to(alpha.dtype), dbeta.to(beta.dtype)

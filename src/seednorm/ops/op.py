@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import compiled, cpu
+from .dtypes import compute_dtype
 from .sigma import ACTIVATIONS
 
 IMPLS = ("auto", "reference", "triton", "cpp", "compiled")
@@ -58,10 +59,6 @@ def _rows(t: Tensor) -> Tensor:
     """(..., D) → (M, D) with a contiguous last dim (a view when the layout allows it)."""
     t = t.reshape(-1, t.shape[-1])
     return t if t.stride(-1) == 1 else t.contiguous()
-
-
-def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _forward_impl(
@@ -90,7 +87,7 @@ _forward = torch.library.custom_op("seednorm::forward", _forward_impl, mutates_a
 
 @_forward.register_fake
 def _forward_fake(x, weight, alpha, beta, residual, num_heads, eps, activation, dot_scale, impl):
-    lead, ct = x.shape[:-1], _stat_dtype(x.dtype)
+    lead, ct = x.shape[:-1], compute_dtype(x.dtype)
     summed = x.new_empty(0) if residual is None else x.new_empty(x.shape)
     return x.new_empty(x.shape), x.new_empty(lead, dtype=ct), x.new_empty((*lead, num_heads), dtype=ct), summed
 
@@ -258,7 +255,7 @@ def check_residual(x: Tensor, residual: Tensor) -> None:
 def residual_sum(x: Tensor, residual: Tensor) -> Tensor:
     """x + residual, added in float32 (float64 for float64) and rounded to x's dtype, as the fused kernels do."""
     check_residual(x, residual)
-    ct = _stat_dtype(x.dtype)
+    ct = compute_dtype(x.dtype)
     return (x.to(ct) + residual.to(ct)).to(x.dtype)
 
 

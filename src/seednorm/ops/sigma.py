@@ -15,6 +15,8 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "hardtanh": F.hardtanh,
     "softsign": F.softsign,
 }
+# The code each compiled kernel (C++ and Triton) switches on for σ.
+ACTIVATION_CODES: dict[str, int] = {"tanh": 0, "sigmoid": 1, "hardtanh": 2, "softsign": 3}
 
 
 def sigma(s: Tensor, activation: str) -> Tensor:

@@ -27,10 +27,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .sigma import ACTIVATION_CODES
+
 MAX_TILE_FWD = 16384  # widest padded row one forward program holds in registers; wider rows go chunked
 MAX_TILE_BWD = 8192  # the same for the backward (accumulators need room too)
 CHUNK = 4096  # chunk width of the chunked kernels
-ACT_CODES = {"tanh": 0, "sigmoid": 1, "hardtanh": 2, "softsign": 3}
 
 
 @triton.jit
@@ -299,7 +300,7 @@ def forward(
         return y, rstd, t, summed
     r = x if residual is None else residual  # dummy pointer when there is no residual
     s = y if summed is None else summed
-    act = ACT_CODES[activation]
+    act = ACTIVATION_CODES[activation]
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
     if hb * cb <= MAX_TILE_FWD:
@@ -351,7 +352,7 @@ def backward(
     rows_per_program = triton.cdiv(m, grid)
     parts = torch.zeros((3, grid, d), dtype=torch.float32, device=x.device)
     ds = dx if dsummed is None else dsummed
-    act = ACT_CODES[activation]
+    act = ACTIVATION_CODES[activation]
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
     if m > 0 and hb * cb <= MAX_TILE_BWD:
