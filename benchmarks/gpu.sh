@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The GPU run of issue 3 in one call: the GPU tests of the fused op, then the kernel benchmark.
+# The GPU run in one call: the GPU tests of the fused op, then the kernel benchmark.
 #
 #   bash benchmarks/gpu.sh            # from the repository root, with torch + triton + pytest importable
 #
 # Writes benchmarks/results/<gpu-name>.md (the table) and benchmarks/results/<gpu-name>-tests.log; the benchmark
 # runs even when a test fails, and the script then exits with the tests' status.
-# Targets (issue 3): at 4096x4096 bf16 and above, Triton forward >= 85 % and backward >= 70 % of HBM peak.
+# Targets: at 4096x4096 bf16 and above, Triton forward >= 85 % and backward >= 70 % of HBM peak.
 # Set PEAK_GBPS to override the peak used for the '% peak' columns; BENCH_ARGS to pass more bench options.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/src:$PWD/experiments${PYTHONPATH:+:$PYTHONPATH}"
 
 name="$("$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name(0))')"
 slug="$(echo "$name" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-|-$//g')"

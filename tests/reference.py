@@ -1,4 +1,4 @@
-"""A float64 reference of SeeDNorm written straight from SPEC.md: forward (§1, §3) and the exact gradients (§5).
+"""A float64 reference of SeeDNorm written straight from docs/spec.md: forward (§1, §3) and the exact gradients (§5).
 
 Shared by every test that checks an implementation (the functional form, the kernels, converted models).
 """
@@ -40,7 +40,7 @@ def seednorm_ref(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor, *, num_h
 
 def seednorm_ref_grads(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor, dy: Tensor, *, num_heads: int = 1,
                        eps: float, activation: str = "tanh", dot_scale: float = 1.0) -> dict[str, Tensor]:
-    """∂L/∂x, ∂L/∂γ, ∂L/∂α, ∂L/∂β for L = ⟨dy, y⟩, by the closed forms of SPEC §5 (s scaled by dot_scale)."""
+    """∂L/∂x, ∂L/∂γ, ∂L/∂α, ∂L/∂β for L = ⟨dy, y⟩, by the closed forms of spec §5 (s scaled by dot_scale)."""
     x, gamma, alpha, beta, r, s, t_full, tp, g, H, d = _parts(x, gamma, alpha, beta, num_heads, eps, activation,
                                                                 dot_scale)
     dy = dy.detach().double()

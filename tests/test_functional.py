@@ -1,4 +1,4 @@
-"""seednorm.seednorm against the float64 reference of SPEC.md: forward, all four gradients, dtypes, bad input."""
+"""seednorm.seednorm against the float64 reference of docs/spec.md: forward, all four gradients, dtypes, bad input."""
 
 from __future__ import annotations
 

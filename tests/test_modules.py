@@ -47,7 +47,7 @@ def test_beta_gets_nonzero_gradient_on_first_backward():
     x = torch.randn(8, 32)
     (norm(x) * torch.randn(8, 32)).sum().backward()
     assert norm.beta.grad.abs().sum() > 0
-    assert norm.alpha.grad.abs().sum() == 0  # tanh(0) = 0: α learns once β has moved (SPEC §2)
+    assert norm.alpha.grad.abs().sum() == 0  # tanh(0) = 0: α learns once β has moved (spec §2)
 
 
 def test_reset_parameters_restores_init():

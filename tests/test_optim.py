@@ -1,4 +1,4 @@
-"""param_groups applies the paper's weight-decay policy (SPEC §4)."""
+"""param_groups applies the paper's weight-decay policy (spec §4)."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """convert_to_seednorm(): swap the norm layers of an existing model for function-preserving SeeDNorms.
 
-With the paper's init (β = 0) SeeDNorm *is* RMSNorm with gain γ (SPEC §2), so a trained RMSNorm model converts
+With the paper's init (β = 0) SeeDNorm *is* RMSNorm with gain γ (spec §2), so a trained RMSNorm model converts
 exactly: copy γ, keep ε, set β = 0 and α = ``alpha_init``. A LayerNorm converts exactly to the centering form
 (``SeeDNorm(center=True, bias=True)``: y = SeeDNorm(x − mean(x)) + b). The paper's SeeDNorm is the RMS form
 (``center=False``); the centering form exists so that LayerNorm models (GPT-2, BERT, ViT) convert without changing
@@ -74,11 +74,11 @@ def convert_to_seednorm(
     Args:
         model: any eager ``nn.Module`` (not a TorchScript one); if it is itself a norm layer, the new SeeDNorm is
             returned instead.
-        num_heads: heads of the dynamic term (SPEC §3); must divide every converted layer's width.
-        alpha_init: α at conversion (SPEC §2: 1.0; never 0).
+        num_heads: heads of the dynamic term (spec §3); must divide every converted layer's width.
+        alpha_init: α at conversion (spec §2: 1.0; never 0).
         activation: σ; one with σ(0) = 0 (tanh, hardtanh, softsign), or β = 0 would not reproduce the source.
         dot_scale: the factor on s = ⟨x, β⟩ (a number, or ``"dim"`` for 1/(D/num_heads)); no effect at β = 0.
-        dynamic_dropout: dropout on σ(s)·α in training mode (SPEC §4); no effect in eval mode.
+        dynamic_dropout: dropout on σ(s)·α in training mode (spec §4); no effect in eval mode.
         include: shell-style patterns (``fnmatch``, case-sensitive, ``*`` also matches dots) on the dotted module
             names from ``named_modules()``; only matching modules are converted. None converts every norm. A
             module reachable under several names (a shared norm) is selected when any of its names matches.

@@ -1,4 +1,4 @@
-"""SeeDNorm and its baselines as plain functions: the reference math of SPEC.md.
+"""SeeDNorm and its baselines as plain functions: the reference math of docs/spec.md.
 
 SeeDNorm (Self-Rescaled Dynamic Normalization, arXiv 2510.22777) replaces RMSNorm's static gain γ with an
 input-dependent one. For a token x ∈ R^D split into ``num_heads`` contiguous slices x_h of D/H channels:
@@ -103,7 +103,7 @@ def check_dropout(p: float) -> float:
 
 
 def resolve_dot_scale(dot_scale: float | str, dim: int, num_heads: int) -> float:
-    """``dot_scale`` as a number: a finite float, or "dim" for 1/(D/num_heads) (SPEC §4)."""
+    """``dot_scale`` as a number: a finite float, or "dim" for 1/(D/num_heads) (spec §4)."""
     if isinstance(dot_scale, str):
         if dot_scale != "dim":
             raise ValueError(f"dot_scale must be a number or 'dim', got {dot_scale!r}")
@@ -164,11 +164,11 @@ def seednorm(
         weight: γ of shape (D,), or None for γ = 1.
         alpha, beta: α and β of shape (D,).
         bias: optional additive bias (D,) (used with ``center=True`` for LayerNorm-equivalent layers).
-        num_heads: H; s is computed per contiguous slice of D/H channels (SPEC §3). RMS stays over all of D.
+        num_heads: H; s is computed per contiguous slice of D/H channels (spec §3). RMS stays over all of D.
         eps: added to mean(x²); None means ``torch.finfo(x.dtype).eps`` like ``torch.nn.RMSNorm``. It must be a
             normal number in the compute dtype (float32, or float64 for float64 input).
         activation: σ, one of "tanh", "sigmoid", "hardtanh", "softsign".
-        dot_scale: multiplies s; "dim" means 1/(D/H) (SPEC §4, vision).
+        dot_scale: multiplies s; "dim" means 1/(D/H) (spec §4, vision).
         center: subtract the row mean before everything (LayerNorm form).
         dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True.
         residual: optional tensor of x's shape and dtype; the layer then normalizes x + residual and returns it.
@@ -234,7 +234,7 @@ def ada_seednorm(
     activation: str = "tanh",
     dot_scale: float | str = 1.0,
 ) -> Tensor:
-    """AdaSeeDNorm (SPEC §6): y = [(σ(x·βᵀ)·α + 1) ⊙ x/RMS(x)] · (1 + scale) + shift.
+    """AdaSeeDNorm (spec §6): y = [(σ(x·βᵀ)·α + 1) ⊙ x/RMS(x)] · (1 + scale) + shift.
 
     ``scale`` and ``shift`` are the condition-generated γ(c), η(c), broadcastable to x of shape (..., D).
     """

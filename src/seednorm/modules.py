@@ -59,7 +59,7 @@ class _DynamicGain(nn.Module):
         SF.resolve_dot_scale(dot_scale, dim, num_heads)
         alpha_init = SF.finite_number(alpha_init, "alpha_init")
         if alpha_init == 0:
-            raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (SPEC §2); use e.g. 1.0")
+            raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (spec §2); use e.g. 1.0")
         self.normalized_shape = (dim,)
         self.num_heads = num_heads
         self.eps = eps
@@ -100,7 +100,7 @@ torch.fx.wrap("ada_seednorm_call")
 
 
 class SeeDNorm(_DynamicGain):
-    """Self-Rescaled Dynamic Normalization over the last dimension (SPEC §1–§4).
+    """Self-Rescaled Dynamic Normalization over the last dimension (spec §1–§4).
 
     y = [σ(s)·α + γ] ⊙ x / RMS(x), with s = dot_scale·⟨x_h, β_h⟩ per head h. Input (..., D) → output (..., D) in the
     input dtype, computed in float32 (float64 for float64 input).
@@ -168,7 +168,7 @@ class SeeDNorm(_DynamicGain):
 
 
 class AdaSeeDNorm(_DynamicGain):
-    """SeeDNorm for adaLN/DiT conditioning (SPEC §6).
+    """SeeDNorm for adaLN/DiT conditioning (spec §6).
 
     forward(x, scale, shift) = [(σ(x·βᵀ)·α + 1) ⊙ x/RMS(x)] · (1 + scale) + shift, where ``scale`` and ``shift`` are
     the condition-generated γ(c), η(c), broadcastable to x of shape (..., D). Parameters: ``alpha``, ``beta`` (D,).

@@ -1,4 +1,4 @@
-"""Optimizer parameter groups that apply the paper's weight-decay policy (SPEC §4)."""
+"""Optimizer parameter groups that apply the paper's weight-decay policy (spec §4)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def norm_layer(num_heads: int = 1, **kwargs: Any) -> functools.partial[SeeDNorm]
     """``functools.partial(SeeDNorm, num_heads=num_heads, **kwargs)``, the form timm's ``get_norm_layer`` accepts.
 
     ``kwargs`` are SeeDNorm options (``eps``, ``alpha_init``, ``dynamic_dropout``, ``dot_scale``, ...); the paper's
-    vision recipe uses ``num_heads=16``, ``dynamic_dropout`` = the drop-path rate and ``dot_scale="dim"`` (SPEC §3–4).
+    vision recipe uses ``num_heads=16``, ``dynamic_dropout`` = the drop-path rate and ``dot_scale="dim"`` (spec §3–4).
     """
     return functools.partial(SeeDNorm, num_heads=num_heads, **kwargs)
 

@@ -4,12 +4,12 @@
     from torchtitan.models.llama3 import model_registry
 
     model_spec = model_registry("debugmodel", converters=[SeeDNormConverter.Config()])
-    optimizer = seednorm_adamw(lr=8e-4, weight_decay=0.1)     # α, β decayed, norm gains γ not (SPEC §4)
+    optimizer = seednorm_adamw(lr=8e-4, weight_decay=0.1)     # α, β decayed, norm gains γ not (spec §4)
 
 ``SeeDNormConverter`` walks the model config tree and replaces the ``RMSNorm.Config`` of the chosen norm sites with
 ``SeeDNorm.Config``: the attention and MLP pre-norms (``attention_norm``, ``ffn_norm``) by default, the final norm
 (``norm``) and the attention QK-norm (``qk_norm``) when asked. The converted layer keeps the RMSNorm's width, ε,
-parameter init and sharding; at init (β = 0) it computes exactly what the RMSNorm did (SPEC §2).
+parameter init and sharding; at init (β = 0) it computes exactly what the RMSNorm did (spec §2).
 
 Parallelism: torchtitan declares a placement for the norm's ``weight`` (γ); SeeDNorm gives α and β the same one
 (replicated over tensor parallel, sharded by FSDP). Under tensor + sequence parallel the input arrives sharded on
@@ -53,13 +53,13 @@ class SeeDNorm(modules.SeeDNorm, Module):
         eps: float | None = 1e-5
         """Added to mean(x²), as ``RMSNorm.Config.eps`` (None: the input dtype's machine epsilon)."""
         num_heads: int = 1
-        """s = x·βᵀ per contiguous slice of D/num_heads channels (SPEC §3); language models use 1."""
+        """s = x·βᵀ per contiguous slice of D/num_heads channels (spec §3); language models use 1."""
         alpha_init: float = 1.0
         """Initial α (the paper's language-model value is 1; never 0 with β = 0)."""
         activation: str = "tanh"
         """σ: "tanh", "sigmoid", "hardtanh" or "softsign"."""
         dot_scale: float | str = 1.0
-        """Multiplies s; "dim" means 1/(D/num_heads) (SPEC §4)."""
+        """Multiplies s; "dim" means 1/(D/num_heads) (spec §4)."""
 
     def __init__(self, config: Config) -> None:
         modules.SeeDNorm.__init__(
@@ -104,7 +104,7 @@ class SeeDNormConverter(ModelConfigConverter):
     @dataclass(kw_only=True, slots=True)
     class Config(ModelConfigConverter.Config):
         num_heads: int = 1
-        """SeeDNorm heads (SPEC §3): must divide the width of every converted norm."""
+        """SeeDNorm heads (spec §3): must divide the width of every converted norm."""
         dot_scale: float | str = 1.0
         """Multiplies s = x·βᵀ; "dim" means 1/(D/num_heads)."""
         alpha_init: float = 1.0
@@ -121,7 +121,7 @@ class SeeDNormConverter(ModelConfigConverter):
     def __init__(self, config: Config, **kwargs: Any) -> None:
         SF.check_activation(config.activation)
         if config.alpha_init == 0:
-            raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (SPEC §2); use e.g. 1.0")
+            raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (spec §2); use e.g. 1.0")
         if not (config.pre_norms or config.final_norm or config.qk_norm):
             raise ValueError("SeeDNormConverter: no norm site selected; set pre_norms, final_norm or qk_norm")
         self.config = config
@@ -189,7 +189,7 @@ def seednorm_adamw(
     seednorm: bool = True,
     **kwargs: Any,
 ) -> OptimizersContainer.Config:
-    """torchtitan's AdamW config with the weight-decay policy of ``seednorm.param_groups`` (SPEC §4).
+    """torchtitan's AdamW config with the weight-decay policy of ``seednorm.param_groups`` (spec §4).
 
     Groups, matched in order on parameter FQNs (torchtitan's optimizer builder sees α and β as ordinary parameters):
     α and β of every SeeDNorm (``….alpha``, ``….beta``) with ``weight_decay``; norm gains γ (``…norm.weight``) and

@@ -357,7 +357,7 @@ def create_optimizer(model: nn.Module, args: TrainingArguments) -> torch.optim.O
     """The optimizer ``Trainer`` would build from ``args`` (``optim``, lr, betas, ε), over ``seednorm.param_groups``.
 
     Trainer's default puts every parameter whose name contains "norm" in its no-decay group, α and β included;
-    SPEC §4 decays α and β. Pass the result as ``Trainer(..., optimizers=(create_optimizer(model, args), None))``.
+    spec §4 decays α and β. Pass the result as ``Trainer(..., optimizers=(create_optimizer(model, args), None))``.
     Only optimizers that take plain parameter groups are supported (not GaLore, LOMO or layer-wise ones).
     """
     optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)

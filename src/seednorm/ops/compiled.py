@@ -1,4 +1,4 @@
-"""The compiled path: SPEC §5's explicit forward and backward formulas, compiled by TorchInductor.
+"""The compiled path: spec §5's explicit forward and backward formulas, compiled by TorchInductor.
 
 Autograd never sees these functions: the custom op (``op.py``) calls ``forward`` and ``backward`` directly, so
 the forward saves only 1/RMS (M,) and σ(s) (M, H) beside its inputs, and the backward is one fused graph.
@@ -73,7 +73,7 @@ def _backward(
     activation: str,
     dot_scale: float,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """(dx, dγ, dα, dβ) by SPEC §5; ``dsummed`` (the gradient of x + residual) is added to dx.
+    """(dx, dγ, dα, dβ) by spec §5; ``dsummed`` (the gradient of x + residual) is added to dx.
 
     Parameter gradients are reduced in the compute dtype and returned in each parameter's dtype.
     """
