@@ -10,7 +10,7 @@
 
 What a checkpoint holds. ``config.seednorm`` = ``{"format": 1, "layers": {module path: options}}``, the options of
 every SeeDNorm layer (``seednorm.convert.layer_options``: width, heads, ε, α init, σ, dot scale, dropout, center,
-bias) as they are when the config is written: options changed on a layer after conversion are saved too. Each
+bias, the forms of α, β, γ) as they are when the config is written: options changed on a layer after conversion are saved too. Each
 layer's state dict holds, beside γ (``weight``), ``alpha`` and ``bias``:
 
 - ``seednorm_beta``: β. The layers are :class:`HFSeeDNorm`, whose β parameter has this name, because transformers
@@ -82,8 +82,8 @@ class HFSeeDNorm(SeeDNorm):
         return layer_options(self)
 
     @property
-    def beta(self) -> nn.Parameter:
-        return self._parameters[BETA]
+    def beta(self) -> nn.Parameter | None:
+        return self._parameters.get(BETA)  # None for a layer without β (beta_mode="none")
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(BETA if name == "beta" else name, value)
@@ -254,9 +254,7 @@ def from_pretrained(
     return (model, info) if want_info else model
 
 
-_OPTION_KEYS = frozenset(
-    ("normalized_shape", "num_heads", "eps", "alpha_init", "activation", "dynamic_dropout", "dot_scale", "center")
-) | {"bias"}
+_OPTION_KEYS = frozenset(layer_options(SeeDNorm(1)))  # what a record holds per layer: what layer_options records
 
 
 def _layers(record: Any, path: str) -> dict[str, dict[str, Any]]:
