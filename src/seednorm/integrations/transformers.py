@@ -10,8 +10,8 @@
 
 What a checkpoint holds. ``config.seednorm`` = ``{"format": 1, "layers": {module path: options}}``, the options of
 every SeeDNorm layer (``seednorm.convert.layer_options``: width, heads, ε, α init, σ, dot scale, dropout, center,
-bias, the forms of α, β, γ) as they are when the config is written: options changed on a layer after conversion are saved too. Each
-layer's state dict holds, beside γ (``weight``), ``alpha`` and ``bias``:
+bias, the forms of α, β, γ) as they are when the config is written: options changed on a layer after conversion
+are saved too. Each layer's state dict holds, beside γ (``weight``), ``alpha`` and ``bias``:
 
 - ``seednorm_beta``: β. The layers are :class:`HFSeeDNorm`, whose β parameter has this name, because transformers
   renames every checkpoint key matching ``LayerNorm.beta`` to ``LayerNorm.bias`` when it loads (and ``.gamma`` to
@@ -74,7 +74,7 @@ class HFSeeDNorm(SeeDNorm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        device = self.weight.device
+        device = next((p.device for p in self.parameters()), None)  # a form may lack γ (gamma_mode="none")
         self.register_buffer(FINGERPRINT, torch.tensor(fingerprint(self.options()), dtype=torch.uint8, device=device))
 
     def options(self) -> dict[str, Any]:
