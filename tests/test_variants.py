@@ -290,3 +290,20 @@ def test_bad_arguments_raise_clear_errors(call, error, match):
 def test_alpha_init_zero_is_allowed_where_it_cannot_lock_the_gradients():
     assert torch.equal(SeeDNorm(8, alpha_init=0.0, beta_mode="none").alpha, torch.zeros(8))
     assert SeeDNorm(8, alpha_init=0.0, alpha_mode="none").alpha is None
+
+
+@pytest.mark.parametrize(("alpha_mode", "beta_mode", "gamma_mode"), [("scalar", "dot", "none"),
+                                                                     ("none", "elementwise", "vector")])
+def test_compile_fullgraph_and_fx_trace_match_eager(alpha_mode, beta_mode, gamma_mode):
+    model = nn.Sequential(nn.Linear(16, 32), layer(32, alpha_mode, beta_mode, gamma_mode), nn.Linear(32, 4))
+    x = torch.randn(4, 5, 16)
+    compiled = torch.compile(model, fullgraph=True, backend="inductor")
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+    compiled(x).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model(x).sum().backward()
+    for g, p in zip(grads, model.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5)
+    traced = torch.fx.symbolic_trace(model.eval())
+    torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
