@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import seednorm
-from seednorm import AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm
+from seednorm import AdaSeeDNorm, Derf, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm
 
 
 @pytest.mark.parametrize("num_heads", [1, 4])
@@ -158,7 +158,8 @@ def test_baselines():
 def test_build_norm_by_name_type_and_callable():
     assert isinstance(build_norm("seednorm", 8, num_heads=2), SeeDNorm)
     assert build_norm("SeeDNorm", 8, num_heads=2).num_heads == 2
-    for name, cls in [("rmsnorm", RMSNorm), ("layernorm", LayerNorm), ("dyt", DyT), ("layer_norm", LayerNorm)]:
+    for name, cls in [("rmsnorm", RMSNorm), ("layernorm", LayerNorm), ("dyt", DyT), ("derf", Derf),
+                      ("layer_norm", LayerNorm)]:
         assert type(build_norm(name, 8)) is cls
     assert isinstance(build_norm(nn.LayerNorm, 8), nn.LayerNorm)
     assert build_norm(functools.partial(SeeDNorm, num_heads=4), 8).num_heads == 4

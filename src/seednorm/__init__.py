@@ -1,8 +1,8 @@
 """seednorm: SeeDNorm (Self-Rescaled Dynamic Normalization, arXiv 2510.22777) for PyTorch."""
 
 from .convert import convert_to_seednorm
-from .functional import ada_seednorm, dyt, layer_norm, rms_norm, seednorm
-from .modules import NORMS, AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm, dynamic_parameters
+from .functional import ada_seednorm, derf, dyt, layer_norm, rms_norm, seednorm
+from .modules import NORMS, AdaSeeDNorm, Derf, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm, dynamic_parameters
 from .optim import param_groups
 
 __version__ = "0.1.0"
@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NORMS",
     "AdaSeeDNorm",
+    "Derf",
     "DyT",
     "LayerNorm",
     "RMSNorm",
@@ -17,6 +18,7 @@ __all__ = [
     "ada_seednorm",
     "build_norm",
     "convert_to_seednorm",
+    "derf",
     "dynamic_parameters",
     "dyt",
     "layer_norm",

@@ -189,6 +189,9 @@ def layer_options(layer: SeeDNorm) -> dict[str, Any]:
         "dot_scale": layer.dot_scale,
         "center": layer.center,
         "bias": layer.bias is not None,
+        "alpha_mode": layer.alpha_mode,
+        "beta_mode": layer.beta_mode,
+        "gamma_mode": layer.gamma_mode,
     }
 
 

@@ -95,6 +95,13 @@ def check_activation(activation: str) -> None:
         raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
 
 
+def check_mode(value: str, modes: tuple[str, ...], what: str) -> str:
+    """``value`` is one of ``modes`` (the forms of one term of the layer); returned unchanged."""
+    if not isinstance(value, str) or value not in modes:
+        raise ValueError(f"{what} must be one of {modes}, got {value!r}")
+    return value
+
+
 def check_dropout(p: float) -> float:
     """``p`` is a probability in [0, 1] (not a bool); returned as a float."""
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
@@ -139,12 +146,19 @@ def check_params(x: Tensor, dim: int, params: dict[str, Tensor | None]) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # SeeDNorm
 
+# The forms of SeeDNorm's three terms (spec §6), the paper's first: α per channel, one per layer, or absent (α ≡ 1);
+# s from the dot product per head, per channel (σ(x ⊙ β)), or per channel without β (σ(x)); γ per channel or absent
+# (γ ≡ 0, the gain is σ(·)·α alone).
+ALPHA_MODES = ("vector", "scalar", "none")
+BETA_MODES = ("dot", "elementwise", "none")
+GAMMA_MODES = ("vector", "none")
+
 
 def seednorm(
     x: Tensor,
     weight: Tensor | None,
-    alpha: Tensor,
-    beta: Tensor,
+    alpha: Tensor | None,
+    beta: Tensor | None,
     bias: Tensor | None = None,
     *,
     num_heads: int = 1,
@@ -156,13 +170,15 @@ def seednorm(
     training: bool = False,
     residual: Tensor | None = None,
     impl: str = "auto",
+    beta_mode: str = "dot",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """SeeDNorm over the last dimension.
 
     Args:
         x: input of shape (..., D), any floating dtype, any leading dims (strided is fine).
-        weight: γ of shape (D,), or None for γ = 1.
-        alpha, beta: α and β of shape (D,).
+        weight: γ of shape (D,), or None for γ = 1 (pass zeros for the layer without γ).
+        alpha: α of shape (D,); of shape (1,) for one α shared by every channel (broadcast); None for α ≡ 1.
+        beta: β of shape (D,); None exactly when ``beta_mode="none"``.
         bias: optional additive bias (D,) (used with ``center=True`` for LayerNorm-equivalent layers).
         num_heads: H; s is computed per contiguous slice of D/H channels (spec §3). RMS stays over all of D.
         eps: added to mean(x²); None means ``torch.finfo(x.dtype).eps`` like ``torch.nn.RMSNorm``. It must be a
@@ -176,20 +192,37 @@ def seednorm(
             twice differentiable), or one backend of the fused custom op of seednorm.ops: "triton", "cpp",
             "compiled". "auto" is ``$SEEDNORM_IMPL`` when set, else Triton on CUDA, on CPU C++ (else compiled,
             else reference, with one warning, when there is no working C++ toolchain or kernel cache), reference
-            for float64. ``center``, ``bias``, dynamic dropout in training and calls under ``torch.func``
-            transforms (grad, vmap, jacrev, jvp) always run the reference.
+            for float64. ``center``, ``bias``, dynamic dropout in training, ``beta_mode`` other than "dot" and calls
+            under ``torch.func`` transforms (grad, vmap, jacrev, jvp) always run the reference. A (1,) or absent α
+            goes through the fused op as a (D,) vector (its gradient is summed back).
+        beta_mode: the form of s (spec §6): "dot" (the paper's: s_h = dot_scale·⟨x_h, β_h⟩, one per token and
+            head), "elementwise" (one per channel: s = dot_scale·x ⊙ β, the dynamic term σ(s) ⊙ α), "none"
+            (element-wise without β: s = dot_scale·x). The element-wise forms have no heads: ``num_heads`` must be 1.
 
     Returns:
         y of the same shape and dtype as x: y = [σ(s)·α + γ] ⊙ x / RMS(x) (+ bias); with a residual,
         ``(y, x + residual)`` where y is computed on x + residual.
     """
-    check_floating(alpha, "alpha")
-    if alpha.dim() != 1:
-        raise ValueError(f"alpha must be 1-D of shape (D,), got shape {tuple(alpha.shape)}")
-    dim = alpha.shape[0]
-    check_input(x, dim, "seednorm")
-    check_params(x, dim, {"weight": weight, "alpha": alpha, "beta": beta, "bias": bias})
+    check_floating(x)
+    for what, p in (("weight", weight), ("alpha", alpha), ("beta", beta), ("bias", bias)):
+        if p is not None:
+            check_floating(p, what)
+    beta_mode = check_mode(beta_mode, BETA_MODES, "beta_mode")
+    if (beta is None) != (beta_mode == "none"):
+        raise ValueError(f"beta must be None exactly when beta_mode='none'; got beta_mode={beta_mode!r} and "
+                         f"beta {'None' if beta is None else 'given'}")
+    shared_alpha = alpha is not None and tuple(alpha.shape) == (1,)
+    width = next((p.shape[0] for p in (None if shared_alpha else alpha, beta, weight, bias)
+                  if p is not None and p.dim() == 1), x.shape[-1] if x.dim() else 0)
+    check_input(x, width, "seednorm")
+    dim = x.shape[-1]
+    check_params(x, dim, {"weight": weight, "alpha": None if shared_alpha else alpha, "beta": beta, "bias": bias})
+    if shared_alpha:
+        check_params(x, 1, {"alpha": alpha})
     num_heads = check_heads(dim, num_heads)
+    if beta_mode != "dot" and num_heads != 1:
+        raise ValueError(f"beta_mode={beta_mode!r} has no heads (s is per channel): num_heads must be 1, "
+                         f"got {num_heads}")
     eps = check_eps(eps)
     check_activation(activation)
     dynamic_dropout = check_dropout(dynamic_dropout)
@@ -197,10 +230,16 @@ def seednorm(
     eps = default_eps(x.dtype) if eps is None else eps
     check_eps_for(eps, x.dtype)
     # The fused kernels are opaque to torch.func's transforms; the reference is plain PyTorch and composes with them.
-    fusable = (not center and bias is None and not (training and dynamic_dropout > 0)
+    fusable = (not center and bias is None and not (training and dynamic_dropout > 0) and beta_mode == "dot"
                and not torch._C._are_functorch_transforms_active())
     impl = ops.resolve_impl(impl, x, fusable=fusable)
+    # Both paths take α of shape (D,): a shared α is broadcast (autograd sums its gradient back), an absent one is 1.
+    if alpha is None:
+        alpha = torch.ones(dim, dtype=compute_dtype(x.dtype), device=x.device)
+    elif shared_alpha:
+        alpha = alpha.expand(dim)
     if impl != "reference":
+        alpha = alpha.contiguous()  # the kernels read α through a pointer
         kw = {"num_heads": num_heads, "eps": eps, "activation": activation, "dot_scale": scale, "impl": impl}
         return ops.seednorm_fused(x, weight, alpha, beta, residual, **kw)
     summed = None
@@ -211,10 +250,15 @@ def seednorm(
     xf = x.to(ct)
     if center:
         xf = xf - xf.mean(-1, keepdim=True)
-    heads = xf.unflatten(-1, (num_heads, dim // num_heads))  # (..., H, D/H)
-    s = (heads * beta.to(ct).view(num_heads, -1)).sum(-1) * scale  # (..., H)
-    dynamic = ACTIVATIONS[activation](s).unsqueeze(-1) * alpha.to(ct).view(num_heads, -1)  # (..., H, D/H)
-    dynamic = F.dropout(dynamic.flatten(-2), dynamic_dropout, training)  # (..., D)
+    if beta_mode == "dot":
+        heads = xf.unflatten(-1, (num_heads, dim // num_heads))  # (..., H, D/H)
+        s = (heads * beta.to(ct).view(num_heads, -1)).sum(-1) * scale  # (..., H)
+        dynamic = ACTIVATIONS[activation](s).unsqueeze(-1) * alpha.to(ct).view(num_heads, -1)  # (..., H, D/H)
+        dynamic = dynamic.flatten(-2)  # (..., D)
+    else:
+        s = xf * (scale if beta is None else beta.to(ct) * scale)  # (..., D): one s per channel
+        dynamic = ACTIVATIONS[activation](s) * alpha.to(ct)
+    dynamic = F.dropout(dynamic, dynamic_dropout, training)  # (..., D)
     gain = dynamic + (1.0 if weight is None else weight.to(ct))
     y = gain * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps))
     if bias is not None:
@@ -247,7 +291,7 @@ def ada_seednorm(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Baselines: thin checked wrappers over PyTorch's own kernels, and DyT.
+# Baselines: thin checked wrappers over PyTorch's own kernels, DyT and Derf.
 
 
 def rms_norm(x: Tensor, weight: Tensor | None, *, eps: float | None = None) -> Tensor:
@@ -271,6 +315,27 @@ def dyt(x: Tensor, alpha: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor
     check_input(x, weight.shape[-1], "dyt")
     ct = compute_dtype(x.dtype)
     y = weight.to(ct) * torch.tanh(alpha.to(ct) * x.to(ct))
+    if bias is not None:
+        y = y + bias.to(ct)
+    return y.to(x.dtype)
+
+
+def derf(x: Tensor, alpha: Tensor, shift: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Derf (Dynamic erf, arXiv 2512.10938): y = γ ⊙ erf(a·x + s) + b, point-wise, with scalars a = ``alpha`` and
+    s = ``shift`` (one element each), γ = ``weight`` and b = ``bias`` of shape (D,); x of shape (..., D).
+
+    Computed in float32 (float64 for float64 input) and returned in x's dtype, as every norm here.
+    """
+    check_floating(weight, "weight")
+    if weight.dim() != 1:
+        raise ValueError(f"weight must be 1-D of shape (D,), got shape {tuple(weight.shape)}")
+    dim = weight.shape[0]
+    check_input(x, dim, "derf")
+    check_params(x, dim, {"weight": weight, "bias": bias})
+    check_params(x, 1, {"alpha": alpha.reshape(-1) if isinstance(alpha, Tensor) else alpha,
+                        "shift": shift.reshape(-1) if isinstance(shift, Tensor) else shift})
+    ct = compute_dtype(x.dtype)
+    y = weight.to(ct) * torch.erf(alpha.to(ct) * x.to(ct) + shift.to(ct))
     if bias is not None:
         y = y + bias.to(ct)
     return y.to(x.dtype)

@@ -11,12 +11,14 @@ from torch import Tensor, nn
 
 from . import functional as SF
 from .ops import check_impl
+from .ops.dtypes import compute_dtype
 
-__all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "build_norm", "NORMS", "DYNAMIC_PARAMETERS",
-           "dynamic_parameters"]
+__all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "Derf", "build_norm", "NORMS",
+           "DYNAMIC_PARAMETERS", "dynamic_parameters"]
 
 # SeeDNorm's dynamic parameters, by attribute: the one registry every caller uses (weight decay, gradient-norm
-# groups, conversion, integrations). α scales the dynamic term, β gives s = x·βᵀ.
+# groups, conversion, integrations). α scales the dynamic term, β gives s = x·βᵀ. A variant without one of them
+# (``alpha_mode="none"``, ``beta_mode="none"``) has None under that attribute, and it is not listed.
 DYNAMIC_PARAMETERS = ("alpha", "beta")
 
 
@@ -37,7 +39,13 @@ def _as_dim(normalized_shape: int | Sequence[int]) -> int:
 
 
 class _DynamicGain(nn.Module):
-    """The α, β of SeeDNorm and AdaSeeDNorm, their options and checks (shared by both)."""
+    """The α, β of SeeDNorm and AdaSeeDNorm, their options and checks (shared by both).
+
+    ``alpha_mode``: "vector" (α of shape (D,), the paper's), "scalar" (one α of shape (1,) for the whole layer,
+    every head and channel), "none" (no α: α ≡ 1). ``beta_mode``: "dot" (s_h = dot_scale·⟨x_h, β_h⟩ per head, the
+    paper's), "elementwise" (s = dot_scale·x ⊙ β per channel, β of shape (D,)), "none" (no β: s = dot_scale·x per
+    channel). The element-wise forms have no heads (``num_heads`` must be 1). A dropped parameter is None.
+    """
 
     def __init__(
         self,
@@ -50,6 +58,8 @@ class _DynamicGain(nn.Module):
         dot_scale: float | str,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
+        alpha_mode: str = "vector",
+        beta_mode: str = "dot",
     ) -> None:
         super().__init__()
         dim = _as_dim(normalized_shape)
@@ -57,8 +67,13 @@ class _DynamicGain(nn.Module):
         eps = SF.check_eps(eps)
         SF.check_activation(activation)
         SF.resolve_dot_scale(dot_scale, dim, num_heads)
+        alpha_mode = SF.check_mode(alpha_mode, SF.ALPHA_MODES, "alpha_mode")
+        beta_mode = SF.check_mode(beta_mode, SF.BETA_MODES, "beta_mode")
+        if beta_mode != "dot" and num_heads != 1:
+            raise ValueError(f"beta_mode={beta_mode!r} has no heads (s is per channel): num_heads must be 1, "
+                             f"got {num_heads}")
         alpha_init = SF.finite_number(alpha_init, "alpha_init")
-        if alpha_init == 0:
+        if alpha_init == 0 and alpha_mode != "none" and beta_mode != "none":
             raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (spec §2); use e.g. 1.0")
         self.normalized_shape = (dim,)
         self.num_heads = num_heads
@@ -66,26 +81,36 @@ class _DynamicGain(nn.Module):
         self.alpha_init = alpha_init
         self.activation = activation
         self.dot_scale = dot_scale if isinstance(dot_scale, str) else float(dot_scale)
+        self.alpha_mode = alpha_mode
+        self.beta_mode = beta_mode
         factory = {"device": device, "dtype": dtype}
-        self.alpha = nn.Parameter(torch.empty(dim, **factory))
-        self.beta = nn.Parameter(torch.empty(dim, **factory))
+        alpha_shape = {"vector": (dim,), "scalar": (1,)}.get(alpha_mode)
+        self.alpha = None if alpha_shape is None else nn.Parameter(torch.empty(alpha_shape, **factory))
+        self.beta = None if beta_mode == "none" else nn.Parameter(torch.empty(dim, **factory))
 
     def reset_parameters(self) -> None:
-        nn.init.constant_(self.alpha, self.alpha_init)
-        nn.init.zeros_(self.beta)
+        if self.alpha is not None:
+            nn.init.constant_(self.alpha, self.alpha_init)
+        if self.beta is not None:
+            nn.init.zeros_(self.beta)
 
     def extra_repr(self) -> str:
+        modes = "".join(f", {name}={value!r}" for name, value, default in
+                        (("alpha_mode", self.alpha_mode, "vector"), ("beta_mode", self.beta_mode, "dot"))
+                        if value != default)
         return (
             f"{self.normalized_shape[0]}, num_heads={self.num_heads}, eps={self.eps}, "
-            f"alpha_init={self.alpha_init}, activation={self.activation!r}, dot_scale={self.dot_scale!r}"
+            f"alpha_init={self.alpha_init}, activation={self.activation!r}, dot_scale={self.dot_scale!r}" + modes
         )
 
 
-def seednorm_call(x: Tensor, weight: Tensor, alpha: Tensor, beta: Tensor, bias: Tensor | None,
+def seednorm_call(x: Tensor, weight: Tensor | None, alpha: Tensor | None, beta: Tensor | None, bias: Tensor | None,
                   options: dict[str, Any]) -> Tensor:
     """``SeeDNorm.forward``'s call of the functional form: one node under ``torch.fx`` tracing (``torch.fx.wrap``), so
     traced models (``torch.fx.symbolic_trace``, timm's FX feature extractors) keep the layer's argument checks out of
-    the trace."""
+    the trace. A layer without γ (``weight`` None here) passes γ = 0 (the functional form reads None as γ = 1)."""
+    if weight is None:
+        weight = torch.zeros(x.shape[-1], dtype=compute_dtype(x.dtype), device=x.device)
     return SF.seednorm(x, weight, alpha, beta, bias, **options)
 
 
@@ -111,6 +136,19 @@ class SeeDNorm(_DynamicGain):
     ``dynamic_dropout`` drops elements of σ(s)·α in training mode only.
     ``impl`` chooses the implementation as in ``seednorm.functional.seednorm``; the default "auto" follows
     ``$SEEDNORM_IMPL`` when set, else picks the fastest that works here (``seednorm.ops.op``).
+
+    The paper's ablations (spec §6) are options; the defaults are the paper's layer:
+
+    - ``alpha_mode``: "vector" (α (D,)), "scalar" (one α (1,) for the whole layer, broadcast to every head and
+      channel), "none" (no α: the dynamic term is σ(s), α ≡ 1).
+    - ``beta_mode``: "dot" (s_h = dot_scale·⟨x_h, β_h⟩, one per token and head), "elementwise" (one s per channel:
+      the dynamic term is σ(dot_scale·x ⊙ β) ⊙ α), "none" (no β: σ(dot_scale·x) ⊙ α). The element-wise forms
+      need ``num_heads=1``.
+    - ``gamma_mode``: "vector" (γ (D,)), "none" (no γ: γ ≡ 0, the gain is the dynamic term alone; at init, β = 0
+      and odd σ, the layer outputs zeros and β still gets a gradient).
+
+    A dropped parameter is None (not in ``parameters()``, the state dict or ``dynamic_parameters``). "scalar" and
+    "none" α and "none" γ run the fused op (α as a (D,) vector, γ = 0); the element-wise β forms run the reference.
     """
 
     def __init__(
@@ -125,6 +163,9 @@ class SeeDNorm(_DynamicGain):
         dot_scale: float | str = 1.0,
         center: bool = False,
         bias: bool = False,
+        alpha_mode: str = "vector",
+        beta_mode: str = "dot",
+        gamma_mode: str = "vector",
         impl: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -138,29 +179,35 @@ class SeeDNorm(_DynamicGain):
             dot_scale=dot_scale,
             device=device,
             dtype=dtype,
+            alpha_mode=alpha_mode,
+            beta_mode=beta_mode,
         )
         check_impl(impl)
         self.impl = impl
         self.dynamic_dropout = SF.check_dropout(dynamic_dropout)
         self.center = bool(center)
-        self.weight = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype)) if bias else None
+        self.gamma_mode = SF.check_mode(gamma_mode, SF.GAMMA_MODES, "gamma_mode")
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory)) if gamma_mode == "vector" else None
+        self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        nn.init.ones_(self.weight)
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         options = {"num_heads": self.num_heads, "eps": self.eps, "activation": self.activation,
                    "dot_scale": self.dot_scale, "center": self.center, "dynamic_dropout": self.dynamic_dropout,
-                   "training": self.training, "impl": self.impl}
+                   "training": self.training, "impl": self.impl, "beta_mode": self.beta_mode}
         return seednorm_call(x, self.weight, self.alpha, self.beta, self.bias, options)
 
     def extra_repr(self) -> str:
-        extra = f", dynamic_dropout={self.dynamic_dropout}" if self.dynamic_dropout else ""
+        extra = f", gamma_mode={self.gamma_mode!r}" if self.gamma_mode != "vector" else ""
+        extra += f", dynamic_dropout={self.dynamic_dropout}" if self.dynamic_dropout else ""
         extra += ", center=True" if self.center else ""
         extra += ", bias=True" if self.bias is not None else ""
         extra += f", impl={self.impl!r}" if self.impl != "auto" else ""
@@ -277,10 +324,56 @@ class DyT(nn.Module):
         return f"{self.normalized_shape[0]}, alpha_init={self.alpha_init}, bias={self.bias is not None}"
 
 
+class Derf(nn.Module):
+    """Dynamic erf baseline (Chen, Lu, Zhu, Sun, Liu, arXiv 2512.10938): y = γ ⊙ erf(a·x + s) + b, point-wise.
+
+    Parameters: scalars ``alpha`` = a (init ``alpha_init``) and ``shift`` = s (init ``shift_init``), each of shape
+    (1,); ``weight`` = γ (D,), init 1; ``bias`` = b (D,), init 0, when ``bias=True``. The defaults a = 0.5, s = 0
+    are the initial values of the paper's released code. Input (..., D) → output (..., D) in the input dtype.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        *,
+        alpha_init: float = 0.5,
+        shift_init: float = 0.0,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        dim = _as_dim(normalized_shape)
+        self.normalized_shape = (dim,)
+        self.alpha_init = SF.finite_number(alpha_init, "alpha_init")
+        self.shift_init = SF.finite_number(shift_init, "shift_init")
+        factory = {"device": device, "dtype": dtype}
+        self.alpha = nn.Parameter(torch.empty(1, **factory))
+        self.shift = nn.Parameter(torch.empty(1, **factory))
+        self.weight = nn.Parameter(torch.empty(dim, **factory))
+        self.bias = nn.Parameter(torch.empty(dim, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.constant_(self.alpha, self.alpha_init)
+        nn.init.constant_(self.shift, self.shift_init)
+        nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return SF.derf(x, self.alpha, self.shift, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape[0]}, alpha_init={self.alpha_init}, shift_init={self.shift_init}, "
+                f"bias={self.bias is not None}")
+
+
 NORMS: dict[str, type[nn.Module]] = {
     "rmsnorm": RMSNorm,
     "layernorm": LayerNorm,
     "dyt": DyT,
+    "derf": Derf,
     "seednorm": SeeDNorm,
 }
 
@@ -288,12 +381,15 @@ NORMS: dict[str, type[nn.Module]] = {
 def dynamic_parameters(model: nn.Module) -> dict[str, str]:
     """The dynamic parameters α, β of every SeeDNorm and AdaSeeDNorm in ``model`` (subclasses and converted layers
     included, whatever name a subclass stores them under): ``{qualified parameter name: "alpha" | "beta"}``, in
-    ``model.named_parameters()`` order; a parameter shared by several layers appears once."""
+    ``model.named_parameters()`` order; a parameter shared by several layers appears once, and one a variant drops
+    (``alpha_mode="none"``, ``beta_mode="none"``) does not appear."""
     kinds: dict[int, str] = {}
     for module in model.modules():
         if isinstance(module, _DynamicGain):
             for kind in DYNAMIC_PARAMETERS:
-                kinds[id(getattr(module, kind))] = kind
+                param = getattr(module, kind)
+                if param is not None:
+                    kinds[id(param)] = kind
     return {name: kinds[id(p)] for name, p in model.named_parameters() if id(p) in kinds}
 
 

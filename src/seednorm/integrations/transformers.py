@@ -10,8 +10,8 @@
 
 What a checkpoint holds. ``config.seednorm`` = ``{"format": 1, "layers": {module path: options}}``, the options of
 every SeeDNorm layer (``seednorm.convert.layer_options``: width, heads, ε, α init, σ, dot scale, dropout, center,
-bias) as they are when the config is written: options changed on a layer after conversion are saved too. Each
-layer's state dict holds, beside γ (``weight``), ``alpha`` and ``bias``:
+bias, the forms of α, β, γ) as they are when the config is written: options changed on a layer after conversion
+are saved too. Each layer's state dict holds, beside γ (``weight``), ``alpha`` and ``bias``:
 
 - ``seednorm_beta``: β. The layers are :class:`HFSeeDNorm`, whose β parameter has this name, because transformers
   renames every checkpoint key matching ``LayerNorm.beta`` to ``LayerNorm.bias`` when it loads (and ``.gamma`` to
@@ -74,7 +74,7 @@ class HFSeeDNorm(SeeDNorm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        device = self.weight.device
+        device = next((p.device for p in self.parameters()), None)  # a form may lack γ (gamma_mode="none")
         self.register_buffer(FINGERPRINT, torch.tensor(fingerprint(self.options()), dtype=torch.uint8, device=device))
 
     def options(self) -> dict[str, Any]:
@@ -82,8 +82,8 @@ class HFSeeDNorm(SeeDNorm):
         return layer_options(self)
 
     @property
-    def beta(self) -> nn.Parameter:
-        return self._parameters[BETA]
+    def beta(self) -> nn.Parameter | None:
+        return self._parameters.get(BETA)  # None for a layer without β (beta_mode="none")
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(BETA if name == "beta" else name, value)
@@ -254,9 +254,7 @@ def from_pretrained(
     return (model, info) if want_info else model
 
 
-_OPTION_KEYS = frozenset(
-    ("normalized_shape", "num_heads", "eps", "alpha_init", "activation", "dynamic_dropout", "dot_scale", "center")
-) | {"bias"}
+_OPTION_KEYS = frozenset(layer_options(SeeDNorm(1)))  # what a record holds per layer: what layer_options records
 
 
 def _layers(record: Any, path: str) -> dict[str, dict[str, Any]]:
