@@ -24,9 +24,9 @@ from seednorm_experiments.harness import (
     load_checkpoint,
     param_kinds,
     save_checkpoint,
-    step_costs,
     train,
 )
+from seednorm_experiments.report import step_costs
 
 GLOBAL_BATCH = 8
 
@@ -96,6 +96,20 @@ def test_param_kinds() -> None:
     kinds = param_kinds(Toy())
     assert kinds["norm.alpha"] == "alpha" and kinds["norm.beta"] == "beta" and kinds["norm.weight"] == "gamma"
     assert kinds["head.weight"] == "matrix" and kinds["head.bias"] == "other"
+
+
+def test_param_kinds_asks_the_library_for_alpha_and_beta() -> None:
+    class Renamed(SeeDNorm):  # stores β under another name, as the transformers integration does
+        def __init__(self, dim: int) -> None:
+            super().__init__(dim)
+            self.renamed_beta = self._parameters.pop("beta")
+
+        @property
+        def beta(self) -> nn.Parameter:
+            return self.renamed_beta
+
+    kinds = param_kinds(nn.Sequential(Renamed(6)))
+    assert kinds == {"0.alpha": "alpha", "0.renamed_beta": "beta", "0.weight": "gamma"}
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path: Path) -> None:
