@@ -26,6 +26,7 @@ from seednorm_experiments.harness import (
     save_checkpoint,
     train,
 )
+from seednorm_experiments.harness.schedule import warmup_cosine
 from seednorm_experiments.report import step_costs
 
 GLOBAL_BATCH = 8
@@ -219,3 +220,9 @@ def test_clip_groups(tmp_path: Path) -> None:
 def test_step_costs_pair_rounds() -> None:
     speeds = {"base": [100.0, 50.0], "b": [50.0, 50.0]}
     assert step_costs(speeds, "base") == {"base": [1.0, 1.0], "b": [2.0, 1.0]}
+
+
+def test_warmup_cosine_schedule() -> None:
+    f = warmup_cosine(steps=10, warmup=2, min_ratio=0.1)
+    assert [f(0), f(1)] == [0.5, 1.0]  # linear warmup to the base lr
+    assert f(2) == 1.0 and math.isclose(f(6), 0.55) and math.isclose(f(10), 0.1) and math.isclose(f(99), 0.1)
