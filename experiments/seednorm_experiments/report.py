@@ -8,6 +8,7 @@ canvas (no display needed).
     markdown_table(["norm", "loss"], [["rmsnorm", str(s)]])
     plot_curves({"rmsnorm": [[...], [...]]}, steps, "loss.png", ylabel="train loss")
     plot_bars({"bible": {"rmsnorm": [...], "seednorm": [...]}}, "zeroshot.png", ylabel="bits/byte")
+    step_costs({"rmsnorm": [100.0, 50.0], "seednorm": [50.0, 50.0]}, "rmsnorm")   # {..., "seednorm": [2.0, 1.0]}
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Stat", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines", "summarize"]
+__all__ = ["Stat", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines", "step_costs",
+           "summarize"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,14 @@ def paired_diff(a: Mapping[int, float], b: Mapping[int, float]) -> Stat:
     if not seeds:
         raise ValueError("paired_diff: the two runs share no seed")
     return summarize([a[s] - b[s] for s in seeds])
+
+
+def step_costs(speeds: Mapping[str, Sequence[float]], baseline: str) -> dict[str, list[float]]:
+    """Per-round step cost of each task relative to ``baseline`` (its tokens/s ÷ the task's) from
+    :func:`seednorm_experiments.harness.benchmark`'s rounds: each round timed the tasks back to back, so a change
+    in the machine's speed cancels in the ratio."""
+    base = speeds[baseline]
+    return {name: [b / x for b, x in zip(base, s, strict=True)] for name, s in speeds.items()}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

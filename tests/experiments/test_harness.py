@@ -24,9 +24,10 @@ from seednorm_experiments.harness import (
     load_checkpoint,
     param_kinds,
     save_checkpoint,
-    step_costs,
     train,
 )
+from seednorm_experiments.harness.schedule import warmup_cosine
+from seednorm_experiments.report import step_costs
 
 GLOBAL_BATCH = 8
 
@@ -96,6 +97,20 @@ def test_param_kinds() -> None:
     kinds = param_kinds(Toy())
     assert kinds["norm.alpha"] == "alpha" and kinds["norm.beta"] == "beta" and kinds["norm.weight"] == "gamma"
     assert kinds["head.weight"] == "matrix" and kinds["head.bias"] == "other"
+
+
+def test_param_kinds_asks_the_library_for_alpha_and_beta() -> None:
+    class Renamed(SeeDNorm):  # stores β under another name, as the transformers integration does
+        def __init__(self, dim: int) -> None:
+            super().__init__(dim)
+            self.renamed_beta = self._parameters.pop("beta")
+
+        @property
+        def beta(self) -> nn.Parameter:
+            return self.renamed_beta
+
+    kinds = param_kinds(nn.Sequential(Renamed(6)))
+    assert kinds == {"0.alpha": "alpha", "0.renamed_beta": "beta", "0.weight": "gamma"}
 
 
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path: Path) -> None:
@@ -205,3 +220,9 @@ def test_clip_groups(tmp_path: Path) -> None:
 def test_step_costs_pair_rounds() -> None:
     speeds = {"base": [100.0, 50.0], "b": [50.0, 50.0]}
     assert step_costs(speeds, "base") == {"base": [1.0, 1.0], "b": [2.0, 1.0]}
+
+
+def test_warmup_cosine_schedule() -> None:
+    f = warmup_cosine(steps=10, warmup=2, min_ratio=0.1)
+    assert [f(0), f(1)] == [0.5, 1.0]  # linear warmup to the base lr
+    assert f(2) == 1.0 and math.isclose(f(6), 0.55) and math.isclose(f(10), 0.1) and math.isclose(f(99), 0.1)

@@ -140,17 +140,17 @@ def test_ablation_with_other_steps_and_width_into_one_out_is_refused(tmp_path: P
 
 _KILLER = """
 import os, signal, sys
-from seednorm_experiments import harness
+from seednorm_experiments.harness import trainer
 from seednorm_experiments.lm import main
 
 when = sys.argv[1]
 saves = 0
 if when == "after checkpoint":  # killed right after the first periodic checkpoint (step 5 of 12)
-    save = harness.save_checkpoint
+    save = trainer.save_checkpoint
     def killing_save(path, state):
         save(path, state)
         os.kill(os.getpid(), signal.SIGKILL)
-    harness.save_checkpoint = killing_save
+    trainer.save_checkpoint = killing_save  # where the training loop looks it up
 else:  # killed while the second checkpoint is written: its temp file is complete, not yet in place
     replace = os.replace
     def killing_replace(src, dst):
@@ -160,7 +160,7 @@ else:  # killed while the second checkpoint is written: its temp file is complet
             if saves == 2:
                 os.kill(os.getpid(), signal.SIGKILL)
         replace(src, dst)
-    harness.os.replace = killing_replace
+    os.replace = killing_replace
 main(sys.argv[2:])
 """
 

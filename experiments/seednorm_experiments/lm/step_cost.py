@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 from seednorm_experiments.bench.kernels import machine, versions
-from seednorm_experiments.harness import step_costs
 from seednorm_experiments.lm.presets import NORM_NAMES, get_preset
 from seednorm_experiments.lm.study import measure_throughput
-from seednorm_experiments.report import markdown_table
+from seednorm_experiments.report import markdown_table, step_costs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..harness import step_costs
-from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, step_costs, summarize
 from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT
 from .presets import Preset
 from .study import Run
