@@ -79,9 +79,11 @@ def test_every_specialization_compiles_to_ptx_and_a_cubin(records):
 
 
 def test_each_launch_fits_a_block(records):
-    """What the driver would refuse at launch: shared memory past the opt-in maximum, threads × registers > 64 Ki."""
-    too_big = [f"{_describe(r)}: shared {r['shared']} > {r['max_shared']}" for r in records
-               if r["shared"] > r["max_shared"]]
+    """What the driver would refuse at launch: more than 1024 threads, shared memory past the opt-in maximum,
+    threads × registers per thread past the 64 Ki registers of a block."""
+    too_big = [f"{_describe(r)}: {32 * r['num_warps']} threads > 1024" for r in records if r["num_warps"] > 32]
+    too_big += [f"{_describe(r)}: shared {r['shared']} > {r['max_shared']}" for r in records
+                if r["shared"] > r["max_shared"]]
     too_big += [f"{_describe(r)}: {r['reg']} registers × {32 * r['num_warps']} threads > 65536" for r in records
                 if r["reg"] * 32 * r["num_warps"] > 65536]
     assert not too_big, "\n".join(too_big)
