@@ -22,6 +22,9 @@ precision. Inputs are 2-D (M, D) with a contiguous last dim and any row stride.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -262,6 +265,20 @@ def _bwd_apply_kernel(
 # Launchers
 
 
+Launch = Callable[..., Any]  # launch(kernel, grid, *args, **kwargs)
+
+
+def launch_kernel(kernel: triton.runtime.JITFunction, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
+    """Start ``kernel`` on ``grid``: what ``forward`` and ``backward`` do with each launch by default."""
+    kernel[grid](*args, **kwargs)
+
+
+def warmup_kernel(kernel: triton.runtime.JITFunction, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> Any:
+    """Compile ``kernel`` for these arguments and the current target without running it (pass it as ``launch``
+    to enumerate and compile every kernel a call would start); returns Triton's compiled kernel."""
+    return kernel.warmup(*args, grid=grid, **kwargs)
+
+
 def _num_warps(tile: int) -> int:
     return 32 if tile >= 16384 else 16 if tile >= 8192 else 8 if tile >= 2048 else 4
 
@@ -288,8 +305,12 @@ def forward(
     eps: float,
     activation: str,
     dot_scale: float,
+    *,
+    launch: Launch = launch_kernel,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """(y, 1/RMS (M,) fp32, σ(s) (M, H) fp32, x + residual or None) for x, residual (M, D)."""
+    """(y, 1/RMS (M,) fp32, σ(s) (M, H) fp32, x + residual or None) for x, residual (M, D).
+
+    Every kernel starts through ``launch`` (``warmup_kernel`` compiles them and leaves the outputs unwritten)."""
     m, d = x.shape
     hd = d // num_heads
     y = torch.empty((m, d), dtype=x.dtype, device=x.device)
@@ -304,7 +325,8 @@ def forward(
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
     if hb * cb <= MAX_TILE_FWD:
-        _fwd_row_kernel[(m,)](
+        launch(
+            _fwd_row_kernel, (m,),
             x, r, s, y, w, alpha, beta, rstd, t,
             x.stride(0), r.stride(0), s.stride(0), y.stride(0),
             d, hd, eps, dot_scale,
@@ -313,14 +335,16 @@ def forward(
         )
     else:
         block = min(CHUNK, triton.next_power_of_2(hd))
-        _fwd_stats_kernel[(m,)](
+        launch(
+            _fwd_stats_kernel, (m,),
             x, r, s, beta, rstd, t,
             x.stride(0), r.stride(0), s.stride(0),
             d, hd, eps, dot_scale,
             H=num_heads, BLOCK=block, ACT=act, HAS_RES=residual is not None, num_warps=_num_warps(block),
         )
         src = x if summed is None else summed
-        _fwd_apply_kernel[(m, triton.cdiv(d, CHUNK))](
+        launch(
+            _fwd_apply_kernel, (m, triton.cdiv(d, CHUNK)),
             src, y, w, alpha, rstd, t,
             src.stride(0), y.stride(0), d, hd,
             H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, num_warps=_num_warps(CHUNK),
@@ -340,10 +364,13 @@ def backward(
     num_heads: int,
     activation: str,
     dot_scale: float,
+    *,
+    launch: Launch = launch_kernel,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """(dx, dγ, dα, dβ) for dy, x (M, D); ``dsummed`` (gradient of x + residual) is added to dx.
 
-    Parameter gradients are float32 partials per program, summed once and cast to each parameter's dtype.
+    Parameter gradients are float32 partials per program, summed once and cast to each parameter's dtype. Every
+    kernel starts through ``launch`` (``warmup_kernel`` compiles them and leaves the outputs unwritten).
     """
     m, d = x.shape
     hd = d // num_heads
@@ -356,7 +383,8 @@ def backward(
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
     if m > 0 and hb * cb <= MAX_TILE_BWD:
-        _bwd_row_kernel[(grid,)](
+        launch(
+            _bwd_row_kernel, (grid,),
             dy, x, w, alpha, beta, rstd, t, ds, dx, parts[0], parts[1], parts[2],
             dy.stride(0), x.stride(0), ds.stride(0), dx.stride(0),
             m, d, hd, dot_scale, rows_per_program,
@@ -367,12 +395,14 @@ def backward(
         mean = torch.empty(m, dtype=torch.float32, device=x.device)
         u = torch.empty((m, num_heads), dtype=torch.float32, device=x.device)
         block = min(CHUNK, triton.next_power_of_2(hd))
-        _bwd_stats_kernel[(m,)](
+        launch(
+            _bwd_stats_kernel, (m,),
             dy, x, w, alpha, rstd, t, mean, u,
             dy.stride(0), x.stride(0), d, hd, dot_scale,
             H=num_heads, BLOCK=block, ACT=act, HAS_W=weight is not None, num_warps=_num_warps(block),
         )
-        _bwd_apply_kernel[(grid, triton.cdiv(d, CHUNK))](
+        launch(
+            _bwd_apply_kernel, (grid, triton.cdiv(d, CHUNK)),
             dy, x, w, alpha, beta, rstd, t, mean, u, ds, dx, parts[0], parts[1], parts[2],
             dy.stride(0), x.stride(0), ds.stride(0), dx.stride(0),
             m, d, hd, rows_per_program,
