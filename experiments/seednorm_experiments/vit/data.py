@@ -7,7 +7,8 @@
 - ``sklearn_digits``: scikit-learn's 1,797 8×8 digits (0–16), upscaled to the 20×20 box MNIST digits occupy and
   padded to 28×28: a zero-shot distribution shift for a model trained on ``mnist``.
 
-Images are float32 (N, 1, 28, 28) in [0, 1]; labels int64 (N,).
+Images are float32 (N, 1, 28, 28) in [0, 1]; labels int64 (N,). The study trains on a fixed 80/20 stratified split
+(:func:`load_study_data`) in batches that are a pure function of (seed, step) (:class:`Batches`).
 """
 
 from __future__ import annotations

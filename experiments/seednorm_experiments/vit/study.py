@@ -63,6 +63,7 @@ class RunSpec:
         """Readable part of the run's directory name: ``main-seednorm-4h-d64-s0``."""
         return f"{self.grid}-{self.label.replace('/', '-')}-d{self.model.dim}-s{self.seed}"
 
+
 Results = list[tuple[RunSpec, dict[str, Any]]]
 """Every run of a study: its spec and its ``result.json`` content, in plan order."""
 
