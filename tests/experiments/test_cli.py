@@ -98,3 +98,40 @@ def test_writable_paths(tmp_path: Path, a_file: Path) -> None:
         arg_rules.check_out_file(tmp_path)
     with pytest.raises(ValueError, match="which is a file"):
         arg_rules.check_out_file(a_file / "x.md")
+
+
+@pytest.mark.parametrize("study", [lm, vit])
+def test_help_is_plain_text_with_each_default_once(study, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        study.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for marker in (":mod:", ":func:", "``", "issue"):
+        assert marker not in text.lower(), marker
+    options = text.split("options:")[1]
+    entries = [entry for entry in options.split("\n  -") if entry.strip()]
+    assert all(" ".join(entry.split()).count("(default") <= 1 for entry in entries), entries
+
+
+@pytest.mark.parametrize("study, option, spaced, commas", [
+    (lm, "--norms", ["rmsnorm", "seednorm"], ["rmsnorm,seednorm"]),
+    (lm, "--ablation-lrs", ["1e-3", "2e-3"], ["1e-3,2e-3"]),
+    (vit, "--norms", ["dyt", "seednorm"], ["dyt,seednorm"]),
+    (vit, "--heads", ["1", "4"], ["1,4"]),
+])
+def test_list_options_take_spaces_or_commas(study, option: str, spaced: list[str], commas: list[str]) -> None:
+    parser = study.cli.build_parser()
+    dest = option.lstrip("-").replace("-", "_")
+    assert getattr(parser.parse_args([option, *spaced]), dest) == getattr(parser.parse_args([option, *commas]), dest)
+
+
+def test_a_bad_list_item_is_one_argparse_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(vit.main, ["--preset", "smoke", "--heads", "2,0"]) == 2
+    assert_one_line_error(capsys, "argument --heads: must be >= 1, got 0")
+
+
+@pytest.mark.parametrize("study", [lm, vit])
+def test_unknown_norm_is_one_line(study, capsys: pytest.CaptureFixture[str]) -> None:
+    assert exit_code(study.main, ["--preset", "smoke", "--norms", "rmsnorm", "batchnorm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--norms: unknown norm(s) ['batchnorm']" in err

@@ -16,7 +16,8 @@ import pytest
 
 import seednorm
 from seednorm_experiments import lm
-from seednorm_experiments.lm.ablation import CLAIM_GRACE_S, Job, _claim
+from seednorm_experiments.lm.ablation import CLAIM_GRACE_S, Job
+from seednorm_experiments.lm.ablation import claim as _claim
 
 SRC = str(Path(seednorm.__file__).resolve().parents[1])
 SMOKE = ["--preset", "smoke", "--norms", "seednorm", "--no-progress", "--no-throughput"]

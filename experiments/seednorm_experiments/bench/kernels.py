@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import re
 import shlex
 import statistics
@@ -38,6 +36,7 @@ from seednorm import functional as SF
 from seednorm import ops
 
 from ..args import check_out_file, nonnegative_int, out_file, positive_float, positive_int
+from ..common import machine
 
 SHAPES = ((4096, 1024), (4096, 4096), (16384, 4096), (4096, 16384))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -192,33 +191,10 @@ def peak_cuda_bytes(fn: Callable[[Case], Tensor], case: Case) -> int:
     return torch.cuda.max_memory_allocated() - before
 
 
-def machine(device: str) -> str:
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs)"
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = re.search(r"model name\s*:\s*(.*)", f.read()).group(1)
-    except (OSError, AttributeError):
-        pass
-    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-
-
 def device_slug(device: str) -> str:
     if device == "cpu":
         return "cpu"
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
-
-
-def versions() -> str:
-    try:
-        import triton
-
-        tv = triton.__version__
-    except ImportError:
-        tv = "not installed"
-    return f"torch {torch.__version__}, triton {tv}, python {platform.python_version()}"
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -234,7 +210,8 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="seednorm bench", description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--shapes", type=parse_shapes, default=list(SHAPES), help="MxD,... (default: the four of the issue)")
+    p.add_argument("--shapes", type=parse_shapes, default=list(SHAPES),
+                   help="MxD,... (default: " + ",".join(f"{m}x{d}" for m, d in SHAPES) + ")")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16, fp16")
     p.add_argument("--quick", action="store_true", help="4096x1024 only and fewer repetitions (CPU smoke run)")
     p.add_argument("--reps", type=positive_int, default=None, help="CPU: timed repetitions; CUDA: do_bench rep in ms")
@@ -301,8 +278,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
     lines = [
         f"# SeeDNorm kernel benchmark: {args.device}",
         "",
-        f"- Machine: {machine(args.device)}",
-        f"- Versions: {versions()}",
+        f"- Machine: {machine()}",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Command: `{' '.join(['python -m seednorm_experiments.bench', shlex.join(args.argv)]).strip()}`",
         f"- Timing: median of {args.reps} {'ms of do_bench' if args.device == 'cuda' else 'repetitions'} after "

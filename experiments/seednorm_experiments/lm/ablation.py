@@ -1,5 +1,5 @@
 """``seednorm lm --ablation``: the fair comparison of the norms and the ablation of SeeDNorm's knobs
-(issue 7), in four phases that each reuse the finished runs of the one before:
+in phases that each reuse the finished runs of the one before:
 
 1. ``sweep``: every main norm (RMSNorm, LayerNorm, DyT with its LM recipe, SeeDNorm) at each learning
    rate of ``plan.lrs`` (seed 0, no evaluation); each norm's best rate is the one with the lowest final
@@ -32,19 +32,21 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..common import BASELINE, default_norms
 from ..harness import RESULT_NAME, Task, TrainConfig
 from ..report import paired_diff
 from ..runs import finished_result, train_or_reuse
 from .data import IN_DOMAIN, Corpus, load_corpus
 from .presets import Preset
-from .recipes import KNOBS, get_variant
-from .study import Run, _Evaluator, _train_config, make_task
+from .recipes import KNOBS, VARIANTS, get_variant
+from .study import Evaluator, Run, make_task, train_config
 from .sweep import best_lrs
 
-__all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "load_runs", "primary_metric", "run_ablation"]
+__all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "claim", "load_runs", "primary_metric", "run_ablation"]
 
-MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
-BASELINE = "rmsnorm"
+MAIN = tuple(n for n in default_norms(BASELINE) if n in VARIANTS)
+"""The main norms (those with a configuration in ``recipes.py``): each is swept and compared at its own best
+learning rate."""
 _CLAIM = ".claim"
 CLAIM_GRACE_S = 60.0
 """How long an empty or unreadable claim (one being written) counts as held by a live process."""
@@ -133,7 +135,7 @@ def _jobs(plan: AblationPlan, out: Path, phase: str, lrs: dict[str, float], carr
             for s in range(plan.seeds) for v in names]
 
 
-def _claim(job: Job) -> bool:
+def claim(job: Job) -> bool:
     """Atomically claim ``job`` for this process (taking over a claim whose process is gone). The claim
     appears with its pid already in it (written to a private file, then hard-linked into place), so a
     reader never sees it empty; an empty or unreadable claim (another writer's) counts as live for
@@ -202,7 +204,7 @@ def _work(jobs: Sequence[Job], run: Callable[[Job], None], poll_s: float) -> Ite
             return
         ran = False
         for job in pending:
-            if not job.done and _claim(job):
+            if not job.done and claim(job):
                 try:
                     if not job.done:
                         run(job)
@@ -220,18 +222,18 @@ class _Runs:
 
     def __init__(self, plan: AblationPlan, corpus: Corpus, progress: bool = False) -> None:
         self.plan, self.corpus, self.progress = plan, corpus, progress
-        self.evaluators: dict[str, _Evaluator] = {}
+        self.evaluators: dict[str, Evaluator] = {}
 
     def spec(self, job: Job) -> tuple[Task, TrainConfig]:
         preset = self.plan.phase_preset(job.phase)
         variant = get_variant(job.variant)
         evaluator = None
         if job.phase != "sweep":
-            evaluator = self.evaluators.setdefault(job.phase, _Evaluator(preset, self.corpus))
+            evaluator = self.evaluators.setdefault(job.phase, Evaluator(preset, self.corpus))
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
                          model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
                          signature={"variant": dataclasses.asdict(variant)})
-        cfg = _train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
+        cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
                             f"{job.phase} {job.variant} seed {job.seed}", self.corpus.vocab_size)
         cfg = dataclasses.replace(cfg, tensorboard=False, eval_every=0,
                                   **variant.train_overrides(job.lr, preset.weight_decay))

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import statistics
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
+from seednorm.modules import DYNAMIC_PARAMETERS
 
+from ..common import BASELINE, machine
 from ..report import Stat, markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
-from .ablation import BASELINE, MAIN, AblationPlan, primary_metric
+from .ablation import MAIN, AblationPlan, primary_metric
 from .data import IN_DOMAIN, ZERO_SHOT
 from .recipes import get_variant
 from .study import Run
@@ -29,7 +28,8 @@ from .sweep import best_lrs, plot_sweep, sweep_table
 
 __all__ = ["METRICS", "write_ablation_report"]
 
-GROUPS = ("alpha", "beta", "gamma", "matrix", "other")
+GROUPS = (*DYNAMIC_PARAMETERS, "gamma", "matrix", "other")
+"""The gradient-norm groups the harness logs (``gn/<group>``): SeeDNorm's α, β, norm gains, matrices, the rest."""
 
 
 def _zero_shot_bpb(run: Run) -> float:
@@ -242,9 +242,8 @@ def write_ablation_report(out: Path, plan: AblationPlan, runs: dict[str, list[Ru
     out.mkdir(parents=True, exist_ok=True)
     n_sweep = len(plan.lrs) * len(MAIN)
     lrs = best_lrs(runs["sweep"]) if len(runs["sweep"]) == n_sweep else {}
-    lines = ["# SeeDNorm ablation and fair comparison (issue 7)\n", f"Command: `{command}`\n",
-             f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); "
-             f"torch {torch.__version__}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    lines = ["# SeeDNorm ablation and fair comparison\n", f"Command: `{command}`\n",
+             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
              + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n",
              "Finished runs per phase: " + ", ".join(f"{p} {len(rs)}" for p, rs in runs.items()) + ".\n"]
     lines += _protocol(plan, lrs)

@@ -17,7 +17,8 @@ Held out entirely (zero-shot domains, never trained on, not seen by the tokenize
 - ``docstrings``: the standard library's docstrings (English prose, reStructuredText markup).
 
 The tokenizer (``tokenizers`` byte-level BPE) is trained on the training split only. Tokenized
-corpora are cached under ``$SEEDNORM_CACHE`` (default ``~/.cache/seednorm``) keyed by every setting, with a
+corpora are cached under ``<cache root>/lm`` (``seednorm.ops.cpu.cache_root()``: ``$SEEDNORM_CACHE``, default
+``~/.cache/seednorm``) keyed by every setting, with a
 manifest of every file's SHA-256 written last: a cache that fails it (torn, truncated, edited) is rebuilt.
 """
 
@@ -36,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from seednorm.ops.cpu import cache_root
 
 __all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "ZERO_SHOT", "Corpus", "load_corpus", "train_batch"]
 
@@ -139,10 +142,6 @@ class Corpus:
         return Tokenizer.from_file(str(self.tokenizer_path)).decode(ids)
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("SEEDNORM_CACHE", Path.home() / ".cache" / "seednorm"))
-
-
 def load_corpus(vocab_size: int, max_chars: int | None = None) -> Corpus:
     """Build (or load from the cache) the tokenizer and token streams.
 
@@ -152,7 +151,7 @@ def load_corpus(vocab_size: int, max_chars: int | None = None) -> Corpus:
     if vocab_size < 257:
         raise ValueError(f"vocab_size must exceed the 256 byte symbols, got {vocab_size}")
     key = json.dumps([_DATA_VERSION, vocab_size, max_chars, sys.version_info[:2]])
-    cache = _cache_root() / "lm" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    cache = cache_root() / "lm" / hashlib.sha256(key.encode()).hexdigest()[:16]
     tok_path = cache / "tokenizer.json"
     names = ("train/plays", "train/code", *EVAL_DOMAINS)
     files = {n: cache / (n.replace("/", "_") + ".npy") for n in names}

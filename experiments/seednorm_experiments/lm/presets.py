@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["NORM_NAMES", "PRESETS", "Preset", "get_preset"]
-
-NORM_NAMES = ("rmsnorm", "layernorm", "dyt", "seednorm")
+__all__ = ["PRESETS", "Preset", "get_preset"]
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Named configurations of the language-model ablation (issue 7): a norm plus the knobs that test why
+"""Named configurations of the language-model ablation: a norm plus the knobs that test why
 SeeDNorm loses at small scale, and DyT's published language-model recipe.
 
 DyT recipe (Zhu, Chen, He, LeCun, Liu, "Transformers without Normalization", arXiv 2503.10622, §7 and
@@ -30,13 +30,13 @@ from typing import Any
 from torch import nn
 
 from seednorm import param_groups
+from seednorm.modules import DYNAMIC_PARAMETERS
 
 __all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "KNOBS", "VARIANTS", "Variant", "dyt_lm_recipe", "get_variant",
            "seednorm_lm_recipe"]
 
 DYT_ALPHA_ATTN = 0.8
 DYT_ALPHA_OTHER = 0.2
-_DYNAMIC = ("alpha", "beta")
 _OTHER_GROUPS = ("gamma", "matrix")  # a SeeDNorm Llama has no "other" parameters (no biases)
 
 
@@ -53,7 +53,7 @@ def dyt_lm_recipe(dim: int, alpha_attn: float = DYT_ALPHA_ATTN, alpha_other: flo
 
 
 def seednorm_lm_recipe(dim: int, num_heads: int = 1) -> dict[str, Any]:
-    """SeeDNorm keyword arguments recommended for small language models by the issue-7 ablation (opt-in;
+    """SeeDNorm keyword arguments recommended for small language models by the ablation (opt-in;
     the library's defaults stay the paper's): ``dot_scale = 1/√(dim/num_heads)``, so the pre-activation
     s = dot_scale·⟨x, β⟩ does not grow with the width. Measured: parity with RMSNorm or better at widths
     48-192 (ahead, CI excluding 0, at 192) where the default loses at 48 and 96 (and leads at 192). Use as
@@ -104,7 +104,7 @@ class Variant:
         if self.clip == "exclude":
             out["clip_groups"] = _OTHER_GROUPS
         elif self.clip != "global":
-            out["group_clip"] = dict.fromkeys(_DYNAMIC, float(self.clip))
+            out["group_clip"] = dict.fromkeys(DYNAMIC_PARAMETERS, float(self.clip))
         if self.dynamic_lr_scale != 1.0 or not self.decay_dynamic:
             out["param_groups"] = _groups(weight_decay, self.decay_dynamic, lr, self.dynamic_lr_scale)
         return out

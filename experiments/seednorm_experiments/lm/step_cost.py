@@ -6,7 +6,7 @@
 Times the study's own training step (``seednorm_experiments.lm.study.measure_throughput``: the harness's forward,
 backward, per-group gradient norms, clipping and fused AdamW) round-robin, ``--rounds`` × 2 steps per norm, and
 prints, per preset and norm: tokens/s of the best and the median round and the step cost vs RMSNorm as the ratio
-of best rounds, of median rounds, and the median of the per-round ratios (``harness.step_costs``, as the study's
+of best rounds, of median rounds, and the median of the per-round ratios (``report.step_costs``, as the study's
 report gives it: each round times every norm back to back, so load from other processes cancels in it). Writes
 the table to ``--out`` (default ``benchmarks/results/lm-step-cost-cpu.md``) with the machine and the command.
 """
@@ -20,26 +20,35 @@ import sys
 import time
 from pathlib import Path
 
-from seednorm_experiments.bench.kernels import machine, versions
-from seednorm_experiments.lm.presets import NORM_NAMES, get_preset
-from seednorm_experiments.lm.study import measure_throughput
-from seednorm_experiments.report import markdown_table, step_costs
+from ..args import out_file, positive_int
+from ..common import BASELINE, Listed, check_norms, default_norms, machine
+from ..report import markdown_table, step_costs
+from .presets import PRESETS, get_preset
+from .study import measure_throughput
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--presets", nargs="+", default=["quick", "standard"])
-    p.add_argument("--norms", nargs="+", default=list(NORM_NAMES))
-    p.add_argument("--rounds", type=int, default=60)
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results/lm-step-cost-cpu.md"))
+    """Time every norm of ``--norms`` on every preset of ``--presets`` and write the table; returns the exit code."""
+    p = argparse.ArgumentParser(prog="python -m seednorm_experiments.lm.step_cost", description=__doc__.splitlines()[0])
+    p.add_argument("--presets", action=Listed, metavar="PRESET",
+                   type=_preset, default=("quick", "standard"),
+                   help="presets to time (default: quick standard)")
+    p.add_argument("--norms", action=Listed, metavar="NORM", default=default_norms(BASELINE),
+                   help=f"norms to time, {BASELINE} always (default: every norm)")
+    p.add_argument("--rounds", type=positive_int, default=60, help="rounds of 2 steps per norm (default: %(default)s)")
+    p.add_argument("--out", type=out_file, default=Path("benchmarks/results/lm-step-cost-cpu.md"),
+                   help="the table (default: %(default)s)")
     p.add_argument("--note", default="", help="a line about the conditions (load, other jobs)")
     args = p.parse_args(argv)
-    norms = ["rmsnorm"] + [n for n in args.norms if n != "rmsnorm"]
+    try:
+        norms = check_norms([BASELINE, *args.norms])
+    except ValueError as e:
+        p.error(str(e))
     rows = []
     for name in args.presets:
         preset = get_preset(name)
         speeds = measure_throughput(preset, norms, rounds=args.rounds)
-        base, costs = speeds["rmsnorm"], step_costs(speeds, "rmsnorm")
+        base, costs = speeds[BASELINE], step_costs(speeds, BASELINE)
         for norm, s in speeds.items():
             paired = statistics.median(costs[norm])
             row = [name, f"{preset.dim}", norm, f"{max(s):,.0f}", f"{statistics.median(s):,.0f}",
@@ -53,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "# LM study: training-step cost vs RMSNorm",
         "",
-        f"- Machine: {machine('cpu')}",
-        f"- Versions: {versions()}",
+        f"- Machine: {machine()}",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Command: `{command.strip()}`",
         f"- Timing: the study's training step, round-robin, {args.rounds} rounds × 2 steps per norm after 3 "
@@ -71,5 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _preset(name: str) -> str:
+    if name not in PRESETS:
+        raise argparse.ArgumentTypeError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return name
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -3,14 +3,13 @@ in-domain and zero-shot, optionally sweep the learning rate, and measure trainin
 
 Layout of ``out``: ``runs/<norm>/seed<k>/`` (one harness run each: checkpoint, metrics.csv, tb/,
 result.json), ``sweep/<norm>/lr<x>/seed<k>/`` for ``--lr-sweep``, ``throughput.json``, and the
-report files written by :mod:`seednorm_experiments.lm.summary`.
+report files written by ``report.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common import check_norms, final_loss
 from ..harness import Task, TrainConfig, benchmark
 from ..runs import check_reusable, train_or_reuse
 from .data import EVAL_DOMAINS, Corpus, load_corpus, train_batch
 from .evals import bits_per_byte, cloze_accuracy, cloze_items
 from .model import SITES, Llama, LMConfig
-from .presets import NORM_NAMES, Preset
+from .presets import Preset
 
-__all__ = ["Run", "check_norms", "measure_throughput", "run_lr_sweep", "run_study"]
+__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "run_lr_sweep", "run_study",
+           "train_config"]
 
 
 @dataclass
@@ -45,18 +46,8 @@ class Run:
 
     @property
     def final_loss(self) -> float:
-        """Mean training loss over the last 10% of steps."""
-        losses = [r["loss"] for r in self.result["history"]]
-        tail = losses[-max(1, len(losses) // 10):]
-        return float(sum(tail) / len(tail))
-
-
-def check_norms(norms: Sequence[str]) -> list[str]:
-    """The norm names, validated (ValueError naming the choices)."""
-    bad = [n for n in norms if n not in NORM_NAMES]
-    if bad or not norms:
-        raise ValueError(f"unknown norm(s) {bad}; choose from {list(NORM_NAMES)}")
-    return list(dict.fromkeys(norms))
+        """Mean training loss over the last 10% of steps (:func:`..common.final_loss`)."""
+        return final_loss(self.result["history"])
 
 
 def model_config(preset: Preset, vocab_size: int, norm: str, placement: Sequence[str] = SITES,
@@ -75,7 +66,7 @@ def _lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
 _EVAL_FIELDS = ("eval_windows", "cloze_items", "cloze_context", "cloze_length")
 
 
-class _Evaluator:
+class Evaluator:
     """Bits per byte on every evaluation domain and cloze accuracy on each, items built once (on first use)."""
 
     def __init__(self, preset: Preset, corpus: Corpus) -> None:
@@ -103,7 +94,7 @@ class _Evaluator:
 _UNSET_OK = ("norm_kwargs", "site_norm_kwargs", "embed_scale")  # in the signature only when set
 
 
-def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: _Evaluator | None,
+def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: Evaluator | None,
               placement: Sequence[str] = SITES, qk_norm: bool = False,
               model_overrides: dict[str, Any] | None = None, signature: dict[str, Any] | None = None) -> Task:
     """The harness task of one (norm, seed) run: data order and init depend on the seed only, so runs
@@ -134,8 +125,10 @@ def _train_all(runs: list[tuple[Task, TrainConfig]], resume: bool) -> list[dict[
     return [train_or_reuse(task, cfg, reuse=resume) for task, cfg in runs]
 
 
-def _train_config(preset: Preset, out: Path, seed: int, lr: float, steps: int, resume: bool, progress: bool,
-                  desc: str, vocab_size: int) -> TrainConfig:
+def train_config(preset: Preset, out: Path, seed: int, lr: float, steps: int, resume: bool, progress: bool,
+                 desc: str, vocab_size: int) -> TrainConfig:
+    """The harness settings of one run: the preset's schedule at ``lr`` for ``steps`` steps into ``out``; a run
+    diverges when its loss exceeds ln(vocab) + 1 (worse than guessing uniformly)."""
     return TrainConfig(out_dir=out, steps=steps, lr=lr, warmup=min(preset.warmup, steps // 5),
                        weight_decay=preset.weight_decay, grad_clip=preset.grad_clip, seed=seed, resume=resume,
                        ckpt_every=preset.ckpt_every, eval_every=preset.eval_every if steps == preset.steps else 0,
@@ -147,10 +140,10 @@ def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, re
     """Train every (seed, norm) pair -- seeds outer, so a cut-short study still has paired seeds."""
     norms = check_norms(norms)
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
-    evaluator = _Evaluator(preset, corpus)
+    evaluator = Evaluator(preset, corpus)
     grid = [(norm, seed) for seed in range(seeds) for norm in norms]
     jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm),
-             _train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps, resume,
+             train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps, resume,
                            progress, f"{norm} seed {seed}", corpus.vocab_size)) for norm, seed in grid]
     return [Run(norm, seed, preset.lr, result) for (norm, seed), result in zip(grid, _train_all(jobs, resume),
                                                                               strict=True)]
@@ -166,8 +159,8 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     steps = preset.sweep_steps or preset.steps
     grid = [(norm, seed, preset.lr * mult) for mult in preset.lr_sweep for seed in range(seeds) for norm in norms]
     jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm),
-             dataclasses.replace(_train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr,
-                                               steps, resume, progress, f"sweep {norm} lr {lr:g} seed {seed}",
+             dataclasses.replace(train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr,
+                                              steps, resume, progress, f"sweep {norm} lr {lr:g} seed {seed}",
                                                corpus.vocab_size), ckpt_every=0)) for norm, seed, lr in grid]
     return [Run(norm, seed, lr, result) for (norm, seed, lr), result in zip(grid, _train_all(jobs, resume),
                                                                             strict=True)]
@@ -181,9 +174,5 @@ def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 40
     back)."""
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
     tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm) for norm in check_norms(norms)}
-    config = _train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)
+    config = train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)
     return benchmark(tasks, config, rounds=rounds, steps=steps)
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0

@@ -1,7 +1,7 @@
-"""``python -m seednorm_experiments.vit`` (what ``torchrun -m seednorm_experiments.vit`` runs): ``seednorm vit``."""
+"""``python -m seednorm_experiments.vit`` = ``seednorm vit`` (what ``torchrun ... -m`` runs)."""
 
 import sys
 
-from .study import main
+from .cli import main
 
 sys.exit(main())

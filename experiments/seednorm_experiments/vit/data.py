@@ -7,7 +7,8 @@
 - ``sklearn_digits``: scikit-learn's 1,797 8×8 digits (0–16), upscaled to the 20×20 box MNIST digits occupy and
   padded to 28×28: a zero-shot distribution shift for a model trained on ``mnist``.
 
-Images are float32 (N, 1, 28, 28) in [0, 1]; labels int64 (N,).
+Images are float32 (N, 1, 28, 28) in [0, 1]; labels int64 (N,). The study trains on a fixed 80/20 stratified split
+(:func:`load_study_data`) in batches that are a pure function of (seed, step) (:class:`Batches`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ImageSet", "DATASETS", "load_dataset", "load_mnist", "load_animals", "load_sklearn_digits",
-           "random_translate"]
+__all__ = ["ImageSet", "DATASETS", "Batches", "StudyData", "load_dataset", "load_mnist", "load_animals",
+           "load_sklearn_digits", "load_study_data", "random_translate"]
 
 DIGITS = tuple(str(i) for i in range(10))
 ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
@@ -141,3 +142,56 @@ def random_translate(images: Tensor, max_shift: int, generator: torch.Generator 
     cols = (offsets[1, :, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
     batch = torch.arange(b, device=images.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Training images, the in-distribution test set and the zero-shot transfer sets."""
+
+    train: ImageSet
+    test: ImageSet
+    transfer: dict[str, ImageSet]
+
+
+def load_study_data(dataset: str, eval_limit: int | None) -> StudyData:
+    """Fixed 80/20 stratified split (seed 0) of ``dataset``; MNIST adds the upscaled scikit-learn digits."""
+    train_set, test_set = load_dataset(dataset).split(0.2, seed=0)
+    transfer = {"sklearn_digits": load_sklearn_digits()} if dataset == "mnist" else {}
+    if eval_limit is not None:
+        keep = torch.arange(eval_limit)
+        test_set = test_set.subset(keep[: len(test_set)], "head")
+        transfer = {k: v.subset(keep[: len(v)], "head") for k, v in transfer.items()}
+    return StudyData(train_set, test_set, transfer)
+
+
+def _generator(*keys: int) -> torch.Generator:
+    """A torch generator seeded by a tuple of integers (numpy's SeedSequence mixes them)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0] >> 1))
+
+
+class Batches:
+    """Global batch ``step``: items [step·B, (step+1)·B) of an endless stream of per-epoch permutations, each
+    image shifted by up to ``max_shift`` pixels; rank r of w gets the r-th contiguous B/w of it. A pure function
+    of (seed, step), as the harness requires for exact resume and DDP."""
+
+    def __init__(self, data: ImageSet, batch_size: int, seed: int, max_shift: int) -> None:
+        if batch_size < 1 or batch_size > len(data):
+            raise ValueError(f"batch_size must be in [1, {len(data)}], got {batch_size}")
+        self.data, self.batch_size, self.seed, self.max_shift = data, batch_size, seed, max_shift
+        self._epochs: dict[int, torch.Tensor] = {}
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._epochs:
+            self._epochs[epoch] = torch.randperm(len(self.data), generator=_generator(self.seed, 0, epoch))
+        return self._epochs[epoch]
+
+    def __call__(self, step: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.batch_size % world:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by the world size {world}")
+        n = len(self.data)
+        positions = torch.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        index = torch.cat([self._permutation(int(e))[positions[positions // n == e] % n]
+                           for e in torch.unique(positions // n)])
+        images = random_translate(self.data.images[index], self.max_shift, _generator(self.seed, 1, step))
+        shard = slice(rank * self.batch_size // world, (rank + 1) * self.batch_size // world)
+        return images[shard], self.data.labels[index][shard]

@@ -10,31 +10,22 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from seednorm_experiments.report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
-
+from ..common import VISION_BASELINE, final_loss
+from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
 from .evals import Shift
-
-if TYPE_CHECKING:
-    from .study import Preset, RunSpec
+from .presets import Preset
+from .study import Results, RunSpec
 
 __all__ = ["write_report"]
-
-Results = Sequence[tuple["RunSpec", dict[str, Any]]]
 
 
 def _accuracy(result: dict[str, Any], condition: str, chance: float) -> float:
     """Final accuracy (%) under ``condition``; chance for a diverged run."""
     return 100 * (chance if result["diverged"] else result["final_eval"][condition])
-
-
-def _final_loss(result: dict[str, Any]) -> float:
-    """Mean training loss over the last 10% of steps (per-batch losses are noisy)."""
-    losses = [row["loss"] for row in result["history"]]
-    return float(np.mean(losses[-max(1, len(losses) // 10):]))
 
 
 def _by_label(results: Results, grid: str) -> dict[str, list[tuple[RunSpec, dict[str, Any]]]]:
@@ -51,7 +42,7 @@ def _accuracy_rows(groups: dict[str, list], conditions: list[str], chance: float
         accs = [str(summarize([_accuracy(r, c, chance) for _, r in runs]).format(1)) for c in conditions]
         rows.append([
             label, f"{runs[0][1]['num_params']:,}", *accs,
-            summarize([_final_loss(r) for _, r in runs]).format(3),
+            summarize([final_loss(r["history"]) for _, r in runs]).format(3),
             f"{sum(r['diverged'] for _, r in runs)}/{len(runs)}",
             f"{max(max(row['grad_norm'] for row in r['history']) for _, r in runs):.2f}",
             f"{np.mean([r['tokens_per_s'] for _, r in runs]):,.0f}",
@@ -129,9 +120,9 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
         markdown_table(header, _accuracy_rows(main, conditions, chance)),
         "",
     ]
-    if "layernorm" in main and len(main) > 1:
-        lines += ["Paired difference to LayerNorm (same seeds), percentage points, mean [95% CI]:", "",
-                  markdown_table(["", *conditions], _paired_rows(main, "layernorm", conditions, chance)), ""]
+    if VISION_BASELINE in main and len(main) > 1:
+        lines += [f"Paired difference to {VISION_BASELINE} (same seeds), percentage points, mean [95% CI]:", "",
+                  markdown_table(["", *conditions], _paired_rows(main, VISION_BASELINE, conditions, chance)), ""]
     figures = _plots(out, main, "", f"{preset.dataset}, d={preset.model.dim}")
     plot_bars({c: {label: [_accuracy(r, c, chance) for _, r in runs] for label, runs in main.items()}
                for c in conditions}, out / "shifts.png", ylabel="accuracy (%)", title="final accuracy, 95% CI")
@@ -145,7 +136,7 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
     (out / "report.md").write_text("\n".join(lines))
     summary = {"preset": asdict(preset), "command": command, "machine": machine, "runs": [
         {"grid": s.grid, "label": s.label, "seed": s.seed, "dim": s.model.dim, "diverged": r["diverged"],
-         "final_eval": r["final_eval"], "final_train_loss": _final_loss(r), "num_params": r["num_params"],
+         "final_eval": r["final_eval"], "final_train_loss": final_loss(r["history"]), "num_params": r["num_params"],
          "wall_s": r["wall_s"]} for s, r in results]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
@@ -157,9 +148,9 @@ def _head_section(out: Path, preset: Preset, heads: dict[str, list], conditions:
     stats = [summarize([_accuracy(r, "clean", chance) for _, r in runs]) for runs in seed_runs.values()]
     ys = {"SeeDNorm": [s.mean for s in stats]}
     err = {"SeeDNorm": [0.0 if np.isnan(s.std) else s.std for s in stats]}
-    if "layernorm" in heads:
-        ref = summarize([_accuracy(r, "clean", chance) for _, r in heads["layernorm"]])
-        ys["LayerNorm (reference)"] = [ref.mean] * len(counts)
+    if VISION_BASELINE in heads:
+        ref = summarize([_accuracy(r, "clean", chance) for _, r in heads[VISION_BASELINE]])
+        ys[f"{VISION_BASELINE} (reference)"] = [ref.mean] * len(counts)
     plot_lines(counts, ys, out / "heads.png", xlabel="SeeDNorm heads", ylabel="test accuracy (%) ± std",
                title=f"head-count ablation, d={preset.ablation_dim}, lr {preset.ablation_lr}", logx=True, yerr=err)
     names = ["heads.png", *_plots(out, heads, "heads_", f"d={preset.ablation_dim}, lr {preset.ablation_lr}")]
@@ -170,8 +161,8 @@ def _head_section(out: Path, preset: Preset, heads: dict[str, list], conditions:
         "",
         f"The main recipe at width {preset.ablation_dim}, depth {preset.ablation_depth}, a higher learning rate "
         f"and dot scale {preset.ablation_dot_scale!r}: with a scale of 1 the variance of s_h = x_h·β_hᵀ grows "
-        f"with the D/heads channels of a head (SPEC §3), so one head ({preset.ablation_dim} channels) should be "
-        "the least stable. LayerNorm at the same width and learning rate is the reference.",
+        f"with the D/heads channels of a head (spec §3), so one head ({preset.ablation_dim} channels) should be "
+        f"the least stable. {VISION_BASELINE} at the same width and learning rate is the reference.",
         "",
         markdown_table(header, _accuracy_rows(heads, conditions, chance)),
         "",
@@ -186,11 +177,12 @@ def _reading(main: dict[str, list], heads: dict[str, list], chance: float) -> li
     best = max(means, key=means.get)
     lines = [f"- Highest mean clean accuracy: {best} ({means[best]:.1f}%)."]
     seed_label = next((label for label in main if label.startswith("seednorm")), None)
-    if seed_label and "layernorm" in main and len(main[seed_label]) > 1:
+    if seed_label and VISION_BASELINE in main and len(main[seed_label]) > 1:
         diff = paired_diff({s.seed: _accuracy(r, "clean", chance) for s, r in main[seed_label]},
-                           {s.seed: _accuracy(r, "clean", chance) for s, r in main["layernorm"]})
+                           {s.seed: _accuracy(r, "clean", chance) for s, r in main[VISION_BASELINE]})
         verdict = ("excludes 0" if abs(diff.mean) > diff.ci95 else "includes 0: no significant difference")
-        lines.append(f"- {seed_label} − layernorm, clean: {diff.format(1, ci=True)} points; the 95% CI {verdict}.")
+        lines.append(f"- {seed_label} − {VISION_BASELINE}, clean: {diff.format(1, ci=True)} points; "
+                     f"the 95% CI {verdict}.")
     seed_heads = {label: runs for label, runs in heads.items() if label.startswith("seednorm")}
     if seed_heads:
         acc = {label: summarize([_accuracy(r, "clean", chance) for _, r in runs]) for label, runs in seed_heads.items()}

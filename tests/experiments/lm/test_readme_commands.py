@@ -14,14 +14,15 @@ SRC = str(Path(seednorm.__file__).resolve().parents[1])
 
 def test_torchrun_two_process_smoke_study_writes_its_report(tmp_path: Path) -> None:
     """``torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke`` from a fresh folder: both ranks
-    train, rank 0 alone benchmarks throughput and writes the report (default --out runs/lm-smoke)."""
+    train, rank 0 alone benchmarks throughput and writes the report (default --out runs/lm_smoke)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "seednorm_experiments.lm",
            "--preset", "smoke"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = (tmp_path / "runs" / "lm-smoke" / "report.md").read_text()
+    out = tmp_path / "runs" / "lm_smoke"
+    report = (out / "report.md").read_text()
     assert "step cost vs RMSNorm" in report and "seednorm lm --preset smoke" in report
     for norm in ("rmsnorm", "layernorm", "dyt", "seednorm"):
-        assert (tmp_path / "runs" / "lm-smoke" / "runs" / norm / "seed0" / "result.json").is_file()
+        assert (out / "runs" / norm / "seed0" / "result.json").is_file()

@@ -14,9 +14,15 @@ import torch
 
 import seednorm
 from seednorm_experiments.vit import main
-from seednorm_experiments.vit.data import load_mnist
-from seednorm_experiments.vit.evals import DEFAULT_SHIFTS
-from seednorm_experiments.vit.study import PRESETS, Batches, parse_args, plan, resolve_preset, run_name, run_signature
+from seednorm_experiments.vit.cli import build_parser, resolve_preset
+from seednorm_experiments.vit.data import Batches, load_mnist
+from seednorm_experiments.vit.evals import DEFAULT_SHIFTS, parse_shift
+from seednorm_experiments.vit.presets import PRESETS
+from seednorm_experiments.vit.study import plan, run_name, run_signature
+
+
+def parse_args(argv: list[str]):
+    return build_parser().parse_args(argv)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +86,11 @@ def test_cli_overrides() -> None:
     assert (preset.norms, preset.heads, preset.seeds, preset.dot_scale, preset.seednorm_heads) == (
         ("dyt", "seednorm"), (), 3, 0.5, 4)
     assert not [s for s in plan(preset, 1) if s.grid == "heads"]
+    spaced = resolve_preset(parse_args(["--preset", "smoke", "--norms", "dyt", "seednorm", "--heads", "1", "2,4"]))
+    assert (spaced.norms, spaced.heads) == (("dyt", "seednorm"), (1, 2, 4))
+    assert parse_args(["--shifts", "noise=0.1", "rotate=5"]).shifts == (parse_shift("noise=0.1"),
+                                                                        parse_shift("rotate=5"))
+    assert parse_args(["--shifts", "none"]).shifts == ()
     for bad in (["--shifts", "blur=2"], ["--dot-scale", "big"]):
         with pytest.raises(SystemExit):
             parse_args(bad)

@@ -10,23 +10,18 @@ sweep ``lr_sweep.png`` (fraction of runs that diverged) and ``lr_sweep_loss.png`
 from __future__ import annotations
 
 import math
-import os
-import platform
 import statistics
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
+from ..common import BASELINE, machine
 from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, step_costs, summarize
 from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT
 from .presets import Preset
 from .study import Run
 
 __all__ = ["write_report"]
-
-BASELINE = "rmsnorm"
 
 
 def _by_norm(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -143,8 +138,7 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Language-model study — `{preset.name}` preset\n",
              f"Command: `{command}`\n",
-             f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-             f"torch {torch.__version__}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
              + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n"]
     if runs:
         groups = _by_norm(runs)

@@ -1,0 +1,151 @@
+"""``seednorm lm``: the language-model study's command line.
+
+    seednorm lm --preset standard --out results/lm_standard    # every norm × 3 seeds, report in results/lm_standard
+    seednorm lm --preset smoke --norms rmsnorm seednorm        # seconds (what the tests run); runs/lm_smoke
+    seednorm lm --ablation --preset quick --steps 200 --seeds 6 --out results/lm_ablation
+    torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke   # DDP (gloo on CPU, nccl on GPU)
+
+The study trains the same small Llama-style decoder with each norm (every seed gives every norm the same init and
+data order), evaluates bits per byte and cloze accuracy in-domain and on three never-seen domains, and writes
+``OUT/report.md`` with PNG plots; ``--ablation`` runs the fair comparison (each norm at its own best learning rate)
+and the ablation of SeeDNorm's knobs instead.
+
+List options take space- or comma-separated items (``--norms rmsnorm seednorm`` = ``--norms rmsnorm,seednorm``).
+Runs in OUT are reused only when they were made with the same settings: with ``--resume`` (and always in the
+ablation) a run folder holding a run of other settings stops the command before it trains. Exit codes: 0 done; 2 a
+bad argument or an unusable run folder (one line on stderr); see ``seednorm_experiments.args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+from ..args import check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
+from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
+from ..runs import EXPECTED_ERRORS
+from .model import SITES
+from .presets import PRESETS, get_preset
+
+__all__ = ["build_parser", "main"]
+
+ABLATION_LRS = tuple(1e-3 * 2**k for k in range(8))
+ABLATION_SEEDS = 6
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``seednorm lm``; defaults are given in each help text."""
+    p = argparse.ArgumentParser(prog="seednorm lm", description=__doc__.replace("``", ""),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default="quick", help="study size (default: %(default)s)")
+    p.add_argument("--norms", action=Listed, metavar="NORM", default=default_norms(BASELINE),
+                   help="norms to compare (default: " + " ".join(default_norms(BASELINE)) + ")")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds per norm (default: the preset's; "
+                   f"{ABLATION_SEEDS} in the ablation)")
+    p.add_argument("--out", type=out_dir, default=None,
+                   help="output folder (default: runs/lm_<preset>, runs/lm_ablation_<preset> for --ablation)")
+    p.add_argument("--lr-sweep", action="store_true", help="also sweep the learning rate (stability plot)")
+    p.add_argument("--sweep-only", action="store_true", help="run only the learning-rate sweep")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs, resume interrupted ones (only "
+                   "runs of these same settings: another run in --out is an error)")
+    p.add_argument("--placement", action=Listed, metavar="SITE", default=SITES,
+                   help="norm sites that take the chosen norm, the others stay RMSNorm (default: all of "
+                   + " ".join(SITES) + ")")
+    p.add_argument("--qk-norm", action="store_true", help="add a norm on each head's queries and keys")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--no-throughput", action="store_true", help="skip the round-robin throughput benchmark")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a = p.add_argument_group("ablation: sweep, best-LR comparison, SeeDNorm knobs, longer, wider")
+    a.add_argument("--ablation", action="store_true", help="run the ablation instead of the study (always "
+                   "reuses finished runs of the same settings; several processes may share one --out)")
+    a.add_argument("--ablation-lrs", action=Listed, metavar="LR", type=positive_float, default=ABLATION_LRS,
+                   help="learning rates of the sweep (default: " + " ".join(f"{x:g}" for x in ABLATION_LRS) + ")")
+    a.add_argument("--knobs", action=Listed, metavar="KNOB", default=None,
+                   help="SeeDNorm knob variants (default: every one of recipes.KNOBS)")
+    a.add_argument("--long-factors", action=Listed, metavar="F", type=positive_int, default=(4,),
+                   help="one long phase per factor, training that many times the steps (default: 4)")
+    a.add_argument("--wide-dim", type=positive_int, default=None,
+                   help="width of the wide phase (default: 2 × the preset's)")
+    a.add_argument("--carry", type=nonnegative_int, default=1,
+                   help="best knob variants carried into the long and wide phases (default: %(default)s)")
+    a.add_argument("--report-only", action="store_true", help="only write the ablation report from finished runs")
+    a.add_argument("--dim", type=positive_int, default=None, help="width (default: the preset's; the "
+                   "ablation's base width)")
+    a.add_argument("--until", default=None, help="stop after this phase: sweep, base, long<f>x or wide "
+                   "(default: run every phase)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``seednorm lm ...``: run the study or the ablation and write its report; returns the exit code (0 done, 2 a
+    bad argument or an unusable run folder, one line on stderr)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    body = _ablation if args.ablation or args.report_only else _study
+    return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
+
+
+def _ablation(args: argparse.Namespace, command: str) -> int:
+    import torch
+
+    from .ablation import AblationPlan, load_runs, run_ablation
+    from .ablation_report import write_ablation_report
+    from .recipes import KNOBS
+
+    try:  # every setting is checked before anything trains
+        preset = get_preset(args.preset, steps=args.steps, dim=args.dim)
+        plan = AblationPlan(preset, seeds=args.seeds or ABLATION_SEEDS, lrs=tuple(args.ablation_lrs),
+                            knobs=tuple(args.knobs or KNOBS), long_factors=tuple(args.long_factors),
+                            wide_dim=args.wide_dim, carry=args.carry)
+        if args.until is not None and args.until not in plan.phases:
+            raise ValueError(f"--until {args.until!r} is not a phase of this plan: {plan.phases}")
+        out = check_out_dir(args.out or default_out("lm_ablation", preset.name))
+    except ValueError as e:
+        raise argparse.ArgumentError(None, str(e)) from None
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    runs = (load_runs(plan, out) if args.report_only
+            else run_ablation(plan, out, progress=not args.no_progress, until=args.until))
+    path = write_ablation_report(out, plan, runs, command=command,
+                                 wall_s=None if args.report_only else time.perf_counter() - t0)
+    print(f"wrote {path}")
+    return 0
+
+
+def _study(args: argparse.Namespace, command: str) -> int:
+    from .report import write_report
+    from .study import measure_throughput, run_lr_sweep, run_study
+
+    try:  # every setting is checked before anything trains
+        preset = get_preset(args.preset, steps=args.steps, lr=args.lr)
+        norms = check_norms(args.norms)
+        if set(args.placement) - set(SITES):
+            raise ValueError(f"--placement: unknown placement {sorted(set(args.placement) - set(SITES))}; "
+                             f"choose from {', '.join(SITES)}")
+        out = check_out_dir(args.out or default_out("lm", preset.name))
+    except ValueError as e:
+        raise argparse.ArgumentError(None, str(e)) from None
+    seeds = args.seeds or preset.seeds
+    kw = {"resume": args.resume, "placement": args.placement, "qk_norm": args.qk_norm,
+          "progress": not args.no_progress}
+    t0 = time.perf_counter()
+    runs = [] if args.sweep_only else run_study(preset, norms, seeds, out, **kw)
+    sweep = run_lr_sweep(preset, norms, seeds, out, **kw) if args.lr_sweep or args.sweep_only else []
+    if not is_main_process():
+        return 0
+    bench = None
+    if runs and not args.no_throughput:
+        bench = measure_throughput(preset, norms, placement=args.placement, qk_norm=args.qk_norm)
+    path = write_report(out, preset, runs, command=command, throughput=bench, sweep=sweep,
+                        wall_s=time.perf_counter() - t0)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
