@@ -320,3 +320,15 @@ def test_functional_form_takes_the_fused_path_by_default(monkeypatch):
     ref = seednorm.seednorm(x, w, a, b, impl="reference")
     assert len(calls) == 1
     torch.testing.assert_close(y, ref)
+
+
+def test_remembered_option_checks_still_refuse_a_bool_that_equals_an_accepted_number():
+    """The option checks are remembered per set of options; True == 1 and hash alike, and must not share an entry."""
+    x, d = torch.randn(2, 8), 8
+    w, a, b = torch.ones(d), torch.ones(d), torch.zeros(d)
+    seednorm.seednorm(x, w, a, b, num_heads=1, eps=1.0, dot_scale=1.0)
+    for bad in ({"num_heads": True}, {"eps": True}, {"dot_scale": True}):
+        with pytest.raises(ValueError):
+            seednorm.seednorm(x, w, a, b, **{"num_heads": 1, "eps": 1.0, "dot_scale": 1.0, **bad})
+    with pytest.raises(ValueError):  # an unhashable option is checked, not remembered
+        seednorm.seednorm(x, w, a, b, num_heads=[1])

@@ -20,6 +20,7 @@ saturate (RMSNorm's pattern) and softsign turns into NaN (Inf/Inf). Non-finite p
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -154,6 +155,43 @@ BETA_MODES = ("dot", "elementwise", "none")
 GAMMA_MODES = ("vector", "none")
 
 
+def _layer_options(
+    dim: int, dtype: torch.dtype, num_heads: int, eps: float | None, activation: str, dynamic_dropout: float,
+    dot_scale: float | str, beta_mode: str,
+) -> tuple[int, float, float, float]:
+    num_heads = check_heads(dim, num_heads)
+    if beta_mode != "dot" and num_heads != 1:
+        raise ValueError(f"beta_mode={beta_mode!r} has no heads (s is per channel): num_heads must be 1, "
+                         f"got {num_heads}")
+    eps = check_eps(eps)
+    check_activation(activation)
+    dynamic_dropout = check_dropout(dynamic_dropout)
+    scale = resolve_dot_scale(dot_scale, dim, num_heads)
+    eps = default_eps(dtype) if eps is None else eps
+    check_eps_for(eps, dtype)
+    return num_heads, eps, dynamic_dropout, scale
+
+
+# typed: True == 1 and hashes alike, but True is refused where 1 is accepted
+_cached_layer_options = functools.lru_cache(maxsize=1024, typed=True)(_layer_options)
+
+
+def layer_options(
+    dim: int, dtype: torch.dtype, num_heads: int, eps: float | None, activation: str, dynamic_dropout: float,
+    dot_scale: float | str, beta_mode: str = "dot",
+) -> tuple[int, float, float, float]:
+    """SeeDNorm's options checked and resolved for a width and an input dtype: ``(num_heads, ε, dynamic_dropout,
+    dot_scale)`` as Python numbers (ε: the dtype's default for None; dot_scale: a number for "dim"). Raises the
+    error that names a bad option. Remembered per distinct set of options, so a layer pays for the checks once
+    (an error is never remembered: it is raised again on every call)."""
+    args = (dim, dtype, num_heads, eps, activation, dynamic_dropout, dot_scale, beta_mode)
+    try:
+        hash(args)
+    except TypeError:  # an unhashable option (a list, ...): the checks name it
+        return _layer_options(*args)
+    return _cached_layer_options(*args)
+
+
 def seednorm(
     x: Tensor,
     weight: Tensor | None,
@@ -207,7 +245,8 @@ def seednorm(
     for what, p in (("weight", weight), ("alpha", alpha), ("beta", beta), ("bias", bias)):
         if p is not None:
             check_floating(p, what)
-    beta_mode = check_mode(beta_mode, BETA_MODES, "beta_mode")
+    if beta_mode not in BETA_MODES:
+        check_mode(beta_mode, BETA_MODES, "beta_mode")
     if (beta is None) != (beta_mode == "none"):
         raise ValueError(f"beta must be None exactly when beta_mode='none'; got beta_mode={beta_mode!r} and "
                          f"beta {'None' if beta is None else 'given'}")
@@ -219,16 +258,9 @@ def seednorm(
     check_params(x, dim, {"weight": weight, "alpha": None if shared_alpha else alpha, "beta": beta, "bias": bias})
     if shared_alpha:
         check_params(x, 1, {"alpha": alpha})
-    num_heads = check_heads(dim, num_heads)
-    if beta_mode != "dot" and num_heads != 1:
-        raise ValueError(f"beta_mode={beta_mode!r} has no heads (s is per channel): num_heads must be 1, "
-                         f"got {num_heads}")
-    eps = check_eps(eps)
-    check_activation(activation)
-    dynamic_dropout = check_dropout(dynamic_dropout)
-    scale = resolve_dot_scale(dot_scale, dim, num_heads)
-    eps = default_eps(x.dtype) if eps is None else eps
-    check_eps_for(eps, x.dtype)
+    num_heads, eps, dynamic_dropout, scale = layer_options(
+        dim, x.dtype, num_heads, eps, activation, dynamic_dropout, dot_scale, beta_mode
+    )
     # The fused kernels are opaque to torch.func's transforms; the reference is plain PyTorch and composes with them.
     fusable = (not center and bias is None and not (training and dynamic_dropout > 0) and beta_mode == "dot"
                and not torch._C._are_functorch_transforms_active())
