@@ -8,7 +8,7 @@ Times are medians after warm-up. On CUDA each measurement is ``triton.testing.do
 calls; backward timed on a retained graph). On CPU the candidates are run round-robin, one repetition each in
 turn, so that load from other processes on the machine spreads evenly over them.
 
-Bytes model (the minimum traffic, the same for SeeDNorm and RMSNorm, SPEC §5), with s = bytes per element:
+Bytes model (the minimum traffic, the same for SeeDNorm and RMSNorm, spec §5), with s = bytes per element:
 forward reads x and writes y (2·M·D·s); backward reads x and dy and writes dx (3·M·D·s); parameters and the
 per-row statistics are counted too (weights read once per pass, gradients written once). GB/s = bytes / time.
 Memory: peak allocated during forward+backward on CUDA, and on every device the bytes saved for backward

@@ -7,7 +7,7 @@ torchtitan 0.3.0 selects configs by Python function (``--module <package> --conf
 
 Both configs use torchtitan's ``llama3_debugmodel`` (data, tokenizer, schedule: run from a torchtitan checkout, whose
 ``tests/assets`` hold the tokenizer and the c4_test data) with the DTensor backend ("partial_dtensor") and
-``seednorm_adamw``: α, β decayed with the global coefficient, norm gains not (SPEC §4), the same γ policy for both.
+``seednorm_adamw``: α, β decayed with the global coefficient, norm gains not (spec §4), the same γ policy for both.
 """
 
 from __future__ import annotations
