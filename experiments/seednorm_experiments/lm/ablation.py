@@ -38,7 +38,7 @@ from ..report import paired_diff
 from ..runs import finished_result, train_or_reuse
 from .data import IN_DOMAIN, Corpus, load_corpus
 from .presets import Preset
-from .recipes import KNOBS, VARIANTS, get_variant
+from .recipes import FORM_KNOBS, KNOBS, VARIANTS, get_variant
 from .study import Evaluator, Run, make_task, train_config
 from .sweep import best_lrs
 
@@ -74,7 +74,7 @@ class AblationPlan:
             raise ValueError(f"lrs must be >= 2 positive learning rates, got {self.lrs}")
         for k in self.knobs:
             if get_variant(k).norm != "seednorm":
-                raise ValueError(f"knob {k!r} is not a SeeDNorm variant; choose from {list(KNOBS)}")
+                raise ValueError(f"knob {k!r} is not a SeeDNorm variant; choose from {list(KNOBS + FORM_KNOBS)}")
         if not self.long_factors or min(self.long_factors) < 2 or self.carry < 0:
             raise ValueError(f"need long factors >= 2 and carry >= 0, got {self.long_factors}, {self.carry}")
 
@@ -232,7 +232,7 @@ class _Runs:
             evaluator = self.evaluators.setdefault(job.phase, Evaluator(preset, self.corpus))
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
                          model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
-                         signature={"variant": dataclasses.asdict(variant)})
+                         signature={"variant": variant.signature()})
         cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
                             f"{job.phase} {job.variant} seed {job.seed}", self.corpus.vocab_size)
         cfg = dataclasses.replace(cfg, tensorboard=False, eval_every=0,

@@ -67,6 +67,11 @@ def _mean_of(runs: Sequence[Run], key: str) -> float:
     return statistics.fmean(vals) if vals else math.nan
 
 
+def _fmt_gn(value: float) -> str:
+    """A mean gradient norm, or "–" for a variant without that parameter."""
+    return f"{value:.3f}" if math.isfinite(value) else "–"
+
+
 def _count(runs: Sequence[Run], variant: str) -> str:
     all_ = [r for r in runs if r.norm == variant]
     return f"{len(_ok(runs, variant))}/{len(all_)}"
@@ -135,7 +140,7 @@ def _knob_section(base: Sequence[Run], knobs: Sequence[str]) -> list[str]:
             continue
         cells = [_fmt(_diff(base, v, m)) for m in METRICS.values()]
         rows.append([v, get_variant(v).note, _count(base, v)] + cells
-                    + [f"{_mean_of(ok, 'clipped'):.2f}", f"{_mean_of(ok, 'gn/beta'):.3f}"])
+                    + [f"{_mean_of(ok, 'clipped'):.2f}", _fmt_gn(_mean_of(ok, 'gn/beta'))])
     ref = _ok(base, BASELINE)
     if ref:
         rows.append([BASELINE, "baseline", _count(base, BASELINE)] + ["0"] * len(METRICS)
@@ -214,7 +219,7 @@ def _instrumentation(base: Sequence[Run], knobs: Sequence[str], steps: int, out:
                     logy=True, title=f"Gradient norm per parameter group — {v}")
         lines.append(f"![gradient norms {v}](gradnorm_{v}.png)\n")
     beta = {v: [[h["gn/beta"] for h in r.result["history"]] for r in _ok(base, v)] for v in ("seednorm", *knobs)
-            if _ok(base, v)}
+            if _ok(base, v) and "gn/beta" in _ok(base, v)[0].result["history"][0]}  # a variant without β has none
     if beta:
         plot_curves(beta, list(range(steps)), out / "gn_beta.png", ylabel="‖∇β‖", smooth=0.9, logy=True,
                     title="β's gradient norm per SeeDNorm variant")

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ablation-lrs", action=Listed, metavar="LR", type=positive_float, default=ABLATION_LRS,
                    help="learning rates of the sweep (default: " + " ".join(f"{x:g}" for x in ABLATION_LRS) + ")")
     a.add_argument("--knobs", action=Listed, metavar="KNOB", default=None,
-                   help="SeeDNorm knob variants (default: every one of recipes.KNOBS)")
+                   help="SeeDNorm knob variants (default: every one of recipes.KNOBS; the layer's ablation forms "
+                   "recipes.FORM_KNOBS, e.g. seednorm-no-beta, are selectable)")
     a.add_argument("--long-factors", action=Listed, metavar="F", type=positive_int, default=(4,),
                    help="one long phase per factor, training that many times the steps (default: 4)")
     a.add_argument("--wide-dim", type=positive_int, default=None,
