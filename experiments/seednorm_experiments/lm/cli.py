@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="study size (default: %(default)s)")
     p.add_argument("--norms", action=Listed, metavar="NORM", default=default_norms(BASELINE),
-                   help="norms to compare (default: " + " ".join(default_norms(BASELINE)) + ")")
+                   help="norms to compare (default: " + " ".join(default_norms(BASELINE)) + "); in the ablation, "
+                   "main norms of recipes.VARIANTS (e.g. derf, with DyT's LM recipe)")
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds per norm (default: the preset's; "
                    f"{ABLATION_SEEDS} in the ablation)")
     p.add_argument("--out", type=out_dir, default=None,
@@ -107,7 +108,7 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
         preset = get_preset(args.preset, steps=args.steps, dim=args.dim)
         plan = AblationPlan(preset, seeds=args.seeds or ABLATION_SEEDS, lrs=tuple(args.ablation_lrs),
                             knobs=tuple(args.knobs or KNOBS), long_factors=tuple(args.long_factors),
-                            wide_dim=args.wide_dim, carry=args.carry)
+                            wide_dim=args.wide_dim, carry=args.carry, norms=tuple(dict.fromkeys(args.norms)))
         if args.moe_experts:
             raise ValueError("--moe-experts applies to the study; the ablation trains the dense model")
         if args.until is not None and args.until not in plan.phases:

@@ -6,7 +6,8 @@ the LLaMA α0 table in its appendix): a learnable scalar after the embedding lay
 and a different α0 for the attention-input DyT than for the others (FFN input and final norm). The
 smallest model in that table (LLaMA 7B) uses α0_attn = 0.8, α0_other = 0.2, and the paper notes that
 narrower models take larger α0, so these are the defaults here; both are arguments of
-:func:`dyt_lm_recipe`.
+:func:`dyt_lm_recipe`. Derf (γ·erf(a·x + s) + b) has no published language-model recipe; its variant takes
+DyT's (a0 in place of α0, s0 = 0): the same treatment as DyT, a playing α's role.
 
 SeeDNorm knobs (each maps to a documented option of the library or the harness):
 
@@ -93,8 +94,8 @@ class Variant:
     def __post_init__(self) -> None:
         if self.clip not in ("global", "exclude") and not (isinstance(self.clip, float) and self.clip > 0):
             raise ValueError(f"clip must be 'global', 'exclude' or a max-norm > 0, got {self.clip!r}")
-        if self.dyt_recipe and self.norm != "dyt":
-            raise ValueError(f"dyt_recipe applies to norm='dyt', not {self.norm!r}")
+        if self.dyt_recipe and self.norm not in ("dyt", "derf"):
+            raise ValueError(f"dyt_recipe applies to norm='dyt' or 'derf', not {self.norm!r}")
         if self.forms() and self.norm != "seednorm":
             raise ValueError(f"alpha_mode, beta_mode and gamma_mode apply to norm='seednorm', not {self.norm!r}")
 
@@ -143,6 +144,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("layernorm", "layernorm", "LayerNorm"),
     Variant("dyt", "dyt", "DyT with its LM recipe: learnable embedding scale init √d, α0 attn 0.8 / other 0.2",
             dyt_recipe=True),
+    Variant("derf", "derf", "Derf with DyT's LM recipe (none published for Derf): embedding scale init √d, a0 attn "
+            "0.8 / other 0.2, s0 0", dyt_recipe=True),
     Variant("seednorm", "seednorm", "SeeDNorm, paper defaults (α, β in global clip, decayed, lr ×1, dot 1, 1 head)"),
     Variant("seednorm-noclip", "seednorm", "α, β excluded from gradient clipping", clip="exclude"),
     Variant("seednorm-clip0.1", "seednorm", "α, β clipped separately, max-norm 0.1 each", clip=0.1),

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seednorm import DyT, SeeDNorm
+from seednorm import Derf, DyT, SeeDNorm
 from seednorm_experiments.harness import CHECKPOINT_NAME, Task, TrainConfig, load_checkpoint, param_kinds, train
 from seednorm_experiments.lm import main
 from seednorm_experiments.lm.ablation import AblationPlan, Job, best_knobs, claim
@@ -273,13 +273,29 @@ def test_other_variants_keep_their_fingerprints() -> None:
         Variant("x", "rmsnorm", "", alpha_mode="none")
 
 
+def test_derf_variant_takes_dyt_lm_recipe() -> None:
+    model = Llama(LMConfig(vocab_size=64, dim=48, n_layers=2, n_heads=4, seq_len=8, norm="derf",
+                           **get_variant("derf").model_overrides(48, 4)))
+    assert model.embed_scale.item() == pytest.approx(math.sqrt(48))
+    for block in model.blocks:
+        assert isinstance(block.attn_norm, Derf) and block.attn_norm.alpha.item() == pytest.approx(0.8)
+        assert block.mlp_norm.alpha.item() == pytest.approx(0.2) and block.mlp_norm.shift.item() == 0
+    assert "derf" not in AblationPlan(get_preset("smoke"), seeds=2, lrs=(1e-3, 1e-2)).norms  # the default stays
+    for norms in (("rmsnorm", "derf"), ("rmsnorm", "seednorm", "seednorm-nowd"), ("rmsnorm", "seednorm", "x")):
+        with pytest.raises(ValueError, match="main norms"):
+            AblationPlan(get_preset("smoke"), seeds=2, lrs=(1e-3, 1e-2), norms=norms)
+
+
 @pytest.mark.slow
-def test_ablation_cli_accepts_the_form_knobs(tmp_path: Path) -> None:
-    argv = ["--ablation", "--preset", "smoke", "--seeds", "2", "--ablation-lrs", "1e-3", "1e-2", "--knobs",
-            ",".join(FORM_KNOBS), "--until", "base", "--out", str(tmp_path), "--no-progress"]
+def test_ablation_cli_accepts_derf_and_the_form_knobs(tmp_path: Path) -> None:
+    argv = ["--ablation", "--preset", "smoke", "--seeds", "2", "--ablation-lrs", "1e-3", "1e-2", "--norms",
+            "rmsnorm", "derf", "seednorm", "--knobs", ",".join(FORM_KNOBS), "--until", "base", "--out", str(tmp_path),
+            "--no-progress"]
     assert main(argv) == 0
     report = (tmp_path / "report.md").read_text()
     for name in FORM_KNOBS:
         assert f"| {name} | {get_variant(name).note} |" in report
+    assert "| derf (2/2), lr " in report
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert {r["variant"] for r in summary["base"]} >= set(FORM_KNOBS)
+    assert {r["variant"] for r in summary["sweep"]} == {"rmsnorm", "derf", "seednorm"}
+    assert {r["variant"] for r in summary["base"]} == {"rmsnorm", "derf", "seednorm", *FORM_KNOBS}
