@@ -1,7 +1,8 @@
 """``seednorm lm --ablation``: the fair comparison of the norms and the ablation of SeeDNorm's knobs
 in phases that each reuse the finished runs of the one before:
 
-1. ``sweep``: every main norm (RMSNorm, LayerNorm, DyT with its LM recipe, SeeDNorm) at each learning
+1. ``sweep``: every main norm (``plan.norms``: by default RMSNorm, LayerNorm, DyT with its LM recipe,
+   SeeDNorm; Derf with DyT's LM recipe when asked) at each learning
    rate of ``plan.lrs`` (seed 0, no evaluation); each norm's best rate is the one with the lowest final
    training loss (:func:`.sweep.best_lrs`);
 2. ``base``: every main norm at its own best rate and every SeeDNorm knob variant (:mod:`.recipes`) at
@@ -38,15 +39,16 @@ from ..report import paired_diff
 from ..runs import finished_result, train_or_reuse
 from .data import IN_DOMAIN, Corpus, load_corpus
 from .presets import Preset
-from .recipes import KNOBS, VARIANTS, get_variant
+from .recipes import FORM_KNOBS, KNOBS, VARIANTS, get_variant
 from .study import Evaluator, Run, make_task, train_config
 from .sweep import best_lrs
 
 __all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "claim", "load_runs", "primary_metric", "run_ablation"]
 
 MAIN = tuple(n for n in default_norms(BASELINE) if n in VARIANTS)
-"""The main norms (those with a configuration in ``recipes.py``): each is swept and compared at its own best
-learning rate."""
+"""The main norms the ablation compares by default (the studies' norms, each with a configuration in
+``recipes.py``): each is swept and compared at its own best learning rate. ``AblationPlan.norms`` may name others
+of :data:`.recipes.VARIANTS` (e.g. ``derf``)."""
 _CLAIM = ".claim"
 CLAIM_GRACE_S = 60.0
 """How long an empty or unreadable claim (one being written) counts as held by a live process."""
@@ -57,7 +59,8 @@ class AblationPlan:
     """The grid: ``preset`` (base width and steps), ``seeds`` per configuration, the swept ``lrs``, the
     SeeDNorm ``knobs`` (variant names of :mod:`.recipes`), ``long_factors`` (one long phase per
     factor, that many × the steps), ``wide_dim`` for the wide phase, and how many of the best knobs
-    ``carry`` into the long and wide phases."""
+    ``carry`` into the long and wide phases. ``norms``: the main norms (variant names of :mod:`.recipes` that
+    are not knobs; RMSNorm and SeeDNorm among them)."""
 
     preset: Preset
     seeds: int
@@ -66,15 +69,21 @@ class AblationPlan:
     long_factors: tuple[int, ...] = (4,)
     wide_dim: int | None = None
     carry: int = 1
+    norms: tuple[str, ...] = MAIN
 
     def __post_init__(self) -> None:
+        knobs = set(KNOBS + FORM_KNOBS)
+        mains = [n for n in VARIANTS if n not in knobs]
+        if any(n not in mains for n in self.norms) or not {BASELINE, "seednorm"} <= set(self.norms):
+            raise ValueError(f"--norms {list(self.norms)}: the ablation compares main norms {mains}, "
+                             f"{BASELINE} and seednorm among them")
         if self.seeds < 2:
             raise ValueError(f"the ablation needs >= 2 seeds for paired confidence intervals, got {self.seeds}")
         if len(self.lrs) < 2 or any(not lr > 0 for lr in self.lrs):
             raise ValueError(f"lrs must be >= 2 positive learning rates, got {self.lrs}")
         for k in self.knobs:
             if get_variant(k).norm != "seednorm":
-                raise ValueError(f"knob {k!r} is not a SeeDNorm variant; choose from {list(KNOBS)}")
+                raise ValueError(f"knob {k!r} is not a SeeDNorm variant; choose from {list(KNOBS + FORM_KNOBS)}")
         if not self.long_factors or min(self.long_factors) < 2 or self.carry < 0:
             raise ValueError(f"need long factors >= 2 and carry >= 0, got {self.long_factors}, {self.carry}")
 
@@ -128,8 +137,8 @@ def best_knobs(base: Sequence[Run], knobs: Sequence[str], carry: int) -> list[st
 
 def _jobs(plan: AblationPlan, out: Path, phase: str, lrs: dict[str, float], carried: Sequence[str]) -> list[Job]:
     if phase == "sweep":
-        return [Job(phase, v, 0, lr, out / phase / v / f"lr{lr:g}" / "seed0") for lr in plan.lrs for v in MAIN]
-    names = list(MAIN) + list(plan.knobs) if phase == "base" else [BASELINE, "seednorm", *carried]
+        return [Job(phase, v, 0, lr, out / phase / v / f"lr{lr:g}" / "seed0") for lr in plan.lrs for v in plan.norms]
+    names = list(plan.norms) + list(plan.knobs) if phase == "base" else [BASELINE, "seednorm", *carried]
     lr_of = {v: lrs[get_variant(v).norm] for v in names}
     return [Job(phase, v, s, lr_of[v], out / phase / v / f"lr{lr_of[v]:g}" / f"seed{s}")
             for s in range(plan.seeds) for v in names]
@@ -232,7 +241,7 @@ class _Runs:
             evaluator = self.evaluators.setdefault(job.phase, Evaluator(preset, self.corpus))
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
                          model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
-                         signature={"variant": dataclasses.asdict(variant)})
+                         signature={"variant": variant.signature()})
         cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
                             f"{job.phase} {job.variant} seed {job.seed}", self.corpus.vocab_size)
         cfg = dataclasses.replace(cfg, tensorboard=False, eval_every=0,

@@ -20,7 +20,7 @@ from seednorm.modules import DYNAMIC_PARAMETERS
 
 from ..common import BASELINE, machine
 from ..report import Stat, markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
-from .ablation import MAIN, AblationPlan, primary_metric
+from .ablation import AblationPlan, primary_metric
 from .data import IN_DOMAIN, ZERO_SHOT
 from .recipes import get_variant
 from .study import Run
@@ -65,6 +65,11 @@ def _fmt(stat: Stat | None) -> str:
 def _mean_of(runs: Sequence[Run], key: str) -> float:
     vals = [statistics.fmean(h.get(key, math.nan) for h in r.result["history"]) for r in runs]
     return statistics.fmean(vals) if vals else math.nan
+
+
+def _fmt_gn(value: float) -> str:
+    """A mean gradient norm, or "–" for a variant without that parameter."""
+    return f"{value:.3f}" if math.isfinite(value) else "–"
 
 
 def _count(runs: Sequence[Run], variant: str) -> str:
@@ -112,9 +117,9 @@ def _sweep_section(sweep: Sequence[Run], out: Path) -> list[str]:
             markdown_table(["lr"] + list(table), rows), "\n![sweep](sweep.png)\n"]
 
 
-def _main_section(base: Sequence[Run]) -> list[str]:
+def _main_section(base: Sequence[Run], norms: Sequence[str]) -> list[str]:
     rows = []
-    for v in MAIN:
+    for v in norms:
         ok = _ok(base, v)
         if not ok:
             continue
@@ -135,7 +140,7 @@ def _knob_section(base: Sequence[Run], knobs: Sequence[str]) -> list[str]:
             continue
         cells = [_fmt(_diff(base, v, m)) for m in METRICS.values()]
         rows.append([v, get_variant(v).note, _count(base, v)] + cells
-                    + [f"{_mean_of(ok, 'clipped'):.2f}", f"{_mean_of(ok, 'gn/beta'):.3f}"])
+                    + [f"{_mean_of(ok, 'clipped'):.2f}", _fmt_gn(_mean_of(ok, 'gn/beta'))])
     ref = _ok(base, BASELINE)
     if ref:
         rows.append([BASELINE, "baseline", _count(base, BASELINE)] + ["0"] * len(METRICS)
@@ -199,12 +204,13 @@ def _ema(y: Sequence[float], a: float = 0.98) -> list[float]:
     return out
 
 
-def _instrumentation(base: Sequence[Run], knobs: Sequence[str], steps: int, out: Path) -> list[str]:
+def _instrumentation(base: Sequence[Run], norms: Sequence[str], knobs: Sequence[str], steps: int,
+                     out: Path) -> list[str]:
     lines = ["\n## Instrumentation: gradient norms per parameter group and clipping\n",
              "Per-step gradient norm of each parameter group before clipping (mean over seeds, band min..max, "
              "EMA 0.9, log scale): α, β = SeeDNorm's dynamic parameters, γ = norm gains, matrix = linear and "
              "embedding weights, other = DyT's α, the embedding scale, biases.\n"]
-    for v in MAIN:
+    for v in norms:
         ok = _ok(base, v)
         if not ok:
             continue
@@ -214,13 +220,13 @@ def _instrumentation(base: Sequence[Run], knobs: Sequence[str], steps: int, out:
                     logy=True, title=f"Gradient norm per parameter group — {v}")
         lines.append(f"![gradient norms {v}](gradnorm_{v}.png)\n")
     beta = {v: [[h["gn/beta"] for h in r.result["history"]] for r in _ok(base, v)] for v in ("seednorm", *knobs)
-            if _ok(base, v)}
+            if _ok(base, v) and "gn/beta" in _ok(base, v)[0].result["history"][0]}  # a variant without β has none
     if beta:
         plot_curves(beta, list(range(steps)), out / "gn_beta.png", ylabel="‖∇β‖", smooth=0.9, logy=True,
                     title="β's gradient norm per SeeDNorm variant")
         lines.append("![beta gradient norm](gn_beta.png)\n")
     clip = {"clipped steps": {v: [r.result["clip_fraction"] for r in _ok(base, v)]
-                              for v in (*MAIN, *knobs) if len(_ok(base, v)) > 1}}
+                              for v in (*norms, *knobs) if len(_ok(base, v)) > 1}}
     if clip["clipped steps"]:
         plot_bars(clip, out / "clipped.png", ylabel="fraction of steps clipped (global clip)",
                   title="Clipped steps per configuration (95% CI over seeds)")
@@ -240,7 +246,7 @@ def write_ablation_report(out: Path, plan: AblationPlan, runs: dict[str, list[Ru
     """Write ``out/report.md``, ``out/summary.json`` (every finished run, without per-step history) and
     the PNGs from the finished runs of each phase; returns the report's path."""
     out.mkdir(parents=True, exist_ok=True)
-    n_sweep = len(plan.lrs) * len(MAIN)
+    n_sweep = len(plan.lrs) * len(plan.norms)
     lrs = best_lrs(runs["sweep"]) if len(runs["sweep"]) == n_sweep else {}
     lines = ["# SeeDNorm ablation and fair comparison\n", f"Command: `{command}`\n",
              f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
@@ -250,9 +256,9 @@ def write_ablation_report(out: Path, plan: AblationPlan, runs: dict[str, list[Ru
     if runs["sweep"]:
         lines += _sweep_section(runs["sweep"], out)
     if runs["base"]:
-        lines += _main_section(runs["base"]) + _knob_section(runs["base"], plan.knobs)
+        lines += _main_section(runs["base"], plan.norms) + _knob_section(runs["base"], plan.knobs)
         lines += _horizon_section(runs, plan, out)
-        lines += _instrumentation(runs["base"], plan.knobs, plan.preset.steps, out)
+        lines += _instrumentation(runs["base"], plan.norms, plan.knobs, plan.preset.steps, out)
     (out / "summary.json").write_text(json.dumps(_summary(runs), indent=1))
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -2,6 +2,7 @@
 
     seednorm lm --preset standard --out results/lm_standard    # every norm × 3 seeds, report in results/lm_standard
     seednorm lm --preset smoke --norms rmsnorm seednorm        # seconds (what the tests run); runs/lm_smoke
+    seednorm lm --preset quick --moe-experts 4 --moe-top-k 2   # the mixture-of-experts model (OLMoE-style)
     seednorm lm --ablation --preset quick --steps 200 --seeds 6 --out results/lm_ablation
     torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke   # DDP (gloo on CPU, nccl on GPU)
 
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="study size (default: %(default)s)")
     p.add_argument("--norms", action=Listed, metavar="NORM", default=default_norms(BASELINE),
-                   help="norms to compare (default: " + " ".join(default_norms(BASELINE)) + ")")
+                   help="norms to compare (default: " + " ".join(default_norms(BASELINE)) + "); in the ablation, "
+                   "main norms of recipes.VARIANTS (e.g. derf, with DyT's LM recipe)")
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds per norm (default: the preset's; "
                    f"{ABLATION_SEEDS} in the ablation)")
     p.add_argument("--out", type=out_dir, default=None,
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="norm sites that take the chosen norm, the others stay RMSNorm (default: all of "
                    + " ".join(SITES) + ")")
     p.add_argument("--qk-norm", action="store_true", help="add a norm on each head's queries and keys")
+    p.add_argument("--moe-experts", type=nonnegative_int, default=0, metavar="E",
+                   help="mixture of E experts in place of each MLP, OLMoE-style (default: 0, dense)")
+    p.add_argument("--moe-top-k", type=positive_int, default=2, metavar="K",
+                   help="experts per token with --moe-experts (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: the preset's)")
     p.add_argument("--no-throughput", action="store_true", help="skip the round-robin throughput benchmark")
@@ -65,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--ablation-lrs", action=Listed, metavar="LR", type=positive_float, default=ABLATION_LRS,
                    help="learning rates of the sweep (default: " + " ".join(f"{x:g}" for x in ABLATION_LRS) + ")")
     a.add_argument("--knobs", action=Listed, metavar="KNOB", default=None,
-                   help="SeeDNorm knob variants (default: every one of recipes.KNOBS)")
+                   help="SeeDNorm knob variants (default: every one of recipes.KNOBS; the layer's ablation forms "
+                   "recipes.FORM_KNOBS, e.g. seednorm-no-beta, are selectable)")
     a.add_argument("--long-factors", action=Listed, metavar="F", type=positive_int, default=(4,),
                    help="one long phase per factor, training that many times the steps (default: 4)")
     a.add_argument("--wide-dim", type=positive_int, default=None,
@@ -101,7 +108,9 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
         preset = get_preset(args.preset, steps=args.steps, dim=args.dim)
         plan = AblationPlan(preset, seeds=args.seeds or ABLATION_SEEDS, lrs=tuple(args.ablation_lrs),
                             knobs=tuple(args.knobs or KNOBS), long_factors=tuple(args.long_factors),
-                            wide_dim=args.wide_dim, carry=args.carry)
+                            wide_dim=args.wide_dim, carry=args.carry, norms=tuple(dict.fromkeys(args.norms)))
+        if args.moe_experts:
+            raise ValueError("--moe-experts applies to the study; the ablation trains the dense model")
         if args.until is not None and args.until not in plan.phases:
             raise ValueError(f"--until {args.until!r} is not a phase of this plan: {plan.phases}")
         out = check_out_dir(args.out or default_out("lm_ablation", preset.name))
@@ -127,12 +136,15 @@ def _study(args: argparse.Namespace, command: str) -> int:
         if set(args.placement) - set(SITES):
             raise ValueError(f"--placement: unknown placement {sorted(set(args.placement) - set(SITES))}; "
                              f"choose from {', '.join(SITES)}")
+        if args.moe_experts and args.moe_top_k > args.moe_experts:
+            raise ValueError(f"--moe-top-k {args.moe_top_k} exceeds --moe-experts {args.moe_experts}")
         out = check_out_dir(args.out or default_out("lm", preset.name))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     seeds = args.seeds or preset.seeds
+    moe = {"moe_experts": args.moe_experts, "moe_top_k": args.moe_top_k}
     kw = {"resume": args.resume, "placement": args.placement, "qk_norm": args.qk_norm,
-          "progress": not args.no_progress}
+          "progress": not args.no_progress, **moe}
     t0 = time.perf_counter()
     runs = [] if args.sweep_only else run_study(preset, norms, seeds, out, **kw)
     sweep = run_lr_sweep(preset, norms, seeds, out, **kw) if args.lr_sweep or args.sweep_only else []
@@ -140,9 +152,9 @@ def _study(args: argparse.Namespace, command: str) -> int:
         return 0
     bench = None
     if runs and not args.no_throughput:
-        bench = measure_throughput(preset, norms, placement=args.placement, qk_norm=args.qk_norm)
+        bench = measure_throughput(preset, norms, placement=args.placement, qk_norm=args.qk_norm, **moe)
     path = write_report(out, preset, runs, command=command, throughput=bench, sweep=sweep,
-                        wall_s=time.perf_counter() - t0)
+                        wall_s=time.perf_counter() - t0, **moe)
     print(f"wrote {path}")
     return 0
 

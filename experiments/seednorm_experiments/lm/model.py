@@ -8,6 +8,14 @@ SeeDNorm help as the final norm only?". ``site_norm_kwargs`` gives one site its 
 arguments and ``embed_scale`` multiplies the embeddings by a learnable scalar (both used by DyT's
 language-model recipe, :func:`seednorm_experiments.lm.recipes.dyt_lm_recipe`). Input (B, T) token ids →
 logits (B, T, vocab).
+
+Mixture of experts (``moe_experts`` > 0, OLMoE-style; dense when 0): the SwiGLU of every block becomes a
+router (a bias-free linear layer, softmax over the experts) sending each token to its ``moe_top_k`` most probable
+experts, each a SwiGLU of width ``moe_hidden`` (default: the dense MLP's); a token's output is the sum of its
+chosen experts' outputs weighted by their router probabilities (not renormalised, as OLMoE). Dropless: every
+expert takes every token routed to it (a loop over the experts, no capacity). The norm sites stay the same
+(``mlp`` is the pre-norm of the MoE block). After each forward, ``Llama.aux_loss`` holds the Switch load-balancing
+loss summed over the blocks (None when dense); :func:`load_balancing_loss` says what it is.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from torch import Tensor, nn
 
 from seednorm import build_norm
 
-__all__ = ["SITES", "LMConfig", "Llama"]
+__all__ = ["SITES", "LMConfig", "Llama", "MoE", "load_balancing_loss"]
 
 SITES = ("attn", "mlp", "final", "qk")
 
@@ -32,7 +40,9 @@ class LMConfig:
     """Model shape and norm choice. ``mlp_hidden`` defaults to the Llama rule (8/3·dim rounded up to a
     multiple of 32). ``norm_kwargs`` go to the chosen norm's constructor (e.g. ``{"num_heads": 4}``);
     ``site_norm_kwargs[site]`` update them for one site (e.g. ``{"attn": {"alpha_init": 0.8}}``).
-    ``embed_scale``: when set, the embeddings are multiplied by a learnable scalar initialised to it."""
+    ``embed_scale``: when set, the embeddings are multiplied by a learnable scalar initialised to it.
+    ``moe_experts``/``moe_top_k``/``moe_hidden``: the mixture of experts in place of each MLP (0 experts: dense;
+    see the module docstring); ``moe_aux_coef``: the weight of its load-balancing loss in the training loss."""
 
     vocab_size: int
     dim: int = 128
@@ -48,6 +58,10 @@ class LMConfig:
     site_norm_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     embed_scale: float | None = None
     rope_base: float = 10000.0
+    moe_experts: int = 0
+    moe_top_k: int = 2
+    moe_hidden: int | None = None
+    moe_aux_coef: float = 0.01
 
     def __post_init__(self) -> None:
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
@@ -58,10 +72,31 @@ class LMConfig:
         unknown = set(self.site_norm_kwargs) - set(SITES)
         if unknown:
             raise ValueError(f"site_norm_kwargs names unknown site(s) {sorted(unknown)}; choose from {SITES}")
+        if self.moe_experts < 0 or (self.moe_experts and not 1 <= self.moe_top_k <= self.moe_experts):
+            raise ValueError(f"moe_experts={self.moe_experts} must be >= 0 and moe_top_k={self.moe_top_k} "
+                             "between 1 and moe_experts")
+        if self.moe_aux_coef < 0:
+            raise ValueError(f"moe_aux_coef={self.moe_aux_coef} must be >= 0")
 
     @property
     def hidden(self) -> int:
         return self.mlp_hidden or 32 * math.ceil(8 * self.dim / 3 / 32)
+
+    @property
+    def moe(self) -> bool:
+        """Whether the blocks hold a mixture of experts instead of a dense MLP."""
+        return self.moe_experts > 0
+
+    @property
+    def expert_hidden(self) -> int:
+        return self.moe_hidden or self.hidden
+
+    def inactive_params(self) -> int:
+        """Parameters a token does not use: the unchosen experts' weights, (E − K) SwiGLUs of 3·dim·hidden per
+        block (0 when dense). Active parameters = all parameters − this."""
+        if not self.moe:
+            return 0
+        return self.n_layers * (self.moe_experts - self.moe_top_k) * 3 * self.dim * self.expert_hidden
 
     def make_norm(self, site: str, width: int) -> nn.Module:
         """The norm for ``site``: the chosen type where ``placement`` lists the site, else RMSNorm."""
@@ -101,21 +136,62 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, cfg: LMConfig) -> None:
+    def __init__(self, cfg: LMConfig, hidden: int | None = None) -> None:
         super().__init__()
-        self.gate_up = nn.Linear(cfg.dim, 2 * cfg.hidden, bias=False)
-        self.down = nn.Linear(cfg.hidden, cfg.dim, bias=False)
+        hidden = hidden or cfg.hidden
+        self.gate_up = nn.Linear(cfg.dim, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, cfg.dim, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
         return self.down(F.silu(gate) * up)
 
 
+def load_balancing_loss(probs: Tensor, chosen: Tensor, num_experts: int) -> Tensor:
+    """Switch Transformer's load-balancing loss for top-k routing: E · Σ_e f_e · P_e, where f_e is the fraction of
+    the N·K (token, slot) assignments that went to expert e and P_e the mean router probability of e over the N
+    tokens. 1 when the load and the probabilities are uniform, E when one expert takes everything; the gradient
+    flows through P only. ``probs``: (N, E) softmax router outputs; ``chosen``: (N, K) expert indices."""
+    f = torch.bincount(chosen.flatten(), minlength=num_experts).to(probs.dtype) / chosen.numel()
+    return num_experts * torch.dot(f, probs.mean(0))
+
+
+class MoE(nn.Module):
+    """Top-k mixture of SwiGLU experts, dropless: (B, T, dim) → (B, T, dim). After a forward, ``aux_loss`` holds
+    its :func:`load_balancing_loss` and ``load`` (E,) the fraction of the assignments each expert took."""
+
+    def __init__(self, cfg: LMConfig) -> None:
+        super().__init__()
+        self.top_k = cfg.moe_top_k
+        self.router = nn.Linear(cfg.dim, cfg.moe_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(cfg, cfg.expert_hidden) for _ in range(cfg.moe_experts))
+        self.aux_loss: Tensor | None = None
+        self.load: Tensor | None = None
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Router probabilities (N, E) (softmax in fp32), the top-k weights (N, K) and expert indices (N, K) of
+        the tokens x (N, dim)."""
+        probs = self.router(x).float().softmax(-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        return probs, weights, chosen
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        probs, weights, chosen = self.route(flat)
+        self.aux_loss = load_balancing_loss(probs, chosen, len(self.experts))
+        self.load = torch.bincount(chosen.flatten(), minlength=len(self.experts)).float() / chosen.numel()
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):  # every expert runs, on no tokens too (all parameters get grads)
+            token, slot = torch.where(chosen == e)
+            out.index_add_(0, token, expert(flat[token]) * weights[token, slot, None].to(flat.dtype))
+        return out.view_as(x)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
         self.attn_norm, self.attn = cfg.make_norm("attn", cfg.dim), Attention(cfg)
-        self.mlp_norm, self.mlp = cfg.make_norm("mlp", cfg.dim), SwiGLU(cfg)
+        self.mlp_norm, self.mlp = cfg.make_norm("mlp", cfg.dim), (MoE(cfg) if cfg.moe else SwiGLU(cfg))
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin)
@@ -125,7 +201,8 @@ class Block(nn.Module):
 class Llama(nn.Module):
     """Decoder-only LM: (B, T) int64 token ids → (B, T, vocab) logits. Init: N(0, 0.02), residual
     output projections scaled by 1/√(2·n_layers) (GPT-2); norms keep their own init; the optional
-    ``embed_scale`` parameter (a scalar) starts at ``cfg.embed_scale``."""
+    ``embed_scale`` parameter (a scalar) starts at ``cfg.embed_scale``; the MoE router N(0, 0.02).
+    ``aux_loss``: after a forward, the load-balancing loss summed over the blocks (None when dense)."""
 
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
@@ -155,3 +232,9 @@ class Llama(nn.Module):
         for block in self.blocks:
             x = block(x, self.cos, self.sin)
         return self.head(self.norm(x))
+
+    @property
+    def aux_loss(self) -> Tensor | None:
+        if not self.cfg.moe:
+            return None
+        return torch.stack([block.mlp.aux_loss for block in self.blocks]).sum()

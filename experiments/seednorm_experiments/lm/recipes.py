@@ -6,7 +6,8 @@ the LLaMA α0 table in its appendix): a learnable scalar after the embedding lay
 and a different α0 for the attention-input DyT than for the others (FFN input and final norm). The
 smallest model in that table (LLaMA 7B) uses α0_attn = 0.8, α0_other = 0.2, and the paper notes that
 narrower models take larger α0, so these are the defaults here; both are arguments of
-:func:`dyt_lm_recipe`.
+:func:`dyt_lm_recipe`. Derf (γ·erf(a·x + s) + b) has no published language-model recipe; its variant takes
+DyT's (a0 in place of α0, s0 = 0): the same treatment as DyT, a playing α's role.
 
 SeeDNorm knobs (each maps to a documented option of the library or the harness):
 
@@ -17,11 +18,17 @@ SeeDNorm knobs (each maps to a documented option of the library or the harness):
 - ``decay_dynamic``: weight decay on α, β or not (``seednorm.param_groups(decay_dynamic=)``);
 - ``dot_scale``: ``SeeDNorm(dot_scale=)``, 1, ``"rsqrt"`` (1/√(D/h), resolved per width here) or
   ``"dim"`` (1/(D/h), the library's own option);
-- ``num_heads``: ``SeeDNorm(num_heads=)``, an int or ``"model"`` (the model's attention head count).
+- ``num_heads``: ``SeeDNorm(num_heads=)``, an int or ``"model"`` (the model's attention head count);
+- ``alpha_mode``, ``beta_mode``, ``gamma_mode``: the layer's ablation forms (spec §6a): α one scalar or none, β
+  element-wise or none, no γ (``SeeDNorm(alpha_mode=, beta_mode=, gamma_mode=)``).
+
+:data:`KNOBS` are the knobs the ablation runs by default (its committed results); :data:`FORM_KNOBS`, the layer's
+ablation forms, are selectable with ``--knobs``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,12 +39,13 @@ from torch import nn
 from seednorm import param_groups
 from seednorm.modules import DYNAMIC_PARAMETERS
 
-__all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "KNOBS", "VARIANTS", "Variant", "dyt_lm_recipe", "get_variant",
-           "seednorm_lm_recipe"]
+__all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "FORM_KNOBS", "KNOBS", "VARIANTS", "Variant", "dyt_lm_recipe",
+           "get_variant", "seednorm_lm_recipe"]
 
 DYT_ALPHA_ATTN = 0.8
 DYT_ALPHA_OTHER = 0.2
 _OTHER_GROUPS = ("gamma", "matrix")  # a SeeDNorm Llama has no "other" parameters (no biases)
+_FORM_DEFAULTS = {"alpha_mode": "vector", "beta_mode": "dot", "gamma_mode": "vector"}  # the paper's layer
 
 
 def dyt_lm_recipe(dim: int, alpha_attn: float = DYT_ALPHA_ATTN, alpha_other: float = DYT_ALPHA_OTHER
@@ -66,8 +74,9 @@ def seednorm_lm_recipe(dim: int, num_heads: int = 1) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Variant:
     """One configuration of the ablation: ``norm`` with model knobs (``dot_scale``, ``num_heads``,
-    ``dyt_recipe``) and optimizer knobs (``clip``, ``dynamic_lr_scale``, ``decay_dynamic``); see the
-    module docstring. ``note`` is the one-line description the report prints."""
+    ``dyt_recipe``, ``alpha_mode``, ``beta_mode``, ``gamma_mode``) and optimizer knobs (``clip``,
+    ``dynamic_lr_scale``, ``decay_dynamic``); see the module docstring. ``note`` is the one-line description the
+    report prints."""
 
     name: str
     norm: str
@@ -78,12 +87,28 @@ class Variant:
     clip: str | float = "global"
     dynamic_lr_scale: float = 1.0
     decay_dynamic: bool = True
+    alpha_mode: str = "vector"
+    beta_mode: str = "dot"
+    gamma_mode: str = "vector"
 
     def __post_init__(self) -> None:
         if self.clip not in ("global", "exclude") and not (isinstance(self.clip, float) and self.clip > 0):
             raise ValueError(f"clip must be 'global', 'exclude' or a max-norm > 0, got {self.clip!r}")
-        if self.dyt_recipe and self.norm != "dyt":
-            raise ValueError(f"dyt_recipe applies to norm='dyt', not {self.norm!r}")
+        if self.dyt_recipe and self.norm not in ("dyt", "derf"):
+            raise ValueError(f"dyt_recipe applies to norm='dyt' or 'derf', not {self.norm!r}")
+        if self.forms() and self.norm != "seednorm":
+            raise ValueError(f"alpha_mode, beta_mode and gamma_mode apply to norm='seednorm', not {self.norm!r}")
+
+    def forms(self) -> dict[str, str]:
+        """The SeeDNorm ablation forms that differ from the paper's layer (spec §6a), as constructor arguments."""
+        return {k: v for k, v in (("alpha_mode", self.alpha_mode), ("beta_mode", self.beta_mode),
+                                  ("gamma_mode", self.gamma_mode)) if v != _FORM_DEFAULTS[k]}
+
+    def signature(self) -> dict[str, Any]:
+        """What the variant sets, for a run's fingerprint: its fields, the ablation forms only when not the
+        paper's (so runs of the other variants keep their fingerprints)."""
+        forms = self.forms()
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _FORM_DEFAULTS or k in forms}
 
     def model_overrides(self, dim: int, n_heads: int) -> dict[str, Any]:
         """``LMConfig`` fields for a model of width ``dim`` with ``n_heads`` attention heads."""
@@ -93,7 +118,7 @@ class Variant:
             return {}
         heads = n_heads if self.num_heads == "model" else int(self.num_heads)
         dot = 1 / math.sqrt(dim / heads) if self.dot_scale == "rsqrt" else self.dot_scale
-        kwargs = {k: v for k, v in (("num_heads", heads), ("dot_scale", dot)) if v != 1}
+        kwargs = {k: v for k, v in (("num_heads", heads), ("dot_scale", dot)) if v != 1} | self.forms()
         return {"norm_kwargs": kwargs} if kwargs else {}
 
     def train_overrides(self, lr: float, weight_decay: float) -> dict[str, Any]:
@@ -119,6 +144,8 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("layernorm", "layernorm", "LayerNorm"),
     Variant("dyt", "dyt", "DyT with its LM recipe: learnable embedding scale init √d, α0 attn 0.8 / other 0.2",
             dyt_recipe=True),
+    Variant("derf", "derf", "Derf with DyT's LM recipe (none published for Derf): embedding scale init √d, a0 attn "
+            "0.8 / other 0.2, s0 0", dyt_recipe=True),
     Variant("seednorm", "seednorm", "SeeDNorm, paper defaults (α, β in global clip, decayed, lr ×1, dot 1, 1 head)"),
     Variant("seednorm-noclip", "seednorm", "α, β excluded from gradient clipping", clip="exclude"),
     Variant("seednorm-clip0.1", "seednorm", "α, β clipped separately, max-norm 0.1 each", clip=0.1),
@@ -127,8 +154,17 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("seednorm-dot-rsqrt", "seednorm", "dot_scale = 1/√D", dot_scale="rsqrt"),
     Variant("seednorm-dot-inv", "seednorm", "dot_scale = 1/D", dot_scale="dim"),
     Variant("seednorm-heads", "seednorm", "num_heads = the model's attention heads", num_heads="model"),
+    Variant("seednorm-alpha-scalar", "seednorm", "α one scalar per layer (alpha_mode='scalar')",
+            alpha_mode="scalar"),
+    Variant("seednorm-beta-elementwise", "seednorm", "β element-wise, s = x ⊙ β per channel (beta_mode='elementwise')",
+            beta_mode="elementwise"),
+    Variant("seednorm-no-alpha", "seednorm", "no α, α ≡ 1 (alpha_mode='none')", alpha_mode="none"),
+    Variant("seednorm-no-beta", "seednorm", "no β, s = x per channel (beta_mode='none')", beta_mode="none"),
+    Variant("seednorm-no-gamma", "seednorm", "no γ, the gain is the dynamic term alone (gamma_mode='none')",
+            gamma_mode="none"),
 )}
-KNOBS = tuple(n for n in VARIANTS if n.startswith("seednorm-"))
+FORM_KNOBS = tuple(n for n, v in VARIANTS.items() if v.forms())
+KNOBS = tuple(n for n in VARIANTS if n.startswith("seednorm-") and n not in FORM_KNOBS)
 
 
 def get_variant(name: str) -> Variant:

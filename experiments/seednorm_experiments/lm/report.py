@@ -19,7 +19,7 @@ from ..common import BASELINE, machine
 from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, step_costs, summarize
 from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT
 from .presets import Preset
-from .study import Run
+from .study import Run, model_config
 
 __all__ = ["write_report"]
 
@@ -83,6 +83,17 @@ def _diff_table(groups: dict[str, list[Run]]) -> list[str]:
             "RMSNorm; positive cloze = better)\n", markdown_table(header, rows)]
 
 
+def _routing_table(groups: dict[str, list[Run]]) -> list[str]:
+    rows = [[norm] + [str(summarize([r.result["final_eval"][k] for r in runs if not r.diverged]))
+                      for k in ("moe/balance", "moe/max_load")] for norm, runs in groups.items()
+            if any(not r.diverged for r in runs)]
+    return ["\n### Expert routing at the end of training\n",
+            "On a fixed batch (training batch 0 of seed 0), mean ± std over seeds, averaged over the blocks: the "
+            "load-balancing loss E·Σ f_e·P_e (1: balanced) and E × the busiest expert's share of the token "
+            "assignments (1: balanced, E/K: it takes every token).\n",
+            markdown_table(["norm", "load-balancing loss", "max load"], rows)]
+
+
 def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]] | None) -> list[str]:
     costs = step_costs(bench, BASELINE) if bench and BASELINE in bench else {}
     rounds = len(bench[BASELINE]) if costs else 0
@@ -133,8 +144,9 @@ def _sweep_section(sweep: Sequence[Run], out: Path) -> list[str]:
 
 def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str,
                  throughput: dict[str, list[float]] | None = None, sweep: Sequence[Run] = (),
-                 wall_s: float | None = None) -> Path:
-    """Write ``out/report.md`` and its PNGs; returns the report's path."""
+                 wall_s: float | None = None, moe_experts: int = 0, moe_top_k: int = 2) -> Path:
+    """Write ``out/report.md`` and its PNGs; returns the report's path. ``moe_experts`` > 0: the runs trained the
+    mixture-of-experts model (top ``moe_top_k``)."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Language-model study — `{preset.name}` preset\n",
              f"Command: `{command}`\n",
@@ -144,16 +156,29 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
         groups = _by_norm(runs)
         seeds = sorted({r.seed for r in runs})
         params = {n: rs[0].result["num_params"] for n, rs in groups.items()}
-        lines += [f"Setup: Llama-style decoder, {preset.n_layers} layers, width {preset.dim}, {preset.n_heads} "
+        moe = model_config(preset, preset.vocab_size, BASELINE, moe_experts=moe_experts, moe_top_k=moe_top_k)
+        if moe.moe:
+            inactive = moe.inactive_params()
+            model = (f"Llama-style decoder with a mixture of {moe_experts} experts, top {moe_top_k}, in place of "
+                     f"each MLP (OLMoE-style: pre-norms before attention and the experts, final norm; dropless; "
+                     f"experts SwiGLU of width {moe.expert_hidden}; Switch load-balancing loss × "
+                     f"{moe.moe_aux_coef:g} in the gradient, the train loss below is the cross-entropy)")
+            counts = ", ".join(f"{n} {p:,} ({p - inactive:,} active)" for n, p in params.items())
+        else:
+            model = "Llama-style decoder"
+            counts = ", ".join(f"{n} {p:,}" for n, p in params.items())
+        lines += [f"Setup: {model}, {preset.n_layers} layers, width {preset.dim}, {preset.n_heads} "
                   f"heads, vocab {preset.vocab_size} (byte-level BPE), {preset.seq_len}-token context; "
                   f"{preset.steps} steps × {preset.batch_size} sequences = {preset.tokens_per_run:,} tokens per "
                   f"run; AdamW lr {preset.lr:g} (warmup {preset.warmup}, cosine to 10%), weight decay "
                   f"{preset.weight_decay} on matrices and SeeDNorm's α, β, clip {preset.grad_clip}; seeds "
-                  f"{seeds}. Parameters: " + ", ".join(f"{n} {p:,}" for n, p in params.items()) + ".\n",
+                  f"{seeds}. Parameters: {counts}.\n",
                   f"Training data: modern-spelling Shakespeare plays + Python standard-library code (docstrings "
                   f"removed). In-domain evaluation: held-out plays and files ({', '.join(IN_DOMAIN)}); "
                   f"zero-shot: {', '.join(ZERO_SHOT)} (never trained on).\n"]
         lines += _results_tables(groups) + _diff_table(groups)
+        if moe.moe:
+            lines += _routing_table(groups)
         lines += _throughput_table(groups, throughput)
         ok = {n: [r for r in rs if not r.diverged] for n, rs in groups.items()}
         plot_curves({n: [[h["loss"] for h in r.result["history"]] for r in ok[n] or rs] for n, rs in groups.items()},

@@ -51,16 +51,26 @@ class Run:
 
 
 def model_config(preset: Preset, vocab_size: int, norm: str, placement: Sequence[str] = SITES,
-                 qk_norm: bool = False) -> LMConfig:
+                 qk_norm: bool = False, moe_experts: int = 0, moe_top_k: int = 2) -> LMConfig:
+    """The study's model for ``preset``: dense, or a mixture of ``moe_experts`` experts, top ``moe_top_k``."""
     return LMConfig(vocab_size=vocab_size, dim=preset.dim, n_layers=preset.n_layers, n_heads=preset.n_heads,
-                    seq_len=preset.seq_len, qk_norm=qk_norm, norm=norm, placement=tuple(placement))
+                    seq_len=preset.seq_len, qk_norm=qk_norm, norm=norm, placement=tuple(placement),
+                    moe_experts=moe_experts, moe_top_k=moe_top_k)
 
 
 def _lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy. A mixture-of-experts model adds ``moe_aux_coef`` × its load-balancing loss
+    to the gradient as ``coef · (aux − aux.detach())``: the value, which the harness logs and checks for
+    divergence, stays the cross-entropy (comparable with the dense model's); the evaluation logs the balance."""
     x, y = batch
     device = next(model.parameters()).device
     logits = model(x.to(device))
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten())
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten())
+    inner = getattr(model, "module", model)  # DDP wraps the model
+    aux = inner.aux_loss
+    if aux is None:
+        return loss
+    return loss + inner.cfg.moe_aux_coef * (aux - aux.detach())
 
 
 _EVAL_FIELDS = ("eval_windows", "cloze_items", "cloze_context", "cloze_length")
@@ -84,6 +94,8 @@ class Evaluator:
             self.items = {d: cloze_items(self.corpus.tokens[d], items=p.cloze_items, context=p.cloze_context,
                                          length=p.cloze_length, seed=i) for i, d in enumerate(EVAL_DOMAINS)}
         out = {}
+        if getattr(model, "aux_loss", None) is not None:
+            out.update(self.routing(model))
         for d in EVAL_DOMAINS:
             out[f"bpb/{d}"] = bits_per_byte(model, self.corpus.tokens[d], self.corpus.token_bytes,
                                             seq_len=self.preset.seq_len, windows=self.preset.eval_windows)
@@ -91,7 +103,27 @@ class Evaluator:
         return out
 
 
+    def routing(self, model: Llama) -> dict[str, float]:
+        """A mixture of experts' routing on a fixed batch (global training batch 0 of seed 0): ``moe/balance``,
+        the load-balancing loss per block (1: balanced), and ``moe/max_load``, E × the largest expert's share of
+        the assignments (1: balanced, E/K: it takes every token), both averaged over the blocks."""
+        x, _ = train_batch(self.corpus, 0, 0, 1, batch_size=self.preset.batch_size, seq_len=self.preset.seq_len,
+                           seed=0)
+        model(x.to(next(model.parameters()).device))
+        moes = [block.mlp for block in model.blocks]
+        return {"moe/balance": float(model.aux_loss) / len(moes),
+                "moe/max_load": sum(float(m.load.max()) * len(m.load) for m in moes) / len(moes)}
+
+
 _UNSET_OK = ("norm_kwargs", "site_norm_kwargs", "embed_scale")  # in the signature only when set
+_MOE_FIELDS = ("moe_experts", "moe_top_k", "moe_hidden", "moe_aux_coef")  # in the signature only with experts
+
+
+def _model_signature(cfg: LMConfig) -> dict[str, Any]:
+    """The model fields of a run's fingerprint: every field, but those of :data:`_UNSET_OK` only when set and the
+    mixture-of-experts fields only with experts (a dense model's fingerprint does not name them)."""
+    return {k: v for k, v in vars(cfg).items()
+            if (v or k not in _UNSET_OK) and (cfg.moe or k not in _MOE_FIELDS)}
 
 
 def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: Evaluator | None,
@@ -111,7 +143,7 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: E
         loss=_lm_loss,
         tokens=lambda batch: batch[0].numel(),
         evaluate=evaluator,
-        signature={"model": {k: v for k, v in vars(cfg).items() if v or k not in _UNSET_OK},
+        signature={"model": _model_signature(cfg),
                    "batch_size": preset.batch_size, "max_chars": preset.max_chars, "corpus": corpus.key,
                    "eval": evaluator.settings if evaluator is not None else None, **(signature or {})},
     )
@@ -135,14 +167,21 @@ def train_config(preset: Preset, out: Path, seed: int, lr: float, steps: int, re
                        diverge_above=math.log(vocab_size) + 1.0, progress=progress, desc=desc)
 
 
+def _moe(moe_experts: int, moe_top_k: int) -> dict[str, int]:
+    """The :class:`LMConfig` fields of the study's mixture of experts (none when dense)."""
+    return {"moe_experts": moe_experts, "moe_top_k": moe_top_k} if moe_experts else {}
+
+
 def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, resume: bool = False,
-              placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True) -> list[Run]:
-    """Train every (seed, norm) pair -- seeds outer, so a cut-short study still has paired seeds."""
+              placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True,
+              moe_experts: int = 0, moe_top_k: int = 2) -> list[Run]:
+    """Train every (seed, norm) pair -- seeds outer, so a cut-short study still has paired seeds. ``moe_experts``
+    > 0: the mixture-of-experts model (top ``moe_top_k``) instead of the dense one."""
     norms = check_norms(norms)
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
     evaluator = Evaluator(preset, corpus)
     grid = [(norm, seed) for seed in range(seeds) for norm in norms]
-    jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm),
+    jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm, _moe(moe_experts, moe_top_k)),
              train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps, resume,
                            progress, f"{norm} seed {seed}", corpus.vocab_size)) for norm, seed in grid]
     return [Run(norm, seed, preset.lr, result) for (norm, seed), result in zip(grid, _train_all(jobs, resume),
@@ -150,7 +189,8 @@ def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, re
 
 
 def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, resume: bool = False,
-                 placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True) -> list[Run]:
+                 placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True,
+                 moe_experts: int = 0, moe_top_k: int = 2) -> list[Run]:
     """Train each norm at ``preset.lr × m`` for every multiplier m of ``preset.lr_sweep`` for
     ``preset.sweep_steps`` steps (no evaluation); a run diverges when its loss becomes non-finite or
     exceeds ln(vocab) + 1, i.e. worse than guessing uniformly."""
@@ -158,7 +198,7 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
     steps = preset.sweep_steps or preset.steps
     grid = [(norm, seed, preset.lr * mult) for mult in preset.lr_sweep for seed in range(seeds) for norm in norms]
-    jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm),
+    jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm, _moe(moe_experts, moe_top_k)),
              dataclasses.replace(train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr,
                                               steps, resume, progress, f"sweep {norm} lr {lr:g} seed {seed}",
                                                corpus.vocab_size), ckpt_every=0)) for norm, seed, lr in grid]
@@ -167,12 +207,14 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
 
 
 def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 40, steps: int = 2,
-                       placement: Sequence[str] = SITES, qk_norm: bool = False) -> dict[str, list[float]]:
+                       placement: Sequence[str] = SITES, qk_norm: bool = False, moe_experts: int = 0,
+                       moe_top_k: int = 2) -> dict[str, list[float]]:
     """Training tokens/s of each norm: the study's own training step (:func:`harness.benchmark`: same
     optimizer groups, clipping and schedule as :func:`run_study`), seed 0, timed round-robin, ``rounds`` ×
     ``steps`` steps per norm. Returns the per-round tokens/s of each norm (round i of every norm ran back to
     back)."""
     corpus = load_corpus(preset.vocab_size, preset.max_chars)
-    tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm) for norm in check_norms(norms)}
+    tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm, _moe(moe_experts, moe_top_k))
+             for norm in check_norms(norms)}
     config = train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)
     return benchmark(tasks, config, rounds=rounds, steps=steps)

@@ -4,6 +4,7 @@ runs a micro grid end to end, reusing finished runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,13 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seednorm import DyT, SeeDNorm
+from seednorm import Derf, DyT, SeeDNorm
 from seednorm_experiments.harness import CHECKPOINT_NAME, Task, TrainConfig, load_checkpoint, param_kinds, train
 from seednorm_experiments.lm import main
 from seednorm_experiments.lm.ablation import AblationPlan, Job, best_knobs, claim
 from seednorm_experiments.lm.model import Llama, LMConfig
 from seednorm_experiments.lm.presets import get_preset
-from seednorm_experiments.lm.recipes import Variant, dyt_lm_recipe, get_variant, seednorm_lm_recipe
+from seednorm_experiments.lm.recipes import (
+    FORM_KNOBS,
+    KNOBS,
+    VARIANTS,
+    Variant,
+    dyt_lm_recipe,
+    get_variant,
+    seednorm_lm_recipe,
+)
 from seednorm_experiments.lm.study import Run
 from seednorm_experiments.lm.sweep import best_lrs
 
@@ -229,3 +238,64 @@ def test_ablation_bad_arguments_are_clear_errors(argv, message, capsys) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name, alpha, beta, gamma", [
+    ("seednorm-alpha-scalar", "scalar", "dot", "vector"),
+    ("seednorm-beta-elementwise", "vector", "elementwise", "vector"),
+    ("seednorm-no-alpha", "none", "dot", "vector"), ("seednorm-no-beta", "vector", "none", "vector"),
+    ("seednorm-no-gamma", "vector", "dot", "none")])
+def test_form_knobs_build_seednorms_of_that_form(name: str, alpha: str, beta: str, gamma: str) -> None:
+    variant = get_variant(name)
+    assert name in FORM_KNOBS and name not in KNOBS and variant.norm == "seednorm"
+    cfg = LMConfig(vocab_size=64, dim=48, n_layers=2, n_heads=4, seq_len=8, norm="seednorm",
+                   **variant.model_overrides(48, 4))
+    norms = [m for m in Llama(cfg).modules() if isinstance(m, SeeDNorm)]
+    assert len(norms) == 5
+    for m in norms:
+        assert (m.alpha_mode, m.beta_mode, m.gamma_mode) == (alpha, beta, gamma)
+        assert (m.alpha is None) == (alpha == "none") and (m.beta is None) == (beta == "none")
+        assert (m.weight is None) == (gamma == "none")
+    forms = {k: v for k, v in (("alpha_mode", alpha), ("beta_mode", beta), ("gamma_mode", gamma))
+             if v not in ("vector", "dot")}
+    assert len(forms) == 1 and variant.forms() == forms and forms.items() <= variant.signature().items()
+
+
+def test_other_variants_keep_their_fingerprints() -> None:
+    """The ablation forms enter a variant's signature only when set, so the runs of the other variants stay
+    reusable."""
+    for name, variant in VARIANTS.items():
+        if name not in FORM_KNOBS:
+            full = dataclasses.asdict(variant)
+            assert variant.signature() == {k: v for k, v in full.items()
+                                           if k not in ("alpha_mode", "beta_mode", "gamma_mode")}
+    with pytest.raises(ValueError, match="apply to norm='seednorm'"):
+        Variant("x", "rmsnorm", "", alpha_mode="none")
+
+
+def test_derf_variant_takes_dyt_lm_recipe() -> None:
+    model = Llama(LMConfig(vocab_size=64, dim=48, n_layers=2, n_heads=4, seq_len=8, norm="derf",
+                           **get_variant("derf").model_overrides(48, 4)))
+    assert model.embed_scale.item() == pytest.approx(math.sqrt(48))
+    for block in model.blocks:
+        assert isinstance(block.attn_norm, Derf) and block.attn_norm.alpha.item() == pytest.approx(0.8)
+        assert block.mlp_norm.alpha.item() == pytest.approx(0.2) and block.mlp_norm.shift.item() == 0
+    assert "derf" not in AblationPlan(get_preset("smoke"), seeds=2, lrs=(1e-3, 1e-2)).norms  # the default stays
+    for norms in (("rmsnorm", "derf"), ("rmsnorm", "seednorm", "seednorm-nowd"), ("rmsnorm", "seednorm", "x")):
+        with pytest.raises(ValueError, match="main norms"):
+            AblationPlan(get_preset("smoke"), seeds=2, lrs=(1e-3, 1e-2), norms=norms)
+
+
+@pytest.mark.slow
+def test_ablation_cli_accepts_derf_and_the_form_knobs(tmp_path: Path) -> None:
+    argv = ["--ablation", "--preset", "smoke", "--seeds", "2", "--ablation-lrs", "1e-3", "1e-2", "--norms",
+            "rmsnorm", "derf", "seednorm", "--knobs", ",".join(FORM_KNOBS), "--until", "base", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(argv) == 0
+    report = (tmp_path / "report.md").read_text()
+    for name in FORM_KNOBS:
+        assert f"| {name} | {get_variant(name).note} |" in report
+    assert "| derf (2/2), lr " in report
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {r["variant"] for r in summary["sweep"]} == {"rmsnorm", "derf", "seednorm"}
+    assert {r["variant"] for r in summary["base"]} == {"rmsnorm", "derf", "seednorm", *FORM_KNOBS}
