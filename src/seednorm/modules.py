@@ -289,8 +289,48 @@ class LayerNorm(nn.LayerNorm):
         return SF.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
 
-class DyT(nn.Module):
+class _PointwiseNorm(nn.Module):
+    """What DyT and Derf share: learnable scalars (one (1,) parameter each, created in ``SCALARS`` order, each
+    initialised to its ``<name>_init``), then γ = ``weight`` (D,), init 1, and b = ``bias`` (D,), init 0."""
+
+    SCALARS: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        inits: dict[str, float],
+        bias: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        dim = _as_dim(normalized_shape)
+        self.normalized_shape = (dim,)
+        factory = {"device": device, "dtype": dtype}
+        for name in self.SCALARS:
+            setattr(self, f"{name}_init", SF.finite_number(inits[name], f"{name}_init"))
+        for name in self.SCALARS:
+            setattr(self, name, nn.Parameter(torch.empty(1, **factory)))
+        self.weight = nn.Parameter(torch.empty(dim, **factory))
+        self.bias = nn.Parameter(torch.empty(dim, **factory)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name in self.SCALARS:
+            nn.init.constant_(getattr(self, name), getattr(self, f"{name}_init"))
+        nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        inits = "".join(f", {name}_init={getattr(self, f'{name}_init')}" for name in self.SCALARS)
+        return f"{self.normalized_shape[0]}{inits}, bias={self.bias is not None}"
+
+
+class DyT(_PointwiseNorm):
     """Dynamic Tanh baseline: y = γ ⊙ tanh(a·x) + b, scalar ``alpha`` = a (init ``alpha_init``), γ = ``weight``."""
+
+    SCALARS = ("alpha",)
 
     def __init__(
         self,
@@ -301,36 +341,21 @@ class DyT(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        dim = _as_dim(normalized_shape)
-        self.normalized_shape = (dim,)
-        self.alpha_init = SF.finite_number(alpha_init, "alpha_init")
-        factory = {"device": device, "dtype": dtype}
-        self.alpha = nn.Parameter(torch.empty(1, **factory))
-        self.weight = nn.Parameter(torch.empty(dim, **factory))
-        self.bias = nn.Parameter(torch.empty(dim, **factory)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.constant_(self.alpha, self.alpha_init)
-        nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        super().__init__(normalized_shape, {"alpha": alpha_init}, bias, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return SF.dyt(x, self.alpha, self.weight, self.bias)
 
-    def extra_repr(self) -> str:
-        return f"{self.normalized_shape[0]}, alpha_init={self.alpha_init}, bias={self.bias is not None}"
 
-
-class Derf(nn.Module):
+class Derf(_PointwiseNorm):
     """Dynamic erf baseline (Chen, Lu, Zhu, Sun, Liu, arXiv 2512.10938): y = γ ⊙ erf(a·x + s) + b, point-wise.
 
     Parameters: scalars ``alpha`` = a (init ``alpha_init``) and ``shift`` = s (init ``shift_init``), each of shape
     (1,); ``weight`` = γ (D,), init 1; ``bias`` = b (D,), init 0, when ``bias=True``. The defaults a = 0.5, s = 0
     are the initial values of the paper's released code. Input (..., D) → output (..., D) in the input dtype.
     """
+
+    SCALARS = ("alpha", "shift")
 
     def __init__(
         self,
@@ -342,31 +367,10 @@ class Derf(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        dim = _as_dim(normalized_shape)
-        self.normalized_shape = (dim,)
-        self.alpha_init = SF.finite_number(alpha_init, "alpha_init")
-        self.shift_init = SF.finite_number(shift_init, "shift_init")
-        factory = {"device": device, "dtype": dtype}
-        self.alpha = nn.Parameter(torch.empty(1, **factory))
-        self.shift = nn.Parameter(torch.empty(1, **factory))
-        self.weight = nn.Parameter(torch.empty(dim, **factory))
-        self.bias = nn.Parameter(torch.empty(dim, **factory)) if bias else None
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.constant_(self.alpha, self.alpha_init)
-        nn.init.constant_(self.shift, self.shift_init)
-        nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        super().__init__(normalized_shape, {"alpha": alpha_init, "shift": shift_init}, bias, device, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return SF.derf(x, self.alpha, self.shift, self.weight, self.bias)
-
-    def extra_repr(self) -> str:
-        return (f"{self.normalized_shape[0]}, alpha_init={self.alpha_init}, shift_init={self.shift_init}, "
-                f"bias={self.bias is not None}")
 
 
 NORMS: dict[str, type[nn.Module]] = {
