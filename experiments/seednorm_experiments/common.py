@@ -25,9 +25,9 @@ __all__ = ["BASELINE", "NORM_NAMES", "STUDY_NORMS", "VISION_BASELINE", "Listed",
 NORM_NAMES: tuple[str, ...] = tuple(NORMS)
 """Every norm a study can train, by its ``seednorm.build_norm`` name (the library's registry, in its order)."""
 
-STUDY_NORMS: tuple[str, ...] = ("rmsnorm", "layernorm", "dyt", "seednorm")
-"""The norms the studies compare unless ``--norms`` says otherwise: the paper's comparison. The committed results
-were made with them; other norms of the library (Derf) are one ``--norms`` away."""
+STUDY_NORMS: tuple[str, ...] = ("rmsnorm", "layernorm", "dyt", "derf", "seednorm")
+"""The norms the studies compare unless ``--norms`` says otherwise: the paper's comparison (RMSNorm, LayerNorm, DyT,
+SeeDNorm) and Derf, the strongest point-wise baseline since, in the library's order."""
 
 BASELINE = "rmsnorm"
 """The norm the language-model study measures the others against: the one Llama-style decoders use."""

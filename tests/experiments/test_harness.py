@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+import seednorm
 from seednorm import SeeDNorm
 from seednorm_experiments.harness import (
     CHECKPOINT_NAME,
@@ -97,6 +98,15 @@ def test_param_kinds() -> None:
     kinds = param_kinds(Toy())
     assert kinds["norm.alpha"] == "alpha" and kinds["norm.beta"] == "beta" and kinds["norm.weight"] == "gamma"
     assert kinds["head.weight"] == "matrix" and kinds["head.bias"] == "other"
+
+
+def test_param_kinds_groups_the_gain_of_every_library_norm_as_gamma() -> None:
+    model = nn.Sequential(*(seednorm.build_norm(name, 6) for name in seednorm.NORMS))
+    kinds = param_kinds(model)
+    gains = {f"{i}.weight": "gamma" for i in range(len(seednorm.NORMS))}
+    assert {n: k for n, k in kinds.items() if n.endswith(".weight")} == gains  # Derf's γ too
+    derf = str(list(seednorm.NORMS).index("derf"))
+    assert kinds[f"{derf}.alpha"] == kinds[f"{derf}.shift"] == kinds[f"{derf}.bias"] == "other"
 
 
 def test_param_kinds_asks_the_library_for_alpha_and_beta() -> None:

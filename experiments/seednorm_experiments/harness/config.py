@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seednorm import AdaSeeDNorm, DyT, LayerNorm, RMSNorm, SeeDNorm, __version__, dynamic_parameters
+from seednorm import NORMS, __version__, dynamic_parameters
 
 from .distributed import world_size as launch_world_size
 
@@ -24,14 +24,16 @@ __all__ = ["RESULT_NAME", "Task", "TrainConfig", "TrainResult", "fingerprint_dif
 
 RESULT_NAME = "result.json"
 
-# Layers whose ``weight`` is a gain γ (one per feature), for the gradient-norm group "gamma".
-_NORM_TYPES = (SeeDNorm, AdaSeeDNorm, RMSNorm, LayerNorm, DyT, nn.RMSNorm, nn.LayerNorm)
+# Layers whose ``weight`` is a gain γ (one per feature), for the gradient-norm group "gamma": every norm of the
+# library's registry, and torch's own RMSNorm and LayerNorm (the parents of the library's).
+_NORM_TYPES = (*NORMS.values(), nn.RMSNorm, nn.LayerNorm)
 
 
 def param_kinds(model: nn.Module) -> dict[str, str]:
     """Gradient-norm group of every parameter, by name: ``alpha``/``beta`` (SeeDNorm's dynamic parameters, as
-    ``seednorm.dynamic_parameters`` names them), ``gamma`` (the gain ``weight`` of any norm layer), ``matrix``
-    (≥ 2 dims: linear, embedding), ``other`` (biases, DyT's scalar a, ...)."""
+    ``seednorm.dynamic_parameters`` names them), ``gamma`` (the gain ``weight`` of any norm of ``seednorm.NORMS``
+    or torch's RMSNorm, LayerNorm), ``matrix`` (≥ 2 dims: linear, embedding), ``other`` (biases, DyT's and Derf's
+    scalars, ...)."""
     dynamic = dynamic_parameters(model)
     kinds = {}
     for mod_name, module in model.named_modules():
