@@ -15,7 +15,9 @@ experts, each a SwiGLU of width ``moe_hidden`` (default: the dense MLP's); a tok
 chosen experts' outputs weighted by their router probabilities (not renormalised, as OLMoE). Dropless: every
 expert takes every token routed to it (a loop over the experts, no capacity). The norm sites stay the same
 (``mlp`` is the pre-norm of the MoE block). After each forward, ``Llama.aux_loss`` holds the Switch load-balancing
-loss summed over the blocks (None when dense); :func:`load_balancing_loss` says what it is.
+loss averaged over the blocks (None when dense), as OLMoE's training code computes it (MegaBlocks'
+``batched_load_balancing_loss``: E/(L·N·K) · Σ_blocks Σ_e count_e · P_e); :func:`load_balancing_loss` says what one
+block's is.
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ class Llama(nn.Module):
     """Decoder-only LM: (B, T) int64 token ids → (B, T, vocab) logits. Init: N(0, 0.02), residual
     output projections scaled by 1/√(2·n_layers) (GPT-2); norms keep their own init; the optional
     ``embed_scale`` parameter (a scalar) starts at ``cfg.embed_scale``; the MoE router N(0, 0.02).
-    ``aux_loss``: after a forward, the load-balancing loss summed over the blocks (None when dense)."""
+    ``aux_loss``: after a forward, the load-balancing loss averaged over the blocks (None when dense)."""
 
     def __init__(self, cfg: LMConfig) -> None:
         super().__init__()
@@ -235,6 +237,7 @@ class Llama(nn.Module):
 
     @property
     def aux_loss(self) -> Tensor | None:
+        """Mean over the blocks of each one's :func:`load_balancing_loss` (1 when every block is balanced)."""
         if not self.cfg.moe:
             return None
-        return torch.stack([block.mlp.aux_loss for block in self.blocks]).sum()
+        return torch.stack([block.mlp.aux_loss for block in self.blocks]).mean()

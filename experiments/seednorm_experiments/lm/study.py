@@ -111,7 +111,7 @@ class Evaluator:
                            seed=0)
         model(x.to(next(model.parameters()).device))
         moes = [block.mlp for block in model.blocks]
-        return {"moe/balance": float(model.aux_loss) / len(moes),
+        return {"moe/balance": float(model.aux_loss),
                 "moe/max_load": sum(float(m.load.max()) * len(m.load) for m in moes) / len(moes)}
 
 
@@ -121,9 +121,11 @@ _MOE_FIELDS = ("moe_experts", "moe_top_k", "moe_hidden", "moe_aux_coef")  # in t
 
 def _model_signature(cfg: LMConfig) -> dict[str, Any]:
     """The model fields of a run's fingerprint: every field, but those of :data:`_UNSET_OK` only when set and the
-    mixture-of-experts fields only with experts (a dense model's fingerprint does not name them)."""
-    return {k: v for k, v in vars(cfg).items()
-            if (v or k not in _UNSET_OK) and (cfg.moe or k not in _MOE_FIELDS)}
+    mixture-of-experts fields only with experts (a dense model's fingerprint does not name them), then how the
+    load-balancing loss is taken over the blocks (their mean, :attr:`Llama.aux_loss`)."""
+    signature = {k: v for k, v in vars(cfg).items()
+                 if (v or k not in _UNSET_OK) and (cfg.moe or k not in _MOE_FIELDS)}
+    return {**signature, "moe_aux_over_blocks": "mean"} if cfg.moe else signature
 
 
 def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: Evaluator | None,

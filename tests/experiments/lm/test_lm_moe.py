@@ -53,12 +53,26 @@ def test_moe_model_forward_backward_and_aux_loss() -> None:
     x = torch.randint(0, 50, (3, 8))
     assert model(x).shape == (3, 8, 50)
     assert all(isinstance(b.mlp, MoE) and len(b.mlp.experts) == 4 for b in model.blocks)
-    assert 2 <= float(model.aux_loss.detach()) <= 8  # two blocks, each in [1, E]
+    assert 1 <= float(model.aux_loss.detach()) <= 4  # the mean of two blocks', each in [1, E]
     loss = _lm_loss(model, (x, torch.randint(0, 50, (3, 8))))
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())  # every expert, even one given no token
     dense_mlp = 3 * 16 * model.cfg.hidden
     assert model.cfg.inactive_params() == 2 * (4 - 2) * dense_mlp
+
+
+def test_model_aux_loss_is_the_mean_over_the_blocks_as_olmoe() -> None:
+    torch.manual_seed(0)
+    model = Llama(_tiny(moe_experts=4, moe_top_k=2))
+    torch.nn.init.zeros_(model.blocks[0].mlp.router.weight)  # uniform router: P_e = 1/4, so E·Σ f_e·P_e = Σ f_e = 1
+    with torch.no_grad():
+        model.blocks[1].mlp.router.weight[0].fill_(1.0)  # expert 0 favoured: a block loss above 1
+        model(torch.randint(0, 50, (3, 8)))
+    first, second = (float(b.mlp.aux_loss) for b in model.blocks)
+    assert first == pytest.approx(1.0) and second > 1.0
+    assert float(model.aux_loss) == pytest.approx((first + second) / 2)  # not their sum
+    model.blocks[0].mlp.aux_loss, model.blocks[1].mlp.aux_loss = torch.tensor(1.2), torch.tensor(1.05)
+    torch.testing.assert_close(model.aux_loss, torch.tensor(1.125))
 
 
 def test_aux_loss_enters_the_gradient_not_the_logged_value() -> None:
@@ -95,6 +109,7 @@ def test_dense_default_is_unchanged() -> None:
     moe = make_task(preset, corpus, "rmsnorm", 0, None,
                     model_overrides={"moe_experts": 4, "moe_top_k": 2}).signature["model"]
     assert (moe["moe_experts"], moe["moe_top_k"], moe["moe_aux_coef"]) == (4, 2, 0.01)
+    assert moe["moe_aux_over_blocks"] == "mean"
 
 
 def test_moe_smoke_study_end_to_end(tmp_path: Path) -> None:
