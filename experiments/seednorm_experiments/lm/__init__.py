@@ -1,5 +1,5 @@
-"""The language-model study: the same small Llama-style decoder trained with RMSNorm, LayerNorm, DyT and SeeDNorm on
-Shakespeare's plays + Python code, scored in-domain and zero-shot; and the ablation of SeeDNorm's knobs.
+"""The language-model study: the same small Llama-style decoder trained with RMSNorm, LayerNorm, DyT, Derf and
+SeeDNorm on Shakespeare's plays + Python code, scored in-domain and zero-shot; and the ablation of SeeDNorm's knobs.
 
     cli.py             ``seednorm lm``: options, checks, main
     presets.py         named sizes (smoke, quick, standard, full)

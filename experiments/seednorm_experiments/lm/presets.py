@@ -1,7 +1,7 @@
 """Named sizes of the language-model study: model, data, schedule and evaluation budgets.
 
-``smoke`` is for tests (seconds), ``quick`` for a first look on 2 CPU cores (≤ 20 minutes, all four
-norms × 2 seeds), ``standard`` makes the README's results (≤ 90 minutes on 2 CPU cores shared with other
+``smoke`` is for tests (seconds), ``quick`` for a first look on 2 CPU cores (≤ 20 minutes, every
+norm × 2 seeds), ``standard`` makes the README's results (≤ 90 minutes on 2 CPU cores shared with other
 jobs, 3 seeds; both are tiny so that they fit),
 ``full`` is sized for one GPU (a 4096-vocab, 512-wide, 8-layer model on ~200M tokens per run).
 """
