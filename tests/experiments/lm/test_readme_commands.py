@@ -24,5 +24,5 @@ def test_torchrun_two_process_smoke_study_writes_its_report(tmp_path: Path) -> N
     out = tmp_path / "runs" / "lm_smoke"
     report = (out / "report.md").read_text()
     assert "step cost vs RMSNorm" in report and "seednorm lm --preset smoke" in report
-    for norm in ("rmsnorm", "layernorm", "dyt", "seednorm"):
+    for norm in ("rmsnorm", "layernorm", "dyt", "derf", "seednorm"):  # every norm by default
         assert (out / "runs" / norm / "seed0" / "result.json").is_file()
