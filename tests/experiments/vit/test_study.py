@@ -105,7 +105,8 @@ def test_smoke_preset_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(args) == 0
     report = (tmp_path / "report.md").read_text()
     for needle in ("| norm | params | clean | noise=0.4 | contrast=0.3 | rotate=30 | sklearn_digits |",
-                   "| seednorm/2h |", "| dyt |", "| derf |", "seednorm/2h − layernorm", "## SeeDNorm head-count ablation",
+                   "| seednorm/2h |", "| dyt |", "| derf |", "seednorm/2h − layernorm",
+                   "## SeeDNorm head-count ablation",
                    "| seednorm/1h |", "![heads.png](heads.png)", "Command: `seednorm vit --preset smoke"):
         assert needle in report, needle
     for png in ("loss.png", "accuracy.png", "shifts.png", "heads.png", "heads_loss.png", "heads_accuracy.png"):
