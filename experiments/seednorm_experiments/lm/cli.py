@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from ..args import check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
 from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
 from ..runs import EXPECTED_ERRORS
+from .ablation import MAIN
 from .model import SITES
 from .presets import PRESETS, get_preset
 
@@ -42,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seednorm lm", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="study size (default: %(default)s)")
-    p.add_argument("--norms", action=Listed, metavar="NORM", default=default_norms(BASELINE),
+    p.add_argument("--norms", action=Listed, metavar="NORM", default=None,
                    help="norms to compare (default: " + " ".join(default_norms(BASELINE)) + "); in the ablation, "
-                   "main norms of recipes.VARIANTS (e.g. derf, with DyT's LM recipe)")
+                   "main norms of recipes.VARIANTS, there " + " ".join(MAIN) + " unless given (derf is one, with "
+                   "DyT's LM recipe)")
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds per norm (default: the preset's; "
                    f"{ABLATION_SEEDS} in the ablation)")
     p.add_argument("--out", type=out_dir, default=None,
@@ -108,7 +110,8 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
         preset = get_preset(args.preset, steps=args.steps, dim=args.dim)
         plan = AblationPlan(preset, seeds=args.seeds or ABLATION_SEEDS, lrs=tuple(args.ablation_lrs),
                             knobs=tuple(args.knobs or KNOBS), long_factors=tuple(args.long_factors),
-                            wide_dim=args.wide_dim, carry=args.carry, norms=tuple(dict.fromkeys(args.norms)))
+                            wide_dim=args.wide_dim, carry=args.carry,
+                            norms=tuple(dict.fromkeys(args.norms)) if args.norms else MAIN)
         if args.moe_experts:
             raise ValueError("--moe-experts applies to the study; the ablation trains the dense model")
         if args.until is not None and args.until not in plan.phases:
@@ -132,7 +135,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
 
     try:  # every setting is checked before anything trains
         preset = get_preset(args.preset, steps=args.steps, lr=args.lr)
-        norms = check_norms(args.norms)
+        norms = check_norms(args.norms or default_norms(BASELINE))
         if set(args.placement) - set(SITES):
             raise ValueError(f"--placement: unknown placement {sorted(set(args.placement) - set(SITES))}; "
                              f"choose from {', '.join(SITES)}")
