@@ -3,14 +3,14 @@
     seednorm vit --preset quick --out results/vit_quick --runs-dir runs/vit_quick   # the README's table and plots
     seednorm vit --preset smoke --out /tmp/vit          # seconds; what the tests run
     seednorm vit --model convnext --preset quick --out results/vit_convnext_quick   # the ConvNeXt
-    seednorm vit --model mae --preset quick --out results/vit_mae_quick   # MAE pre-training, probe, fine-tuning
+    seednorm vit --model mae --preset quick --out results/vit_mae_quick   # MAE pre-training, probe, fine-tune
     torchrun --nproc-per-node 2 -m seednorm_experiments.vit --preset quick   # DDP (the harness does it)
 
 A compact ViT with each norm (LayerNorm, RMSNorm, DyT, multi-head SeeDNorm), trained on offline image data, scored in
 distribution and under distribution shifts, plus SeeDNorm's head-count ablation. --model convnext trains a small
 ConvNeXt the same way (no head ablation); --model mae pre-trains the ViT as a masked autoencoder, then scores its
-encoder by a linear probe and by fine-tuning, each in distribution and under the shifts. OUT gets report.md, the PNGs and
-summary.json; every run lives in its own folder under RUNS, and re-running the command reuses finished runs and
+encoder by a linear probe and by fine-tuning, each in distribution and under the shifts. OUT gets report.md, the PNGs
+and summary.json; every run lives in its own folder under RUNS, and re-running the command reuses finished runs and
 resumes interrupted ones (only runs of the same settings).
 
 List options take space- or comma-separated items (--norms dyt seednorm = --norms dyt,seednorm; --heads none skips
@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["seednorm", "timm"], default="seednorm",
                    help="this package's compact ViT or timm's VisionTransformer with the same norms "
                    "(default: %(default)s)")
-    p.add_argument("--out", type=out_dir, help="report folder (default: runs/vit_<preset>; runs/vit_<model>_<preset> for "
-                   "convnext and mae)")
+    p.add_argument("--out", type=out_dir, help="report folder (default: runs/vit_<preset>; "
+                   "runs/vit_<model>_<preset> for convnext and mae)")
     p.add_argument("--runs-dir", type=out_dir, help="per-run folders (default: OUT/runs)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default: 1: these models gain "
                    "nothing from more, and on shared cores extra OpenMP threads spin and slow everything down)")

@@ -118,10 +118,10 @@ class ConvNeXt(nn.Module):
                                   channels_first_norm(norm, config.dims[0], **kwargs))
         self.downsample = nn.ModuleList(
             nn.Sequential(channels_first_norm(norm, d_in, **kwargs), nn.Conv2d(d_in, d_out, 2, stride=2))
-            for d_in, d_out in zip(config.dims[:-1], config.dims[1:]))
+            for d_in, d_out in zip(config.dims[:-1], config.dims[1:], strict=True))
         rates = iter(torch.linspace(0, config.drop_path, sum(config.depths)).tolist())
         self.stages = nn.ModuleList(nn.Sequential(*(Block(config, dim, next(rates)) for _ in range(depth)))
-                                    for dim, depth in zip(config.dims, config.depths))
+                                    for dim, depth in zip(config.dims, config.depths, strict=True))
         self.norm = build_norm(norm, config.dim, **kwargs)
         self.head = nn.Linear(config.dim, config.num_classes)
         for m in self.modules():  # ConvNeXt's init: trunc-normal(0.02) weights, zero biases

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ImageSet", "DATASETS", "Batches", "MaskedBatches", "StudyData", "load_dataset", "load_mnist", "load_animals",
-           "load_sklearn_digits", "load_study_data", "random_translate"]
+__all__ = ["ImageSet", "DATASETS", "Batches", "MaskedBatches", "StudyData", "load_dataset", "load_mnist",
+           "load_animals", "load_sklearn_digits", "load_study_data", "random_translate"]
 
 DIGITS = tuple(str(i) for i in range(10))
 ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")

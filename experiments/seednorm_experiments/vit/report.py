@@ -182,7 +182,8 @@ def _head_section(out: Path, preset: Preset, heads: dict[str, list], conditions:
 
 def _reading(main: dict[str, list], heads: dict[str, list], chance: float) -> list[str]:
     """Plain statements computed from the numbers (no interpretation beyond them)."""
-    means = {label: summarize([accuracy_percent(r, "clean", chance) for _, r in runs]).mean for label, runs in main.items()}
+    means = {label: summarize([accuracy_percent(r, "clean", chance) for _, r in runs]).mean
+             for label, runs in main.items()}
     best = max(means, key=means.get)
     lines = [f"- Highest mean clean accuracy: {best} ({means[best]:.1f}%)."]
     seed_label = next((label for label in main if label.startswith("seednorm")), None)
@@ -194,7 +195,8 @@ def _reading(main: dict[str, list], heads: dict[str, list], chance: float) -> li
                      f"the 95% CI {verdict}.")
     seed_heads = {label: runs for label, runs in heads.items() if label.startswith("seednorm")}
     if seed_heads:
-        acc = {label: summarize([accuracy_percent(r, "clean", chance) for _, r in runs]) for label, runs in seed_heads.items()}
+        acc = {label: summarize([accuracy_percent(r, "clean", chance) for _, r in runs])
+               for label, runs in seed_heads.items()}
         top = max(acc, key=lambda k: acc[k].mean)
         div = {label: sum(r["diverged"] for _, r in runs) for label, runs in seed_heads.items()}
         lines.append(f"- Head ablation: best {top} ({acc[top].format(1)}%); diverged runs per setting: "

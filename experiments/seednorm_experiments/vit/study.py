@@ -1,5 +1,5 @@
-"""The vision study's supervised runs: the grid of (norm, seed) ViTs or ConvNeXts on the shared harness, each in its own folder named by its
-settings, and the loop that trains (or reuses, or resumes) them all.
+"""The vision study's supervised runs: the grid of (norm, seed) ViTs or ConvNeXts on the shared harness, each in its
+own folder named by its settings, and the loop that trains (or reuses, or resumes) them all.
 
 Two grids, every run seeded by its seed alone (the init, the data order and the augmentation; the train/test split
 is fixed):
@@ -34,14 +34,14 @@ import torch.nn.functional as F
 from ..common import VISION_BASELINE, is_main_process
 from ..harness import Task, TrainConfig
 from ..runs import train_or_reuse
+from .convnext import ConvNeXt, ConvNeXtConfig
 from .data import Batches, StudyData
 from .evals import Shift, shifted_accuracies
-from .convnext import ConvNeXt, ConvNeXtConfig
 from .model import ViTConfig, build_vit
 from .presets import Preset
 
-__all__ = ["Results", "RunSpec", "build_model", "classification_loss", "plan", "run_name", "run_one", "run_signature", "run_study",
-           "seednorm_kwargs", "standardized", "vision_seednorm"]
+__all__ = ["Results", "RunSpec", "build_model", "classification_loss", "plan", "run_name", "run_one", "run_signature",
+           "run_study", "seednorm_kwargs", "standardized", "vision_seednorm"]
 
 
 @dataclass(frozen=True)
