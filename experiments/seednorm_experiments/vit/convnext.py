@@ -72,20 +72,9 @@ class ConvNeXtConfig:
         return f"ConvNeXt dims {self.dims}, depths {self.depths}"
 
 
-class _ChannelsFirst(nn.Module):
-    """A last-dimension norm applied over dim 1 of (B, C, …): permute to channels-last, normalize, permute back."""
-
-    def __init__(self, norm: nn.Module) -> None:
-        super().__init__()
-        self.norm = norm
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
-
-
 def channels_first_norm(name: str, dim: int, **kwargs: Any) -> nn.Module:
     """A norm over the ``dim`` channels of (B, C, …) inputs: ``build_norm(name, dim, channels_first=True)``."""
-    return _ChannelsFirst(build_norm(name, dim, **kwargs))
+    return build_norm(name, dim, channels_first=True, **kwargs)
 
 
 class Block(nn.Module):
