@@ -87,7 +87,7 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
 
 class MAE(nn.Module):
     """``model(images, noise)`` → the masked reconstruction loss; :meth:`reconstruct` also returns the prediction
-    (B, N, P²·C) and the mask (B, N). ``encoder`` is a :class:`~.model.ViT` whose head is unused here."""
+    (B, N, P²·C) and the mask (B, N). ``encoder`` is a :class:`~.model.ViT` without its head (an Identity)."""
 
     def __init__(self, config: MAEConfig) -> None:
         super().__init__()
@@ -97,6 +97,7 @@ class MAE(nn.Module):
         dec = config.decoder
         patch_dim = config.encoder.in_chans * config.encoder.patch_size**2
         self.encoder = ViT(config.encoder)
+        self.encoder.head = nn.Identity()  # pre-training has no classifier (and DDP wants every parameter used)
         self.decoder_embed = nn.Linear(config.encoder.dim, dec.dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dec.dim))
         self.decoder_pos = nn.Parameter(torch.zeros(1, config.encoder.num_patches, dec.dim))
@@ -133,7 +134,7 @@ class MAE(nn.Module):
 
 
 def encoder_state(mae_state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The ``encoder.`` entries of an MAE state dict, as a ViT state dict."""
+    """The ``encoder.`` entries of an MAE state dict, as a ViT state dict without the head."""
     return {k.removeprefix("encoder."): v for k, v in mae_state.items() if k.startswith("encoder.")}
 
 

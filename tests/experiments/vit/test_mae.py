@@ -119,9 +119,13 @@ def test_linear_probe_trains_its_head_only_and_keeps_the_encoder_in_eval_mode() 
 def test_encoder_state_is_the_vit_inside_the_mae() -> None:
     mae = MAE(tiny())
     vit = ViT(mae.config.encoder)
-    vit.load_state_dict(encoder_state(mae.state_dict()))
+    missing = vit.load_state_dict(encoder_state(mae.state_dict()), strict=False).missing_keys
+    assert missing == ["head.weight", "head.bias"]
+    assert [n for n, p in mae.named_parameters() if p.grad is None] == [n for n, _ in mae.named_parameters()]
+    mae(torch.rand(2, 1, 28, 28), torch.rand(2, 16)).backward()  # every parameter takes part (DDP needs it)
+    assert all(p.grad is not None for p in mae.parameters())
     images = torch.rand(2, 1, 28, 28)
-    torch.testing.assert_close(vit.eval()(images), mae.encoder.eval()(images), rtol=0, atol=0)
+    torch.testing.assert_close(vit.eval().features(images), mae.encoder.eval()(images), rtol=0, atol=0)
 
 
 def test_stage_fingerprints_follow_their_pretraining_and_the_mask_ratio() -> None:
