@@ -194,6 +194,10 @@ def test_channels_last_input_runs_the_fused_op_in_place(monkeypatch):
         assert seen == [(x.data_ptr(), True)]
         assert y.is_contiguous(memory_format=fmt)
         torch.testing.assert_close(y.double(), oracle(x, layer), rtol=2e-5, atol=2e-5)
+    x = torch.randn(2, 5, 8).transpose(1, 2)  # any tensor whose C is innermost: (N, L, C) seen as (N, C, L)
+    seen.clear()
+    layer(x)
+    assert seen == [(x.data_ptr(), True)]
     x = torch.randn(2, 8, 5, 3)  # contiguous NCHW: C is not innermost
     seen.clear()
     layer(x)

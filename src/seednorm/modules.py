@@ -16,7 +16,7 @@ from .ops.dtypes import compute_dtype
 
 __all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "Derf", "build_norm", "NORMS",
            "DYNAMIC_PARAMETERS", "dynamic_parameters", "ChannelsFirst", "channels_first_class", "SeeDNorm2d",
-           "AdaSeeDNorm2d", "RMSNorm2d", "LayerNorm2d", "DyT2d", "Derf2d"]
+           "AdaSeeDNorm2d", "RMSNorm2d", "LayerNorm2d", "DyT2d", "Derf2d", "norm_class"]
 
 # SeeDNorm's dynamic parameters, by attribute: the one registry every caller uses (weight decay, gradient-norm
 # groups, conversion, integrations). α scales the dynamic term, β gives s = x·βᵀ. A variant without one of them
@@ -515,6 +515,14 @@ def dynamic_parameters(model: nn.Module) -> dict[str, str]:
     return {name: kinds[id(p)] for name, p in model.named_parameters() if id(p) in kinds}
 
 
+def norm_class(name: str) -> type[nn.Module]:
+    """The class of norm ``name`` in ``NORMS`` (case-insensitive, "_" and "-" ignored: "RMS_Norm" is "rmsnorm")."""
+    key = name.lower().replace("_", "").replace("-", "")
+    if key not in NORMS:
+        raise ValueError(f"unknown norm {name!r}; choose one of {sorted(NORMS)} or pass a module class")
+    return NORMS[key]
+
+
 def build_norm(
     name_or_type: str | type[nn.Module] | Callable[..., nn.Module],
     dim: int,
@@ -532,10 +540,7 @@ def build_norm(
     if not isinstance(channels_first, bool):
         raise TypeError(f"channels_first must be True or False, got {channels_first!r}")
     if isinstance(name_or_type, str):
-        key = name_or_type.lower().replace("_", "").replace("-", "")
-        if key not in NORMS:
-            raise ValueError(f"unknown norm {name_or_type!r}; choose one of {sorted(NORMS)} or pass a module class")
-        name_or_type = NORMS[key]
+        name_or_type = norm_class(name_or_type)
     if channels_first:
         if isinstance(name_or_type, functools.partial) and isinstance(name_or_type.func, type):
             name_or_type = functools.partial(channels_first_class(name_or_type.func), *name_or_type.args,
