@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from seednorm import AdaSeeDNorm, SeeDNorm, convert_to_seednorm
+from seednorm import AdaSeeDNorm, SeeDNorm, SeeDNorm2d, convert_to_seednorm
 from seednorm import LayerNorm as SNLayerNorm
 from seednorm import RMSNorm as SNRMSNorm
+from seednorm.convert import layer_options, rebuild_seednorms
 
 
 class T5StyleNorm(nn.Module):
@@ -206,13 +207,61 @@ def test_unsupported_norm_names_module_path_and_class(norm, why):
     assert isinstance(model[0].norm, SeeDNorm) and model[1][1] is norm
 
 
-def test_channels_first_layernorm_subclass_is_refused():
-    class LayerNorm2d(nn.LayerNorm):  # timm-style: normalizes over channels of NCHW
-        def forward(self, x):
-            return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+class ChannelsFirstLayerNorm(nn.LayerNorm):
+    """timm-style LayerNorm2d: normalizes over the channels of NCHW input."""
 
-    with pytest.raises(TypeError, match="LayerNorm2d"):
-        convert_to_seednorm(Block(LayerNorm2d(16)))
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ChannelsFirstRMSNorm(nn.Module):
+    """timm-style RmsNorm2d: reduces over dim 1 directly, γ reshaped to (1, C, 1, 1)."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps) * self.weight.view(1, -1, 1, 1)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, norm: nn.Module, dim: int = 16) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm = norm
+
+    def forward(self, x):
+        return self.norm(self.conv(x)) + x
+
+
+@pytest.mark.parametrize(("source", "center"), [(ChannelsFirstLayerNorm(16, eps=1e-6), True),
+                                                (ChannelsFirstRMSNorm(16), False)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_channels_first_norms_convert_exactly_to_seednorm2d(source, center, dtype):
+    model = ConvBlock(source).to(dtype).eval()
+    with torch.no_grad():
+        for p in model.norm.parameters():
+            p.normal_(0.5, 0.5)
+    x = torch.randn(2, 16, 5, 3, dtype=dtype) * 3 + 1
+    with torch.no_grad():
+        expected = model(x)
+    convert_to_seednorm(model, num_heads=4)
+    assert type(model.norm) is SeeDNorm2d and model.norm.center is center and model.norm.num_heads == 4
+    assert model.norm.eps == source.eps and model.norm.weight.dtype == dtype
+    with torch.no_grad():
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(model(x), expected, rtol=tol, atol=tol)
+    options = {"norm": layer_options(model.norm)}
+    rebuilt = rebuild_seednorms(ConvBlock(type(source)(16)), options)
+    assert type(rebuilt.norm) is SeeDNorm2d and layer_options(rebuilt.norm) == options["norm"]
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm2d(16), nn.GroupNorm(2, 16), nn.InstanceNorm2d(16, affine=True)])
+def test_channel_norms_over_more_than_one_position_are_refused(norm):
+    with pytest.raises(TypeError, match=r"as a channels-first norm \(N, C, \*spatial\): its output matches no"):
+        convert_to_seednorm(ConvBlock(norm))
 
 
 def test_bad_arguments():

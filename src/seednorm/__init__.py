@@ -2,7 +2,20 @@
 
 from .convert import convert_to_seednorm
 from .functional import ada_seednorm, derf, dyt, layer_norm, rms_norm, seednorm
-from .modules import NORMS, AdaSeeDNorm, Derf, DyT, LayerNorm, RMSNorm, SeeDNorm, build_norm, dynamic_parameters
+from .modules import (
+    NORMS,
+    AdaSeeDNorm,
+    AdaSeeDNorm2d,
+    Derf,
+    DyT,
+    LayerNorm,
+    RMSNorm,
+    SeeDNorm,
+    SeeDNorm2d,
+    build_norm,
+    channels_first_class,
+    dynamic_parameters,
+)
 from .optim import param_groups
 
 __version__ = "0.1.0"
@@ -10,13 +23,16 @@ __version__ = "0.1.0"
 __all__ = [
     "NORMS",
     "AdaSeeDNorm",
+    "AdaSeeDNorm2d",
     "Derf",
     "DyT",
     "LayerNorm",
     "RMSNorm",
     "SeeDNorm",
+    "SeeDNorm2d",
     "ada_seednorm",
     "build_norm",
+    "channels_first_class",
     "convert_to_seednorm",
     "derf",
     "dynamic_parameters",

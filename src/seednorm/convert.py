@@ -7,12 +7,14 @@ exactly: copy γ, keep ε, set β = 0 and α = ``alpha_init``. A LayerNorm conve
 their outputs.
 
 How a layer is recognised. Candidates are leaf modules that are ``nn.LayerNorm``/``nn.RMSNorm`` (or subclasses) or
-whose class name contains "norm" (Hugging Face ``LlamaRMSNorm``, ``Gemma2RMSNorm``, ...). Each candidate's layout is
-found by behaviour, not by name: a float64 copy of it with random parameters runs on a (2, 3, D) probe input
-(rows from ~sqrt(ε) to large scale, with non-zero means), and must match one of the four exact SeeDNorm forms
-{RMS, centered} × {γ = weight, γ = 1 + weight (Gemma)} built from its ``weight``, ``bias`` and ε
-(``eps``/``variance_epsilon``/``epsilon``). A candidate that matches none (BatchNorm, GroupNorm, a norm over
-channels-first input, a norm that needs extra inputs) is an error naming its path and class, not a silent change.
+whose class name contains "norm" (Hugging Face ``LlamaRMSNorm``, ``Gemma2RMSNorm``, timm's ``LayerNorm2d``,
+``RmsNorm2d``, ...). Each candidate's layout is found by behaviour, not by name: a float64 copy of it with random
+parameters runs on a (2, 3, D) probe input (rows from ~sqrt(ε) to large scale, with non-zero means), and must match
+one of the four exact SeeDNorm forms {RMS, centered} × {γ = weight, γ = 1 + weight (Gemma)} built from its
+``weight``, ``bias`` and ε (``eps``/``variance_epsilon``/``epsilon``). A candidate that matches none there is tried
+as a channels-first norm (spec §6b): the same rows as the positions of a (1, D, 2, 3) input, against the same forms
+of ``SeeDNorm2d``. A candidate that matches none (BatchNorm, GroupNorm, a norm that needs extra inputs) is an error
+naming its path and class, not a silent change.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .modules import AdaSeeDNorm, SeeDNorm
+from .modules import AdaSeeDNorm, SeeDNorm, channels_first_class
 from .ops.sigma import ACTIVATIONS
 
 __all__ = ["convert_to_seednorm", "layer_options", "rebuild_seednorms"]
@@ -37,12 +39,14 @@ _LAYOUTS = ((False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0))  # (center, of
 
 @dataclass(frozen=True)
 class _Layout:
-    """What a source norm computes: y = (offset + weight) ⊙ x' / sqrt(mean(x'²) + eps) + bias, x' = x (− mean)."""
+    """What a source norm computes: y = (offset + weight) ⊙ x' / sqrt(mean(x'²) + eps) + bias, x' = x (− mean), over
+    the last dimension or, ``channels_first``, over dim 1 of (N, C, *spatial)."""
 
     dim: int
     eps: float | None
     center: bool
     offset: float
+    channels_first: bool = False
 
 
 class _Unconvertible(Exception):
@@ -64,7 +68,8 @@ def convert_to_seednorm(
 ) -> nn.Module:
     """Replace the norm layers of ``model`` in place by equivalent SeeDNorms and return ``model``.
 
-    Each new SeeDNorm sits under the old attribute name, with γ as ``weight`` (Gemma's ``1 + weight`` folded in),
+    Each new SeeDNorm (``SeeDNorm2d`` for a channels-first source, e.g. timm's ``LayerNorm2d``, ``RmsNorm2d``) sits
+    under the old attribute name, with γ as ``weight`` (Gemma's ``1 + weight`` folded in),
     the LayerNorm bias as ``bias``, the same ε, dtype, device and train/eval mode, β = 0 and α = ``alpha_init``:
     outputs are unchanged up to float rounding, and state-dict keys and name-based weight-decay filters keep
     working (the new keys are ``<name>.alpha`` and ``<name>.beta``). α and β are trainable exactly when the
@@ -89,7 +94,7 @@ def convert_to_seednorm(
             function-preserving (e.g. ``center=False`` turns a ViT's LayerNorms into the paper's RMS SeeDNorm,
             LayerNorm bias kept).
         layer_class: ``SeeDNorm`` or a subclass with its constructor (integrations use one that names its
-            parameters for their checkpoint format).
+            parameters for their checkpoint format); channels-first sources get ``channels_first_class(layer_class)``.
 
     Raises:
         ValueError: no norm layer selected, or an option is invalid for a layer (e.g. ``num_heads`` does not divide
@@ -228,8 +233,9 @@ def rebuild_seednorms(
             raise ValueError(f"{what} has width {layout.dim}, the record says {width!r}")
         ref = _reference(module)
         factory = fallback if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        cls = channels_first_class(layer_class) if layout.channels_first else layer_class
         try:
-            layer = layer_class(layout.dim, **options, **factory)
+            layer = cls(layout.dim, **options, **factory)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path!r}: the recorded options {options} are invalid: {err}") from None
         layer.requires_grad_(trainable if ref is None else ref.requires_grad)
@@ -309,25 +315,38 @@ def _identify(module: nn.Module) -> _Layout:
     eps = None if eps is None else float(eps)
 
     probe_module = _probe_copy(module)
-    x = _probe_input(dim, eps)
+    last = _match(probe_module, _Layout(dim, eps, False, 0.0))
+    if isinstance(last, _Layout):
+        return last
+    first = _match(probe_module, _Layout(dim, eps, False, 0.0, channels_first=True))
+    if isinstance(first, _Layout):
+        return first
+    raise _Unconvertible(f"{last}; as a channels-first norm (N, C, *spatial): {first}")
+
+
+def _match(probe_module: nn.Module, base: _Layout) -> _Layout | str:
+    """The layout among the four forms of ``base`` (its dim, eps and channels_first) that ``probe_module``
+    reproduces on the probe input, or why none does."""
+    x = _probe_input(base.dim, base.eps)
+    if base.channels_first:
+        x = x.reshape(1, 2, 3, base.dim).permute(0, 3, 1, 2)  # the same rows as the positions of a (1, D, 2, 3) input
     try:
         with torch.no_grad():
             expected = probe_module(x)
-    except Exception as err:  # any failure means "not a plain last-dimension norm"
-        failure = f"{type(err).__name__}: {err}"
-        raise _Unconvertible(f"calling it on a {tuple(x.shape)} input failed ({failure})") from err
+    except Exception as err:  # any failure means "not a plain norm of this layout"
+        return f"calling it on a {tuple(x.shape)} input failed ({type(err).__name__}: {err})"
     if not isinstance(expected, Tensor) or expected.shape != x.shape:
-        raise _Unconvertible("it does not map a (B, T, D) tensor to a tensor of the same shape")
+        shape = "(N, D, H, W)" if base.channels_first else "(B, T, D)"
+        return f"it does not map a {shape} tensor to a tensor of the same shape"
     for center, offset in _LAYOUTS:
-        layout = _Layout(dim, eps, center, offset)
+        layout = _Layout(base.dim, base.eps, center, offset, base.channels_first)
         candidate = _build(probe_module, layout, center=None, fallback={})
         with torch.no_grad():
             if torch.allclose(candidate(x), expected, rtol=1e-4, atol=1e-5):
                 return layout
-    raise _Unconvertible(
-        "its output matches no SeeDNorm form (RMS or mean-centered, gain = weight or 1 + weight, "
-        f"ε = .{eps_attr} = {eps}) on a probe input"
-    )
+    eps_attr = next(a for a in _EPS_ATTRS if hasattr(probe_module, a))
+    return ("its output matches no SeeDNorm form (RMS or mean-centered, gain = weight or 1 + weight, "
+            f"ε = .{eps_attr} = {base.eps}) on a probe input")
 
 
 def _width(module: nn.Module, weight: Tensor | None, bias: Tensor | None) -> int:
@@ -401,6 +420,7 @@ def _build(
     weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
     ref = _reference(module)
     factory = fallback if ref is None else {"device": ref.device, "dtype": ref.dtype}
+    cls = channels_first_class(cls) if layout.channels_first else cls
     new = cls(
         layout.dim,
         eps=layout.eps,

@@ -87,7 +87,8 @@ def check_heads(dim: int, num_heads: int) -> int:
     if isinstance(num_heads, bool) or not isinstance(num_heads, numbers.Integral) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
     if dim % num_heads:
-        raise ValueError(f"num_heads={num_heads} does not divide the width {dim}")
+        raise ValueError(f"num_heads={num_heads} does not divide the width {dim} (D, or C of a channels-first "
+                         "layer); choose a num_heads that divides it")
     return int(num_heads)
 
 

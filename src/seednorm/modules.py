@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,7 +15,8 @@ from .ops import check_impl
 from .ops.dtypes import compute_dtype
 
 __all__ = ["SeeDNorm", "AdaSeeDNorm", "RMSNorm", "LayerNorm", "DyT", "Derf", "build_norm", "NORMS",
-           "DYNAMIC_PARAMETERS", "dynamic_parameters"]
+           "DYNAMIC_PARAMETERS", "dynamic_parameters", "ChannelsFirst", "channels_first_class", "SeeDNorm2d",
+           "AdaSeeDNorm2d", "RMSNorm2d", "LayerNorm2d", "DyT2d", "Derf2d", "norm_class"]
 
 # SeeDNorm's dynamic parameters, by attribute: the one registry every caller uses (weight decay, gradient-norm
 # groups, conversion, integrations). α scales the dynamic term, β gives s = x·βᵀ. A variant without one of them
@@ -382,6 +384,122 @@ NORMS: dict[str, type[nn.Module]] = {
 }
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Channels-first forms (spec §6b): every norm above over dim 1 of (N, C, *spatial), by one mechanism.
+
+
+def to_channels_last(x: Tensor, channels: int, name: str) -> Tensor:
+    """(N, C, *spatial) → the view (N, *spatial, C), after checking that dim 1 holds the ``channels`` channels.
+
+    One node under ``torch.fx`` tracing (``torch.fx.wrap``): its checks need a real tensor. The view is contiguous,
+    so the kernels read it in place, exactly when C is the innermost stride of x (``torch.channels_last``,
+    ``torch.channels_last_3d``, or any (N, *spatial, C) tensor transposed to channels-first).
+    """
+    SF.check_floating(x)
+    one_d = name.removesuffix("2d")
+    if x.dim() < 2:
+        raise ValueError(
+            f"{name} takes channels-first input (N, C, *spatial) with C = {channels} at dim 1, got shape "
+            f"{tuple(x.shape)} of rank {x.dim()}; add the batch dim (x.unsqueeze(0)), or use {one_d} for "
+            "input with the channels last (..., C)"
+        )
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"{name} normalizes over dim 1 (the channels) of (N, C, *spatial) input and was built for C = {channels}, "
+            f"got shape {tuple(x.shape)}; build it with num_channels={x.shape[1]}, or use {one_d} for input with "
+            "the channels last (..., C)"
+        )
+    return x.movedim(1, -1)
+
+
+def condition_to_channels_last(condition: Tensor, x: Tensor) -> Tensor:
+    """A tensor broadcastable to channels-first ``x`` (e.g. an adaLN scale of shape (N, C, 1, 1)), broadcast to
+    x's shape (a stride-0 view, no copy) and moved like x to (N, *spatial, C). One node under ``torch.fx``."""
+    if not isinstance(condition, Tensor):
+        raise TypeError(f"a condition must be a torch.Tensor, got {type(condition).__name__}")
+    try:
+        condition = torch.broadcast_to(condition, x.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"a condition of shape {tuple(condition.shape)} does not broadcast to the channels-first input "
+            f"{tuple(x.shape)}; give it the input's rank with the channels at dim 1, e.g. (N, C, 1, 1)"
+        ) from None
+    return condition.movedim(1, -1)
+
+
+torch.fx.wrap("to_channels_last")
+torch.fx.wrap("condition_to_channels_last")
+
+
+class ChannelsFirst:
+    """Mixin that turns a norm over the last dimension into the same norm over dim 1 of (N, C, *spatial) input.
+
+    ``class SeeDNorm2d(ChannelsFirst, SeeDNorm)``: ``forward(x, *conditions)`` moves the channels of x (and of each
+    condition, e.g. AdaSeeDNorm's scale and shift, broadcast to x's shape) last, calls the norm's own ``forward``
+    and moves them back; parameters, state-dict keys, options and repr are the norm's. Any number of spatial dims
+    (0 included: (N, C) is normalized per row). The output has x's shape and dtype; its memory is channels-last
+    whatever the input's (as timm's ``LayerNorm2d``).
+
+    Cost: when x is channels-last in memory (``torch.channels_last``, ``torch.channels_last_3d``, or C innermost
+    in general) the moved view is contiguous and SeeDNorm's fused op reads it in place, with no copy. Otherwise the
+    fused op runs on one contiguous copy of x; the reference path (float64, ``center``/``bias``, ...) reads the
+    strided view directly.
+    """
+
+    normalized_shape: tuple[int, ...]
+
+    def forward(self, x: Tensor, *conditions: Tensor) -> Tensor:
+        x_last = to_channels_last(x, self.normalized_shape[0], type(self).__name__)
+        moved = [condition_to_channels_last(c, x) for c in conditions]
+        return super().forward(x_last, *moved).movedim(-1, 1)  # type: ignore[misc]
+
+
+class SeeDNorm2d(ChannelsFirst, SeeDNorm):
+    """SeeDNorm over the channels of channels-first input: (N, C, *spatial) → (N, C, *spatial), any number of
+    spatial dims (not only 4-D NCHW; (N, C) too). At every position the C channels are one token of spec §1: s_h
+    comes from that position's channels, in ``num_heads`` contiguous channel groups, and RMS is over its C channels.
+
+    ``SeeDNorm2d(num_channels, **options)`` takes every option of ``SeeDNorm`` (``num_heads``, ``alpha_mode``,
+    ``beta_mode``, ``gamma_mode``, ``dot_scale``, ``activation``, ``dynamic_dropout``, ``center``, ``bias``, ``eps``,
+    ``impl``, ...) and has the same parameters and state-dict keys, so weights move between the two. Fused without a
+    copy when x is channels-last in memory, on a contiguous copy otherwise (``ChannelsFirst``).
+    """
+
+    def __init__(self, num_channels: int, **options: Any) -> None:
+        super().__init__(num_channels, **options)
+
+
+_CHANNELS_FIRST: dict[type[nn.Module], type[nn.Module]] = {SeeDNorm: SeeDNorm2d}
+
+
+def channels_first_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """The channels-first form of a norm class over the last dimension: ``class <Name>2d(ChannelsFirst, cls)``,
+    made once per class (``SeeDNorm`` gives ``SeeDNorm2d``); a class that is channels-first already is returned.
+
+    ``cls`` must keep its width in ``normalized_shape`` (as every norm here and torch's do). A class made here for a
+    norm outside this module cannot be pickled whole (its state dict can: the keys are ``cls``'s).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"channels_first_class expects an nn.Module class, got {cls!r}")
+    if issubclass(cls, ChannelsFirst):
+        return cls
+    if cls not in _CHANNELS_FIRST:
+        name = f"{cls.__name__}2d"
+        doc = (f"{cls.__name__} over dim 1 of channels-first input (N, C, *spatial): the channels at each position "
+               f"are normalized as {cls.__name__} normalizes a last dimension (``ChannelsFirst``).")
+        made = type(name, (ChannelsFirst, cls), {"__doc__": doc, "__module__": cls.__module__})
+        made.__qualname__ = name
+        _CHANNELS_FIRST[cls] = made
+    return _CHANNELS_FIRST[cls]
+
+
+AdaSeeDNorm2d = channels_first_class(AdaSeeDNorm)  # forward(x, scale, shift), scale and shift as (N, C, 1, 1)
+RMSNorm2d = channels_first_class(RMSNorm)
+LayerNorm2d = channels_first_class(LayerNorm)
+DyT2d = channels_first_class(DyT)
+Derf2d = channels_first_class(Derf)
+
+
 def dynamic_parameters(model: nn.Module) -> dict[str, str]:
     """The dynamic parameters α, β of every SeeDNorm and AdaSeeDNorm in ``model`` (subclasses and converted layers
     included, whatever name a subclass stores them under): ``{qualified parameter name: "alpha" | "beta"}``, in
@@ -397,17 +515,43 @@ def dynamic_parameters(model: nn.Module) -> dict[str, str]:
     return {name: kinds[id(p)] for name, p in model.named_parameters() if id(p) in kinds}
 
 
-def build_norm(name_or_type: str | type[nn.Module] | Callable[..., nn.Module], dim: int, **kwargs) -> nn.Module:
+def norm_class(name: str) -> type[nn.Module]:
+    """The class of norm ``name`` in ``NORMS`` (case-insensitive, "_" and "-" ignored: "RMS_Norm" is "rmsnorm")."""
+    key = name.lower().replace("_", "").replace("-", "")
+    if key not in NORMS:
+        raise ValueError(f"unknown norm {name!r}; choose one of {sorted(NORMS)} or pass a module class")
+    return NORMS[key]
+
+
+def build_norm(
+    name_or_type: str | type[nn.Module] | Callable[..., nn.Module],
+    dim: int,
+    *,
+    channels_first: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
     """Build a norm layer of width ``dim``: ``build_norm("seednorm", 768, num_heads=16)``.
 
     ``name_or_type`` is one of the names in ``NORMS`` (case-insensitive), a module class, or any callable returning a
     module (e.g. ``functools.partial(SeeDNorm, num_heads=4)``); ``kwargs`` go to its constructor.
+    ``channels_first=True`` gives the norm over dim 1 of (N, C, *spatial) input (``channels_first_class``:
+    ``SeeDNorm2d`` for "seednorm"); then a callable must be a class or a ``functools.partial`` of one.
     """
+    if not isinstance(channels_first, bool):
+        raise TypeError(f"channels_first must be True or False, got {channels_first!r}")
     if isinstance(name_or_type, str):
-        key = name_or_type.lower().replace("_", "").replace("-", "")
-        if key not in NORMS:
-            raise ValueError(f"unknown norm {name_or_type!r}; choose one of {sorted(NORMS)} or pass a module class")
-        return NORMS[key](dim, **kwargs)
+        name_or_type = norm_class(name_or_type)
+    if channels_first:
+        if isinstance(name_or_type, functools.partial) and isinstance(name_or_type.func, type):
+            name_or_type = functools.partial(channels_first_class(name_or_type.func), *name_or_type.args,
+                                             **name_or_type.keywords)
+        elif isinstance(name_or_type, type):
+            name_or_type = channels_first_class(name_or_type)
+        else:
+            raise TypeError(
+                f"build_norm(channels_first=True) needs a norm name, a module class or a functools.partial of one, "
+                f"got {name_or_type!r}"
+            )
     if callable(name_or_type):
         return name_or_type(dim, **kwargs)
     raise TypeError(f"build_norm expects a name, a module class or a callable, got {type(name_or_type).__name__}")

@@ -2,11 +2,15 @@
 
     seednorm vit --preset quick --out results/vit_quick --runs-dir runs/vit_quick   # the README's table and plots
     seednorm vit --preset smoke --out /tmp/vit          # seconds; what the tests run
+    seednorm vit --model convnext --preset quick --out results/vit_convnext_quick   # the ConvNeXt
+    seednorm vit --model mae --preset quick --out results/vit_mae_quick   # MAE pre-training, probe, fine-tune
     torchrun --nproc-per-node 2 -m seednorm_experiments.vit --preset quick   # DDP (the harness does it)
 
 A compact ViT with each norm (LayerNorm, RMSNorm, DyT, multi-head SeeDNorm), trained on offline image data, scored in
-distribution and under distribution shifts, plus SeeDNorm's head-count ablation. OUT gets report.md, the PNGs and
-summary.json; every run lives in its own folder under RUNS, and re-running the command reuses finished runs and
+distribution and under distribution shifts, plus SeeDNorm's head-count ablation. --model convnext trains a small
+ConvNeXt the same way (no head ablation); --model mae pre-trains the ViT as a masked autoencoder, then scores its
+encoder by a linear probe and by fine-tuning, each in distribution and under the shifts. OUT gets report.md, the PNGs
+and summary.json; every run lives in its own folder under RUNS, and re-running the command reuses finished runs and
 resumes interrupted ones (only runs of the same settings).
 
 List options take space- or comma-separated items (--norms dyt seednorm = --norms dyt,seednorm; --heads none skips
@@ -29,7 +33,9 @@ from ..common import Listed, default_out, is_main_process, machine
 from ..runs import EXPECTED_ERRORS
 from .data import DATASETS, load_study_data
 from .evals import DEFAULT_SHIFTS, Shift, parse_shift
-from .presets import PRESETS, Preset, get_preset
+from .mae_report import write_mae_report
+from .mae_study import run_mae_study, standardized_mae
+from .presets import MODELS, PRESETS, MAEPreset, Preset, get_mae_preset, get_preset
 from .report import write_report
 from .study import run_study, standardized
 
@@ -40,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The options of ``seednorm vit``; defaults are given in each help text."""
     p = argparse.ArgumentParser(prog="seednorm vit", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=list(MODELS), default="vit",
+                   help="the supervised ViT, the supervised ConvNeXt, or MAE pre-training of the ViT with a linear "
+                   "probe and fine-tuning (default: %(default)s)")
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="study size (default: %(default)s)")
     p.add_argument("--norms", action=Listed, metavar="NORM",
                    help="norms of the main grid (default: the preset's, every norm)")
@@ -58,14 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "preset's)")
     p.add_argument("--dataset", choices=[name for name in DATASETS if name != "sklearn_digits"],
                    help="training data; the shifts follow (default: the preset's)")
-    p.add_argument("--steps", type=positive_int, help="training steps of the main grid (default: the preset's)")
+    p.add_argument("--steps", type=positive_int, help="training steps of the main grid; with --model mae, of the "
+                   "pre-training (default: the preset's)")
+    p.add_argument("--mask-ratio", type=_mask_ratio, help="--model mae: fraction of the patches hidden in "
+                   "pre-training (default: the preset's, 0.75)")
     p.add_argument("--shifts", action=Listed, metavar="KIND=VALUE", type=_shift,
                    help="distribution shifts; 'none': clean only (default: "
                    + " ".join(s.name for s in DEFAULT_SHIFTS) + ")")
     p.add_argument("--backend", choices=["seednorm", "timm"], default="seednorm",
                    help="this package's compact ViT or timm's VisionTransformer with the same norms "
                    "(default: %(default)s)")
-    p.add_argument("--out", type=out_dir, help="report folder (default: runs/vit_<preset>)")
+    p.add_argument("--out", type=out_dir, help="report folder (default: runs/vit_<preset>; "
+                   "runs/vit_<model>_<preset> for convnext and mae)")
     p.add_argument("--runs-dir", type=out_dir, help="per-run folders (default: OUT/runs)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default: 1: these models gain "
                    "nothing from more, and on shared cores extra OpenMP threads spin and slow everything down)")
@@ -81,6 +94,16 @@ def _dot_scale(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"dot scale must be a number or 'dim', got {text!r}") from None
 
 
+def _mask_ratio(text: str) -> float:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 < ratio < 1.0:
+        raise argparse.ArgumentTypeError(f"mask ratio must be a number in (0, 1), got {text!r}")
+    return ratio
+
+
 def _shift(text: str) -> Shift:
     try:
         return parse_shift(text)
@@ -88,9 +111,25 @@ def _shift(text: str) -> Shift:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def resolve_preset(args: argparse.Namespace) -> Preset:
-    """The preset with the command line's overrides applied; ValueError naming a bad one."""
-    return get_preset(args.preset, norms=args.norms, heads=args.heads, seednorm_heads=args.seednorm_heads,
+_VIT_ONLY = ("heads", "ablation_dim", "ablation_lr", "ablation_dot_scale")
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset | MAEPreset:
+    """The preset of ``--model`` with the command line's overrides applied; ValueError naming a bad one (or an
+    option the model does not have)."""
+    if args.model != "vit":
+        given = [f"--{name.replace('_', '-')}" for name in _VIT_ONLY if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: the head-count ablation is the ViT's (--model vit)")
+        if args.backend != "seednorm":
+            raise ValueError(f"--backend {args.backend}: --model {args.model} is this package's only")
+    if args.model == "mae":
+        return get_mae_preset(args.preset, norms=args.norms, seednorm_heads=args.seednorm_heads,
+                              dataset=args.dataset, pretrain_steps=args.steps, seeds=args.seeds,
+                              dot_scale=args.dot_scale, mask_ratio=args.mask_ratio)
+    if args.mask_ratio is not None:
+        raise ValueError("--mask-ratio: only --model mae masks patches")
+    return get_preset(args.preset, args.model, norms=args.norms, heads=args.heads, seednorm_heads=args.seednorm_heads,
                       dataset=args.dataset, steps=args.steps, seeds=args.seeds, ablation_dim=args.ablation_dim,
                       ablation_lr=args.ablation_lr, dot_scale=args.dot_scale,
                       ablation_dot_scale=args.ablation_dot_scale)
@@ -108,15 +147,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _study(args: argparse.Namespace, command: str) -> int:
     try:  # every setting is checked before anything trains
         preset = resolve_preset(args)
-        out = check_out_dir(args.out or default_out("vit", args.preset))
+        study = "vit" if args.model == "vit" else f"vit_{args.model}"
+        out = check_out_dir(args.out or default_out(study, args.preset))
         runs_dir = check_out_dir(args.runs_dir or out / "runs")
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     torch.set_num_threads(args.threads)
     shifts = DEFAULT_SHIFTS if args.shifts is None else args.shifts
     data = load_study_data(preset.dataset, preset.eval_limit)
-    preset = standardized(preset, data)
     t0 = time.perf_counter()
+    if isinstance(preset, MAEPreset):
+        preset = standardized_mae(preset, data)
+        mae_results = run_mae_study(preset, data, runs_dir, shifts=shifts, progress=not args.no_progress,
+                                    tensorboard=not args.no_tensorboard)
+        if is_main_process():
+            write_mae_report(out, preset, mae_results, shifts=shifts, transfer=sorted(data.transfer),
+                             command=command, machine=machine(), wall_s=time.perf_counter() - t0)
+            print(f"report: {out / 'report.md'}", flush=True)
+        return 0
+    preset = standardized(preset, data)
     results = run_study(preset, data, runs_dir, backend=args.backend, shifts=shifts, progress=not args.no_progress,
                         tensorboard=not args.no_tensorboard)
     if is_main_process():

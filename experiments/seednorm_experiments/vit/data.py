@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ImageSet", "DATASETS", "Batches", "StudyData", "load_dataset", "load_mnist", "load_animals",
-           "load_sklearn_digits", "load_study_data", "random_translate"]
+__all__ = ["ImageSet", "DATASETS", "Batches", "MaskedBatches", "StudyData", "load_dataset", "load_mnist",
+           "load_animals", "load_sklearn_digits", "load_study_data", "random_translate"]
 
 DIGITS = tuple(str(i) for i in range(10))
 ANIMALS = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra")
@@ -195,3 +195,18 @@ class Batches:
         images = random_translate(self.data.images[index], self.max_shift, _generator(self.seed, 1, step))
         shard = slice(rank * self.batch_size // world, (rank + 1) * self.batch_size // world)
         return images[shard], self.data.labels[index][shard]
+
+
+class MaskedBatches(Batches):
+    """:class:`Batches` plus MAE's masking noise: global batch ``step`` is (images, labels, noise (B, patches)),
+    the noise uniform in [0, 1) and, like the images, a pure function of (seed, step); rank r gets its rows."""
+
+    def __init__(self, data: ImageSet, batch_size: int, seed: int, max_shift: int, patches: int) -> None:
+        super().__init__(data, batch_size, seed, max_shift)
+        self.patches = patches
+
+    def __call__(self, step: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images, labels = super().__call__(step, rank, world)
+        noise = torch.rand(self.batch_size, self.patches, generator=_generator(self.seed, 2, step))
+        shard = slice(rank * self.batch_size // world, (rank + 1) * self.batch_size // world)
+        return images, labels, noise[shard]

@@ -59,6 +59,15 @@ class ViTConfig:
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
 
+    @property
+    def norm_widths(self) -> tuple[int, ...]:
+        """Every width a norm of this model normalizes (a SeeDNorm head count must divide each)."""
+        return (self.dim,)
+
+    def describe(self) -> str:
+        """One phrase for reports: ``ViT d=64, depth 4``."""
+        return f"ViT d={self.dim}, depth {self.depth}"
+
 
 def norm_factory(config: ViTConfig) -> Callable[[int], nn.Module]:
     """``dim -> norm module`` for the configured norm (timm's ``norm_layer``; a plain function, because timm
@@ -155,7 +164,8 @@ class ViT(nn.Module):
         x = images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)
         return x.reshape(b, (h // p) * (w // p), p * p * c)
 
-    def forward(self, images: Tensor) -> Tensor:
+    def features(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, D): the pooled, normalized tokens the head sees."""
         x = self.patch_embed(self.patchify(self.standardize(images)))
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
@@ -163,7 +173,10 @@ class ViT(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        return self.head(x[:, 0] if self.cls_token is not None else x.mean(dim=1))
+        return x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))
 
 
 def build_vit(config: ViTConfig, backend: Literal["seednorm", "timm"] = "seednorm") -> nn.Module:

@@ -16,14 +16,23 @@ import numpy as np
 
 from ..common import VISION_BASELINE, final_loss
 from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+from .convnext import ConvNeXtConfig
 from .evals import Shift
+from .model import ViTConfig
 from .presets import Preset
 from .study import Results, RunSpec
 
-__all__ = ["write_report"]
+__all__ = ["accuracy_percent", "accuracy_rows", "paired_rows", "write_report"]
 
 
-def _accuracy(result: dict[str, Any], condition: str, chance: float) -> float:
+def _architecture(model: ViTConfig | ConvNeXtConfig) -> str:
+    if isinstance(model, ConvNeXtConfig):
+        return (f"{model.stem}×{model.stem} stem, {model.kernel_size}×{model.kernel_size} depthwise convolutions, "
+                f"layer scale {model.layer_scale:g}, stem and downsampling norms over channels (channels-first)")
+    return f"patch {model.patch_size}, {model.attn_heads} attention heads, {model.pool} pooling"
+
+
+def accuracy_percent(result: dict[str, Any], condition: str, chance: float) -> float:
     """Final accuracy (%) under ``condition``; chance for a diverged run."""
     return 100 * (chance if result["diverged"] else result["final_eval"][condition])
 
@@ -36,10 +45,10 @@ def _by_label(results: Results, grid: str) -> dict[str, list[tuple[RunSpec, dict
     return groups
 
 
-def _accuracy_rows(groups: dict[str, list], conditions: list[str], chance: float) -> list[list[str]]:
+def accuracy_rows(groups: dict[str, list], conditions: list[str], chance: float) -> list[list[str]]:
     rows = []
     for label, runs in groups.items():
-        accs = [str(summarize([_accuracy(r, c, chance) for _, r in runs]).format(1)) for c in conditions]
+        accs = [str(summarize([accuracy_percent(r, c, chance) for _, r in runs]).format(1)) for c in conditions]
         rows.append([
             label, f"{runs[0][1]['num_params']:,}", *accs,
             summarize([final_loss(r["history"]) for _, r in runs]).format(3),
@@ -50,7 +59,7 @@ def _accuracy_rows(groups: dict[str, list], conditions: list[str], chance: float
     return rows
 
 
-def _paired_rows(groups: dict[str, list], baseline: str, conditions: list[str], chance: float) -> list[list[str]]:
+def paired_rows(groups: dict[str, list], baseline: str, conditions: list[str], chance: float) -> list[list[str]]:
     base = {spec.seed: r for spec, r in groups[baseline]}
     rows = []
     for label, runs in groups.items():
@@ -58,8 +67,8 @@ def _paired_rows(groups: dict[str, list], baseline: str, conditions: list[str], 
             continue
         cells = []
         for c in conditions:
-            diff = paired_diff({s.seed: _accuracy(r, c, chance) for s, r in runs},
-                               {seed: _accuracy(r, c, chance) for seed, r in base.items()})
+            diff = paired_diff({s.seed: accuracy_percent(r, c, chance) for s, r in runs},
+                               {seed: accuracy_percent(r, c, chance) for seed, r in base.items()})
             cells.append(diff.format(1, ci=True))
         rows.append([f"{label} − {baseline}", *cells])
     return rows
@@ -99,14 +108,14 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
     seeds = len(next(iter(main.values())))
     clipping = "no gradient clipping" if preset.grad_clip is None else f"gradient clipping at {preset.grad_clip}"
     lines = [
-        f"# Vision study: {preset.dataset}, ViT d={preset.model.dim}, depth {preset.model.depth}",
+        f"# Vision study: {preset.dataset}, {preset.model.describe()}",
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine}; wall time {wall_s / 60:.1f} min (runs reused from an earlier call count as 0).",
         "",
         f"Setup: {preset.dataset} 80/20 stratified split (fixed), pixels standardized with the training split's "
-        f"mean {preset.model.pixel_mean} and std {preset.model.pixel_std}, patch {preset.model.patch_size}, "
-        f"{preset.model.attn_heads} attention heads, {preset.model.pool} pooling, drop path {preset.model.drop_path}; "
+        f"mean {preset.model.pixel_mean} and std {preset.model.pixel_std}, {_architecture(preset.model)}, "
+        f"drop path {preset.model.drop_path}; "
         f"AdamW lr {preset.lr}, warmup {preset.warmup}, cosine, weight decay {preset.weight_decay} (matrices and "
         f"SeeDNorm α, β), {clipping}, batch {preset.batch_size}, {preset.steps} steps, random "
         f"translation ±{preset.max_shift} px. SeeDNorm: {preset.seednorm_heads} heads, dynamic dropout = drop "
@@ -117,14 +126,14 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
         "",
         "## Accuracy in distribution and under shift",
         "",
-        markdown_table(header, _accuracy_rows(main, conditions, chance)),
+        markdown_table(header, accuracy_rows(main, conditions, chance)),
         "",
     ]
     if VISION_BASELINE in main and len(main) > 1:
         lines += [f"Paired difference to {VISION_BASELINE} (same seeds), percentage points, mean [95% CI]:", "",
-                  markdown_table(["", *conditions], _paired_rows(main, VISION_BASELINE, conditions, chance)), ""]
+                  markdown_table(["", *conditions], paired_rows(main, VISION_BASELINE, conditions, chance)), ""]
     figures = _plots(out, main, "", f"{preset.dataset}, d={preset.model.dim}")
-    plot_bars({c: {label: [_accuracy(r, c, chance) for _, r in runs] for label, runs in main.items()}
+    plot_bars({c: {label: [accuracy_percent(r, c, chance) for _, r in runs] for label, runs in main.items()}
                for c in conditions}, out / "shifts.png", ylabel="accuracy (%)", title="final accuracy, 95% CI")
     figures.append("shifts.png")
     lines += [f"![{name}]({name})" for name in figures] + [""]
@@ -145,11 +154,11 @@ def _head_section(out: Path, preset: Preset, heads: dict[str, list], conditions:
                   chance: float) -> list[str]:
     seed_runs = {label: runs for label, runs in heads.items() if label.startswith("seednorm")}
     counts = [runs[0][0].model.norm_kwargs["num_heads"] for runs in seed_runs.values()]
-    stats = [summarize([_accuracy(r, "clean", chance) for _, r in runs]) for runs in seed_runs.values()]
+    stats = [summarize([accuracy_percent(r, "clean", chance) for _, r in runs]) for runs in seed_runs.values()]
     ys = {"SeeDNorm": [s.mean for s in stats]}
     err = {"SeeDNorm": [0.0 if np.isnan(s.std) else s.std for s in stats]}
     if VISION_BASELINE in heads:
-        ref = summarize([_accuracy(r, "clean", chance) for _, r in heads[VISION_BASELINE]])
+        ref = summarize([accuracy_percent(r, "clean", chance) for _, r in heads[VISION_BASELINE]])
         ys[f"{VISION_BASELINE} (reference)"] = [ref.mean] * len(counts)
     plot_lines(counts, ys, out / "heads.png", xlabel="SeeDNorm heads", ylabel="test accuracy (%) ± std",
                title=f"head-count ablation, d={preset.ablation_dim}, lr {preset.ablation_lr}", logx=True, yerr=err)
@@ -164,7 +173,7 @@ def _head_section(out: Path, preset: Preset, heads: dict[str, list], conditions:
         f"with the D/heads channels of a head (spec §3), so one head ({preset.ablation_dim} channels) should be "
         f"the least stable. {VISION_BASELINE} at the same width and learning rate is the reference.",
         "",
-        markdown_table(header, _accuracy_rows(heads, conditions, chance)),
+        markdown_table(header, accuracy_rows(heads, conditions, chance)),
         "",
         *[f"![{name}]({name})" for name in names],
         "",
@@ -173,19 +182,21 @@ def _head_section(out: Path, preset: Preset, heads: dict[str, list], conditions:
 
 def _reading(main: dict[str, list], heads: dict[str, list], chance: float) -> list[str]:
     """Plain statements computed from the numbers (no interpretation beyond them)."""
-    means = {label: summarize([_accuracy(r, "clean", chance) for _, r in runs]).mean for label, runs in main.items()}
+    means = {label: summarize([accuracy_percent(r, "clean", chance) for _, r in runs]).mean
+             for label, runs in main.items()}
     best = max(means, key=means.get)
     lines = [f"- Highest mean clean accuracy: {best} ({means[best]:.1f}%)."]
     seed_label = next((label for label in main if label.startswith("seednorm")), None)
     if seed_label and VISION_BASELINE in main and len(main[seed_label]) > 1:
-        diff = paired_diff({s.seed: _accuracy(r, "clean", chance) for s, r in main[seed_label]},
-                           {s.seed: _accuracy(r, "clean", chance) for s, r in main[VISION_BASELINE]})
+        diff = paired_diff({s.seed: accuracy_percent(r, "clean", chance) for s, r in main[seed_label]},
+                           {s.seed: accuracy_percent(r, "clean", chance) for s, r in main[VISION_BASELINE]})
         verdict = ("excludes 0" if abs(diff.mean) > diff.ci95 else "includes 0: no significant difference")
         lines.append(f"- {seed_label} − {VISION_BASELINE}, clean: {diff.format(1, ci=True)} points; "
                      f"the 95% CI {verdict}.")
     seed_heads = {label: runs for label, runs in heads.items() if label.startswith("seednorm")}
     if seed_heads:
-        acc = {label: summarize([_accuracy(r, "clean", chance) for _, r in runs]) for label, runs in seed_heads.items()}
+        acc = {label: summarize([accuracy_percent(r, "clean", chance) for _, r in runs])
+               for label, runs in seed_heads.items()}
         top = max(acc, key=lambda k: acc[k].mean)
         div = {label: sum(r["diverged"] for _, r in runs) for label, runs in seed_heads.items()}
         lines.append(f"- Head ablation: best {top} ({acc[top].format(1)}%); diverged runs per setting: "

@@ -1,5 +1,5 @@
-"""The vision study's runs: the grid of (norm, seed) ViTs on the shared harness, each in its own folder named by its
-settings, and the loop that trains (or reuses, or resumes) them all.
+"""The vision study's supervised runs: the grid of (norm, seed) ViTs or ConvNeXts on the shared harness, each in its
+own folder named by its settings, and the loop that trains (or reuses, or resumes) them all.
 
 Two grids, every run seeded by its seed alone (the init, the data order and the augmentation; the train/test split
 is fixed):
@@ -9,7 +9,8 @@ is fixed):
    1/(D/heads)).
 2. heads: SeeDNorm with each head count of ``preset.heads`` at the ablation's width, depth, higher learning rate and
    ``ablation_dot_scale`` (1: the variance of s_h grows with D/heads, where one head is expected to be unstable),
-   with the vision baseline (LayerNorm, ``common.VISION_BASELINE``) at that width as the reference.
+   with the vision baseline (LayerNorm, ``common.VISION_BASELINE``) at that width as the reference. ViT only: a
+   ConvNeXt preset has no head counts.
 
 Pixels are standardized with the training split's mean and std inside the model (shifts act on [0, 1] images).
 Each run lives in ``RUNS/<name>`` (checkpoint, metrics.csv, TensorBoard, result.json), ``<name>`` ending in a hash of
@@ -33,21 +34,22 @@ import torch.nn.functional as F
 from ..common import VISION_BASELINE, is_main_process
 from ..harness import Task, TrainConfig
 from ..runs import train_or_reuse
+from .convnext import ConvNeXt, ConvNeXtConfig
 from .data import Batches, StudyData
 from .evals import Shift, shifted_accuracies
 from .model import ViTConfig, build_vit
 from .presets import Preset
 
-__all__ = ["Results", "RunSpec", "classification_loss", "plan", "run_name", "run_one", "run_signature", "run_study",
-           "seednorm_kwargs", "standardized"]
+__all__ = ["Results", "RunSpec", "build_model", "classification_loss", "plan", "run_name", "run_one", "run_signature",
+           "run_study", "seednorm_kwargs", "standardized", "vision_seednorm"]
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: the grid it belongs to, its ViT and its optimisation settings."""
+    """One training run: the grid it belongs to, its model and its optimisation settings."""
 
     grid: str
-    model: ViTConfig
+    model: ViTConfig | ConvNeXtConfig
     seed: int
     steps: int
     lr: float
@@ -66,6 +68,16 @@ class RunSpec:
 
 Results = list[tuple[RunSpec, dict[str, Any]]]
 """Every run of a study: its spec and its ``result.json`` content, in plan order."""
+
+
+def build_model(config: ViTConfig | ConvNeXtConfig, backend: str) -> torch.nn.Module:
+    """The model of ``config``: a ViT (this package's or timm's, :func:`~.model.build_vit`) or this package's
+    ConvNeXt (``backend`` must be "seednorm")."""
+    if isinstance(config, ConvNeXtConfig):
+        if backend != "seednorm":
+            raise ValueError(f"the ConvNeXt is this package's only: --backend seednorm, got {backend!r}")
+        return ConvNeXt(config)
+    return build_vit(config, backend)  # type: ignore[arg-type]
 
 
 def classification_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -97,7 +109,7 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
     out_dir = runs_dir / run_name(spec, signature)
     task = Task(
         name=out_dir.name,
-        build_model=lambda: build_vit(spec.model, backend),  # type: ignore[arg-type]
+        build_model=lambda: build_model(spec.model, backend),
         batches=Batches(data.train, preset.batch_size, spec.seed, preset.max_shift),
         loss=classification_loss,
         tokens=lambda batch: batch[0].shape[0],
@@ -113,9 +125,14 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
     return train_or_reuse(task, config)
 
 
-def seednorm_kwargs(preset: Preset, heads: int, dot_scale: float | str) -> dict[str, Any]:
+def vision_seednorm(heads: int, drop_path: float, dot_scale: float | str) -> dict[str, Any]:
     """The paper's vision SeeDNorm (spec §4): ``heads`` heads, dynamic dropout at the drop-path rate, dot scale."""
-    return {"num_heads": heads, "dynamic_dropout": preset.model.drop_path, "dot_scale": dot_scale}
+    return {"num_heads": heads, "dynamic_dropout": drop_path, "dot_scale": dot_scale}
+
+
+def seednorm_kwargs(preset: Preset, heads: int, dot_scale: float | str) -> dict[str, Any]:
+    """:func:`vision_seednorm` at ``preset``'s drop-path rate."""
+    return vision_seednorm(heads, preset.model.drop_path, dot_scale)
 
 
 def plan(preset: Preset, seeds: int) -> list[RunSpec]:
@@ -126,17 +143,19 @@ def plan(preset: Preset, seeds: int) -> list[RunSpec]:
         kwargs = seednorm_kwargs(preset, preset.seednorm_heads, preset.dot_scale) if norm == "seednorm" else {}
         model = replace(preset.model, norm=norm, norm_kwargs=kwargs)
         specs += [RunSpec("main", model, seed, preset.steps, preset.lr) for seed in range(seeds)]
-    wide = replace(preset.model, dim=preset.ablation_dim, depth=preset.ablation_depth)
-    variants = [replace(wide, norm=VISION_BASELINE)] if preset.heads else []
-    variants += [replace(wide, norm="seednorm", norm_kwargs=seednorm_kwargs(preset, h, preset.ablation_dot_scale))
-                 for h in preset.heads]
+    variants = []
+    if preset.heads:
+        wide = replace(preset.model, dim=preset.ablation_dim, depth=preset.ablation_depth)
+        variants = [replace(wide, norm=VISION_BASELINE)]
+        variants += [replace(wide, norm="seednorm", norm_kwargs=seednorm_kwargs(preset, h, preset.ablation_dot_scale))
+                     for h in preset.heads]
     for model in variants:
         specs += [RunSpec("heads", model, seed, preset.ablation_steps, preset.ablation_lr) for seed in range(seeds)]
     return specs
 
 
 def standardized(preset: Preset, data: StudyData) -> Preset:
-    """``preset`` whose ViT standardizes its inputs with the training split's pixel mean and std (4 digits)."""
+    """``preset`` whose model standardizes its inputs with the training split's pixel mean and std (4 digits)."""
     pixels = data.train.images
     return replace(preset, model=replace(preset.model, pixel_mean=round(pixels.mean().item(), 4),
                                          pixel_std=round(pixels.std().item(), 4)))
