@@ -3,6 +3,7 @@
     python -m seednorm_experiments.vit.step_cost                          # quick, 60 rounds, LayerNorm and SeeDNorm
     python -m seednorm_experiments.vit.step_cost --rounds 100 --norms layernorm rmsnorm dyt seednorm
     SEEDNORM_IMPL=reference python -m seednorm_experiments.vit.step_cost  # SeeDNorm on the reference path
+    python -m seednorm_experiments.vit.step_cost --dynamic-dropout 0      # the recipe without its dropout mask
 
 Times the study's own training step (``seednorm_experiments.vit.study.measure_throughput``: the main grid's ViT,
 SeeDNorm with the paper's vision recipe, its dynamic dropout on; the harness's forward, backward, clipping and
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norms", action=Listed, metavar="NORM", default=("seednorm",),
                    help=f"norms to time, {VISION_BASELINE} always (default: seednorm)")
     p.add_argument("--rounds", type=positive_int, default=60, help="rounds of 2 steps per norm (default: %(default)s)")
+    p.add_argument("--dynamic-dropout", type=_probability, metavar="P",
+                   help="SeeDNorm's dynamic dropout (default: the recipe's, the preset's drop-path rate)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default: %(default)s, as seednorm vit)")
     p.add_argument("--out", type=out_file, default=Path("benchmarks/results/vit-step-cost-cpu.md"),
@@ -54,13 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     preset = get_preset(args.preset)
     data = load_study_data(preset.dataset, preset.eval_limit)
     preset = standardized(preset, data)
-    speeds = measure_throughput(preset, data, norms, rounds=args.rounds)
+    speeds = measure_throughput(preset, data, norms, rounds=args.rounds, dynamic_dropout=args.dynamic_dropout)
     rows = step_cost_rows(speeds, VISION_BASELINE, [args.preset, f"{preset.model.dim}"])
     for row in rows:
         print(" | ".join(row), flush=True)
     impl = os.environ.get("SEEDNORM_IMPL") or "auto"
-    recipe = ", ".join(f"{k}={v}" for k, v in seednorm_kwargs(preset, preset.seednorm_heads,
-                                                                preset.dot_scale).items())
+    kwargs = seednorm_kwargs(preset, preset.seednorm_heads, preset.dot_scale)
+    if args.dynamic_dropout is not None:
+        kwargs["dynamic_dropout"] = args.dynamic_dropout
+    recipe = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     command = "python -m seednorm_experiments.vit.step_cost " + shlex.join(sys.argv[1:] if argv is None else argv)
     if impl != "auto":
         command = f"SEEDNORM_IMPL={impl} {command}"
@@ -74,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     print(f"wrote {args.out}")
     return 0
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1), got {text!r}")
+    return value
 
 
 if __name__ == "__main__":

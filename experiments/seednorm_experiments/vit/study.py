@@ -125,12 +125,19 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
 
 
 def measure_throughput(preset: Preset, data: StudyData, norms: Sequence[str], *, backend: str = "seednorm",
-                       rounds: int = 40, steps: int = 2) -> dict[str, list[float]]:
+                       rounds: int = 40, steps: int = 2,
+                       dynamic_dropout: float | None = None) -> dict[str, list[float]]:
     """Training images/s of each norm's main-grid ViT (:func:`main_model`: SeeDNorm with the vision recipe, its
-    dynamic dropout on), by the study's own training step (:func:`harness.benchmark`: same optimizer groups,
-    clipping and schedule as :func:`run_one`), seed 0, timed round-robin, ``rounds`` × ``steps`` steps per norm.
-    Returns the per-round images/s of each norm (round i of every norm ran back to back)."""
-    specs = {norm: RunSpec("main", main_model(preset, norm), 0, preset.steps, preset.lr) for norm in check_norms(norms)}
+    dynamic dropout on, at ``dynamic_dropout`` when given), by the study's own training step
+    (:func:`harness.benchmark`: same optimizer groups, clipping and schedule as :func:`run_one`), seed 0, timed
+    round-robin, ``rounds`` × ``steps`` steps per norm. Returns the per-round images/s of each norm (round i of
+    every norm ran back to back)."""
+    specs = {}
+    for norm in check_norms(norms):
+        model = main_model(preset, norm)
+        if dynamic_dropout is not None and "dynamic_dropout" in model.norm_kwargs:
+            model = replace(model, norm_kwargs={**model.norm_kwargs, "dynamic_dropout": dynamic_dropout})
+        specs[norm] = RunSpec("main", model, 0, preset.steps, preset.lr)
     tasks = {norm: make_task(spec, preset, data, backend=backend, shifts=(), name=norm, signature={})
              for norm, spec in specs.items()}
     config = train_config(next(iter(specs.values())), preset, Path("."), progress=False, tensorboard=False)

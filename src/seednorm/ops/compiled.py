@@ -6,9 +6,9 @@ inputs, and the backward is one fused graph.
 Inductor turns each into a few loops (C++/OpenMP on CPU, Triton on GPU) with the structure of a compiled
 RMSNorm: a row pass, then a column pass for the parameter gradients. It is the portable fused path (any device,
 float64 too); on CPU the hand-written kernels of ``cpu.py`` read each row once and are faster. Row dims are
-marked dynamic, so one compilation serves every number of tokens. Each configuration (activation, heads, centering, dtypes)
-compiles its own copy of the formulas, so any number of configurations stays within Dynamo's recompile limit,
-which counts per function (a second width makes the width dynamic within a configuration).
+marked dynamic, so one compilation serves every number of tokens. Each configuration (activation, heads,
+centering, dtypes) compiles its own copy of the formulas, so any number of configurations stays within Dynamo's
+recompile limit, which counts per function (a second width makes the width dynamic within a configuration).
 
 All tensors here are 2-D (M, D) with a contiguous last dim; math runs in float32 (float64 for float64 input).
 """
