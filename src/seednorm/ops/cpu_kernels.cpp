@@ -50,9 +50,31 @@ inline bf16 from_f<bf16>(float f) {  // round to nearest even; NaN stays NaN
   return bf16{static_cast<uint16_t>(nan ? ((bits >> 16) | 0x40u) : rounded)};
 }
 
+// tanh to a few ulp, several times faster than the C library's tanhf: its Taylor series through s¹⁷ on |s| < 0.55
+// (the first term left out is below 1e-8 of tanh there), 1 − 2/(e^{2|s|} + 1) with its sign up to |s| = 9, ±1 beyond
+// (tanh(9) rounds to 1 in float32); NaN stays NaN.
+inline float fast_tanh(float s) {
+  const float a = std::fabs(s);
+  if (a < 0.55f) {
+    const float z = s * s;
+    float p = 6404582.0f / 10854718875.0f;
+    p = p * z - 929569.0f / 638512875.0f;
+    p = p * z + 21844.0f / 6081075.0f;
+    p = p * z - 1382.0f / 155925.0f;
+    p = p * z + 62.0f / 2835.0f;
+    p = p * z - 17.0f / 315.0f;
+    p = p * z + 2.0f / 15.0f;
+    p = p * z - 1.0f / 3.0f;
+    return s + s * z * p;
+  }
+  if (!(a <= 9.0f)) return std::isnan(s) ? s : (s > 0.0f ? 1.0f : -1.0f);
+  const float t = 1.0f - 2.0f / (std::exp(2.0f * a) + 1.0f);
+  return s > 0.0f ? t : -t;
+}
+
 inline float sigma(float s, int act) {
   switch (act) {
-    case 0: return std::tanh(s);
+    case 0: return fast_tanh(s);
     case 1: return 1.0f / (1.0f + std::exp(-s));
     case 2: return s < -1.0f ? -1.0f : s > 1.0f ? 1.0f : s;  // a clamp that keeps NaN (fmin/fmax drop it)
     default: return s / (1.0f + std::fabs(s));
