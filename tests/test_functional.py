@@ -181,14 +181,15 @@ def test_dynamic_dropout_mask_is_f_dropouts(p, dtype):
     expected = F.dropout(torch.ones(3, 5, 40, dtype=dtype), p, True)
     after_expected = torch.rand(4)
     torch.manual_seed(7)
-    mask = dynamic_dropout_mask((3, 5, 40), p, dtype, torch.device("cpu"))
+    x = torch.empty(3, 5, 40, dtype=dtype)
+    mask = dynamic_dropout_mask(x, p)
     assert torch.equal(mask, expected) and mask.dtype == dtype
     assert torch.equal(torch.rand(4), after_expected)
     dynamic = torch.randn(3, 5, 40, dtype=dtype)
     torch.manual_seed(7)
-    assert torch.equal(dynamic * dynamic_dropout_mask((3, 5, 40), p, dtype, torch.device("cpu")),
-                       (torch.manual_seed(7), F.dropout(dynamic, p, True))[1])
-    assert dynamic_dropout_mask((3, 40), 0.0, dtype, torch.device("cpu")) is None
+    assert torch.equal(dynamic * dynamic_dropout_mask(x, p), (torch.manual_seed(7), F.dropout(dynamic, p, True))[1])
+    assert dynamic_dropout_mask(x, 0.0) is None
+    assert dynamic_dropout_mask(x.to(torch.bfloat16), p).dtype == torch.float32  # the compute dtype
 
 
 def test_nan_and_inf_propagate_like_rmsnorm():

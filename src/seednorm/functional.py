@@ -271,7 +271,7 @@ def seednorm(
     elif shared_alpha:
         alpha = alpha.expand(dim)
     # Drawn before anything else, on both paths: the same generator state gives the same mask.
-    keep = dynamic_dropout_mask(x.shape, dynamic_dropout, compute_dtype(x.dtype), x.device) if training else None
+    keep = dynamic_dropout_mask(x, dynamic_dropout) if training else None
     if impl != "reference":
         alpha = alpha.contiguous()  # the kernels read α through a pointer
         kw = {"num_heads": num_heads, "eps": eps, "activation": activation, "dot_scale": scale, "impl": impl}
@@ -301,10 +301,10 @@ def seednorm(
     return y.to(x.dtype) if summed is None else (y.to(x.dtype), summed)
 
 
-def dynamic_dropout_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype,
-                         device: torch.device) -> Tensor | None:
-    """The dynamic-dropout mask (spec §4) of a SeeDNorm input of ``shape``: element-wise 0 (dropped, probability
-    ``p``) or 1/(1 − p), in ``dtype``; None when ``p`` is 0.
+def dynamic_dropout_mask(x: Tensor, p: float) -> Tensor | None:
+    """The dynamic-dropout mask (spec §4) of a SeeDNorm input ``x``: of x's shape, in its compute dtype, element-wise
+    0 (dropped, probability ``p``) or 1/(1 − p); None when ``p`` is 0. A tensor subclass (a DTensor) gets a mask of
+    its own kind and placement.
 
     It is ``F.dropout`` of ones: the same draws from torch's generator as ``F.dropout(σ(s)·α, p)``, so a seed gives
     the same mask on the reference and the fused paths, and the mask times σ(s)·α is bitwise ``F.dropout``'s. On
@@ -313,11 +313,12 @@ def dynamic_dropout_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: t
     """
     if p == 0:
         return None
+    ct = compute_dtype(x.dtype)
     if p == 1:  # F.dropout zeroes everything without drawing
-        return torch.zeros(shape, dtype=dtype, device=device)
-    if torch.device(device).type == "cpu":
-        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(1 - p).div_(1 - p)
-    return F.dropout(torch.ones(shape, dtype=dtype, device=device), p, True)
+        return torch.zeros_like(x, dtype=ct, memory_format=torch.contiguous_format)
+    if type(x) is Tensor and x.device.type == "cpu":
+        return torch.empty(x.shape, dtype=ct).bernoulli_(1 - p).div_(1 - p)
+    return F.dropout(torch.ones_like(x, dtype=ct, memory_format=torch.contiguous_format), p, True)
 
 
 def ada_seednorm(

@@ -64,6 +64,19 @@ def _sharded_vs_plain(rank: int, world_size: int) -> None:
             torch.testing.assert_close(got.full_tensor(), want, rtol=1e-5, atol=1e-5, msg=f"{what}: d{name}")
 
 
+    # Dynamic dropout: the mask is a DTensor placed like x, drawn by each rank from its generator, so one seed gives
+    # the fused and the reference paths the same result.
+    xd = distribute_tensor(3 * x, mesh, [Shard(0)])
+    params = [distribute_tensor(p, mesh, [Replicate()]) for p in (w, a, b)]
+    outs = []
+    for impl in ("cpp", "reference"):
+        torch.manual_seed(rank)
+        outs.append(seednorm(xd, *params, num_heads=2, eps=1e-6, dynamic_dropout=0.5, training=True, impl=impl))
+    assert outs[0].placements == (Shard(0),)
+    torch.testing.assert_close(outs[0].full_tensor(), outs[1].full_tensor(), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(outs[0].full_tensor(), seednorm(3 * x, w, a, b, num_heads=2, eps=1e-6))  # it dropped
+
+
 def test_dtensor_through_fused_op_equals_plain_path():
     run_ranks(_sharded_vs_plain)
 
