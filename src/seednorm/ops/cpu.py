@@ -7,7 +7,8 @@ waits on fewer OpenMP barriers, which matters when the cores are shared.
 
 The library is compiled with the system C++ compiler (``$CXX`` or g++, the one TorchInductor needs anyway) and
 loaded with ctypes; the foreign calls release the GIL. Threads follow ``torch.get_num_threads()``.
-All tensors here are 2-D (M, D) with a contiguous last dim; x may be float32, bfloat16 or float16.
+All tensors here are 2-D (M, D) with a contiguous last dim; x may be float32, bfloat16 or float16; the dropout
+mask is float32.
 
 The kernel cache is ``$SEEDNORM_CACHE/kernels`` (default ``~/.cache/seednorm/kernels``): created private (0700),
 and used only while it is a directory owned by the user and not writable by group or others. It holds

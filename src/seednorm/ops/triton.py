@@ -1,7 +1,8 @@
 """Triton kernels for SeeDNorm: forward (optionally fused with a residual add) and backward, multi-head.
 
 Memory traffic equals RMSNorm's (spec §5). The forward reads x (and the residual) once and writes y (and x + r);
-it keeps 1/RMS (M,) and t = σ(s) (M, H) for the backward, nothing else. The backward reads x and dy once and
+it keeps 1/RMS (M,) and t = σ(s) (M, H) (and the row mean for the centering form) for the backward, nothing else;
+the dropout mask, when there is one, is read once more by each direction. The backward reads x and dy once and
 writes dx; the parameter gradients dγ, dα, dβ are accumulated in float32 by a persistent grid (about two programs
 per SM, each owning a contiguous block of rows) and summed over the programs at the end.
 
