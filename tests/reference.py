@@ -19,8 +19,10 @@ SIGMA = {
 }
 
 
-def _parts(x, gamma, alpha, beta, num_heads, eps, activation, dot_scale):
+def _parts(x, gamma, alpha, beta, num_heads, eps, activation, dot_scale, keep=None, center=False):
     x, gamma, alpha, beta = (t.detach().double() for t in (x, gamma, alpha, beta))
+    if center:  # the centering form (spec §6): everything below runs on x − mean(x)
+        x = x - x.mean(-1, keepdim=True)
     D = x.shape[-1]
     H, d = num_heads, D // num_heads
     r = torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # RMS over the full D
@@ -30,22 +32,30 @@ def _parts(x, gamma, alpha, beta, num_heads, eps, activation, dot_scale):
     t = sigma(s)
     tp = torch.where(t.isnan(), t, dsigma(s, t))  # σ'(s) is NaN wherever σ(s) is: NaN is never masked
     t_full = t.unsqueeze(-1).expand(*t.shape, d).reshape(x.shape)
-    g = t_full * alpha + gamma
-    return x, gamma, alpha, beta, r, s, t_full, tp, g, H, d
+    k = torch.ones_like(x) if keep is None else keep.detach().double()  # the dynamic-dropout mask (spec §4)
+    g = t_full * alpha * k + gamma
+    return x, gamma, alpha * k, beta, r, s, t_full, tp, g, H, d, k
 
 
 def seednorm_ref(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor, *, num_heads: int = 1, eps: float,
-                 activation: str = "tanh", dot_scale: float = 1.0) -> Tensor:
-    """y = [σ(s)·α + γ] ⊙ x / RMS(x) in float64."""
-    x, *_, r, _s, _t, _tp, g, _H, _d = _parts(x, gamma, alpha, beta, num_heads, eps, activation, dot_scale)
-    return g * x / r
+                 activation: str = "tanh", dot_scale: float = 1.0, keep: Tensor | None = None, center: bool = False,
+                 bias: Tensor | None = None) -> Tensor:
+    """y = [σ(s)·α ⊙ keep + γ] ⊙ x̃ / RMS(x̃) (+ bias) in float64, x̃ = x − mean(x) when ``center`` else x, s from x̃;
+    ``keep`` is a fixed dropout mask of x's shape (None: no dropout)."""
+    x, *_, r, _s, _t, _tp, g, _H, _d, _k = _parts(x, gamma, alpha, beta, num_heads, eps, activation, dot_scale, keep,
+                                                  center)
+    y = g * x / r
+    return y if bias is None else y + bias.detach().double()
 
 
 def seednorm_ref_grads(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor, dy: Tensor, *, num_heads: int = 1,
-                       eps: float, activation: str = "tanh", dot_scale: float = 1.0) -> dict[str, Tensor]:
-    """∂L/∂x, ∂L/∂γ, ∂L/∂α, ∂L/∂β for L = ⟨dy, y⟩, by the closed forms of spec §5 (s scaled by dot_scale)."""
-    x, gamma, alpha, beta, r, s, t_full, tp, g, H, d = _parts(x, gamma, alpha, beta, num_heads, eps, activation,
-                                                                dot_scale)
+                       eps: float, activation: str = "tanh", dot_scale: float = 1.0, keep: Tensor | None = None,
+                       center: bool = False, bias: Tensor | None = None) -> dict[str, Tensor]:
+    """∂L/∂x, ∂L/∂γ, ∂L/∂α, ∂L/∂β (and ∂L/∂bias) for L = ⟨dy, y⟩, by the closed forms of spec §5 (s scaled by
+    dot_scale), with α ⊙ keep in place of α (so ∂L/∂α = Σ t·keep ⊙ dy ⊙ x̂) and, for the centering form, x̃ in place
+    of x and ∂L/∂x = ∂L/∂x̃ − mean(∂L/∂x̃) (the projection x ↦ x − mean(x) is symmetric)."""
+    x, gamma, ak, beta, r, s, t_full, tp, g, H, d, k = _parts(x, gamma, alpha, beta, num_heads, eps, activation,
+                                                              dot_scale, keep, center)
     dy = dy.detach().double()
     xhat = x / r
     D = x.shape[-1]
@@ -53,17 +63,22 @@ def seednorm_ref_grads(x: Tensor, gamma: Tensor, alpha: Tensor, beta: Tensor, dy
     def over_tokens(t: Tensor) -> Tensor:
         return t.reshape(-1, D).sum(0)
 
-    c = (dy * alpha * xhat).reshape(*x.shape[:-1], H, d).sum(-1)  # per head
+    c = (dy * ak * xhat).reshape(*x.shape[:-1], H, d).sum(-1)  # per head
     coef = (dot_scale * tp * c).unsqueeze(-1)  # (..., H, 1)
     xh = x.reshape(*x.shape[:-1], H, d)
     dx = (g * dy - xhat * (g * dy * xhat).mean(-1, keepdim=True)) / r
     dx = dx + (coef * beta.reshape(H, d)).reshape(x.shape)
-    return {
+    if center:
+        dx = dx - dx.mean(-1, keepdim=True)
+    grads = {
         "x": dx,
         "weight": over_tokens(dy * xhat),
-        "alpha": over_tokens(t_full * dy * xhat),
+        "alpha": over_tokens(t_full * k * dy * xhat),
         "beta": over_tokens((coef * xh).reshape(x.shape)),
     }
+    if bias is not None:
+        grads["bias"] = over_tokens(dy)
+    return grads
 
 
 # ---------------------------------------------------------------------------------------------------------

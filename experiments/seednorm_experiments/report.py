@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Stat", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines", "step_costs",
-           "summarize"]
+__all__ = ["Stat", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines", "step_cost_document",
+           "step_cost_rows", "step_costs", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,41 @@ def step_costs(speeds: Mapping[str, Sequence[float]], baseline: str) -> dict[str
     in the machine's speed cancels in the ratio."""
     base = speeds[baseline]
     return {name: [b / x for b, x in zip(base, s, strict=True)] for name, s in speeds.items()}
+
+
+STEP_COST_COLUMNS = ("best {unit}", "median {unit}", "cost (best)", "cost (median)", "cost (paired median)")
+
+
+def step_cost_rows(speeds: Mapping[str, Sequence[float]], baseline: str, lead: Sequence[str]) -> list[list[str]]:
+    """One table row per task of :func:`seednorm_experiments.harness.benchmark`'s rounds: ``lead`` cells, the task,
+    its best and median throughput, and its step cost vs ``baseline`` as the ratio of best rounds, of median rounds
+    and the median of the per-round ratios (:func:`step_costs`, the one that cancels load from other processes)."""
+    base, costs = speeds[baseline], step_costs(speeds, baseline)
+    return [[*lead, name, f"{max(s):,.0f}", f"{float(np.median(s)):,.0f}", f"{max(base) / max(s):.3f}",
+             f"{float(np.median(base)) / float(np.median(s)):.3f}", f"{float(np.median(costs[name])):.3f}"]
+            for name, s in speeds.items()]
+
+
+def step_cost_document(title: str, lead: Sequence[str], rows: Sequence[Sequence[str]], *, machine: str, date: str,
+                       command: str, rounds: int, steps: int, warmup: int, baseline: str, unit: str,
+                       note: str = "") -> str:
+    """The markdown report of a step-cost measurement: title, machine, date, command, how it was timed, the
+    table of :func:`step_cost_rows` (``lead`` names its leading columns) and an optional note."""
+    header = [*lead, "norm", *(c.format(unit=unit) for c in STEP_COST_COLUMNS)]
+    return "\n".join([
+        f"# {title}",
+        "",
+        f"- Machine: {machine}",
+        f"- Date: {date}",
+        f"- Command: `{command.strip()}`",
+        f"- Timing: the study's training step, round-robin, {rounds} rounds × {steps} steps per norm after {warmup} "
+        f"warm-up steps; cost = {baseline}'s {unit} ÷ the norm's (best rounds, median rounds, median of per-round "
+        "ratios)",
+        *([f"- Note: {note}"] if note else []),
+        "",
+        markdown_table(header, rows),
+        "",
+    ])
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

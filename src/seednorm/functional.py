@@ -225,15 +225,16 @@ def seednorm(
         activation: σ, one of "tanh", "sigmoid", "hardtanh", "softsign".
         dot_scale: multiplies s; "dim" means 1/(D/H) (spec §4, vision).
         center: subtract the row mean before everything (LayerNorm form).
-        dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True.
+        dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True; the mask is
+            ``dynamic_dropout_mask``'s, on every path.
         residual: optional tensor of x's shape and dtype; the layer then normalizes x + residual and returns it.
         impl: "auto" (the default, as the module's), "reference" (this function's math: exact in float64,
             twice differentiable), or one backend of the fused custom op of seednorm.ops: "triton", "cpp",
             "compiled". "auto" is ``$SEEDNORM_IMPL`` when set, else Triton on CUDA, on CPU C++ (else compiled,
             else reference, with one warning, when there is no working C++ toolchain or kernel cache), reference
-            for float64. ``center``, ``bias``, dynamic dropout in training, ``beta_mode`` other than "dot" and calls
-            under ``torch.func`` transforms (grad, vmap, jacrev, jvp) always run the reference. A (1,) or absent α
-            goes through the fused op as a (D,) vector (its gradient is summed back).
+            for float64. ``beta_mode`` other than "dot" and calls under ``torch.func`` transforms (grad, vmap,
+            jacrev, jvp) always run the reference. A (1,) or absent α goes through the fused op as a (D,) vector
+            (its gradient is summed back).
         beta_mode: the form of s (spec §6): "dot" (the paper's: s_h = dot_scale·⟨x_h, β_h⟩, one per token and
             head), "elementwise" (one per channel: s = dot_scale·x ⊙ β, the dynamic term σ(s) ⊙ α), "none"
             (element-wise without β: s = dot_scale·x). The element-wise forms have no heads: ``num_heads`` must be 1.
@@ -263,18 +264,19 @@ def seednorm(
         dim, x.dtype, num_heads, eps, activation, dynamic_dropout, dot_scale, beta_mode
     )
     # The fused kernels are opaque to torch.func's transforms; the reference is plain PyTorch and composes with them.
-    fusable = (not center and bias is None and not (training and dynamic_dropout > 0) and beta_mode == "dot"
-               and not torch._C._are_functorch_transforms_active())
+    fusable = beta_mode == "dot" and not torch._C._are_functorch_transforms_active()
     impl = ops.resolve_impl(impl, x, fusable=fusable)
     # Both paths take α of shape (D,): a shared α is broadcast (autograd sums its gradient back), an absent one is 1.
     if alpha is None:
         alpha = torch.ones(dim, dtype=compute_dtype(x.dtype), device=x.device)
     elif shared_alpha:
         alpha = alpha.expand(dim)
+    # Drawn before anything else, on both paths: the same generator state gives the same mask.
+    keep = dynamic_dropout_mask(x, dynamic_dropout) if training else None
     if impl != "reference":
         alpha = alpha.contiguous()  # the kernels read α through a pointer
         kw = {"num_heads": num_heads, "eps": eps, "activation": activation, "dot_scale": scale, "impl": impl}
-        return ops.seednorm_fused(x, weight, alpha, beta, residual, **kw)
+        return ops.seednorm_fused(x, weight, alpha, beta, residual, bias=bias, keep=keep, center=center, **kw)
     summed = None
     if residual is not None:
         x = summed = ops.residual_sum(x, residual)
@@ -291,12 +293,33 @@ def seednorm(
     else:
         s = xf * (scale if beta is None else beta.to(ct) * scale)  # (..., D): one s per channel
         dynamic = ACTIVATIONS[activation](s) * alpha.to(ct)
-    dynamic = F.dropout(dynamic, dynamic_dropout, training)  # (..., D)
+    if keep is not None:
+        dynamic = dynamic * keep  # (..., D)
     gain = dynamic + (1.0 if weight is None else weight.to(ct))
     y = gain * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps))
     if bias is not None:
         y = y + bias.to(ct)
     return y.to(x.dtype) if summed is None else (y.to(x.dtype), summed)
+
+
+def dynamic_dropout_mask(x: Tensor, p: float) -> Tensor | None:
+    """The dynamic-dropout mask (spec §4) of a SeeDNorm input ``x``: of x's shape, in its compute dtype, element-wise
+    0 (dropped, probability ``p``) or 1/(1 − p); None when ``p`` is 0. A tensor subclass (a DTensor) gets a mask of
+    its own kind and placement.
+
+    It is ``F.dropout`` of ones: the same draws from torch's generator as ``F.dropout(σ(s)·α, p)``, so a seed gives
+    the same mask on the reference and the fused paths, and the mask times σ(s)·α is bitwise ``F.dropout``'s. On
+    CPU it takes F.dropout's own two steps (Bernoulli(1 − p) draws, divided by 1 − p) without filling and
+    multiplying a tensor of ones, a third of the mask's cost.
+    """
+    if p == 0:
+        return None
+    ct = compute_dtype(x.dtype)
+    if p == 1:  # F.dropout zeroes everything without drawing
+        return torch.zeros_like(x, dtype=ct, memory_format=torch.contiguous_format)
+    if type(x) is Tensor and x.device.type == "cpu":
+        return torch.empty(x.shape, dtype=ct).bernoulli_(1 - p).div_(1 - p)
+    return F.dropout(torch.ones_like(x, dtype=ct, memory_format=torch.contiguous_format), p, True)
 
 
 def ada_seednorm(

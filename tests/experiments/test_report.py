@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from seednorm_experiments.report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+from seednorm_experiments.report import (
+    markdown_table,
+    paired_diff,
+    plot_bars,
+    plot_curves,
+    plot_lines,
+    step_cost_document,
+    step_cost_rows,
+    summarize,
+)
 
 
 def test_summarize_matches_t_interval() -> None:
@@ -41,3 +50,25 @@ def test_plots_are_written(tmp_path: Path) -> None:
     plot_lines([1e-3, 1e-2], {"a": [0.0, 0.5]}, tmp_path / "l.png", xlabel="lr", ylabel="diverged", logx=True)
     for name in ("c", "b", "d", "l"):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_step_cost_rows_and_document() -> None:
+    """Best and median throughput, and the cost as ratios of best rounds, median rounds and per-round ratios."""
+    speeds = {"layernorm": [100.0, 80.0, 60.0], "seednorm": [50.0, 80.0, 30.0]}
+    rows = step_cost_rows(speeds, "layernorm", ["quick", "64"])
+    assert rows == [
+        ["quick", "64", "layernorm", "100", "80", "1.000", "1.000", "1.000"],
+        # best 100/80; medians 80/50; per-round ratios 2, 1, 2 → median 2
+        ["quick", "64", "seednorm", "80", "50", "1.250", "1.600", "2.000"],
+    ]
+    text = step_cost_document("T", ["preset", "width"], rows, machine="M", date="D", command="cmd --x ",
+                              rounds=3, steps=2, warmup=3, baseline="LayerNorm", unit="images/s", note="n")
+    assert text.splitlines()[:8] == [
+        "# T", "", "- Machine: M", "- Date: D", "- Command: `cmd --x`",
+        "- Timing: the study's training step, round-robin, 3 rounds × 2 steps per norm after 3 warm-up steps; cost = "
+        "LayerNorm's images/s ÷ the norm's (best rounds, median rounds, median of per-round ratios)",
+        "- Note: n", "",
+    ]
+    assert text.splitlines()[8] == ("| preset | width | norm | best images/s | median images/s | cost (best) | "
+                                    "cost (median) | cost (paired median) |")
+    assert text.splitlines()[-1] == "| quick | 64 | seednorm | 80 | 50 | 1.250 | 1.600 | 2.000 |"

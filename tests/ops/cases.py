@@ -1,7 +1,9 @@
 """Cases shared by the in-process tests of the fused op and the Triton interpreter run (``interpret_check.py``).
 
 Each case runs forward and backward through ``seednorm.seednorm(impl=...)`` and compares y, x + residual and all
-gradients (x, γ, α, β, residual) with the float64 closed forms of ``tests/reference.py``.
+gradients (x, γ, α, β, bias, residual) with the float64 closed forms of ``tests/reference.py``. A case with
+dynamic dropout runs in training from a fixed seed; the reference gets the mask that seed draws
+(``seednorm.functional.dynamic_dropout_mask``), so the fused path must use the same draws and the same mask.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from reference import seednorm_ref, seednorm_ref_grads
 
 import seednorm
+from seednorm.functional import dynamic_dropout_mask
 
 # Relative tolerance of a result computed in float32 and returned in each dtype (as in test_functional.py).
 RTOL = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
@@ -30,6 +33,9 @@ class Case:
     residual: bool = False
     dot_scale: float = 1.0
     layout: str = "contiguous"  # "rows": a row stride wider than D; "transposed": strided in every dim
+    center: bool = False  # the centering form (spec §6)
+    bias: bool = False
+    dropout: float = 0.0  # dynamic dropout (spec §4), in training
 
     @property
     def id(self) -> str:
@@ -38,6 +44,9 @@ class Case:
         parts += [] if self.weight else ["noweight"]
         parts += ["residual"] if self.residual else []
         parts += [self.layout] if self.layout != "contiguous" else []
+        parts += ["center"] if self.center else []
+        parts += ["bias"] if self.bias else []
+        parts += [f"drop{self.dropout}"] if self.dropout else []
         return "-".join(parts)
 
 
@@ -49,6 +58,14 @@ CASES = [
     Case((6, 200), num_heads=8, dtype=torch.float16, dot_scale=0.04, layout="transposed"),
     Case((3, 48), param_dtype=torch.bfloat16),
     Case((1, 1)),
+    # the vision recipe (dynamic dropout) and the centering/bias form of converted LayerNorms
+    Case((5, 123), center=True, bias=True),
+    Case((3, 7, 96), num_heads=4, activation="sigmoid", residual=True, dropout=0.25),
+    Case((2, 96), num_heads=3, activation="hardtanh", weight=False, layout="rows", bias=True, dropout=0.3),
+    Case((4, 64), num_heads=2, activation="softsign", dtype=torch.bfloat16, residual=True, center=True, bias=True,
+         dropout=0.1),
+    Case((6, 200), num_heads=8, dtype=torch.float16, dot_scale=0.04, layout="transposed", center=True, dropout=0.5),
+    Case((3, 48), param_dtype=torch.bfloat16, center=True, bias=True, dropout=0.2),
 ]
 
 
@@ -71,6 +88,7 @@ def make_inputs(case: Case, device: str = "cpu", seed: int = 0) -> dict[str, tor
         "beta": (2 * torch.randn(d, generator=g) / math.sqrt(d)).to(p),
         "dy": torch.randn(case.shape, generator=g).to(case.dtype),
         "dsummed": torch.randn(case.shape, generator=g).to(case.dtype),
+        "bias": torch.randn(d, generator=g).to(p),
     }
     return {k: v if k == "x" else v.to(device) for k, v in inputs.items()}
 
@@ -82,15 +100,25 @@ def _error(actual: torch.Tensor, expected: torch.Tensor, rtol: float) -> str | N
     return None if err <= bound else f"max error {err:.3g} > {bound:.3g}"
 
 
+DROPOUT_SEED = 1234
+
+
 def check(case: Case, impl: str, device: str = "cpu") -> dict[str, str]:
     """Run the case through ``impl`` on ``device``; returns {quantity: failure message} (empty when all agree)."""
     inp = make_inputs(case, device)
-    names = ["x", "weight", "alpha", "beta"] + (["residual"] if case.residual else [])
+    names = ["x", "weight", "alpha", "beta"] + (["residual"] if case.residual else []) + (["bias"] if case.bias else [])
     leaves = {k: inp[k].detach().clone().requires_grad_() for k in names}
     weight = leaves["weight"] if case.weight else None
     kw = {"num_heads": case.num_heads, "eps": EPS, "activation": case.activation, "dot_scale": case.dot_scale}
+    options = {"center": case.center, "bias": leaves.get("bias")}
+    torch.manual_seed(DROPOUT_SEED)
     out = seednorm.seednorm(leaves["x"], weight, leaves["alpha"], leaves["beta"], impl=impl,
-                            residual=leaves.get("residual"), **kw)
+                            residual=leaves.get("residual"), dynamic_dropout=case.dropout, training=True,
+                            **options, **kw)
+    keep = None
+    if case.dropout:  # the mask the same seed draws: what the reference applies
+        torch.manual_seed(DROPOUT_SEED)
+        keep = dynamic_dropout_mask(torch.empty(case.shape, dtype=case.dtype, device=device), case.dropout).cpu()
     y, summed = out if case.residual else (out, None)
     loss = (y.double() * inp["dy"].double()).sum()
     if case.residual:
@@ -100,8 +128,9 @@ def check(case: Case, impl: str, device: str = "cpu") -> dict[str, str]:
 
     x = seednorm.ops.residual_sum(inp["x"], inp["residual"]) if case.residual else inp["x"]
     gamma = inp["weight"] if case.weight else torch.ones(case.shape[-1])
-    ref = {"y": seednorm_ref(x, gamma, inp["alpha"], inp["beta"], **kw)}
-    ref.update(seednorm_ref_grads(x, gamma, inp["alpha"], inp["beta"], inp["dy"], **kw))
+    ref_kw = {**kw, "keep": keep, "center": case.center, "bias": inp["bias"] if case.bias else None}
+    ref = {"y": seednorm_ref(x, gamma, inp["alpha"], inp["beta"], **ref_kw)}
+    ref.update(seednorm_ref_grads(x, gamma, inp["alpha"], inp["beta"], inp["dy"], **ref_kw))
     if case.residual:
         ref["x"] = ref["residual"] = ref["x"] + inp["dsummed"].double()
         ref["summed"] = x.double()
@@ -110,6 +139,8 @@ def check(case: Case, impl: str, device: str = "cpu") -> dict[str, str]:
            "beta": (leaves["beta"].grad, 10 * rp)}
     if case.weight:
         got["weight"] = (leaves["weight"].grad, 10 * rp)
+    if case.bias:
+        got["bias"] = (leaves["bias"].grad, 10 * rp)
     if case.residual:
         got["summed"] = (summed, rx)
         got["residual"] = (leaves["residual"].grad, 10 * rx)

@@ -122,12 +122,13 @@ def widths() -> list[tuple[int, int]]:
     ]
 
 
-# The options at each width: each σ once, every x dtype and parameter dtype, γ and residual in all four pairings.
-OPTIONS = [  # (x dtype, parameter dtype, γ, residual)
-    (torch.float32, torch.float32, True, True),
-    (torch.bfloat16, torch.bfloat16, False, True),
-    (torch.float16, torch.float32, True, False),
-    (torch.bfloat16, torch.float16, False, False),
+# The options at each width: each σ once, every x dtype and parameter dtype, γ and residual in all four pairings,
+# and the layer's forms: plain, the vision recipe (dropout mask), a converted LayerNorm (centering and bias), both.
+OPTIONS = [  # (x dtype, parameter dtype, γ, residual, dropout mask, centering, bias)
+    (torch.float32, torch.float32, True, True, False, False, False),
+    (torch.bfloat16, torch.bfloat16, False, True, True, True, True),
+    (torch.float16, torch.float32, True, False, True, False, False),
+    (torch.bfloat16, torch.float16, False, False, False, True, True),
 ]
 
 
@@ -136,25 +137,27 @@ def calls() -> list[tuple[str, str, dict[str, Any]]]:
 
     At every width of ``widths()`` the four ``OPTIONS``, each with a different σ (rotating with the width, so
     σ meets several dtypes); at the widest row tiles (one head) also every (x dtype, parameter dtype) pair with
-    γ and residual, the launches that hold the most registers.
+    γ, residual, mask, centering and bias, the launches that hold the most registers.
     """
     activations = list(ACTIVATION_CODES)
     configs = [(heads, d, *option, activations[(j + k) % len(activations)])
                for k, (heads, d) in enumerate(widths()) for j, option in enumerate(OPTIONS)]
     for d in sorted({kernels.MAX_TILE_BWD, kernels.MAX_TILE_FWD}):
-        configs += [(1, d, xdt, pdt, True, True, "tanh") for xdt, pdt in product(DTYPES, DTYPES)]
+        configs += [(1, d, xdt, pdt, True, True, True, True, True, "tanh") for xdt, pdt in product(DTYPES, DTYPES)]
     out = []
-    for heads, d, xdt, pdt, has_w, res, act in configs:
-        name = f"{d}-h{heads}-{str(xdt)[6:]}-p{str(pdt)[6:]}-{act}{'' if has_w else '-noweight'}{'-res' if res else ''}"
+    for heads, d, xdt, pdt, has_w, res, keep, center, bias, act in configs:
+        flags = {"-noweight": not has_w, "-res": res, "-keep": keep, "-center": center, "-bias": bias}
+        name = f"{d}-h{heads}-{str(xdt)[6:]}-p{str(pdt)[6:]}-{act}" + "".join(f for f, on in flags.items() if on)
         x = torch.randn(ROWS, d, dtype=xdt)
-        p = [torch.randn(d, dtype=pdt) for _ in range(3)]
-        common = {"weight": p[0] if has_w else None, "alpha": p[1], "beta": p[2], "num_heads": heads,
-                  "activation": act, "dot_scale": 1.0}
+        p = [torch.randn(d, dtype=pdt) for _ in range(4)]
+        common = {"weight": p[0] if has_w else None, "alpha": p[1], "beta": p[2], "bias": p[3] if bias else None,
+                  "keep": torch.rand(ROWS, d) if keep else None, "num_heads": heads, "activation": act,
+                  "dot_scale": 1.0}
         out.append((name, "forward", {"x": x, "residual": torch.randn_like(x) if res else None, "eps": 1e-5,
-                                      **common}))
+                                      "center": center, **common}))
         out.append((name, "backward", {"dy": torch.randn_like(x), "x": x, "rstd": torch.ones(ROWS),
-                                       "t": torch.zeros(ROWS, heads), "dsummed": torch.randn_like(x) if res else None,
-                                       **common}))
+                                       "t": torch.zeros(ROWS, heads), "mean": torch.zeros(ROWS) if center else None,
+                                       "dsummed": torch.randn_like(x) if res else None, **common}))
     return out
 
 

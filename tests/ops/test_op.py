@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from cases import CASES, Case, check, make_inputs
+from cases import CASES, RTOL, Case, check, make_inputs
+from reference import seednorm_ref, seednorm_ref_grads
 
 import seednorm
 from seednorm import ops
@@ -53,22 +56,24 @@ def test_opcheck(impl):
     """Schema, fake (meta) functions and autograd registration, as torch.library checks them."""
     inp = make_inputs(Case((4, 32)))
     x, w, a, b = (inp[k].requires_grad_() for k in ("x", "weight", "alpha", "beta"))
-    torch.library.opcheck(
-        torch.ops.seednorm.forward.default,
-        (x, w, a, b, inp["residual"], 2, 1e-5, "tanh", 1.0, impl),
-        test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
-    )
+    for bias, keep, center in ((None, None, False), (inp["bias"].requires_grad_(), torch.rand(4, 32), True)):
+        torch.library.opcheck(
+            torch.ops.seednorm.forward.default,
+            (x, w, a, b, bias, inp["residual"], keep, 2, 1e-5, "tanh", 1.0, center, impl),
+            test_utils=("test_schema", "test_autograd_registration", "test_faketensor"),
+        )
 
 
 @pytest.mark.parametrize("impl", ["cpp", "compiled"])
 def test_eager_path_equals_the_registered_op(impl):
     """Eager calls skip the custom op's dispatch (ops.op._EagerFused); outputs and all gradients are identical."""
     inp = make_inputs(Case((3, 5, 32), residual=True))
-    args = (inp["x"], inp["weight"], inp["alpha"], inp["beta"], inp["residual"], 2, 1e-5, "tanh", 1.0, impl)
+    keep = 2.0 * (torch.rand(3, 5, 32, generator=torch.Generator().manual_seed(0)) < 0.5)
+    tensors = (inp["x"], inp["weight"], inp["alpha"], inp["beta"], inp["bias"], inp["residual"])
     results = []
     for fn in (ops.op._EagerFused.apply, torch.ops.seednorm.forward.default):
-        leaves = [a.detach().clone().requires_grad_() for a in args[:5]]
-        y, _, _, summed = fn(*leaves, *args[5:])
+        leaves = [a.detach().clone().requires_grad_() for a in tensors]
+        y, _, _, _, summed = fn(*leaves, keep, 2, 1e-5, "tanh", 1.0, True, impl)
         (y.square().sum() + summed.sum()).backward()
         results.append([y, summed, *(leaf.grad for leaf in leaves)])
     for eager, registered in zip(*results, strict=True):
@@ -129,13 +134,89 @@ def test_auto_resolution():
 @pytest.mark.parametrize(
     "kw", [{"center": True}, {"bias": torch.zeros(8)}, {"dynamic_dropout": 0.5, "training": True}], ids=str
 )
-def test_uncovered_options_fall_back_to_reference(kw):
-    x = torch.randn(3, 8)
+def test_vision_and_centering_options_run_the_fused_op(monkeypatch, kw):
+    """Dynamic dropout in training, centering and bias no longer fall back to the reference."""
+    calls = []
+    fused = ops.seednorm_fused
+    monkeypatch.setattr(ops, "seednorm_fused", lambda *a, **k: calls.append(k["impl"]) or fused(*a, **k))
     p = torch.randn(8)
-    torch.manual_seed(1)
-    fused = seednorm.seednorm(x, p, p, p, eps=1e-5, impl="compiled", **kw)
-    torch.manual_seed(1)
-    assert torch.equal(fused, seednorm.seednorm(x, p, p, p, eps=1e-5, impl="reference", **kw))
+    seednorm.seednorm(torch.randn(3, 8), p, p, p, eps=1e-5, impl="cpp", **kw)
+    assert calls == ["cpp"]
+
+
+# A fixed mask, chosen by hand: every pattern of kept and dropped channels across rows and heads.
+def _fixed_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
+    index = torch.arange(math.prod(shape)).reshape(shape)
+    return ((index * 7919) % 10 >= 10 * p).float() / (1 - p)
+
+
+# The compiled path compiles each configuration (seconds each): float32 here, its other dtypes in CASES.
+@pytest.mark.parametrize(("impl", "dtype"), [("cpp", torch.float32), ("cpp", torch.bfloat16), ("cpp", torch.float16),
+                                             ("compiled", torch.float32)], ids=str)
+@pytest.mark.parametrize("center", [False, True], ids=["rms", "center"])
+def test_fixed_mask_matches_reference(impl, dtype, center):
+    """The op with a given mask, centering and bias against the float64 closed forms, every gradient."""
+    case = Case((3, 5, 60), num_heads=3, dtype=dtype, residual=True)
+    inp = make_inputs(case)
+    keep = _fixed_mask(case.shape, 0.3)
+    names = ("x", "weight", "alpha", "beta", "bias", "residual")
+    leaves = {k: inp[k].detach().clone().requires_grad_() for k in names}
+    kw = {"num_heads": 3, "eps": 1e-5, "activation": "tanh", "dot_scale": 0.5}
+    y, summed = ops.seednorm_fused(leaves["x"], leaves["weight"], leaves["alpha"], leaves["beta"], leaves["residual"],
+                                   impl=impl, bias=leaves["bias"], keep=keep, center=center, **kw)
+    (y.double() * inp["dy"].double()).sum().backward()
+    x = ops.residual_sum(inp["x"], inp["residual"])
+    ref_kw = {**kw, "keep": keep, "center": center, "bias": inp["bias"]}
+    ref = seednorm_ref_grads(x, inp["weight"], inp["alpha"], inp["beta"], inp["dy"], **ref_kw)
+    ref["y"], ref["residual"] = seednorm_ref(x, inp["weight"], inp["alpha"], inp["beta"], **ref_kw), ref["x"]
+    rtol = RTOL[dtype]
+    got = {"y": y, **{k: leaves[k].grad for k in names}}
+    for name, value in got.items():
+        tol = rtol if name == "y" else 10 * rtol
+        torch.testing.assert_close(value.double(), ref[name], rtol=0, atol=tol * (ref[name].abs().max().item() + 1),
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    assert summed.dtype == dtype and torch.equal(summed, x)
+
+
+@pytest.mark.parametrize("impl", ["cpp", "compiled"])
+def test_dropout_same_seed_same_result_as_the_reference(impl):
+    """A seed gives the fused path the mask it gives the reference (the same draws from torch's generator): results
+    agree to float32 rounding, the generator advances alike, and a different seed gives a different mask."""
+    layer = seednorm.SeeDNorm(48, num_heads=4, dynamic_dropout=0.3, dot_scale="dim").train()
+    with torch.no_grad():
+        layer.beta.normal_(0, 0.5)
+    x = 3 * torch.randn(6, 48)
+
+    def run(impl: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        layer.impl = impl
+        torch.manual_seed(seed)
+        y = layer(x)
+        return y, torch.rand(1)  # what the generator gives next
+
+    (y_ref, after_ref), (y_fused, after_fused) = run("reference", 3), run(impl, 3)
+    torch.testing.assert_close(y_fused, y_ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(after_ref, after_fused)
+    y_again, _ = run(impl, 3)
+    assert torch.equal(y_again, y_fused)
+    y_other, _ = run(impl, 4)
+    assert not torch.allclose(y_other, y_fused)
+
+
+@pytest.mark.parametrize("impl", ["cpp", "compiled"])
+def test_eval_mode_has_no_dropout(impl):
+    """Out of training the layer is deterministic and equals the layer without dropout; no random number is drawn."""
+    layer = seednorm.SeeDNorm(32, num_heads=2, dynamic_dropout=0.5, impl=impl).eval()
+    plain = seednorm.SeeDNorm(32, num_heads=2, impl=impl).eval()
+    with torch.no_grad():
+        layer.beta.normal_(0, 0.5)
+        plain.beta.copy_(layer.beta)
+    x = torch.randn(5, 32)
+    torch.manual_seed(0)
+    y = layer(x)
+    drawn = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(1), drawn)
+    torch.testing.assert_close(y, plain(x), rtol=0, atol=0)
 
 
 def test_module_uses_auto():

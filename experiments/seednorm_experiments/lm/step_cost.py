@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
 from ..args import out_file, positive_int
 from ..common import BASELINE, Listed, check_norms, default_norms, machine
-from ..report import markdown_table, step_costs
+from ..report import step_cost_document, step_cost_rows
 from .presets import PRESETS, get_preset
 from .study import measure_throughput
 
@@ -48,31 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.presets:
         preset = get_preset(name)
         speeds = measure_throughput(preset, norms, rounds=args.rounds)
-        base, costs = speeds[BASELINE], step_costs(speeds, BASELINE)
-        for norm, s in speeds.items():
-            paired = statistics.median(costs[norm])
-            row = [name, f"{preset.dim}", norm, f"{max(s):,.0f}", f"{statistics.median(s):,.0f}",
-                   f"{max(base) / max(s):.3f}", f"{statistics.median(base) / statistics.median(s):.3f}",
-                   f"{paired:.3f}"]
+        for row in step_cost_rows(speeds, BASELINE, [name, f"{preset.dim}"]):
             rows.append(row)
             print(" | ".join(row), flush=True)
-    header = ["preset", "width", "norm", "best tokens/s", "median tokens/s", "cost (best)", "cost (median)",
-              "cost (paired median)"]
     command = "python -m seednorm_experiments.lm.step_cost " + shlex.join(sys.argv[1:] if argv is None else argv)
-    text = "\n".join([
-        "# LM study: training-step cost vs RMSNorm",
-        "",
-        f"- Machine: {machine()}",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- Command: `{command.strip()}`",
-        f"- Timing: the study's training step, round-robin, {args.rounds} rounds × 2 steps per norm after 3 "
-        "warm-up steps; cost = RMSNorm's tokens/s ÷ the norm's (best rounds, median rounds, median of per-round "
-        "ratios)",
-        *([f"- Note: {args.note}"] if args.note else []),
-        "",
-        markdown_table(header, rows),
-        "",
-    ])
+    text = step_cost_document(
+        "LM study: training-step cost vs RMSNorm", ["preset", "width"], rows, machine=machine(),
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=command, rounds=args.rounds, steps=2,
+        warmup=3, baseline="RMSNorm", unit="tokens/s", note=args.note,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"wrote {args.out}")

@@ -31,8 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..common import VISION_BASELINE, is_main_process
-from ..harness import Task, TrainConfig
+from ..common import VISION_BASELINE, check_norms, is_main_process
+from ..harness import Task, TrainConfig, benchmark
 from ..runs import train_or_reuse
 from .convnext import ConvNeXt, ConvNeXtConfig
 from .data import Batches, StudyData
@@ -40,8 +40,9 @@ from .evals import Shift, shifted_accuracies
 from .model import ViTConfig, build_vit
 from .presets import Preset
 
-__all__ = ["Results", "RunSpec", "build_model", "classification_loss", "plan", "run_name", "run_one", "run_signature",
-           "run_study", "seednorm_kwargs", "standardized", "vision_seednorm"]
+__all__ = ["Results", "RunSpec", "build_model", "classification_loss", "main_model", "make_task",
+           "measure_throughput", "plan", "run_name", "run_one", "run_signature", "run_study", "seednorm_kwargs",
+           "standardized", "train_config", "vision_seednorm"]
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,11 @@ def run_name(spec: RunSpec, signature: dict[str, Any]) -> str:
     return f"{spec.stem}-{digest[:8]}"
 
 
-def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, backend: str,
-            shifts: tuple[Shift, ...], progress: bool, tensorboard: bool) -> dict[str, Any]:
-    """Train (or reuse / resume: :func:`seednorm_experiments.runs.train_or_reuse`) one run and return its
-    ``result.json`` content."""
-    signature = run_signature(spec, preset, backend, shifts)
-    out_dir = runs_dir / run_name(spec, signature)
-    task = Task(
-        name=out_dir.name,
+def make_task(spec: RunSpec, preset: Preset, data: StudyData, *, backend: str, shifts: tuple[Shift, ...], name: str,
+              signature: dict[str, Any]) -> Task:
+    """The harness task of one run: its ViT, its seeded batches, the classification loss, the shifted evaluation."""
+    return Task(
+        name=name,
         build_model=lambda: build_model(spec.model, backend),
         batches=Batches(data.train, preset.batch_size, spec.seed, preset.max_shift),
         loss=classification_loss,
@@ -116,13 +114,47 @@ def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, b
         evaluate=lambda model: shifted_accuracies(model, data.test, shifts, data.transfer, seed=0),
         signature=signature,
     )
-    config = TrainConfig(
+
+
+def train_config(spec: RunSpec, preset: Preset, out_dir: Path, *, progress: bool, tensorboard: bool) -> TrainConfig:
+    """How one run trains: its steps, learning rate and seed, the preset's warmup, weight decay, clipping and
+    checkpoint/eval cadence."""
+    return TrainConfig(
         out_dir=out_dir, steps=spec.steps, lr=spec.lr, warmup=min(preset.warmup, spec.steps),
         weight_decay=preset.weight_decay, grad_clip=preset.grad_clip, seed=spec.seed,
         ckpt_every=preset.ckpt_every, eval_every=preset.eval_every, progress=progress, tensorboard=tensorboard,
         desc=spec.label,
     )
-    return train_or_reuse(task, config)
+
+
+def run_one(spec: RunSpec, preset: Preset, data: StudyData, runs_dir: Path, *, backend: str,
+            shifts: tuple[Shift, ...], progress: bool, tensorboard: bool) -> dict[str, Any]:
+    """Train (or reuse / resume: :func:`seednorm_experiments.runs.train_or_reuse`) one run and return its
+    ``result.json`` content."""
+    signature = run_signature(spec, preset, backend, shifts)
+    out_dir = runs_dir / run_name(spec, signature)
+    task = make_task(spec, preset, data, backend=backend, shifts=shifts, name=out_dir.name, signature=signature)
+    return train_or_reuse(task, train_config(spec, preset, out_dir, progress=progress, tensorboard=tensorboard))
+
+
+def measure_throughput(preset: Preset, data: StudyData, norms: Sequence[str], *, backend: str = "seednorm",
+                       rounds: int = 40, steps: int = 2,
+                       dynamic_dropout: float | None = None) -> dict[str, list[float]]:
+    """Training images/s of each norm's main-grid ViT (:func:`main_model`: SeeDNorm with the vision recipe, its
+    dynamic dropout on, at ``dynamic_dropout`` when given), by the study's own training step
+    (:func:`harness.benchmark`: same optimizer groups, clipping and schedule as :func:`run_one`), seed 0, timed
+    round-robin, ``rounds`` × ``steps`` steps per norm. Returns the per-round images/s of each norm (round i of
+    every norm ran back to back)."""
+    specs = {}
+    for norm in check_norms(norms):
+        model = main_model(preset, norm)
+        if dynamic_dropout is not None and "dynamic_dropout" in model.norm_kwargs:
+            model = replace(model, norm_kwargs={**model.norm_kwargs, "dynamic_dropout": dynamic_dropout})
+        specs[norm] = RunSpec("main", model, 0, preset.steps, preset.lr)
+    tasks = {norm: make_task(spec, preset, data, backend=backend, shifts=(), name=norm, signature={})
+             for norm, spec in specs.items()}
+    config = train_config(next(iter(specs.values())), preset, Path("."), progress=False, tensorboard=False)
+    return benchmark(tasks, config, rounds=rounds, steps=steps)
 
 
 def vision_seednorm(heads: int, drop_path: float, dot_scale: float | str) -> dict[str, Any]:
@@ -135,13 +167,18 @@ def seednorm_kwargs(preset: Preset, heads: int, dot_scale: float | str) -> dict[
     return vision_seednorm(heads, preset.model.drop_path, dot_scale)
 
 
+def main_model(preset: Preset, norm: str) -> ViTConfig | ConvNeXtConfig:
+    """The main grid's ViT with ``norm``: SeeDNorm with the preset's heads, dot scale and dynamic dropout."""
+    kwargs = seednorm_kwargs(preset, preset.seednorm_heads, preset.dot_scale) if norm == "seednorm" else {}
+    return replace(preset.model, norm=norm, norm_kwargs=kwargs)
+
+
 def plan(preset: Preset, seeds: int) -> list[RunSpec]:
     """The main grid (every norm) then the head grid (SeeDNorm per head count, the vision baseline as the
     reference)."""
     specs = []
     for norm in preset.norms:
-        kwargs = seednorm_kwargs(preset, preset.seednorm_heads, preset.dot_scale) if norm == "seednorm" else {}
-        model = replace(preset.model, norm=norm, norm_kwargs=kwargs)
+        model = main_model(preset, norm)
         specs += [RunSpec("main", model, seed, preset.steps, preset.lr) for seed in range(seeds)]
     variants = []
     if preset.heads:

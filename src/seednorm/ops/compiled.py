@@ -1,13 +1,14 @@
 """The compiled path: spec §5's explicit forward and backward formulas, compiled by TorchInductor.
 
 Autograd never sees these functions: the custom op (``op.py``) calls ``forward`` and ``backward`` directly, so
-the forward saves only 1/RMS (M,) and σ(s) (M, H) beside its inputs, and the backward is one fused graph.
+the forward saves only 1/RMS (M,), σ(s) (M, H) (and the row mean for the centering form) beside its
+inputs, and the backward is one fused graph.
 Inductor turns each into a few loops (C++/OpenMP on CPU, Triton on GPU) with the structure of a compiled
 RMSNorm: a row pass, then a column pass for the parameter gradients. It is the portable fused path (any device,
 float64 too); on CPU the hand-written kernels of ``cpu.py`` read each row once and are faster. Row dims are
-marked dynamic, so one compilation serves every number of tokens. Each configuration (activation, heads, dtypes)
-compiles its own copy of the formulas, so any number of configurations stays within Dynamo's recompile limit,
-which counts per function (a second width makes the width dynamic within a configuration).
+marked dynamic, so one compilation serves every number of tokens. Each configuration (activation, heads,
+centering, dtypes) compiles its own copy of the formulas, so any number of configurations stays within Dynamo's
+recompile limit, which counts per function (a second width makes the width dynamic within a configuration).
 
 All tensors here are 2-D (M, D) with a contiguous last dim; math runs in float32 (float64 for float64 input).
 """
@@ -31,14 +32,18 @@ def _forward(
     weight: Tensor | None,
     alpha: Tensor,
     beta: Tensor,
+    bias: Tensor | None,
+    keep: Tensor | None,
     num_heads: int,
     eps: float,
     activation: str,
     dot_scale: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """(y, Σx² (M,), σ(s) (M, H), x + residual or None); y is computed on x + residual when given.
+    center: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(y, Σx̃² (M,), σ(s) (M, H), mean (M,) or None, x + residual or None); y is computed on x + residual when
+    given, x̃ = x − mean(x) when ``center`` (else x), the dynamic term σ(s)·α multiplied by ``keep`` when given.
 
-    The raw Σx² rather than 1/RMS is returned so that Inductor computes 1/RMS inline in the loop writing y
+    The raw Σx̃² rather than 1/RMS is returned so that Inductor computes 1/RMS inline in the loop writing y
     instead of materializing it in a loop of its own (``forward`` derives 1/RMS from it).
     """
     ct = compute_dtype(x.dtype)
@@ -48,16 +53,23 @@ def _forward(
         x = summed
     m, d = x.shape
     xf = x.to(ct)
+    mean = None
+    if center:
+        mean = xf.mean(-1)
+        xf = xf - mean.unsqueeze(-1)
     sumsq = xf.square().sum(-1)  # (M,)
     rstd = torch.rsqrt(sumsq / d + eps)
     xh = xf.view(m, num_heads, d // num_heads)
     s = (xh * beta.to(ct).view(num_heads, -1)).sum(-1) * dot_scale  # (M, H)
     t = sigma(s, activation)
-    gain = t.unsqueeze(-1) * alpha.to(ct).view(num_heads, -1) + (
-        1.0 if weight is None else weight.to(ct).view(num_heads, -1)
-    )
+    dynamic = t.unsqueeze(-1) * alpha.to(ct).view(num_heads, -1)
+    if keep is not None:
+        dynamic = dynamic * keep.view(m, num_heads, -1)
+    gain = dynamic + (1.0 if weight is None else weight.to(ct).view(num_heads, -1))
     y = (gain * (xh * rstd.view(m, 1, 1))).view(m, d)  # γ ⊙ (x · 1/RMS), the order RMSNorm uses
-    return y.to(x.dtype), sumsq, t, summed
+    if bias is not None:
+        y = y + bias.to(ct)
+    return y.to(x.dtype), sumsq, t, mean, summed
 
 
 def _backward(
@@ -66,38 +78,52 @@ def _backward(
     weight: Tensor | None,
     alpha: Tensor,
     beta: Tensor,
+    bias: Tensor | None,
+    keep: Tensor | None,
     rstd: Tensor,
     t: Tensor,
+    mean: Tensor | None,
     dsummed: Tensor | None,
     num_heads: int,
     activation: str,
     dot_scale: float,
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """(dx, dγ, dα, dβ) by spec §5; ``dsummed`` (the gradient of x + residual) is added to dx.
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
+    """(dx, dγ, dα, dβ, db) by spec §5 with α·keep in place of α (dα = t·keep ⊙ δ ⊙ x̂) and, when ``mean`` is
+    given (the centering form), x̃ = x − mean in place of x and dx = dx̃ − mean(dx̃); ``dsummed`` (the gradient of
+    x + residual) is added to dx.
 
     Parameter gradients are reduced in the compute dtype and returned in each parameter's dtype.
     """
     ct = rstd.dtype
     m, d = x.shape
     hd = d // num_heads
-    xh = x.to(ct).view(m, num_heads, hd)
+    xf = x.to(ct) if mean is None else x.to(ct) - mean.view(m, 1)
+    xh = xf.view(m, num_heads, hd)
     dyh = dy.to(ct).view(m, num_heads, hd)
     r = rstd.view(m, 1, 1)
     a = alpha.to(ct).view(num_heads, hd)
+    if keep is not None:
+        a = a * keep.view(m, num_heads, hd)  # α ⊙ keep, per element
     xhat = xh * r
     gain = t.unsqueeze(-1) * a + (1.0 if weight is None else weight.to(ct).view(num_heads, hd))
     gdy = gain * dyh
     dy_xhat = dyh * xhat
     c = (dy_xhat * a).sum(-1)  # (M, H): ⟨δ⊙α, x̂⟩ per head
     u = (dsigma_from_t(t, activation) * c * dot_scale).unsqueeze(-1)  # (M, H, 1)
-    mean = (gdy * xhat).sum((-2, -1), keepdim=True) / d  # (M, 1, 1): mean(g⊙δ⊙x̂) over all of D
-    dx = (r * (gdy - xhat * mean) + u * beta.to(ct).view(num_heads, hd)).view(m, d)
+    rms_mean = (gdy * xhat).sum((-2, -1), keepdim=True) / d  # (M, 1, 1): mean(g⊙δ⊙x̂) over all of D
+    dx = (r * (gdy - xhat * rms_mean) + u * beta.to(ct).view(num_heads, hd)).view(m, d)
+    if mean is not None:
+        dx = dx - dx.mean(-1, keepdim=True)  # through x̃ = x − mean(x)
     if dsummed is not None:
         dx = dx + dsummed.to(ct)
     dweight = None if weight is None else dy_xhat.sum(0).view(d).to(weight.dtype)
-    dalpha = (t.unsqueeze(-1) * dy_xhat).sum(0).view(d).to(alpha.dtype)
+    kept = t.unsqueeze(-1) * dy_xhat
+    if keep is not None:
+        kept = kept * keep.view(m, num_heads, hd)
+    dalpha = kept.sum(0).view(d).to(alpha.dtype)
     dbeta = (u * xh).sum(0).view(d).to(beta.dtype)
-    return dx.to(x.dtype), dweight, dalpha, dbeta
+    dbias = None if bias is None else dy.to(ct).sum(0).to(bias.dtype)
+    return dx.to(x.dtype), dweight, dalpha, dbeta, dbias
 
 
 @functools.cache
@@ -120,9 +146,11 @@ def _compiled(fn: Callable, config: tuple) -> Callable:
 _CONFIGS: list[tuple] = []  # the configurations compiled so far, in order (names the copies)
 
 
-def _config(activation: str, num_heads: int, *tensors: Tensor | None) -> tuple:
-    """What Dynamo specializes on besides the width: activation, heads, and each tensor's dtype and device (or None)."""
-    return (activation, num_heads, *(None if t is None else (t.dtype, t.device.type) for t in tensors))
+def _config(activation: str, num_heads: int, *items: Tensor | bool | None) -> tuple:
+    """What Dynamo specializes on besides the width: activation, heads, flags, and each tensor's dtype and device
+    (or None)."""
+    return (activation, num_heads, *(t if t is None or isinstance(t, bool) else (t.dtype, t.device.type)
+                                     for t in items))
 
 
 def _rows_dynamic(*tensors: Tensor | None) -> None:
@@ -133,21 +161,25 @@ def _rows_dynamic(*tensors: Tensor | None) -> None:
 
 
 def forward(
-    x: Tensor, residual: Tensor | None, weight: Tensor | None, alpha: Tensor, beta: Tensor, num_heads: int,
-    eps: float, activation: str, dot_scale: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """(y, 1/RMS (M,), σ(s) (M, H), x + residual or None) for x, residual (M, D), by the compiled ``_forward``."""
-    _rows_dynamic(x, residual)
-    fn = _compiled(_forward, _config(activation, num_heads, x, residual, weight, alpha, beta))
-    y, sumsq, t, summed = fn(x, residual, weight, alpha, beta, num_heads, eps, activation, dot_scale)
-    return y, torch.rsqrt(sumsq / x.shape[1] + eps), t, summed
+    x: Tensor, residual: Tensor | None, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
+    keep: Tensor | None, num_heads: int, eps: float, activation: str, dot_scale: float, center: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(y, 1/RMS (M,), σ(s) (M, H), mean or None, x + residual or None) for x, residual, keep (M, D), by the
+    compiled ``_forward``."""
+    _rows_dynamic(x, residual, keep)
+    fn = _compiled(_forward, _config(activation, num_heads, center, x, residual, weight, alpha, beta, bias, keep))
+    y, sumsq, t, mean, summed = fn(x, residual, weight, alpha, beta, bias, keep, num_heads, eps, activation,
+                                   dot_scale, center)
+    return y, torch.rsqrt(sumsq / x.shape[1] + eps), t, mean, summed
 
 
 def backward(
-    dy: Tensor, x: Tensor, weight: Tensor | None, alpha: Tensor, beta: Tensor, rstd: Tensor, t: Tensor,
-    dsummed: Tensor | None, num_heads: int, activation: str, dot_scale: float,
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Compiled ``_backward``: (dx, dγ, dα, dβ) for dy, x (M, D); ``dsummed`` is added to dx."""
-    _rows_dynamic(dy, x, rstd, t, dsummed)
-    fn = _compiled(_backward, _config(activation, num_heads, dy, x, weight, alpha, beta, rstd, dsummed))
-    return fn(dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale)
+    dy: Tensor, x: Tensor, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
+    keep: Tensor | None, rstd: Tensor, t: Tensor, mean: Tensor | None, dsummed: Tensor | None, num_heads: int,
+    activation: str, dot_scale: float,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
+    """Compiled ``_backward``: (dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``dsummed`` is added to dx."""
+    _rows_dynamic(dy, x, keep, rstd, t, mean, dsummed)
+    config = _config(activation, num_heads, dy, x, weight, alpha, beta, bias, keep, rstd, mean, dsummed)
+    fn = _compiled(_backward, config)
+    return fn(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale)

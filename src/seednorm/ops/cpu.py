@@ -7,7 +7,8 @@ waits on fewer OpenMP barriers, which matters when the cores are shared.
 
 The library is compiled with the system C++ compiler (``$CXX`` or g++, the one TorchInductor needs anyway) and
 loaded with ctypes; the foreign calls release the GIL. Threads follow ``torch.get_num_threads()``.
-All tensors here are 2-D (M, D) with a contiguous last dim; x may be float32, bfloat16 or float16.
+All tensors here are 2-D (M, D) with a contiguous last dim; x may be float32, bfloat16 or float16; the dropout
+mask is float32.
 
 The kernel cache is ``$SEEDNORM_CACHE/kernels`` (default ``~/.cache/seednorm/kernels``): created private (0700),
 and used only while it is a directory owned by the user and not writable by group or others. It holds
@@ -45,10 +46,10 @@ _OUTPUT_TAIL = 4000  # characters of compiler output kept in an error
 
 _P, _I64, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
-    "seednorm_forward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _I, _P, _P, _I64, _I64, _I64,
-                         _F, _F, _I, _I],
-    "seednorm_backward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _I, _P, _P, _P, _P, _P, _I64,
-                          _I64, _I64, _F, _I, _I],
+    "seednorm_forward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _P, _I, _P, _I64, _P, _P, _P,
+                         _I64, _I64, _I64, _F, _F, _I, _I],
+    "seednorm_backward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _P, _I, _P, _I64, _P, _P, _P, _P,
+                          _P, _P, _P, _I64, _I64, _I64, _F, _I, _I],
 }
 
 
@@ -233,57 +234,74 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _params(weight: Tensor | None, alpha: Tensor, beta: Tensor) -> tuple[list[Tensor | None], int]:
-    """γ, α, β contiguous in one dtype the kernels read: their own when they share a supported one, else float32
-    (exact for every supported dtype, so mixed dtypes lose nothing); no copy when they already are.
+def _params(*params: Tensor | None) -> tuple[list[Tensor | None], int]:
+    """γ, α, β, bias contiguous in one dtype the kernels read: their own when they share a supported one, else
+    float32 (exact for every supported dtype, so mixed dtypes lose nothing); no copy when they already are.
 
     The kernels read raw pointers, so a parameter that is not a CPU tensor is refused here (a meta tensor's
     pointer is null, which the kernels would take for an absent parameter).
     """
-    params = [weight, alpha, beta]
-    for name, p in zip(("weight", "alpha", "beta"), params, strict=True):
+    for name, p in zip(("weight", "alpha", "beta", "bias"), params, strict=True):
         if p is not None and p.device.type != "cpu":
             raise ValueError(f"impl='cpp' needs CPU parameters, got {name} on {p.device}")
+    alpha = params[1]
     dtypes = {p.dtype for p in params if p is not None}
     dtype = alpha.dtype if len(dtypes) == 1 and alpha.dtype in DTYPES else torch.float32
     if not all(p is None or (p.dtype == dtype and p.is_contiguous()) for p in params):
-        params = [None if p is None else p.detach().to(dtype).contiguous() for p in params]
-    return params, DTYPES[dtype]
+        params = tuple(None if p is None else p.detach().to(dtype).contiguous() for p in params)
+    return list(params), DTYPES[dtype]
+
+
+def _mask(keep: Tensor | None) -> tuple[Tensor | None, int]:
+    """The dropout mask as float32 rows with a contiguous last dim, and its row stride (0 when absent)."""
+    if keep is None:
+        return None, 0
+    keep = keep if keep.dtype == torch.float32 and keep.stride(-1) == 1 else keep.float().contiguous()
+    return keep, keep.stride(0)
 
 
 def forward(
-    x: Tensor, residual: Tensor | None, weight: Tensor | None, alpha: Tensor, beta: Tensor, num_heads: int,
-    eps: float, activation: str, dot_scale: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """(y, 1/RMS (M,), σ(s) (M, H) float32, x + residual or None) for x, residual (M, D)."""
+    x: Tensor, residual: Tensor | None, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
+    keep: Tensor | None, num_heads: int, eps: float, activation: str, dot_scale: float, center: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(y, 1/RMS (M,), σ(s) (M, H) float32, mean (M,) float32 or None, x + residual or None) for x, residual,
+    keep (M, D); ``center`` normalizes x − mean(x)."""
     m, d = x.shape
     y = torch.empty((m, d), dtype=x.dtype)
     rstd = torch.empty(m, dtype=torch.float32)
     t = torch.empty((m, num_heads), dtype=torch.float32)
+    mean = torch.empty(m, dtype=torch.float32) if center else None
     summed = None if residual is None else torch.empty((m, d), dtype=x.dtype)
-    (w, a, b), pdtype = _params(weight, alpha, beta)
+    (w, a, b, c), pdtype = _params(weight, alpha, beta, bias)
+    k, sk = _mask(keep)
     library().seednorm_forward(
         _ptr(x), x.stride(0), _ptr(residual), 0 if residual is None else residual.stride(0),
-        _ptr(summed), d, _ptr(y), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), pdtype,
-        _ptr(rstd), _ptr(t), m, d, num_heads, eps, dot_scale, ACTIVATION_CODES[activation], torch.get_num_threads(),
+        _ptr(summed), d, _ptr(y), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), _ptr(c), pdtype, _ptr(k), sk,
+        _ptr(rstd), _ptr(t), _ptr(mean), m, d, num_heads, eps, dot_scale, ACTIVATION_CODES[activation],
+        torch.get_num_threads(),
     )
-    return y, rstd, t, summed
+    return y, rstd, t, mean, summed
 
 
 def backward(
-    dy: Tensor, x: Tensor, weight: Tensor | None, alpha: Tensor, beta: Tensor, rstd: Tensor, t: Tensor,
-    dsummed: Tensor | None, num_heads: int, activation: str, dot_scale: float,
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """(dx, dγ, dα, dβ) for dy, x (M, D); ``dsummed`` is added to dx; parameter gradients in their dtypes."""
+    dy: Tensor, x: Tensor, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
+    keep: Tensor | None, rstd: Tensor, t: Tensor, mean: Tensor | None, dsummed: Tensor | None, num_heads: int,
+    activation: str, dot_scale: float,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
+    """(dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``mean`` (the forward's, centering form) or None;
+    ``dsummed`` is added to dx; parameter gradients in their dtypes."""
     m, d = x.shape
     dy = dy if dy.dtype == x.dtype else dy.to(x.dtype)
     dx = torch.empty((m, d), dtype=x.dtype)
-    dweight, dalpha, dbeta = (torch.empty(d, dtype=torch.float32) for _ in range(3))
-    (w, a, b), pdtype = _params(weight, alpha, beta)
+    dweight, dalpha, dbeta, dbias = (torch.empty(d, dtype=torch.float32) for _ in range(4))
+    (w, a, b, c), pdtype = _params(weight, alpha, beta, bias)
+    k, sk = _mask(keep)
     library().seednorm_backward(
         _ptr(dy), dy.stride(0), _ptr(x), x.stride(0), _ptr(dsummed), 0 if dsummed is None else dsummed.stride(0),
-        _ptr(dx), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), pdtype, _ptr(rstd.contiguous()),
-        _ptr(t.contiguous()), _ptr(dweight), _ptr(dalpha), _ptr(dbeta), m, d, num_heads, dot_scale,
+        _ptr(dx), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), _ptr(c), pdtype, _ptr(k), sk,
+        _ptr(rstd.contiguous()), _ptr(t.contiguous()), _ptr(None if mean is None else mean.contiguous()),
+        _ptr(dweight), _ptr(dalpha), _ptr(dbeta), _ptr(dbias), m, d, num_heads, dot_scale,
         ACTIVATION_CODES[activation], torch.get_num_threads(),
     )
-    return dx, None if weight is None else dweight.to(weight.dtype), dalpha.to(alpha.dtype), dbeta.to(beta.dtype)
+    return (dx, None if weight is None else dweight.to(weight.dtype), dalpha.to(alpha.dtype), dbeta.to(beta.dtype),
+            None if bias is None else dbias.to(bias.dtype))

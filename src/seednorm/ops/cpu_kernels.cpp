@@ -1,12 +1,15 @@
 // SeeDNorm forward and backward for CPU: one pass over each row, OpenMP over rows (see cpu.py).
 //
 // Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x) in a second
-// sweep over the row, which is still in L1.
+// sweep over the row, which is still in L1. Options: the dynamic-dropout mask k (y = [σ(s)·α⊙k + γ] ⊙ x̂), the
+// centering form (a first sweep for the row mean μ, then everything on x − μ) and a bias added to y.
 // Backward: the rows are cut into at most 32 chunks of at least 64 rows (one chunk for fewer rows, fewer chunks for
 // very wide rows; never dependent on the thread count), each with its own float32 partial sums of dγ, dα, dβ. A chunk runs in blocks
 // of 4 rows: per row ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩, then one sweep over the block writes dx and adds the block's
 // sums to the partials (read and written once per block). The partials are summed in chunk order at the end, so
-// the parameter gradients are bitwise the same on every call and for any number of threads.
+// the parameter gradients are bitwise the same on every call and for any number of threads. With the mask, α⊙k
+// stands for α (and dα = t·k⊙δ⊙x̂); with centering, x − μ stands for x and dx = dx̃ − mean(dx̃), mean(dx̃) from
+// the row sums of the first sweep; with a bias, db = Σ δ.
 // x and dy are read from memory once, converted to float32 in registers. Chunks are handed out dynamically, so a
 // thread slowed by other work on its core does not hold the others back.
 // Element types: 0 = float32, 1 = bfloat16, 2 = float16. Activations: 0 tanh, 1 sigmoid, 2 hardtanh, 3 softsign.
@@ -82,17 +85,33 @@ std::vector<float> params(const void* p, int pdtype, int64_t d, float fill) {
 }
 
 struct Params {
-  std::vector<float> w, a, b;
-  Params(const void* weight, const void* alpha, const void* beta, int pdtype, int64_t d)
-      : w(params(weight, pdtype, d, 1.0f)), a(params(alpha, pdtype, d, 0.0f)), b(params(beta, pdtype, d, 0.0f)) {}
+  std::vector<float> w, a, b, c;  // γ, α, β, bias
+  bool has_bias;
+  Params(const void* weight, const void* alpha, const void* beta, const void* bias, int pdtype, int64_t d)
+      : w(params(weight, pdtype, d, 1.0f)), a(params(alpha, pdtype, d, 0.0f)), b(params(beta, pdtype, d, 0.0f)),
+        c(params(bias, pdtype, d, 0.0f)), has_bias(bias != nullptr) {}
 };
+
+// y over one head's channels [lo, hi): [t·α⊙k + γ] ⊙ (x − μ)·inv (+ bias); k is read only with KEEP.
+template <typename T, bool KEEP, bool BIAS>
+inline void write_head(const T* xr, const float* kr, T* yr, const float* a, const float* w, const float* c, float tk,
+                       float mu, float inv, int64_t lo, int64_t hi) {
+#pragma omp simd
+  for (int64_t i = lo; i < hi; ++i) {
+    const float ak = KEEP ? a[i] * kr[i] : a[i];
+    float v = (tk * ak + w[i]) * ((to_f(xr[i]) - mu) * inv);
+    if (BIAS) v += c[i];
+    yr[i] = from_f<T>(v);
+  }
+}
 
 template <typename T>
 void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, int64_t ss, T* y, int64_t sy,
-             const Params& p, float* rstd, float* t, int64_t m, int64_t d, int64_t heads, float eps,
-             float dot_scale, int act, int threads) {
+             const float* keep, int64_t sk, const Params& p, float* rstd, float* t, float* mean, int64_t m, int64_t d,
+             int64_t heads, float eps, float dot_scale, int act, int threads) {
   const int64_t hd = d / heads;
-  const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data();
+  const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data(), *c = p.c.data();
+  const bool bias = p.has_bias;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> th(heads);
@@ -106,12 +125,20 @@ void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, i
         for (int64_t i = 0; i < d; ++i) sum[i] = from_f<T>(to_f(xr[i]) + to_f(rr[i]));
         xr = sum;
       }
+      float mu = 0.0f;
+      if (mean) {  // the centering form: everything below runs on x − μ
+        float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+        for (int64_t i = 0; i < d; ++i) total += to_f(xr[i]);
+        mu = total / static_cast<float>(d);
+        mean[r] = mu;
+      }
       float sumsq = 0.0f;
       for (int64_t h = 0; h < heads; ++h) {
         float sq = 0.0f, dot = 0.0f;
 #pragma omp simd reduction(+ : sq, dot)
         for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
-          const float xi = to_f(xr[i]);
+          const float xi = to_f(xr[i]) - mu;
           sq += xi * xi;
           dot += xi * b[i];
         }
@@ -122,20 +149,25 @@ void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, i
       const float inv = 1.0f / std::sqrt(sumsq / static_cast<float>(d) + eps);
       rstd[r] = inv;
       T* yr = y + r * sy;
+      const float* kr = keep ? keep + r * sk : nullptr;
       for (int64_t h = 0; h < heads; ++h) {
-        const float tk = th[h];
-#pragma omp simd
-        for (int64_t i = h * hd; i < (h + 1) * hd; ++i) yr[i] = from_f<T>((tk * a[i] + w[i]) * (to_f(xr[i]) * inv));
+        const int64_t lo = h * hd, hi = (h + 1) * hd;
+        if (kr && bias) write_head<T, true, true>(xr, kr, yr, a, w, c, th[h], mu, inv, lo, hi);
+        else if (kr) write_head<T, true, false>(xr, kr, yr, a, w, c, th[h], mu, inv, lo, hi);
+        else if (bias) write_head<T, false, true>(xr, kr, yr, a, w, c, th[h], mu, inv, lo, hi);
+        else write_head<T, false, false>(xr, kr, yr, a, w, c, th[h], mu, inv, lo, hi);
       }
     }
   }
 }
 
-// One block of RB rows of the backward: writes their dx and adds their dγ, dα, dβ terms to the partials pw, pa, pb.
-template <typename T, int64_t RB>
-inline void backward_block(const T* const* xs, const T* const* gs, const T* const* ds, T* const* out, const float* inv,
-                           const float* tb, const float* ub, const float* mean, const float* w, const float* a,
-                           const float* b, float* pw, float* pa, float* pb, int64_t d, int64_t heads) {
+// One block of RB rows of the backward: writes their dx and adds their dγ, dα, dβ (and db) terms to the partials
+// pw, pa, pb (pc). KEEP: α⊙k stands for α; CENTER: x − μ stands for x and dx̃'s row mean dxm is subtracted.
+template <typename T, int64_t RB, bool KEEP, bool CENTER, bool BIAS>
+inline void backward_block(const T* const* xs, const T* const* gs, const T* const* ds, const float* const* ks,
+                           T* const* out, const float* inv, const float* tb, const float* ub, const float* mean,
+                           const float* mu, const float* dxm, const float* w, const float* a, const float* b, float* pw,
+                           float* pa, float* pb, float* pc, int64_t d, int64_t heads) {
   const int64_t hd = d / heads;
   for (int64_t h = 0; h < heads; ++h) {
     float tk[RB], uk[RB];
@@ -145,89 +177,148 @@ inline void backward_block(const T* const* xs, const T* const* gs, const T* cons
     }
 #pragma omp simd
     for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
-      float sw = 0.0f, sa = 0.0f, sb = 0.0f;
+      float sw = 0.0f, sa = 0.0f, sb = 0.0f, sc = 0.0f;
       for (int64_t k = 0; k < RB; ++k) {
-        const float xi = to_f(xs[k][i]), dyi = to_f(gs[k][i]), xhat = xi * inv[k], dyx = dyi * xhat;
+        const float xi = CENTER ? to_f(xs[k][i]) - mu[k] : to_f(xs[k][i]);
+        const float dyi = to_f(gs[k][i]), xhat = xi * inv[k], dyx = dyi * xhat;
+        const float ak = KEEP ? a[i] * ks[k][i] : a[i];
         sw += dyx;
-        sa += tk[k] * dyx;
+        sa += KEEP ? tk[k] * ks[k][i] * dyx : tk[k] * dyx;
         sb += uk[k] * xi;
-        const float g = inv[k] * ((tk[k] * a[i] + w[i]) * dyi - xhat * mean[k]) + uk[k] * b[i];
+        if (BIAS) sc += dyi;
+        float g = inv[k] * ((tk[k] * ak + w[i]) * dyi - xhat * mean[k]) + uk[k] * b[i];
+        if (CENTER) g -= dxm[k];
         out[k][i] = from_f<T>(g + to_f(ds[k][i]));
       }
       pw[i] += sw;
       pa[i] += sa;
       pb[i] += sb;
+      if (BIAS) pc[i] += sc;
     }
   }
 }
 
+// A head's row sums for the backward: c = ⟨δ⊙α(⊙k), x̂⟩ and ⟨g⊙δ, x̂⟩, and for the centering form Σ g⊙δ and Σ x̂.
+struct HeadSums {
+  float c, tot, gsum, zsum;
+};
+
+template <typename T, bool KEEP, bool CENTER>
+inline HeadSums head_sums(const T* xr, const T* g, const float* kr, const float* a, const float* w, float tk, float mk,
+                          float iv, int64_t lo, int64_t hi) {
+  float c = 0.0f, tot = 0.0f, gsum = 0.0f, zsum = 0.0f;
+#pragma omp simd reduction(+ : c, tot, gsum, zsum)
+  for (int64_t i = lo; i < hi; ++i) {
+    const float xi = CENTER ? to_f(xr[i]) - mk : to_f(xr[i]), dyi = to_f(g[i]);
+    const float dyx = dyi * xi * iv;  // δ ⊙ x̂
+    const float ak = KEEP ? a[i] * kr[i] : a[i], gi = tk * ak + w[i];
+    c += dyx * ak;
+    tot += dyx * gi;
+    if (CENTER) {
+      gsum += gi * dyi;
+      zsum += xi * iv;
+    }
+  }
+  return {c, tot, gsum, zsum};
+}
+
 template <typename T>
 void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed, int64_t sds, T* dx, int64_t sdx,
-              const Params& p, const float* rstd, const float* t, float* dweight, float* dalpha, float* dbeta,
-              int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
+              const float* keep, int64_t sk, const Params& p, const float* rstd, const float* t, const float* mu_row,
+              float* dweight, float* dalpha, float* dbeta, float* dbias, int64_t m, int64_t d, int64_t heads,
+              float dot_scale, int act, int threads) {
   constexpr int64_t RB = 4;                     // rows per block: partials are read and written once per block
   constexpr int64_t MAX_CHUNKS = 32;            // enough to balance the load over the threads
   constexpr int64_t MIN_CHUNK_BLOCKS = 16;      // fewer chunks for few rows: each partial costs a fill and a sum
   constexpr int64_t PARTIALS_BYTES = 16 << 20;  // bound on the partials' memory for very wide rows
   const int64_t hd = d / heads, blocks = (m + RB - 1) / RB;
   const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data();
-  const int64_t by_memory = std::max<int64_t>(1, PARTIALS_BYTES / (3 * d * static_cast<int64_t>(sizeof(float))));
+  const bool center = mu_row != nullptr, bias = p.has_bias;
+  const int64_t np = bias ? 4 : 3;  // partial rows per chunk: dγ, dα, dβ (, db)
+  const int64_t by_memory = std::max<int64_t>(1, PARTIALS_BYTES / (np * d * static_cast<int64_t>(sizeof(float))));
   const int64_t chunks = std::max<int64_t>(1, std::min({blocks / MIN_CHUNK_BLOCKS, MAX_CHUNKS, by_memory}));
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, chunks)));
-  std::vector<float> parts(static_cast<size_t>(chunks) * 3 * d);
-  float* const partials = parts.data();  // (chunks, 3, d)
+  std::vector<float> parts(static_cast<size_t>(chunks) * np * d);
+  float* const partials = parts.data();  // (chunks, np, d)
   const std::vector<T> zeros(d, from_f<T>(0.0f));  // stands in for missing rows and a missing dsummed
+  const std::vector<float> ones(d, 1.0f);          // the mask of missing rows
+  std::vector<float> bsum(heads, 0.0f);            // Σ β per head: the β term of mean(dx̃)
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = h * hd; i < (h + 1) * hd; ++i) bsum[h] += b[i];
 #pragma omp parallel num_threads(nt)
   {
     std::vector<T> scratch(d);  // dx of rows past the end
     std::vector<float> tb(RB * heads), ub(RB * heads);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      float* pw = partials + static_cast<size_t>(chunk) * 3 * d;
+      float* pw = partials + static_cast<size_t>(chunk) * np * d;
       float* pa = pw + d;
       float* pb = pa + d;
-      std::fill(pw, pw + 3 * d, 0.0f);
+      float* pc = bias ? pb + d : nullptr;
+      std::fill(pw, pw + np * d, 0.0f);
       for (int64_t blk = chunk * blocks / chunks; blk < (chunk + 1) * blocks / chunks; ++blk) {
         const T *xs[RB], *gs[RB], *ds[RB];
+        const float* ks[RB];
         T* out[RB];
-        float inv[RB], mean[RB];
+        float inv[RB], mean[RB], mu[RB], dxm[RB];
         for (int64_t k = 0; k < RB; ++k) {  // per row: 1/RMS, σ(s), u_h = σ'(s)·c_h·scale, mean ⟨g⊙δ, x̂⟩
           const int64_t r = blk * RB + k;
           const bool real = r < m;
           xs[k] = real ? x + r * sx : zeros.data();
           gs[k] = real ? dy + r * sdy : zeros.data();
           ds[k] = real && dsummed ? dsummed + r * sds : zeros.data();
+          ks[k] = real && keep ? keep + r * sk : ones.data();
           out[k] = real ? dx + r * sdx : scratch.data();
           inv[k] = real ? rstd[r] : 0.0f;
-          float total = 0.0f;
+          mu[k] = real && center ? mu_row[r] : 0.0f;
+          float total = 0.0f, gsum = 0.0f, zsum = 0.0f, bterm = 0.0f;
           for (int64_t h = 0; h < heads; ++h) {
-            const float tk = real ? t[r * heads + h] : 0.0f, iv = inv[k];
+            const float tk = real ? t[r * heads + h] : 0.0f, iv = inv[k], mk = mu[k];
             const T *xr = xs[k], *g = gs[k];
-            float c = 0.0f, tot = 0.0f;
-#pragma omp simd reduction(+ : c, tot)
-            for (int64_t i = h * hd; i < (h + 1) * hd; ++i) {
-              const float dyx = to_f(g[i]) * to_f(xr[i]) * iv;  // δ ⊙ x̂
-              c += dyx * a[i];
-              tot += dyx * (tk * a[i] + w[i]);
-            }
+            const float* kr = ks[k];
+            const int64_t lo = h * hd, hi = (h + 1) * hd;
+            const HeadSums hs = keep ? (center ? head_sums<T, true, true>(xr, g, kr, a, w, tk, mk, iv, lo, hi)
+                                               : head_sums<T, true, false>(xr, g, kr, a, w, tk, mk, iv, lo, hi))
+                                      : (center ? head_sums<T, false, true>(xr, g, kr, a, w, tk, mk, iv, lo, hi)
+                                                : head_sums<T, false, false>(xr, g, kr, a, w, tk, mk, iv, lo, hi));
+            const float c = hs.c, tot = hs.tot, gs_ = hs.gsum, zs = hs.zsum;
             total += tot;
+            gsum += gs_;
+            zsum += zs;
             tb[k * heads + h] = tk;
             ub[k * heads + h] = dsigma_from_t(tk, act) * c * dot_scale;
+            bterm += ub[k * heads + h] * bsum[h];
           }
           mean[k] = total / static_cast<float>(d);
+          // mean(dx̃) = (inv·(Σ g⊙δ − mean·Σ x̂) + Σ_h u_h·Σβ_h) / D: what the centering's projection removes
+          dxm[k] = (inv[k] * (gsum - mean[k] * zsum) + bterm) / static_cast<float>(d);
         }
-        backward_block<T, RB>(xs, gs, ds, out, inv, tb.data(), ub.data(), mean, w, a, b, pw, pa, pb, d, heads);
+        const int variant = (keep ? 4 : 0) | (center ? 2 : 0) | (bias ? 1 : 0);
+#define SEEDNORM_BLOCK(K, C, B)                                                                                   \
+  backward_block<T, RB, K, C, B>(xs, gs, ds, ks, out, inv, tb.data(), ub.data(), mean, mu, dxm, w, a, b, pw, pa, pb, \
+                                 pc, d, heads)
+        switch (variant) {
+          case 0: SEEDNORM_BLOCK(false, false, false); break;
+          case 1: SEEDNORM_BLOCK(false, false, true); break;
+          case 2: SEEDNORM_BLOCK(false, true, false); break;
+          case 3: SEEDNORM_BLOCK(false, true, true); break;
+          case 4: SEEDNORM_BLOCK(true, false, false); break;
+          case 5: SEEDNORM_BLOCK(true, false, true); break;
+          case 6: SEEDNORM_BLOCK(true, true, false); break;
+          default: SEEDNORM_BLOCK(true, true, true); break;
+        }
+#undef SEEDNORM_BLOCK
       }
     }
     constexpr int64_t TILE = 256;  // columns summed at once: the partials are read row by row, in chunk order
 #pragma omp for schedule(static)
     for (int64_t i0 = 0; i0 < d; i0 += TILE) {
       const int64_t n = std::min(TILE, d - i0);
-      float* outs[3] = {dweight + i0, dalpha + i0, dbeta + i0};
-      for (int64_t j = 0; j < 3; ++j) {
+      float* outs[4] = {dweight + i0, dalpha + i0, dbeta + i0, dbias + i0};
+      for (int64_t j = 0; j < np; ++j) {
         float acc[TILE] = {};
         for (int64_t k = 0; k < chunks; ++k) {  // chunk order: the same sums whatever the thread count
-          const float* q = partials + static_cast<size_t>(k) * 3 * d + j * d + i0;
+          const float* q = partials + static_cast<size_t>(k) * np * d + j * d + i0;
 #pragma omp simd
           for (int64_t i = 0; i < n; ++i) acc[i] += q[i];
         }
@@ -242,15 +333,16 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
 extern "C" {
 
 // x, residual, summed, y: (m, d) with row strides in elements; residual and summed may be null.
-// rstd: (m,) float32; t: (m, heads) float32.
+// keep: (m, d) float32 dropout mask with row stride sk, or null; bias: (d,) or null.
+// rstd: (m,) float32; t: (m, heads) float32; mean: (m,) float32 written for the centering form, null otherwise.
 void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t sr, void* summed, int64_t ss,
                       void* y, int64_t sy, int dtype, const void* weight, const void* alpha, const void* beta,
-                      int pdtype, float* rstd, float* t, int64_t m, int64_t d, int64_t heads, float eps,
-                      float dot_scale, int act, int threads) {
-  const Params p(weight, alpha, beta, pdtype, d);
+                      const void* bias, int pdtype, const float* keep, int64_t sk, float* rstd, float* t, float* mean,
+                      int64_t m, int64_t d, int64_t heads, float eps, float dot_scale, int act, int threads) {
+  const Params p(weight, alpha, beta, bias, pdtype, d);
 #define SEEDNORM_FORWARD(T)                                                                                      \
   forward<T>(static_cast<const T*>(x), sx, static_cast<const T*>(residual), sr, static_cast<T*>(summed), ss,      \
-             static_cast<T*>(y), sy, p, rstd, t, m, d, heads, eps, dot_scale, act, threads)
+             static_cast<T*>(y), sy, keep, sk, p, rstd, t, mean, m, d, heads, eps, dot_scale, act, threads)
   if (dtype == 0) SEEDNORM_FORWARD(float);
   else if (dtype == 1) SEEDNORM_FORWARD(bf16);
   else SEEDNORM_FORWARD(_Float16);
@@ -258,15 +350,19 @@ void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t s
 }
 
 // dy, x, dsummed, dx: (m, d) with row strides in elements; dsummed may be null (added to dx when given).
-// dweight, dalpha, dbeta: (d,) float32 outputs (dweight is written even when weight is null).
+// keep: the forward's mask or null; mean: the forward's row means (the centering form) or null.
+// dweight, dalpha, dbeta, dbias: (d,) float32 outputs (dweight is written even when weight is null; dbias only
+// when bias is given).
 void seednorm_backward(const void* dy, int64_t sdy, const void* x, int64_t sx, const void* dsummed, int64_t sds,
                        void* dx, int64_t sdx, int dtype, const void* weight, const void* alpha, const void* beta,
-                       int pdtype, const float* rstd, const float* t, float* dweight, float* dalpha,
-                       float* dbeta, int64_t m, int64_t d, int64_t heads, float dot_scale, int act, int threads) {
-  const Params p(weight, alpha, beta, pdtype, d);
+                       const void* bias, int pdtype, const float* keep, int64_t sk, const float* rstd, const float* t,
+                       const float* mean, float* dweight, float* dalpha, float* dbeta, float* dbias, int64_t m,
+                       int64_t d, int64_t heads, float dot_scale, int act, int threads) {
+  const Params p(weight, alpha, beta, bias, pdtype, d);
 #define SEEDNORM_BACKWARD(T)                                                                                     \
   backward<T>(static_cast<const T*>(dy), sdy, static_cast<const T*>(x), sx, static_cast<const T*>(dsummed), sds, \
-              static_cast<T*>(dx), sdx, p, rstd, t, dweight, dalpha, dbeta, m, d, heads, dot_scale, act, threads)
+              static_cast<T*>(dx), sdx, keep, sk, p, rstd, t, mean, dweight, dalpha, dbeta, dbias, m, d, heads,   \
+              dot_scale, act, threads)
   if (dtype == 0) SEEDNORM_BACKWARD(float);
   else if (dtype == 1) SEEDNORM_BACKWARD(bf16);
   else SEEDNORM_BACKWARD(_Float16);

@@ -1,14 +1,20 @@
 """SeeDNorm as one ``torch.library`` custom op pair, with fake (meta) functions, an autograd formula and the dispatch.
 
-    seednorm::forward(x, weight?, alpha, beta, residual?, num_heads, eps, activation, dot_scale, impl)
-        -> (y, rstd, t, summed)          rstd = 1/RMS (...,), t = σ(s) (..., H), summed = x + residual (or empty)
-    seednorm::backward(dy, x, weight?, alpha, beta, rstd, t, dsummed?, num_heads, activation, dot_scale, impl)
-        -> (dx, dweight, dalpha, dbeta)  dweight is empty when weight is None
+    seednorm::forward(x, weight?, alpha, beta, bias?, residual?, keep?, num_heads, eps, activation, dot_scale,
+                      center, impl)
+        -> (y, rstd, t, mean, summed)    rstd = 1/RMS (...,), t = σ(s) (..., H), mean = the row mean of x (...,) when
+                                         ``center`` (else empty), summed = x + residual (or empty)
+    seednorm::backward(dy, x, weight?, alpha, beta, bias?, keep?, rstd, t, mean?, dsummed?, num_heads, activation,
+                       dot_scale, impl)
+        -> (dx, dweight, dalpha, dbeta, dbias)   dweight (dbias) is empty when weight (bias) is None
 
-Both ops are opaque to autograd and to ``torch.compile``: the forward saves x (or x + residual), the parameters,
-1/RMS and σ(s), and the backward op computes all four gradients in one pass. ``torch.compile(fullgraph=True)``
-traces them through their fake functions without graph breaks. Eager calls run the same kernels and gradient
-formula through a plain ``autograd.Function`` (``_EagerFused``), which skips the op's Python dispatch.
+``keep`` is the dynamic-dropout mask of x's shape in the compute dtype (0 or 1/(1 − p) per element, drawn by
+``seednorm.functional`` with torch's RNG): the dynamic term is σ(s)·α ⊙ keep. ``center`` normalizes x − mean(x)
+(the centering form, spec §6) and ``bias`` is added to y. Both ops are opaque to autograd and to
+``torch.compile``: the forward saves x (or x + residual), the parameters, the mask, 1/RMS, σ(s) and the mean, and
+the backward op computes all gradients in one pass. ``torch.compile(fullgraph=True)`` traces them through their
+fake functions without graph breaks. Eager calls run the same kernels and gradient formula through a plain
+``autograd.Function`` (``_EagerFused``), which skips the op's Python dispatch.
 ``impl`` picks the kernels: "triton" (``triton.py``, CUDA, or CPU under ``TRITON_INTERPRET=1``), "cpp"
 (``cpu.py``, C++/OpenMP for CPU) or "compiled" (``compiled.py``, TorchInductor, any device).
 
@@ -66,30 +72,37 @@ def _forward_impl(
     weight: Tensor | None,
     alpha: Tensor,
     beta: Tensor,
+    bias: Tensor | None,
     residual: Tensor | None,
+    keep: Tensor | None,
     num_heads: int,
     eps: float,
     activation: str,
     dot_scale: float,
+    center: bool,
     impl: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     res = None if residual is None else _rows(residual)
-    y, rstd, t, summed = _kernels(impl).forward(
-        _rows(x), res, weight, alpha, beta, num_heads, eps, activation, dot_scale
+    mask = None if keep is None else _rows(keep)
+    y, rstd, t, mean, summed = _kernels(impl).forward(
+        _rows(x), res, weight, alpha, beta, bias, mask, num_heads, eps, activation, dot_scale, center
     )
     lead = x.shape[:-1]
     summed = x.new_empty(0) if summed is None else summed.view(x.shape)
-    return y.view(x.shape), rstd.view(lead), t.view(*lead, num_heads), summed
+    mean = rstd.new_empty(0) if mean is None else mean.view(lead)
+    return y.view(x.shape), rstd.view(lead), t.view(*lead, num_heads), mean, summed
 
 
 _forward = torch.library.custom_op("seednorm::forward", _forward_impl, mutates_args=())
 
 
 @_forward.register_fake
-def _forward_fake(x, weight, alpha, beta, residual, num_heads, eps, activation, dot_scale, impl):
+def _forward_fake(x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center, impl):
     lead, ct = x.shape[:-1], compute_dtype(x.dtype)
     summed = x.new_empty(0) if residual is None else x.new_empty(x.shape)
-    return x.new_empty(x.shape), x.new_empty(lead, dtype=ct), x.new_empty((*lead, num_heads), dtype=ct), summed
+    mean = x.new_empty(lead if center else 0, dtype=ct)
+    return (x.new_empty(x.shape), x.new_empty(lead, dtype=ct), x.new_empty((*lead, num_heads), dtype=ct), mean,
+            summed)
 
 
 def _backward_impl(
@@ -98,39 +111,48 @@ def _backward_impl(
     weight: Tensor | None,
     alpha: Tensor,
     beta: Tensor,
+    bias: Tensor | None,
+    keep: Tensor | None,
     rstd: Tensor,
     t: Tensor,
+    mean: Tensor | None,
     dsummed: Tensor | None,
     num_heads: int,
     activation: str,
     dot_scale: float,
     impl: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     ds = None if dsummed is None else _rows(dsummed)
-    dx, dweight, dalpha, dbeta = _kernels(impl).backward(
-        _rows(dy), _rows(x), weight, alpha, beta, rstd.reshape(-1), t.reshape(-1, num_heads), ds,
-        num_heads, activation, dot_scale,
+    mask = None if keep is None else _rows(keep)
+    dx, dweight, dalpha, dbeta, dbias = _kernels(impl).backward(
+        _rows(dy), _rows(x), weight, alpha, beta, bias, mask, rstd.reshape(-1), t.reshape(-1, num_heads),
+        None if mean is None else mean.reshape(-1), ds, num_heads, activation, dot_scale,
     )
-    return dx.view(x.shape), alpha.new_empty(0) if dweight is None else dweight, dalpha, dbeta
+    empty = alpha.new_empty(0)
+    return (dx.view(x.shape), empty if dweight is None else dweight, dalpha, dbeta,
+            empty if dbias is None else dbias)
 
 
 _backward = torch.library.custom_op("seednorm::backward", _backward_impl, mutates_args=())
 
 
 @_backward.register_fake
-def _backward_fake(dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale, impl):
+def _backward_fake(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale,
+                   impl):
     dweight = alpha.new_empty(0) if weight is None else weight.new_empty(weight.shape)
-    return x.new_empty(x.shape), dweight, alpha.new_empty(alpha.shape), beta.new_empty(beta.shape)
+    dbias = alpha.new_empty(0) if bias is None else bias.new_empty(bias.shape)
+    return x.new_empty(x.shape), dweight, alpha.new_empty(alpha.shape), beta.new_empty(beta.shape), dbias
 
 
 def _save(ctx, inputs, output, backward_op) -> None:
     """What ``_grad`` needs, and which backward it calls: the registered op, or its function directly (eager)."""
-    x, weight, alpha, beta, residual, num_heads, _eps, activation, dot_scale, impl = inputs
-    _y, rstd, t, summed = output
-    ctx.mark_non_differentiable(rstd, t)
+    x, weight, alpha, beta, bias, residual, keep, num_heads, _eps, activation, dot_scale, center, impl = inputs
+    _y, rstd, t, mean, summed = output
+    ctx.mark_non_differentiable(rstd, t, mean)
     ctx.has_residual = residual is not None
+    ctx.center = center
     ctx.config = (num_heads, activation, dot_scale, impl)
-    ctx.save_for_backward(summed if ctx.has_residual else x, weight, alpha, beta, rstd, t)
+    ctx.save_for_backward(summed if ctx.has_residual else x, weight, alpha, beta, bias, keep, rstd, t, mean)
     ctx.backward_op = backward_op
 
 
@@ -138,12 +160,16 @@ def _setup_context(ctx, inputs, output) -> None:
     _save(ctx, inputs, output, _backward)
 
 
-def _grad(ctx, dy, _drstd, _dt, dsummed):
-    x, weight, alpha, beta, rstd, t = ctx.saved_tensors
+def _grad(ctx, dy, _drstd, _dt, _dmean, dsummed):
+    x, weight, alpha, beta, bias, keep, rstd, t, mean = ctx.saved_tensors
     dsummed = dsummed if ctx.has_residual else None
-    dx, dweight, dalpha, dbeta = ctx.backward_op(dy, x, weight, alpha, beta, rstd, t, dsummed, *ctx.config)
+    mean = mean if ctx.center else None
+    dx, dweight, dalpha, dbeta, dbias = ctx.backward_op(
+        dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, *ctx.config
+    )
     dresidual = dx if ctx.has_residual else None
-    return dx, None if weight is None else dweight, dalpha, dbeta, dresidual, None, None, None, None, None
+    return (dx, None if weight is None else dweight, dalpha, dbeta, None if bias is None else dbias, dresidual,
+            None, None, None, None, None, None, None)
 
 
 _forward.register_autograd(_grad, setup_context=_setup_context)
@@ -222,8 +248,8 @@ def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
     An explicit ``impl`` is returned as is; "auto" takes ``$SEEDNORM_IMPL`` when set, else picks Triton for CUDA
     tensors, on CPU the C++ kernels (the fastest path measured there by ``python -m seednorm.bench``) or the
     next that works (see the module docstring), the reference for float64 (exact, and twice differentiable) and
-    any other device. Layers the fused op does not cover (``fusable=False``: ``center``, ``bias``, or dynamic
-    dropout in training) always take the reference path, whatever ``impl`` asks.
+    any other device. Calls the fused op does not cover (``fusable=False``: the element-wise forms of s, and
+    ``torch.func`` transforms) always take the reference path, whatever ``impl`` asks.
     """
     check_impl(impl)
     if not fusable:
@@ -271,12 +297,17 @@ def seednorm_fused(
     activation: str,
     dot_scale: float,
     impl: str,
+    bias: Tensor | None = None,
+    keep: Tensor | None = None,
+    center: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """SeeDNorm through the custom op: y = [σ(s)·α + γ] ⊙ x / RMS(x), x of shape (..., D).
+    """SeeDNorm through the custom op: y = [σ(s)·α ⊙ keep + γ] ⊙ x̃ / RMS(x̃) + bias, x of shape (..., D), with
+    x̃ = x − mean(x) when ``center`` (else x̃ = x) and s computed from x̃.
 
     Arguments are already checked and resolved (``eps`` and ``dot_scale`` are numbers) as in
-    ``seednorm.functional.seednorm``; ``impl`` is "triton", "cpp" or "compiled". With a ``residual`` of x's shape
-    and dtype, returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
+    ``seednorm.functional.seednorm``; ``impl`` is "triton", "cpp" or "compiled". ``keep`` (x's shape, the compute
+    dtype: 0 or 1/(1 − p)) is the dynamic-dropout mask, None for none. With a ``residual`` of x's shape and dtype,
+    returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
     """
     if impl not in ("triton", "cpp", "compiled"):
         raise ValueError(f"the fused op runs impl 'triton', 'cpp' or 'compiled', got {impl!r}")
@@ -284,6 +315,10 @@ def seednorm_fused(
         raise ValueError(f"the fused op supports activations {ACTIVATIONS}, got {activation!r}")
     if residual is not None:
         check_residual(x, residual)
+    if keep is not None and (keep.shape != x.shape or keep.dtype != compute_dtype(x.dtype)
+                             or keep.device != x.device):
+        raise ValueError(f"keep must have the input's shape {tuple(x.shape)}, dtype {compute_dtype(x.dtype)} and "
+                         f"device, got {tuple(keep.shape)} {keep.dtype} on {keep.device}")
     if torch._C._are_functorch_transforms_active():
         raise RuntimeError(
             "the fused op does not support torch.func transforms (grad, vmap, jacrev, jvp); call "
@@ -302,7 +337,8 @@ def seednorm_fused(
     # the op (its fake function, or its schema for TorchScript).
     eager = (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and type(x) is Tensor
              and x.device.type != "meta")
-    y, _rstd, _t, summed = (_EagerFused.apply if eager else _forward)(
-        x, weight, alpha, beta, residual, num_heads, float(eps), activation, float(dot_scale), impl
+    y, _rstd, _t, _mean, summed = (_EagerFused.apply if eager else _forward)(
+        x, weight, alpha, beta, bias, residual, keep, num_heads, float(eps), activation, float(dot_scale),
+        bool(center), impl
     )
     return y if residual is None else (y, summed)

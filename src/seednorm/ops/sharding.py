@@ -3,8 +3,9 @@
 SeeDNorm is row-wise: every statistic (1/RMS, s = x·βᵀ, σ(s)) belongs to one row of the last dimension D. So an
 input sharded on any leading dimension d runs the kernels on each rank's rows unchanged:
 
-    forward   x, residual: Shard(d)   γ, α, β: Replicate   →   y, 1/RMS, σ(s), x + residual: Shard(d)
-    backward  dy, x, 1/RMS, σ(s), dsummed: Shard(d)        →   dx: Shard(d);  dγ, dα, dβ: Partial (sum over ranks)
+    forward   x, residual, keep: Shard(d)   γ, α, β, b: Replicate   →   y, 1/RMS, σ(s), mean, x + residual: Shard(d)
+    backward  dy, x, keep, 1/RMS, σ(s), mean, dsummed: Shard(d)   →   dx: Shard(d);  dγ, dα, dβ, db: Partial (sum
+              over ranks)
 
 and everything replicated gives everything replicated. There is no rule for a shard on D (the last dimension): a
 row's sums would be split across ranks. DTensor then redistributes x to a layout above before the op runs (the
@@ -49,23 +50,26 @@ def _row_dims(x: object) -> range:
 
 
 @register_sharding(torch.ops.seednorm.forward.default)
-def _forward_sharding(x, weight, alpha, beta, residual, num_heads, eps, activation, dot_scale, impl):
-    args = (x, weight, alpha, beta, residual, num_heads, eps, activation, dot_scale, impl)
-    rows = {0, 4}  # x, residual
-    summed_r = Replicate()  # the empty placeholder when there is no residual
-    strategies = [([Replicate()] * 4, _inputs(args, rows, None))]
+def _forward_sharding(x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center,
+                      impl):
+    args = (x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center, impl)
+    rows = {0, 5, 6}  # x, residual, keep
+    strategies = [([Replicate()] * 5, _inputs(args, rows, None))]
     for d in _row_dims(x):
-        summed = summed_r if residual is None else Shard(d)
-        strategies.append(([Shard(d), Shard(d), Shard(d), summed], _inputs(args, rows, d)))
+        summed = Replicate() if residual is None else Shard(d)  # the empty placeholder when there is no residual
+        mean = Shard(d) if center else Replicate()  # the same when the layer does not center
+        strategies.append(([Shard(d), Shard(d), Shard(d), mean, summed], _inputs(args, rows, d)))
     return strategies
 
 
 @register_sharding(torch.ops.seednorm.backward.default)
-def _backward_sharding(dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale, impl):
-    args = (dy, x, weight, alpha, beta, rstd, t, dsummed, num_heads, activation, dot_scale, impl)
-    rows = {0, 1, 5, 6, 7}  # dy, x, 1/RMS, σ(s), dsummed
-    strategies = [([Replicate()] * 4, _inputs(args, rows, None))]
+def _backward_sharding(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation,
+                       dot_scale, impl):
+    args = (dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale, impl)
+    rows = {0, 1, 6, 7, 8, 9, 10}  # dy, x, keep, 1/RMS, σ(s), mean, dsummed
+    strategies = [([Replicate()] * 5, _inputs(args, rows, None))]
     for d in _row_dims(x):
         dweight = Replicate() if weight is None else Partial()  # the empty placeholder when there is no γ
-        strategies.append(([Shard(d), dweight, Partial(), Partial()], _inputs(args, rows, d)))
+        dbias = Replicate() if bias is None else Partial()
+        strategies.append(([Shard(d), dweight, Partial(), Partial(), dbias], _inputs(args, rows, d)))
     return strategies

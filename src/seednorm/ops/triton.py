@@ -1,7 +1,8 @@
 """Triton kernels for SeeDNorm: forward (optionally fused with a residual add) and backward, multi-head.
 
 Memory traffic equals RMSNorm's (spec §5). The forward reads x (and the residual) once and writes y (and x + r);
-it keeps 1/RMS (M,) and t = σ(s) (M, H) for the backward, nothing else. The backward reads x and dy once and
+it keeps 1/RMS (M,) and t = σ(s) (M, H) (and the row mean for the centering form) for the backward, nothing else;
+the dropout mask, when there is one, is read once more by each direction. The backward reads x and dy once and
 writes dx; the parameter gradients dγ, dα, dβ are accumulated in float32 by a persistent grid (about two programs
 per SM, each owning a contiguous block of rows) and summed over the programs at the end.
 
@@ -16,8 +17,13 @@ Two layouts, chosen by width:
   the forward; the mean term and σ'(s)·c·dot_scale per head in the backward), then an apply kernel over
   (rows, chunks) writes y, or dx and the parameter partials. x (and dy) are read twice: slower, same result.
 
+Options, each a constexpr of every kernel (so a layer without them compiles the code it always did): the
+dynamic-dropout mask k (``HAS_KEEP``: α⊙k stands for α, and dα = t·k⊙δ⊙x̂), the centering form (``CENTER``: the
+row mean μ first, then everything on x − μ, and dx = dx̃ − mean(dx̃)) and a bias (``HAS_BIAS``: added to y, and
+db = Σ δ as a fourth parameter partial).
+
 All arithmetic is float32; x, dy, residual may be float32, bfloat16 or float16, the parameters float32 or low
-precision. Inputs are 2-D (M, D) with a contiguous last dim and any row stride.
+precision, the mask float32. Inputs are 2-D (M, D) with a contiguous last dim and any row stride.
 """
 
 from __future__ import annotations
@@ -88,11 +94,12 @@ def _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES: tl.
 
 @triton.jit
 def _fwd_row_kernel(
-    X, R, S, Y, W, A, B, RSTD, T,
-    stride_x, stride_r, stride_s, stride_y,
+    X, R, S, Y, W, A, B, C, K, RSTD, T, MU,
+    stride_x, stride_r, stride_s, stride_y, stride_k,
     D, HD, eps, dot_scale,
     H: tl.constexpr, HB: tl.constexpr, CB: tl.constexpr,
     ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr,
+    HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     heads = tl.arange(0, HB)
@@ -100,25 +107,42 @@ def _fwd_row_kernel(
     mask = hmask[:, None] & (tl.arange(0, CB)[None, :] < HD)
     cols = heads[:, None] * HD + tl.arange(0, CB)[None, :]
     x = _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES, True)
+    if CENTER:
+        mu = tl.sum(tl.sum(x, axis=1), axis=0) / D
+        x = tl.where(mask, x - mu, 0.0)
+        tl.store(MU + row, mu)
     b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
     a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_KEEP:
+        a = a * tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(x * x, axis=1), axis=0) / D + eps)
     t = _sigma(tl.sum(x * b, axis=1) * dot_scale, ACT)  # (HB,)
     g = t[:, None] * a + _weight(W, cols, mask, HAS_W)
-    tl.store(Y + row * stride_y + cols, (g * x * rstd).to(Y.dtype.element_ty), mask=mask)
+    y = g * x * rstd
+    if HAS_BIAS:
+        y += tl.load(C + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
     tl.store(RSTD + row, rstd)
     tl.store(T + row * H + heads, t, mask=hmask)
 
 
 @triton.jit
 def _fwd_stats_kernel(
-    X, R, S, B, RSTD, T,
+    X, R, S, B, RSTD, T, MU,
     stride_x, stride_r, stride_s,
     D, HD, eps, dot_scale,
-    H: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr,
+    H: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_RES: tl.constexpr, CENTER: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
+    mu = 0.0
+    if CENTER:  # a first pass for the row mean
+        total = tl.zeros((BLOCK,), tl.float32)
+        for c0 in range(0, D, BLOCK):
+            mask = c0 + offs < D
+            total += _load_x(X, R, S, row, stride_x, stride_r, stride_s, c0 + offs, mask, HAS_RES, False)
+        mu = tl.sum(total, axis=0) / D
+        tl.store(MU + row, mu)
     sumsq = tl.zeros((BLOCK,), tl.float32)
     for h in range(H):
         dot = tl.zeros((BLOCK,), tl.float32)
@@ -126,6 +150,8 @@ def _fwd_stats_kernel(
             mask = c0 + offs < HD
             cols = h * HD + c0 + offs
             x = _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES, True)
+            if CENTER:
+                x = tl.where(mask, x - mu, 0.0)
             sumsq += x * x
             dot += x * tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(T + row * H + h, _sigma(tl.sum(dot, axis=0) * dot_scale, ACT))
@@ -134,17 +160,25 @@ def _fwd_stats_kernel(
 
 @triton.jit
 def _fwd_apply_kernel(
-    X, Y, W, A, RSTD, T,
-    stride_x, stride_y, D, HD,
+    X, Y, W, A, C, K, RSTD, T, MU,
+    stride_x, stride_y, stride_k, D, HD,
     H: tl.constexpr, BLOCK: tl.constexpr, HAS_W: tl.constexpr,
+    HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < D
     x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if CENTER:
+        x = x - tl.load(MU + row)
     t = tl.load(T + row * H + cols // HD, mask=mask, other=0.0)
-    g = t * tl.load(A + cols, mask=mask, other=0.0).to(tl.float32) + _weight(W, cols, mask, HAS_W)
+    a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_KEEP:
+        a = a * tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+    g = t * a + _weight(W, cols, mask, HAS_W)
     y = g * x * tl.load(RSTD + row)
+    if HAS_BIAS:
+        y += tl.load(C + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
 
 
@@ -154,111 +188,168 @@ def _fwd_apply_kernel(
 
 @triton.jit
 def _bwd_row_kernel(
-    DY, X, W, A, B, RSTD, T, DS, DX, DW, DA, DB,
-    stride_dy, stride_x, stride_ds, stride_dx,
+    DY, X, W, A, B, K, RSTD, T, MU, DS, DX, DW, DA, DB, DC,
+    stride_dy, stride_x, stride_k, stride_ds, stride_dx,
     M, D, HD, dot_scale, rows_per_program,
     H: tl.constexpr, HB: tl.constexpr, CB: tl.constexpr,
     ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_DS: tl.constexpr,
+    HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     heads = tl.arange(0, HB)
     hmask = heads < H
     mask = hmask[:, None] & (tl.arange(0, CB)[None, :] < HD)
     cols = heads[:, None] * HD + tl.arange(0, CB)[None, :]
-    a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+    alpha = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
     w = _weight(W, cols, mask, HAS_W)
     dw = tl.zeros((HB, CB), tl.float32)
     da = tl.zeros((HB, CB), tl.float32)
     db = tl.zeros((HB, CB), tl.float32)
+    dc = tl.zeros((HB, CB), tl.float32)
     start = pid.to(tl.int64) * rows_per_program
     for row in range(start, tl.minimum(start + rows_per_program, M)):
         x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        if CENTER:
+            x = tl.where(mask, x - tl.load(MU + row), 0.0)
         dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + row)
         t = tl.load(T + row * H + heads, mask=hmask, other=0.0)
+        a = alpha
+        if HAS_KEEP:
+            k = tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+            a = alpha * k
         xhat = x * rstd
         gdy = (t[:, None] * a + w) * dy
         dy_xhat = dy * xhat
         u = _dsigma(t, ACT) * tl.sum(dy_xhat * a, axis=1) * dot_scale  # σ'(s)·c_h·dot_scale, (HB,)
         mean = tl.sum(tl.sum(gdy * xhat, axis=1), axis=0) / D
         dx = rstd * (gdy - xhat * mean) + u[:, None] * b
+        if CENTER:  # through x − mean(x): remove dx̃'s row mean
+            dx = dx - tl.sum(tl.sum(tl.where(mask, dx, 0.0), axis=1), axis=0) / D
         if HAS_DS:
             dx += tl.load(DS + row * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
         dw += dy_xhat
-        da += t[:, None] * dy_xhat
+        if HAS_KEEP:
+            da += t[:, None] * k * dy_xhat
+        else:
+            da += t[:, None] * dy_xhat
         db += u[:, None] * x
+        if HAS_BIAS:
+            dc += dy
     part = pid.to(tl.int64) * D + cols
     tl.store(DW + part, dw, mask=mask)
     tl.store(DA + part, da, mask=mask)
     tl.store(DB + part, db, mask=mask)
+    if HAS_BIAS:
+        tl.store(DC + part, dc, mask=mask)
 
 
 @triton.jit
 def _bwd_stats_kernel(
-    DY, X, W, A, RSTD, T, MEAN, U,
-    stride_dy, stride_x, D, HD, dot_scale,
+    DY, X, W, A, B, K, RSTD, T, MU, MEAN, U, DXM,
+    stride_dy, stride_x, stride_k, D, HD, dot_scale,
     H: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_W: tl.constexpr,
+    HAS_KEEP: tl.constexpr, CENTER: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     rstd = tl.load(RSTD + row)
+    mu = 0.0
+    if CENTER:
+        mu = tl.load(MU + row)
     total = tl.zeros((BLOCK,), tl.float32)
+    gsum = tl.zeros((BLOCK,), tl.float32)  # Σ g⊙δ, Σ x̂ and Σ_h u_h·Σβ_h: mean(dx̃) for the centering form
+    zsum = tl.zeros((BLOCK,), tl.float32)
+    bterm = tl.sum(zsum, axis=0)  # 0.0 as a float32 scalar: a loop-carried value keeps its type
     for h in range(H):
         t = tl.load(T + row * H + h)
         c = tl.zeros((BLOCK,), tl.float32)
+        bsum = tl.zeros((BLOCK,), tl.float32)
         for c0 in range(0, HD, BLOCK):
             mask = c0 + offs < HD
             cols = h * HD + c0 + offs
-            xhat = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32) * rstd
+            x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            if CENTER:
+                x = tl.where(mask, x - mu, 0.0)
+            xhat = x * rstd
             dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
             a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+            if HAS_KEEP:
+                a = a * tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
             g = t * a + _weight(W, cols, mask, HAS_W)
             total += g * dy * xhat
             c += dy * a * xhat
-        tl.store(U + row * H + h, _dsigma(t, ACT) * tl.sum(c, axis=0) * dot_scale)
-    tl.store(MEAN + row, tl.sum(total, axis=0) / D)
+            if CENTER:
+                gsum += g * dy
+                zsum += xhat
+                bsum += tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+        u = _dsigma(t, ACT) * tl.sum(c, axis=0) * dot_scale
+        tl.store(U + row * H + h, u)
+        if CENTER:
+            bterm += u * tl.sum(bsum, axis=0)
+    mean = tl.sum(total, axis=0) / D
+    tl.store(MEAN + row, mean)
+    if CENTER:
+        tl.store(DXM + row, (rstd * (tl.sum(gsum, axis=0) - mean * tl.sum(zsum, axis=0)) + bterm) / D)
 
 
 @triton.jit
 def _bwd_apply_kernel(
-    DY, X, W, A, B, RSTD, T, MEAN, U, DS, DX, DW, DA, DB,
-    stride_dy, stride_x, stride_ds, stride_dx,
+    DY, X, W, A, B, K, RSTD, T, MU, MEAN, U, DXM, DS, DX, DW, DA, DB, DC,
+    stride_dy, stride_x, stride_k, stride_ds, stride_dx,
     M, D, HD, rows_per_program,
     H: tl.constexpr, BLOCK: tl.constexpr, HAS_W: tl.constexpr, HAS_DS: tl.constexpr,
+    HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < D
     head = cols // HD
-    a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+    alpha = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
     b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
     w = _weight(W, cols, mask, HAS_W)
     dw = tl.zeros((BLOCK,), tl.float32)
     da = tl.zeros((BLOCK,), tl.float32)
     db = tl.zeros((BLOCK,), tl.float32)
+    dc = tl.zeros((BLOCK,), tl.float32)
     start = pid.to(tl.int64) * rows_per_program
     for row in range(start, tl.minimum(start + rows_per_program, M)):
         x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        if CENTER:
+            x = tl.where(mask, x - tl.load(MU + row), 0.0)
         dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + row)
         t = tl.load(T + row * H + head, mask=mask, other=0.0)
         u = tl.load(U + row * H + head, mask=mask, other=0.0)
+        a = alpha
+        if HAS_KEEP:
+            k = tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+            a = alpha * k
         xhat = x * rstd
         gdy = (t * a + w) * dy
         dx = rstd * (gdy - xhat * tl.load(MEAN + row)) + u * b
+        if CENTER:
+            dx -= tl.load(DXM + row)
         if HAS_DS:
             dx += tl.load(DS + row * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(DX + row * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
         dy_xhat = dy * xhat
         dw += dy_xhat
-        da += t * dy_xhat
+        if HAS_KEEP:
+            da += t * k * dy_xhat
+        else:
+            da += t * dy_xhat
         db += u * x
+        if HAS_BIAS:
+            dc += dy
     part = pid.to(tl.int64) * D + cols
     tl.store(DW + part, dw, mask=mask)
     tl.store(DA + part, da, mask=mask)
     tl.store(DB + part, db, mask=mask)
+    if HAS_BIAS:
+        tl.store(DC + part, dc, mask=mask)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -301,14 +392,18 @@ def forward(
     weight: Tensor | None,
     alpha: Tensor,
     beta: Tensor,
+    bias: Tensor | None,
+    keep: Tensor | None,
     num_heads: int,
     eps: float,
     activation: str,
     dot_scale: float,
+    center: bool,
     *,
     launch: Launch = launch_kernel,
-) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """(y, 1/RMS (M,) fp32, σ(s) (M, H) fp32, x + residual or None) for x, residual (M, D).
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(y, 1/RMS (M,) fp32, σ(s) (M, H) fp32, mean (M,) fp32 or None, x + residual or None) for x, residual,
+    keep (M, D); ``center`` normalizes x − mean(x).
 
     Every kernel starts through ``launch`` (``warmup_kernel`` compiles them and leaves the outputs unwritten)."""
     m, d = x.shape
@@ -316,40 +411,47 @@ def forward(
     y = torch.empty((m, d), dtype=x.dtype, device=x.device)
     rstd = torch.empty(m, dtype=torch.float32, device=x.device)
     t = torch.empty((m, num_heads), dtype=torch.float32, device=x.device)
+    mean = torch.empty(m, dtype=torch.float32, device=x.device) if center else None
     summed = None if residual is None else torch.empty((m, d), dtype=x.dtype, device=x.device)
     if m == 0:
-        return y, rstd, t, summed
-    r = x if residual is None else residual  # dummy pointer when there is no residual
+        return y, rstd, t, mean, summed
+    r = x if residual is None else residual  # dummy pointers for absent inputs
     s = y if summed is None else summed
+    k = rstd if keep is None else keep
+    c = alpha if bias is None else bias
+    mu = rstd if mean is None else mean
     act = ACTIVATION_CODES[activation]
     w = alpha if weight is None else weight
+    options = {"HAS_KEEP": keep is not None, "CENTER": center, "HAS_BIAS": bias is not None}
+    stride_k = 0 if keep is None else keep.stride(0)
     hb, cb = _row_tile(d, num_heads)
     if hb * cb <= MAX_TILE_FWD:
         launch(
             _fwd_row_kernel, (m,),
-            x, r, s, y, w, alpha, beta, rstd, t,
-            x.stride(0), r.stride(0), s.stride(0), y.stride(0),
+            x, r, s, y, w, alpha, beta, c, k, rstd, t, mu,
+            x.stride(0), r.stride(0), s.stride(0), y.stride(0), stride_k,
             d, hd, eps, dot_scale,
             H=num_heads, HB=hb, CB=cb, ACT=act, HAS_W=weight is not None, HAS_RES=residual is not None,
-            num_warps=_num_warps(hb * cb),
+            **options, num_warps=_num_warps(hb * cb),
         )
     else:
         block = min(CHUNK, triton.next_power_of_2(hd))
         launch(
             _fwd_stats_kernel, (m,),
-            x, r, s, beta, rstd, t,
+            x, r, s, beta, rstd, t, mu,
             x.stride(0), r.stride(0), s.stride(0),
             d, hd, eps, dot_scale,
-            H=num_heads, BLOCK=block, ACT=act, HAS_RES=residual is not None, num_warps=_num_warps(block),
+            H=num_heads, BLOCK=block, ACT=act, HAS_RES=residual is not None, CENTER=center,
+            num_warps=_num_warps(block),
         )
         src = x if summed is None else summed
         launch(
             _fwd_apply_kernel, (m, triton.cdiv(d, CHUNK)),
-            src, y, w, alpha, rstd, t,
-            src.stride(0), y.stride(0), d, hd,
-            H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, num_warps=_num_warps(CHUNK),
+            src, y, w, alpha, c, k, rstd, t, mu,
+            src.stride(0), y.stride(0), stride_k, d, hd,
+            H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, **options, num_warps=_num_warps(CHUNK),
         )
-    return y, rstd, t, summed
+    return y, rstd, t, mean, summed
 
 
 def backward(
@@ -358,16 +460,20 @@ def backward(
     weight: Tensor | None,
     alpha: Tensor,
     beta: Tensor,
+    bias: Tensor | None,
+    keep: Tensor | None,
     rstd: Tensor,
     t: Tensor,
+    mean: Tensor | None,
     dsummed: Tensor | None,
     num_heads: int,
     activation: str,
     dot_scale: float,
     *,
     launch: Launch = launch_kernel,
-) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """(dx, dγ, dα, dβ) for dy, x (M, D); ``dsummed`` (gradient of x + residual) is added to dx.
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
+    """(dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``mean`` (the forward's, centering form) or None;
+    ``dsummed`` (gradient of x + residual) is added to dx.
 
     Parameter gradients are float32 partials per program, summed once and cast to each parameter's dtype. Every
     kernel starts through ``launch`` (``warmup_kernel`` compiles them and leaves the outputs unwritten).
@@ -377,42 +483,49 @@ def backward(
     dx = torch.empty((m, d), dtype=x.dtype, device=x.device)
     grid = max(1, min(_num_programs(x), m))
     rows_per_program = triton.cdiv(m, grid)
-    parts = torch.zeros((3, grid, d), dtype=torch.float32, device=x.device)
+    parts = torch.zeros((3 if bias is None else 4, grid, d), dtype=torch.float32, device=x.device)
     ds = dx if dsummed is None else dsummed
+    k = rstd if keep is None else keep  # dummy pointers for absent inputs
+    mu = rstd if mean is None else mean
+    stride_k = 0 if keep is None else keep.stride(0)
+    options = {"HAS_KEEP": keep is not None, "CENTER": mean is not None, "HAS_BIAS": bias is not None}
     act = ACTIVATION_CODES[activation]
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
     if m > 0 and hb * cb <= MAX_TILE_BWD:
         launch(
             _bwd_row_kernel, (grid,),
-            dy, x, w, alpha, beta, rstd, t, ds, dx, parts[0], parts[1], parts[2],
-            dy.stride(0), x.stride(0), ds.stride(0), dx.stride(0),
+            dy, x, w, alpha, beta, k, rstd, t, mu, ds, dx, parts[0], parts[1], parts[2], parts[-1],
+            dy.stride(0), x.stride(0), stride_k, ds.stride(0), dx.stride(0),
             m, d, hd, dot_scale, rows_per_program,
             H=num_heads, HB=hb, CB=cb, ACT=act, HAS_W=weight is not None, HAS_DS=dsummed is not None,
-            num_warps=_num_warps(hb * cb),
+            **options, num_warps=_num_warps(hb * cb),
         )
     elif m > 0:
-        mean = torch.empty(m, dtype=torch.float32, device=x.device)
+        rms_mean = torch.empty(m, dtype=torch.float32, device=x.device)
         u = torch.empty((m, num_heads), dtype=torch.float32, device=x.device)
+        dxm = torch.empty(m if mean is not None else 1, dtype=torch.float32, device=x.device)
         block = min(CHUNK, triton.next_power_of_2(hd))
         launch(
             _bwd_stats_kernel, (m,),
-            dy, x, w, alpha, rstd, t, mean, u,
-            dy.stride(0), x.stride(0), d, hd, dot_scale,
-            H=num_heads, BLOCK=block, ACT=act, HAS_W=weight is not None, num_warps=_num_warps(block),
+            dy, x, w, alpha, beta, k, rstd, t, mu, rms_mean, u, dxm,
+            dy.stride(0), x.stride(0), stride_k, d, hd, dot_scale,
+            H=num_heads, BLOCK=block, ACT=act, HAS_W=weight is not None, HAS_KEEP=keep is not None,
+            CENTER=mean is not None, num_warps=_num_warps(block),
         )
         launch(
             _bwd_apply_kernel, (grid, triton.cdiv(d, CHUNK)),
-            dy, x, w, alpha, beta, rstd, t, mean, u, ds, dx, parts[0], parts[1], parts[2],
-            dy.stride(0), x.stride(0), ds.stride(0), dx.stride(0),
+            dy, x, w, alpha, beta, k, rstd, t, mu, rms_mean, u, dxm, ds, dx, parts[0], parts[1], parts[2], parts[-1],
+            dy.stride(0), x.stride(0), stride_k, ds.stride(0), dx.stride(0),
             m, d, hd, rows_per_program,
-            H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, HAS_DS=dsummed is not None,
+            H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, HAS_DS=dsummed is not None, **options,
             num_warps=_num_warps(CHUNK),
         )
-    dweight, dalpha, dbeta = (p.sum(0) for p in parts)  # the one final reduction over programs
+    dweight, dalpha, dbeta, *dbias = (p.sum(0) for p in parts)  # the one final reduction over programs
     return (
         dx,
         None if weight is None else dweight.to(weight.dtype),
         dalpha.to(alpha.dtype),
         dbeta.to(beta.dtype),
+        None if bias is None else dbias[0].to(bias.dtype),
     )

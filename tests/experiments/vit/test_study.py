@@ -151,3 +151,29 @@ def test_torchrun_two_process_smoke_study_writes_its_report(tmp_path: Path) -> N
     assert "| seednorm/2h |" in (tmp_path / "vit" / "report.md").read_text()
     assert all(json.loads((r / "result.json").read_text())["world_size"] == 2
                for r in (tmp_path / "vit" / "runs").iterdir())
+
+
+@pytest.mark.parametrize("dropout", [None, 0.0])
+def test_step_cost_times_the_main_grids_models_and_training(monkeypatch, digits, dropout) -> None:
+    """measure_throughput times the main grid's ViTs (SeeDNorm with the recipe's heads, dot scale and dynamic dropout,
+    or the dropout asked for) with run_one's training settings, through the harness benchmark."""
+    from seednorm_experiments.vit import study
+
+    seen = {}
+
+    def fake_benchmark(tasks, config, *, rounds, steps):
+        seen.update(tasks=tasks, config=config, rounds=rounds, steps=steps)
+        return {name: [1.0] * rounds for name in tasks}
+
+    monkeypatch.setattr(study, "benchmark", fake_benchmark)
+    preset = PRESETS["smoke"]
+    data = study.StudyData(digits, digits, {})
+    speeds = study.measure_throughput(preset, data, ["layernorm", "seednorm"], rounds=3, dynamic_dropout=dropout)
+    assert speeds == {"layernorm": [1.0] * 3, "seednorm": [1.0] * 3} and seen["steps"] == 2
+    norms = [m for m in seen["tasks"]["seednorm"].build_model().modules() if isinstance(m, seednorm.SeeDNorm)]
+    expected = preset.model.drop_path if dropout is None else dropout
+    assert norms and all(m.dynamic_dropout == expected and m.num_heads == preset.seednorm_heads for m in norms)
+    assert not any(isinstance(m, seednorm.SeeDNorm) for m in seen["tasks"]["layernorm"].build_model().modules())
+    config = seen["config"]
+    assert (config.lr, config.weight_decay, config.grad_clip, config.steps) == (
+        preset.lr, preset.weight_decay, preset.grad_clip, preset.steps)
