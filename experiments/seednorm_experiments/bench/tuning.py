@@ -120,7 +120,8 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
              f"- Machine: {machine()}", f"- Command: `{command}`",
              f"- Shape: {args.rows} rows × width, {args.dtype}, 1 head; configurations: num_warps {list(args.warps)} × "
              f"num_stages {list(args.stages)}", "",
-             "| width | pass | default ms | best | best ms | default / best | failed |", "|---|---|---|---|---|---|---|"]
+             "| width | pass | default ms | best | best ms | default / best | failed |",
+             "|---|---|---|---|---|---|---|"]
     chosen = best(rows)
     for (d, name) in dict.fromkeys((r["width"], r["pass"]) for r in rows):
         mine = [r for r in rows if r["width"] == d and r["pass"] == name]

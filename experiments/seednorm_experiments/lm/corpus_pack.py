@@ -35,12 +35,13 @@ import sysconfig
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["MAX_FILE_BYTES", "PACK_ENV", "build_pack", "default_pack_dir", "package_roots", "read_pack",
-           "verify_pack"]
+from .data import SPLITS, TextSource, raw_split_texts, split_docstrings
+
+__all__ = ["MAX_FILE_BYTES", "PACK_ENV", "build_pack", "default_pack_dir", "pack_source", "package_roots",
+           "read_pack", "verify_pack"]
 
 PACK_ENV = "SEEDNORM_CORPUS_PACK"
 MAX_FILE_BYTES = 1_000_000  # generated tables and vendored bundles: not code anyone reads
-SPLITS = ("train/plays", "train/code", "plays", "code", "folio", "bible", "docstrings")
 _HELD_OUT_BELOW = 26  # first digest byte < 26 of 256: about 10% held out
 _MANIFEST = "manifest.json"
 _FORMAT = 1
@@ -82,8 +83,6 @@ def pack_hash(split_hashes: dict[str, str]) -> str:
 def _package_sources(roots: Sequence[Path], seen: set[str], max_files: int | None
                      ) -> tuple[list[dict], list[str], list[str], list[dict]]:
     """(kept file records, train texts, held-out texts, duplicate records) of the ``.py`` files under ``roots``."""
-    from .data import split_docstrings
-
     kept: list[dict] = []
     dropped: list[dict] = []
     train: list[str] = []
@@ -117,10 +116,9 @@ def _package_sources(roots: Sequence[Path], seen: set[str], max_files: int | Non
 
 def build_pack(out: Path, roots: Iterable[Path] | None = None, *, max_files: int | None = None,
                max_chars: int | None = None) -> str:
-    """Write a pack into ``out`` (the base texts of :func:`.data.raw_split_texts`, each split cut at ``max_chars``, plus the package
-    sources under ``roots``, default :func:`package_roots`, at most ``max_files`` of them); returns its hash."""
-    from .data import raw_split_texts
-
+    """Write a pack into ``out``: the base texts of :func:`.data.raw_split_texts` (each split cut at ``max_chars``)
+    plus the package sources under ``roots`` (default :func:`package_roots`; at most ``max_files``); returns its
+    hash."""
     base = raw_split_texts(max_chars)
     seen = {_digest(t) for t in base["train/code"] + base["code"]}
     roots = [Path(r) for r in (package_roots() if roots is None else roots)]
@@ -139,7 +137,7 @@ def build_pack(out: Path, roots: Iterable[Path] | None = None, *, max_files: int
     digest = pack_hash({k: v["sha256"] for k, v in splits.items()})
     manifest = {"format": _FORMAT, "sha256": digest, "python": sys.version.split()[0], "max_chars": max_chars,
                 "roots": [str(r) for r in roots], "splits": splits,
-                "files": [{k: v for k, v in r.items()} for r in kept],
+                "files": kept,
                 "duplicates": dropped,
                 "source_bytes": sum(r["bytes"] for r in kept)}
     tmp = out / f".{_MANIFEST}.{os.getpid()}"
@@ -169,6 +167,14 @@ def read_pack(pack: Path) -> tuple[dict[str, str], dict]:
     return texts, manifest
 
 
+def pack_source(pack: Path) -> TextSource:
+    """The pack as the texts of :func:`.data.load_corpus`, verified now (ValueError when it fails) and again
+    whenever the texts are read; its hash names them."""
+    manifest = read_pack(pack)[1]
+    return TextSource(key=manifest["sha256"], read=lambda: read_pack(pack)[0],
+                      info={"pack_sha256": manifest["sha256"], "pack_files": len(manifest["files"])})
+
+
 def verify_pack(pack: Path) -> str:
     """The pack's hash after checking every split against the manifest (ValueError when it fails)."""
     return read_pack(pack)[1]["sha256"]
@@ -178,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m seednorm_experiments.lm.corpus_pack OUT``: build a pack from this interpreter's packages."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m seednorm_experiments.lm.corpus_pack", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m seednorm_experiments.lm.corpus_pack",
+                                description=__doc__.split("\n")[0])
     p.add_argument("out", type=Path, nargs="?", default=None, help=f"pack folder (default: ${PACK_ENV} or "
                    "<cache root>/lm-pack)")
     p.add_argument("--roots", type=Path, nargs="*", default=None, help="package folders (default: this "

@@ -32,6 +32,7 @@ import os
 import sys
 import sysconfig
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,16 +41,16 @@ import torch
 
 from seednorm.ops.cpu import cache_root
 
-__all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "ZERO_SHOT", "Corpus", "OnePassBatches", "load_corpus", "raw_split_texts",
-           "split_docstrings", "train_batch"]
+__all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "SPLITS", "ZERO_SHOT", "Corpus", "OnePassBatches", "TextSource", "load_corpus",
+           "raw_split_texts", "split_docstrings", "train_batch"]
 
 IN_DOMAIN = ("plays", "code")
 ZERO_SHOT = ("folio", "bible", "docstrings")
 EVAL_DOMAINS = IN_DOMAIN + ZERO_SHOT
 _DATA_VERSION = 1
 TOKENIZER_CHARS = 30_000_000
-"""With a corpus pack: the tokenizer is trained on this many characters of each training split (BPE training
-time grows with the text; the merges of a 30 MB sample are those of the whole to within noise)."""
+"""With a :class:`TextSource` (a corpus pack): the tokenizer is trained on this many characters of each training
+split (BPE training time grows with the text it reads)."""
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__",
               "ensurepip", "unittest"}
 
@@ -152,45 +153,50 @@ class Corpus:
         return Tokenizer.from_file(str(self.tokenizer_path)).decode(ids)
 
 
-def load_corpus(vocab_size: int, max_chars: int | None = None, pack: Path | None = None) -> Corpus:
+@dataclass(frozen=True)
+class TextSource:
+    """Raw texts from elsewhere than this machine's packages (a corpus pack, :mod:`.corpus_pack`): ``key`` names the
+    texts (their hash), ``read()`` returns ``{split: text}`` for every split of :data:`SPLITS`, ``info`` goes into
+    :attr:`Corpus.source`."""
+
+    key: str
+    read: Callable[[], dict[str, str]]
+    info: dict = field(default_factory=dict)
+
+
+SPLITS = ("train/plays", "train/code", *EVAL_DOMAINS)
+
+
+def load_corpus(vocab_size: int, max_chars: int | None = None, texts: TextSource | None = None) -> Corpus:
     """Build (or load from the cache) the tokenizer and token streams.
 
     ``max_chars`` caps every split (for fast tests); None uses all the data (~30 MB of text, about a
-    minute to build once on two cores). ``pack``: a corpus pack (:mod:`.corpus_pack`: these texts plus the
-    installed packages' code, built once and carried) read instead of this machine's packages; it is verified
-    against its manifest every time it is read, its hash names the cache, and the tokenizer is trained on the
-    first ``TOKENIZER_CHARS`` characters of each training split.
+    minute to build once on two cores). ``texts``: read these instead of this machine's packages (a corpus pack);
+    their key names the cache, and the tokenizer is trained on the first ``TOKENIZER_CHARS`` characters of each
+    training split.
     """
     if vocab_size < 257:
         raise ValueError(f"vocab_size must exceed the 256 byte symbols, got {vocab_size}")
-    pack_sha = None
-    if pack is not None:
-        from .corpus_pack import read_manifest, verify_pack
-
-        pack_sha = verify_pack(pack)  # a pack that fails its manifest stops here, whatever the cache holds
-        key = json.dumps([_DATA_VERSION, vocab_size, max_chars, "pack", pack_sha, TOKENIZER_CHARS])
+    if texts is not None:
+        key = json.dumps([_DATA_VERSION, vocab_size, max_chars, "texts", texts.key, TOKENIZER_CHARS])
     else:
         key = json.dumps([_DATA_VERSION, vocab_size, max_chars, sys.version_info[:2]])
     cache = cache_root() / "lm" / hashlib.sha256(key.encode()).hexdigest()[:16]
     tok_path = cache / "tokenizer.json"
-    names = ("train/plays", "train/code", *EVAL_DOMAINS)
-    files = {n: cache / (n.replace("/", "_") + ".npy") for n in names}
+    files = {n: cache / (n.replace("/", "_") + ".npy") for n in SPLITS}
     if not _verified(cache, [tok_path, *files.values()]):
-        if pack is None:
+        if texts is None:
             _build(cache, vocab_size, max_chars, files)
         else:
-            from .corpus_pack import read_pack
-
-            texts = {k: v[:max_chars] if max_chars else v for k, v in read_pack(pack)[0].items()}
-            _build(cache, vocab_size, max_chars, files, texts=texts, tokenizer_chars=TOKENIZER_CHARS)
+            raw = {k: v[:max_chars] if max_chars else v for k, v in texts.read().items()}
+            _build(cache, vocab_size, max_chars, files, texts=raw, tokenizer_chars=TOKENIZER_CHARS)
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tok_path))
     vocab = tok.get_vocab_size()
     token_bytes = torch.tensor([len(tok.id_to_token(i)) for i in range(vocab)], dtype=torch.int64)
     tokens = {n: torch.from_numpy(np.load(f).astype(np.int64)) for n, f in files.items()}
-    source = {"pack_sha256": pack_sha, "pack_files": len(read_manifest(pack)["files"])} if pack is not None else {}
-    return Corpus(tokens, token_bytes, vocab, tok_path, key=cache.name, source=source)
+    return Corpus(tokens, token_bytes, vocab, tok_path, key=cache.name, source=dict(texts.info) if texts else {})
 
 
 _MANIFEST = "manifest.json"

@@ -36,8 +36,8 @@ from .presets import Preset
 from .recipes import get_variant
 from .study import Evaluator, Run, make_task, measure_throughput, model_config, study_corpus, train_config
 
-__all__ = ["ASSUMED_TFLOPS", "GRID_NORMS", "RECIPE", "best_lr", "check_one_pass", "non_embedding_params", "run_gpu_study",
-           "train_flops"]
+__all__ = ["ASSUMED_TFLOPS", "GRID_NORMS", "RECIPE", "best_lr", "check_one_pass", "non_embedding_params",
+           "run_gpu_study", "train_flops"]
 
 GRID_NORMS = (BASELINE, "seednorm")
 RECIPE = "seednorm-dot-rsqrt"

@@ -166,9 +166,9 @@ def _built(cfg: LMConfig, compile: bool) -> Llama:
 def study_corpus(preset: Preset) -> Corpus:
     """The preset's corpus: the base corpus, or the corpus pack (:func:`.corpus_pack.default_pack_dir`)."""
     if preset.corpus == "pack":
-        from .corpus_pack import default_pack_dir
+        from .corpus_pack import default_pack_dir, pack_source
 
-        return load_corpus(preset.vocab_size, preset.max_chars, pack=default_pack_dir())
+        return load_corpus(preset.vocab_size, preset.max_chars, texts=pack_source(default_pack_dir()))
     return load_corpus(preset.vocab_size, preset.max_chars)
 
 

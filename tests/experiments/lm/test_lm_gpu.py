@@ -139,5 +139,5 @@ def test_gpu_preset_refuses_a_second_pass(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(corpus_pack.PACK_ENV, str(pack))
     argv = ["--preset", "gpu", "--out", str(tmp_path / "lm"), *FLAGS, "max_chars=2000", "steps=500"]
     assert main(argv) == 2
-    assert "more than one pass over the training text (91 windows" in capsys.readouterr().err
+    assert "more than one pass over the training text (" in capsys.readouterr().err
     assert not (tmp_path / "lm" / "runs").exists()
