@@ -25,7 +25,7 @@ DOC_FREE = 'def f():\n    """Doc."""\n    return {}\n'
 
 @pytest.fixture
 def tiny_base(monkeypatch):
-    monkeypatch.setattr(data, "raw_split_texts", lambda max_chars: {k: list(v) for k, v in BASE.items()})
+    monkeypatch.setattr(corpus_pack, "raw_split_texts", lambda max_chars: {k: list(v) for k, v in BASE.items()})
 
 
 def _write_sources(root: Path, count: int) -> None:
