@@ -187,8 +187,9 @@ if has lm; then
   else
     size=()
   fi
+  # --resume: a second call reuses the runs a first one finished (each checked against its fingerprint)
   run_stage lm "${LM_TIMEOUT:-420}" "$PY" -m seednorm_experiments.cli lm --preset gpu --out "$R/lm" --no-progress \
-    "${size[@]}"
+    --resume "${size[@]}"
 fi
 
 if has tune; then
