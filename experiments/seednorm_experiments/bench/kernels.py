@@ -326,7 +326,7 @@ def run(args: argparse.Namespace, on_cell: Callable[[list[dict], str], None] | N
     if args.missing:
         print(f"not measured (cannot run here): {', '.join(args.missing)}", file=sys.stderr)
     args.copy_gbps = copy_bandwidth(args.device, args.copy_mb)
-    print(f"copy bandwidth: {args.copy_gbps:,.1f} GB/s ({args.copy_mb:g} MB device-to-device)", flush=True)
+    print(f"copy bandwidth: {args.copy_gbps:,.4g} GB/s ({args.copy_mb:g} MB device-to-device)", flush=True)
     rows: list[dict] = []
     for m, d in args.shapes:
         for dt in args.dtypes:
@@ -398,7 +398,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         "- `saved MB`: tensors autograd keeps for backward beyond inputs and parameters"
         + ("; `peak MB`: peak allocated during forward+backward" if args.device == "cuda" else ""),
     ]
-    lines.append(f"- `% copy`: GB/s over the copy bandwidth measured in this run, {args.copy_gbps:,.1f} GB/s (a "
+    lines.append(f"- `% copy`: GB/s over the copy bandwidth measured in this run, {args.copy_gbps:,.4g} GB/s (a "
                  f"{args.copy_mb:g} MB device-to-device copy, bytes read + written)")
     if args.peak_gbps:
         lines.append(f"- `% peak`: GB/s over the nominal memory bandwidth peak, {args.peak_gbps:g} GB/s")
