@@ -2,9 +2,9 @@
 # The GPU run in one or two calls: preflight, smoke, then the stages, each under its own time limit, all under one
 # results folder.
 #
-#   bash benchmarks/gpu.sh                                   # every stage (at most 11.5 min of limits)
-#   bash benchmarks/gpu.sh --stages smoke,tests,bench,tune   # call 1: the kernels (at most 5.5 min)
-#   bash benchmarks/gpu.sh --stages lm                       # call 2: the language-model study (at most 7 min)
+#   bash benchmarks/gpu.sh                                   # every stage (at most 12 min of limits)
+#   bash benchmarks/gpu.sh --stages smoke,tests,bench,tune   # call 1: the kernels (at most 6 min)
+#   bash benchmarks/gpu.sh --stages lm                       # call 2: the language-model study (at most 6.7 min)
 #   bash benchmarks/gpu.sh --dry-run --results /tmp/dry      # every stage at tiny sizes on CPU (about a minute)
 #
 # Stages, in this order (--stages picks some; preflight always runs, smoke always runs first when named):
@@ -14,8 +14,8 @@
 #   bench  (BENCH_TIMEOUT, 150 s) b. the kernel benchmark: D in 1024..16384 x M in 4096, 16384, bf16 and fp32, 1 and 16
 #          heads, forward / backward / both, our Triton op, compiled SeeDNorm, eager and compiled F.rms_norm, Liger
 #          and Quack when they import; % of the copy bandwidth measured in the same run and of the nominal peak;
-#   lm     (LM_TIMEOUT, 420 s) c. seednorm lm --preset gpu (report rewritten after every run);
-#   tune   (TUNE_TIMEOUT, 45 s) d. Triton num_warps x num_stages per width.
+#   lm     (LM_TIMEOUT, 400 s) c. seednorm lm --preset gpu (report rewritten after every run);
+#   tune   (TUNE_TIMEOUT, 60 s) d. Triton num_warps x num_stages per width (table rewritten after every width).
 # A stage that fails or runs out of time is recorded in summary.md and the next one runs; the exit status is 1 when
 # any stage failed. Results: --results DIR (default runs/gpu-<gpu>); with $OUT set (the device tool), the small
 # files and results.tar.gz (everything but checkpoints) are copied to $OUT.
@@ -188,7 +188,7 @@ if has lm; then
     size=()
   fi
   # --resume: a second call reuses the runs a first one finished (each checked against its fingerprint)
-  run_stage lm "${LM_TIMEOUT:-420}" "$PY" -m seednorm_experiments.cli lm --preset gpu --out "$R/lm" --no-progress \
+  run_stage lm "${LM_TIMEOUT:-400}" "$PY" -m seednorm_experiments.cli lm --preset gpu --out "$R/lm" --no-progress \
     --resume "${size[@]}"
 fi
 
@@ -196,9 +196,11 @@ if has tune; then
   if [ "$dry" = 1 ]; then
     tune=(--device cpu --widths 64 --rows 8 --reps 1 --warps 4 --stages 1)
   else
-    tune=(--device cuda --widths 1024,2048,4096,8192,16384 --rows 16384 --reps 20)
+    # the widths that matter most first (the table is rewritten after each); num_stages only matters for the
+    # chunked kernels' loops, so two values
+    tune=(--device cuda --widths 4096,8192,16384,2048,1024 --rows 16384 --reps 20 --warps 4,8,16,32 --stages 1,3)
   fi
-  run_stage tune "${TUNE_TIMEOUT:-45}" "$PY" -m seednorm_experiments.bench.tuning "${tune[@]}" --out "$R/tune.md"
+  run_stage tune "${TUNE_TIMEOUT:-60}" "$PY" -m seednorm_experiments.bench.tuning "${tune[@]}" --out "$R/tune.md"
 fi
 
 echo; cat "$summary"

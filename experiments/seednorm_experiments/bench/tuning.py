@@ -7,8 +7,8 @@ grid, per width, and write the best configuration of each beside the one the dis
 Each pass (forward: ``seednorm.ops.triton.forward``; backward: ``.backward``) is called with a ``launch`` that
 starts every kernel of the pass (the row kernel, or the stats and apply kernels of the chunked layout) with the
 candidate ``num_warps`` and ``num_stages``; the dispatcher's own choice is timed the same way as "default". Times
-are ``triton.testing.do_bench`` medians on CUDA, medians of ``--reps`` calls elsewhere. Writes the markdown table
-to ``--out`` and ``{"fwd": {D: [num_warps, num_stages]}, "bwd": {...}}`` of the best configurations to the same
+are ``triton.testing.do_bench`` medians on CUDA, medians of ``--reps`` calls elsewhere. Writes (after every width)
+the markdown table to ``--out`` and ``{"fwd": {D: [num_warps, num_stages]}, "bwd": {...}}`` of the best configurations to the same
 name with ``.json`` (the table to copy into ``seednorm.ops.triton`` once measured on the GPU). A configuration that
 fails to compile or launch (too many registers for its warps) is listed as failed and skipped.
 """
@@ -79,9 +79,9 @@ def _launch_with(num_warps: int, num_stages: int) -> Callable[..., None]:
 
 
 def tune(widths: list[int], m: int, dtype: str, device: str, reps: int, warps: tuple[int, ...] = WARPS,
-         stages: tuple[int, ...] = STAGES) -> list[dict]:
+         stages: tuple[int, ...] = STAGES, on_width: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """One row per (width, pass, configuration): ``config`` ("default" or "w<warps> s<stages>"), ``ms`` (None when
-    it failed), ``error``."""
+    it failed), ``error``; ``on_width(rows)`` after each width."""
     from seednorm.ops import triton as kernels
 
     timer = _timer(device, reps)
@@ -99,6 +99,8 @@ def tune(widths: list[int], m: int, dtype: str, device: str, reps: int, warps: t
                 rows.append(row)
                 print(f"{d} {name} {label}: " + (f"{row['ms']:.4g} ms" if row["ms"] is not None else row["error"]),
                       flush=True)
+        if on_width:
+            on_width(rows)
     return rows
 
 
@@ -154,10 +156,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--widths, --warps and --stages take comma lists of integers")
     args.warps, args.stages = tuple(warps), tuple(stages)
     command = "python -m seednorm_experiments.bench.tuning " + shlex.join(sys.argv[1:] if argv is None else argv)
-    rows = tune(widths, args.rows, args.dtype, args.device, args.reps, args.warps, args.stages)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report(rows, args, command))
-    args.out.with_suffix(".json").write_text(json.dumps(best(rows), indent=1) + "\n")
+
+    def write(rows: list[dict]) -> None:  # after every width: a run stopped by a time limit keeps what it measured
+        args.out.write_text(report(rows, args, command))
+        args.out.with_suffix(".json").write_text(json.dumps(best(rows), indent=1) + "\n")
+
+    write(tune(widths, args.rows, args.dtype, args.device, args.reps, args.warps, args.stages, on_width=write))
     print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 0
 
