@@ -34,6 +34,17 @@ else
   rm -rf .gpu/corpus
   "$PY" -m seednorm_experiments.lm.corpus_pack .gpu/corpus
 fi
+"$PY" - <<'PYEOF'  # the gpu preset takes one pass at most: warn when the pack looks too small (≥ 3.5 chars/token)
+import json
+from seednorm_experiments.lm.presets import get_preset
+m = json.load(open(".gpu/corpus/manifest.json"))
+chars = m["splits"]["train/plays"]["chars"] + m["splits"]["train/code"]["chars"]
+need = get_preset("gpu").tokens_per_run
+print(f"corpus pack {m['sha256'][:16]}: {chars / 1e6:.0f} M training characters, ~{chars / 3.5e6:.0f} M tokens at "
+      f"3.5 characters per token; a gpu run takes {need / 1e6:.1f} M")
+if chars / 3.5 < need * 1.05:
+    print("WARNING: the pack may hold less than one pass of a gpu run; the study stops before training if so")
+PYEOF
 ls -la .gpu/wheels
 du -sh .gpu
 size=$(du -sm .gpu | cut -f1)
