@@ -9,8 +9,9 @@ starts every kernel of the pass (the row kernel, or the stats and apply kernels 
 candidate ``num_warps`` and ``num_stages``; the dispatcher's own choice is timed the same way as "default". Times
 are ``triton.testing.do_bench`` medians on CUDA, medians of ``--reps`` calls elsewhere. Writes (after every width)
 the markdown table to ``--out`` and ``{"fwd": {D: [num_warps, num_stages]}, "bwd": {...}}`` of the best
-configurations to the same name with ``.json`` (the table to copy into ``seednorm.ops.triton`` once measured on the GPU). A configuration that
-fails to compile or launch (too many registers for its warps) is listed as failed and skipped.
+configurations to the same name with ``.json`` (the table to copy into ``seednorm.ops.triton`` once measured on
+the GPU). A configuration that fails to compile or launch (too many registers for its warps) is listed as failed
+and skipped.
 """
 
 from __future__ import annotations
