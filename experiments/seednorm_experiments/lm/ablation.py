@@ -37,10 +37,10 @@ from ..common import BASELINE
 from ..harness import RESULT_NAME, Task, TrainConfig
 from ..report import paired_diff
 from ..runs import finished_result, train_or_reuse
-from .data import IN_DOMAIN, Corpus, load_corpus
+from .data import IN_DOMAIN, Corpus
 from .presets import Preset
 from .recipes import FORM_KNOBS, KNOBS, VARIANTS, get_variant
-from .study import Evaluator, Run, make_task, train_config
+from .study import Evaluator, Run, make_task, study_corpus, train_config
 from .sweep import best_lrs
 
 __all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "claim", "load_runs", "primary_metric", "run_ablation"]
@@ -263,7 +263,7 @@ class _Runs:
 def load_runs(plan: AblationPlan, out: Path) -> dict[str, list[Run]]:
     """The finished runs of every phase that can be planned so far (for the report), each verified to be
     the plan's run (:class:`~..runs.RunMismatch` otherwise)."""
-    return _load_runs(_Runs(plan, load_corpus(plan.preset.vocab_size, plan.preset.max_chars)), out)
+    return _load_runs(_Runs(plan, study_corpus(plan.preset)), out)
 
 
 def _load_runs(r: _Runs, out: Path) -> dict[str, list[Run]]:
@@ -288,7 +288,7 @@ def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_
     """Train every phase of ``plan`` (up to and including ``until``) into ``out``, reusing and resuming
     runs and sharing the work with any other process running the same plan; returns the finished runs
     of every phase (see :func:`load_runs`). Finished runs of a phase are verified before it trains."""
-    r = _Runs(plan, load_corpus(plan.preset.vocab_size, plan.preset.max_chars), progress)
+    r = _Runs(plan, study_corpus(plan.preset), progress)
 
     def run(job: Job) -> None:
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ from ..common import BASELINE, Listed, check_norms, default_norms, default_out, 
 from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
 from .model import SITES
-from .presets import PRESETS, get_preset
+from .presets import PRESETS, get_preset, parse_overrides
 
 __all__ = ["build_parser", "main"]
 
@@ -65,7 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experts per token with --moe-experts (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--override", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
+                   help="set preset fields, e.g. --override dim=32 n_layers=1 compile=false (a size for tests and "
+                   "dry runs; every field of presets.Preset)")
     p.add_argument("--no-throughput", action="store_true", help="skip the round-robin throughput benchmark")
+    p.add_argument("--throughput-rounds", type=positive_int, default=20,
+                   help="rounds of 2 steps per norm of the step-cost benchmark of a preset with lr_grid (gpu; "
+                   "default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = p.add_argument_group("ablation: sweep, best-LR comparison, SeeDNorm knobs, longer, wider")
     a.add_argument("--ablation", action="store_true", help="run the ablation instead of the study (always "
@@ -99,6 +105,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
 
 
+def _overrides(args: argparse.Namespace, **options: object) -> dict[str, object]:
+    """Preset fields from ``--override`` then the options given on their own (``--steps``, ``--lr``, ``--dim``)."""
+    return {**parse_overrides(args.override), **{k: v for k, v in options.items() if v is not None}}
+
+
 def _ablation(args: argparse.Namespace, command: str) -> int:
     import torch
 
@@ -107,7 +118,7 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
     from .recipes import KNOBS
 
     try:  # every setting is checked before anything trains
-        preset = get_preset(args.preset, steps=args.steps, dim=args.dim)
+        preset = get_preset(args.preset, **_overrides(args, steps=args.steps, dim=args.dim))
         plan = AblationPlan(preset, seeds=args.seeds or ABLATION_SEEDS, lrs=tuple(args.ablation_lrs),
                             knobs=tuple(args.knobs or KNOBS), long_factors=tuple(args.long_factors),
                             wide_dim=args.wide_dim, carry=args.carry,
@@ -134,7 +145,12 @@ def _study(args: argparse.Namespace, command: str) -> int:
     from .study import measure_throughput, run_lr_sweep, run_study
 
     try:  # every setting is checked before anything trains
-        preset = get_preset(args.preset, steps=args.steps, lr=args.lr)
+        preset = get_preset(args.preset, **_overrides(args, steps=args.steps, lr=args.lr))
+    except ValueError as e:
+        raise argparse.ArgumentError(None, str(e)) from None
+    if preset.lr_grid:
+        return _gpu_study(args, command, preset)
+    try:
         norms = check_norms(args.norms or default_norms(BASELINE))
         if set(args.placement) - set(SITES):
             raise ValueError(f"--placement: unknown placement {sorted(set(args.placement) - set(SITES))}; "
@@ -159,6 +175,41 @@ def _study(args: argparse.Namespace, command: str) -> int:
     path = write_report(out, preset, runs, command=command, throughput=bench, sweep=sweep,
                         wall_s=time.perf_counter() - t0, **moe)
     print(f"wrote {path}")
+    return 0
+
+
+def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
+    """The learning-rate grid of a preset with ``lr_grid`` (:mod:`.gpu`): its own runs and report."""
+    import torch
+
+    from seednorm import ops
+
+    from .gpu import check_one_pass, run_gpu_study
+    from .gpu_report import write_gpu_report
+    from .study import study_corpus
+
+    if args.lr_sweep or args.sweep_only or args.ablation or args.moe_experts or args.qk_norm \
+            or tuple(args.placement) != SITES:
+        raise argparse.ArgumentError(None, f"preset {preset.name!r} runs its own learning-rate grid: "
+                                     "--lr-sweep, --sweep-only, --moe-experts, --qk-norm and --placement do not apply")
+    try:  # every setting is checked before anything trains: the run folder, the corpus pack, one pass
+        out = check_out_dir(args.out or default_out("lm", preset.name))
+        corpus = study_corpus(preset)
+        check_one_pass(preset, corpus)
+    except ValueError as e:
+        raise argparse.ArgumentError(None, str(e)) from None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    impl = ops.resolve_impl("auto", torch.empty(0, device=device, dtype=torch.bfloat16))
+    t0 = time.perf_counter()
+
+    def write(runs, throughput):
+        if is_main_process():
+            write_gpu_report(out, preset, runs, corpus, command=command, throughput=throughput,
+                             wall_s=time.perf_counter() - t0, impl=impl)
+
+    run_gpu_study(preset, out, resume=args.resume, progress=not args.no_progress,
+                  throughput_rounds=0 if args.no_throughput else args.throughput_rounds, write=write)
+    print(f"wrote {out / 'report.md'}")
     return 0
 
 

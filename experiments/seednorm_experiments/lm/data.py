@@ -32,7 +32,8 @@ import os
 import sys
 import sysconfig
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +41,17 @@ import torch
 
 from seednorm.ops.cpu import cache_root
 
-__all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "ZERO_SHOT", "Corpus", "load_corpus", "train_batch"]
+__all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "SPLITS", "ZERO_SHOT", "Corpus", "OnePassBatches", "TextSource", "load_corpus",
+           "raw_split_texts", "split_docstrings", "train_batch"]
 
 IN_DOMAIN = ("plays", "code")
 ZERO_SHOT = ("folio", "bible", "docstrings")
 EVAL_DOMAINS = IN_DOMAIN + ZERO_SHOT
 _DATA_VERSION = 1
+TOKENIZER_CHARS = 10_000_000
+"""With a :class:`TextSource` (a corpus pack): the tokenizer is trained on this many characters of each training
+split (BPE training time grows with the text it reads; on the gpu preset's pack, a vocabulary of 8192 trained on
+4 M characters of plays and 8 M of code encodes the code at 2.8–3.3 characters per token)."""
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__",
               "ensurepip", "unittest"}
 
@@ -77,7 +83,7 @@ def _bible() -> list[str]:
     return [f"{book} {chapter}\n" + "\n".join(verses) for (book, chapter), verses in chapters.items()]
 
 
-def _split_docstrings(source: str) -> tuple[str, list[str]]:
+def split_docstrings(source: str) -> tuple[str, list[str]]:
     """(source without docstrings, the docstrings) using the ``ast`` line ranges."""
     tree = ast.parse(source)
     drop: set[int] = set()
@@ -107,7 +113,7 @@ def _stdlib(max_chars: int | None) -> tuple[list[str], list[str], list[str]]:
         if any(part in _SKIP_DIRS or part.startswith("test") for part in rel.split("/")):
             continue
         try:
-            code, strings = _split_docstrings(path.read_text(encoding="utf-8"))
+            code, strings = split_docstrings(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         (held if zlib.crc32(rel.encode()) % 10 == 0 else train).append(code)
@@ -115,13 +121,18 @@ def _stdlib(max_chars: int | None) -> tuple[list[str], list[str], list[str]]:
     return train, held, docs
 
 
-def _texts(max_chars: int | None) -> dict[str, str]:
-    """Raw text per split: ``train/plays``, ``train/code`` and one per evaluation domain."""
+def raw_split_texts(max_chars: int | None) -> dict[str, list[str]]:
+    """The documents of every split (``train/plays``, ``train/code`` and one per evaluation domain), before
+    joining; the standard library stops being read once each of its parts holds ``max_chars`` characters."""
     plays_train, plays_held, folio = _plays()
     code_train, code_held, docs = _stdlib(max_chars)
-    texts = {"train/plays": plays_train, "train/code": code_train, "plays": plays_held, "code": code_held,
-             "folio": folio, "bible": _bible(), "docstrings": docs}
-    joined = {k: "\n\n".join(v) for k, v in texts.items()}
+    return {"train/plays": plays_train, "train/code": code_train, "plays": plays_held, "code": code_held,
+            "folio": folio, "bible": _bible(), "docstrings": docs}
+
+
+def _texts(max_chars: int | None) -> dict[str, str]:
+    """Raw text per split: ``train/plays``, ``train/code`` and one per evaluation domain."""
+    joined = {k: "\n\n".join(v) for k, v in raw_split_texts(max_chars).items()}
     return {k: v[:max_chars] if max_chars else v for k, v in joined.items()}
 
 
@@ -135,6 +146,7 @@ class Corpus:
     vocab_size: int
     tokenizer_path: Path
     key: str = ""  # the cache key: names the data, the tokenizer settings and the interpreter version
+    source: dict = field(default_factory=dict)  # for a corpus pack: its hash and how many package files it holds
 
     def decode(self, ids: list[int]) -> str:
         from tokenizers import Tokenizer
@@ -142,28 +154,50 @@ class Corpus:
         return Tokenizer.from_file(str(self.tokenizer_path)).decode(ids)
 
 
-def load_corpus(vocab_size: int, max_chars: int | None = None) -> Corpus:
+@dataclass(frozen=True)
+class TextSource:
+    """Raw texts from elsewhere than this machine's packages (a corpus pack, :mod:`.corpus_pack`): ``key`` names the
+    texts (their hash), ``read()`` returns ``{split: text}`` for every split of :data:`SPLITS`, ``info`` goes into
+    :attr:`Corpus.source`."""
+
+    key: str
+    read: Callable[[], dict[str, str]]
+    info: dict = field(default_factory=dict)
+
+
+SPLITS = ("train/plays", "train/code", *EVAL_DOMAINS)
+
+
+def load_corpus(vocab_size: int, max_chars: int | None = None, texts: TextSource | None = None) -> Corpus:
     """Build (or load from the cache) the tokenizer and token streams.
 
     ``max_chars`` caps every split (for fast tests); None uses all the data (~30 MB of text, about a
-    minute to build once on two cores).
+    minute to build once on two cores). ``texts``: read these instead of this machine's packages (a corpus pack);
+    their key names the cache, and the tokenizer is trained on the first ``TOKENIZER_CHARS`` characters of each
+    training split.
     """
     if vocab_size < 257:
         raise ValueError(f"vocab_size must exceed the 256 byte symbols, got {vocab_size}")
-    key = json.dumps([_DATA_VERSION, vocab_size, max_chars, sys.version_info[:2]])
+    if texts is not None:
+        key = json.dumps([_DATA_VERSION, vocab_size, max_chars, "texts", texts.key, TOKENIZER_CHARS])
+    else:
+        key = json.dumps([_DATA_VERSION, vocab_size, max_chars, sys.version_info[:2]])
     cache = cache_root() / "lm" / hashlib.sha256(key.encode()).hexdigest()[:16]
     tok_path = cache / "tokenizer.json"
-    names = ("train/plays", "train/code", *EVAL_DOMAINS)
-    files = {n: cache / (n.replace("/", "_") + ".npy") for n in names}
+    files = {n: cache / (n.replace("/", "_") + ".npy") for n in SPLITS}
     if not _verified(cache, [tok_path, *files.values()]):
-        _build(cache, vocab_size, max_chars, files)
+        if texts is None:
+            _build(cache, vocab_size, max_chars, files)
+        else:
+            raw = {k: v[:max_chars] if max_chars else v for k, v in texts.read().items()}
+            _build(cache, vocab_size, max_chars, files, texts=raw, tokenizer_chars=TOKENIZER_CHARS)
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(tok_path))
     vocab = tok.get_vocab_size()
     token_bytes = torch.tensor([len(tok.id_to_token(i)) for i in range(vocab)], dtype=torch.int64)
     tokens = {n: torch.from_numpy(np.load(f).astype(np.int64)) for n, f in files.items()}
-    return Corpus(tokens, token_bytes, vocab, tok_path, key=cache.name)
+    return Corpus(tokens, token_bytes, vocab, tok_path, key=cache.name, source=dict(texts.info) if texts else {})
 
 
 _MANIFEST = "manifest.json"
@@ -182,16 +216,19 @@ def _verified(cache: Path, paths: list[Path]) -> bool:
         return False
 
 
-def _build(cache: Path, vocab_size: int, max_chars: int | None, files: dict[str, Path]) -> None:
+def _build(cache: Path, vocab_size: int, max_chars: int | None, files: dict[str, Path],
+           texts: dict[str, str] | None = None, tokenizer_chars: int | None = None) -> None:
+    """Train the tokenizer on the training splits (their first ``tokenizer_chars`` characters each when set) and
+    write every split's tokens, then the manifest."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    texts = _texts(max_chars)
+    texts = _texts(max_chars) if texts is None else texts
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    train_texts = [texts["train/plays"], texts["train/code"]]
+    train_texts = [t[:tokenizer_chars] if tokenizer_chars else t for t in (texts["train/plays"], texts["train/code"])]
     tok.train_from_iterator((t[i:i + 100_000] for t in train_texts for i in range(0, len(t), 100_000)),
                             trainer=trainer)
     cache.mkdir(parents=True, exist_ok=True)
@@ -230,3 +267,38 @@ def train_batch(corpus: Corpus, step: int, rank: int, world: int, *, batch_size:
     n = batch_size // world
     chunk = torch.stack(rows[rank * n:(rank + 1) * n])
     return chunk[:, :-1], chunk[:, 1:]
+
+
+class OnePassBatches:
+    """Batches that never show a training token twice: the training streams (``train/plays`` then ``train/code``)
+    cut into disjoint windows of ``seq_len`` + 1 tokens (each window's last token is the target of its last
+    position only), visited in one permutation drawn from ``seed``. Global batch ``step`` takes windows
+    ``step·B … step·B + B − 1`` of that order; :attr:`steps` is how many whole batches one pass holds, and asking
+    for a later one raises (a second pass is never taken). Plays and code mix in proportion to their sizes."""
+
+    def __init__(self, corpus: Corpus, *, batch_size: int, seq_len: int, seed: int) -> None:
+        self.stream = torch.cat([corpus.tokens["train/plays"], corpus.tokens["train/code"]])
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.windows = max(0, (len(self.stream) - 1) // seq_len)
+        self.order = torch.from_numpy(np.random.default_rng([seed, 1]).permutation(self.windows))
+        self.steps = self.windows // batch_size
+
+    def require(self, steps: int) -> None:
+        """ValueError when ``steps`` batches need more than one pass over the training text."""
+        if self.steps < steps:
+            raise ValueError(f"{steps} steps of {self.batch_size} × {self.seq_len} tokens need more than one pass "
+                             f"over the training text ({self.windows:,} windows of {len(self.stream):,} tokens: "
+                             f"{self.steps} batches)")
+
+    def __call__(self, step: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's rows of global batch ``step``: (inputs, targets), each (batch_size/world, seq_len)."""
+        if self.batch_size % world:
+            raise ValueError(f"batch_size={self.batch_size} must divide evenly over {world} ranks")
+        if not 0 <= step < self.steps:
+            raise ValueError(f"batch {step} is past one pass over the training text ({self.steps} batches of "
+                             f"{self.batch_size} × {self.seq_len} tokens)")
+        n = self.batch_size // world
+        first = step * self.batch_size + rank * n
+        starts = self.order[first:first + n] * self.seq_len
+        rows = torch.stack([self.stream[s:s + self.seq_len + 1] for s in starts.tolist()])
+        return rows[:, :-1], rows[:, 1:]

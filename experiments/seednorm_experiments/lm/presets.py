@@ -3,7 +3,8 @@
 ``smoke`` is for tests (seconds), ``quick`` for a first look on 2 CPU cores (≤ 20 minutes, every
 norm × 2 seeds), ``standard`` makes the README's results (≤ 90 minutes on 2 CPU cores shared with other
 jobs, 3 seeds; both are tiny so that they fit),
-``full`` is sized for one GPU (a 4096-vocab, 512-wide, 8-layer model on ~200M tokens per run).
+``full`` is sized for one GPU (a 4096-vocab, 512-wide, 8-layer model on ~200M tokens per run); ``gpu`` is the
+short study of ``benchmarks/gpu.sh`` (five runs of ≤ 80 s each on one H200: see :mod:`.gpu`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["PRESETS", "Preset", "get_preset"]
+__all__ = ["PRESETS", "Preset", "get_preset", "parse_overrides"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,12 @@ class Preset:
     ``lr`` with ``warmup`` steps then cosine. Evaluation: bits per byte over ``eval_windows`` windows per
     domain, ``cloze_items`` 4-way cloze questions (``cloze_context`` + ``cloze_length`` tokens) per
     domain. ``max_chars`` caps each corpus split (None: all of it). ``lr_sweep``: multipliers of ``lr``
-    for ``--lr-sweep`` (run for ``sweep_steps`` steps each)."""
+    for ``--lr-sweep`` (run for ``sweep_steps`` steps each). ``compile``: ``torch.compile`` the model.
+    ``corpus``: ``"base"`` (plays + this interpreter's standard library) or ``"pack"`` (a verified corpus pack that
+    adds the installed packages' code, :mod:`.corpus_pack`). ``one_pass``: batches of disjoint windows, never more
+    than one pass over the training text (:class:`.data.OnePassBatches`). ``lr_grid``: multipliers of ``lr``; when
+    set, the study is the learning-rate grid of :mod:`.gpu` (RMSNorm and SeeDNorm at each rate, then the 1/√D
+    dot-scale recipe at SeeDNorm's best) instead of every norm at ``lr``."""
 
     name: str
     vocab_size: int
@@ -44,6 +50,14 @@ class Preset:
     ckpt_every: int = 100
     lr_sweep: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
     sweep_steps: int = 0
+    compile: bool = False
+    corpus: str = "base"
+    one_pass: bool = False
+    lr_grid: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.corpus not in ("base", "pack"):
+            raise ValueError(f"corpus must be 'base' or 'pack', got {self.corpus!r}")
 
     @property
     def tokens_per_run(self) -> int:
@@ -64,6 +78,11 @@ PRESETS: dict[str, Preset] = {
         Preset("full", vocab_size=4096, dim=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64,
                steps=6000, lr=1e-3, warmup=500, seeds=3, eval_windows=512, cloze_items=1000,
                cloze_context=128, cloze_length=32, eval_every=1000, ckpt_every=500, sweep_steps=1500),
+        # 25.3M non-embedding parameters (8 × (4·512² + 3·512·1376)), 800 × 128 × 512 = 52.4M tokens per run, one
+        # pass at most; ≈ 1.1e16 FLOP per run, ≈ 55 s at 200 TFLOP/s (docs/lm.md, "GPU preset").
+        Preset("gpu", vocab_size=8192, dim=512, n_layers=8, n_heads=8, seq_len=512, batch_size=128, steps=800,
+               lr=1.5e-3, warmup=80, seeds=1, eval_windows=256, cloze_items=400, cloze_context=128,
+               cloze_length=32, ckpt_every=200, compile=True, corpus="pack", one_pass=True, lr_grid=(1.0, 2.0)),
     )
 }
 
@@ -73,3 +92,30 @@ def get_preset(name: str, **overrides) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def parse_overrides(items: list[str]) -> dict[str, object]:
+    """``["dim=32", "compile=false", "lr_grid=1,2"]`` → preset fields of the right types (ValueError naming the
+    fields when one is unknown or its value does not parse). ``name`` and ``max_chars=none`` are allowed."""
+    fields = {f.name: f for f in dataclasses.fields(Preset)}
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--override {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        default = getattr(PRESETS["smoke"], key)
+        try:
+            if key == "max_chars":
+                value: object = None if text.lower() == "none" else int(text)
+            elif isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value = text.lower() in ("true", "1")
+            elif isinstance(default, tuple):
+                value = tuple(float(v) for v in text.split(",") if v)
+            else:
+                value = type(default)(text)
+        except ValueError:
+            raise ValueError(f"--override {item!r}: {text!r} is not a valid {key}") from None
+        out[key] = value
+    return out

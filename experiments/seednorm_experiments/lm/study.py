@@ -22,12 +22,12 @@ from torch import nn
 from ..common import check_norms, final_loss
 from ..harness import Task, TrainConfig, benchmark
 from ..runs import check_reusable, train_or_reuse
-from .data import EVAL_DOMAINS, Corpus, load_corpus, train_batch
+from .data import EVAL_DOMAINS, Corpus, OnePassBatches, load_corpus, train_batch
 from .evals import bits_per_byte, cloze_accuracy, cloze_items
 from .model import SITES, Llama, LMConfig
 from .presets import Preset
 
-__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "run_lr_sweep", "run_study",
+__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "run_lr_sweep", "run_study", "study_corpus",
            "train_config"]
 
 
@@ -137,18 +137,41 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: E
     that shape the run (e.g. what ``TrainConfig.param_groups`` does), added to the task's signature."""
     cfg = dataclasses.replace(model_config(preset, corpus.vocab_size, norm, placement, qk_norm),
                               **(model_overrides or {}))
+    if preset.one_pass:
+        batches = OnePassBatches(corpus, batch_size=preset.batch_size, seq_len=preset.seq_len, seed=seed)
+        batches.require(preset.steps)
+    else:
+        batches = lambda step, rank, world: train_batch(  # noqa: E731
+            corpus, step, rank, world, batch_size=preset.batch_size, seq_len=preset.seq_len, seed=seed)
+    extra = {k: True for k in ("compile", "one_pass") if getattr(preset, k)}  # named only when set
     return Task(
         name=f"lm-{preset.name}-{norm}",
-        build_model=lambda: Llama(cfg),
-        batches=lambda step, rank, world: train_batch(corpus, step, rank, world, batch_size=preset.batch_size,
-                                                      seq_len=preset.seq_len, seed=seed),
+        build_model=lambda: _built(cfg, preset.compile),
+        batches=batches,
         loss=_lm_loss,
         tokens=lambda batch: batch[0].numel(),
         evaluate=evaluator,
         signature={"model": _model_signature(cfg),
                    "batch_size": preset.batch_size, "max_chars": preset.max_chars, "corpus": corpus.key,
-                   "eval": evaluator.settings if evaluator is not None else None, **(signature or {})},
+                   "eval": evaluator.settings if evaluator is not None else None, **extra, **(signature or {})},
     )
+
+
+def _built(cfg: LMConfig, compile: bool) -> Llama:
+    """The model; with ``compile``, compiled in place (``nn.Module.compile``: parameter and state-dict names stay)."""
+    model = Llama(cfg)
+    if compile:
+        model.compile()
+    return model
+
+
+def study_corpus(preset: Preset) -> Corpus:
+    """The preset's corpus: the base corpus, or the corpus pack (:func:`.corpus_pack.default_pack_dir`)."""
+    if preset.corpus == "pack":
+        from .corpus_pack import default_pack_dir, pack_source
+
+        return load_corpus(preset.vocab_size, preset.max_chars, texts=pack_source(default_pack_dir()))
+    return load_corpus(preset.vocab_size, preset.max_chars)
 
 
 def _train_all(runs: list[tuple[Task, TrainConfig]], resume: bool) -> list[dict[str, Any]]:
@@ -180,7 +203,7 @@ def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, re
     """Train every (seed, norm) pair -- seeds outer, so a cut-short study still has paired seeds. ``moe_experts``
     > 0: the mixture-of-experts model (top ``moe_top_k``) instead of the dense one."""
     norms = check_norms(norms)
-    corpus = load_corpus(preset.vocab_size, preset.max_chars)
+    corpus = study_corpus(preset)
     evaluator = Evaluator(preset, corpus)
     grid = [(norm, seed) for seed in range(seeds) for norm in norms]
     jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm, _moe(moe_experts, moe_top_k)),
@@ -197,7 +220,7 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     ``preset.sweep_steps`` steps (no evaluation); a run diverges when its loss becomes non-finite or
     exceeds ln(vocab) + 1, i.e. worse than guessing uniformly."""
     norms = check_norms(norms)
-    corpus = load_corpus(preset.vocab_size, preset.max_chars)
+    corpus = study_corpus(preset)
     steps = preset.sweep_steps or preset.steps
     grid = [(norm, seed, preset.lr * mult) for mult in preset.lr_sweep for seed in range(seeds) for norm in norms]
     jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm, _moe(moe_experts, moe_top_k)),
@@ -215,7 +238,7 @@ def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 40
     optimizer groups, clipping and schedule as :func:`run_study`), seed 0, timed round-robin, ``rounds`` ×
     ``steps`` steps per norm. Returns the per-round tokens/s of each norm (round i of every norm ran back to
     back)."""
-    corpus = load_corpus(preset.vocab_size, preset.max_chars)
+    corpus = study_corpus(preset)
     tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm, _moe(moe_experts, moe_top_k))
              for norm in check_norms(norms)}
     config = train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)

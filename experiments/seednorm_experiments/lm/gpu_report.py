@@ -1,0 +1,115 @@
+"""``report.md`` and ``loss.png`` of the ``gpu`` preset's study (:mod:`.gpu`): one row per run, each norm at its
+best rate against RMSNorm's best, the corpus pack's hash, the measured step cost and the FLOP-based estimate."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..common import BASELINE, machine
+from ..report import markdown_table, plot_curves, step_costs
+from .ablation import primary_metric
+from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT, Corpus
+from .gpu import ASSUMED_TFLOPS, best_lr, non_embedding_params, train_flops
+from .presets import Preset
+from .study import Run
+
+__all__ = ["write_gpu_report"]
+
+
+def _label(run: Run) -> str:
+    return f"{run.norm} @ {run.lr:g}"
+
+
+def _zero_shot_cloze(run: Run) -> float:
+    return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
+
+
+def _runs_table(runs: Sequence[Run]) -> list[str]:
+    rows = []
+    for r in runs:
+        if r.diverged:
+            rows.append([_label(r), "diverged"] + ["–"] * (len(EVAL_DOMAINS) + 4))
+            continue
+        e = r.result["final_eval"]
+        rows.append([_label(r), f"{r.final_loss:.4f}", *(f"{e[f'bpb/{d}']:.4f}" for d in EVAL_DOMAINS),
+                     f"{primary_metric(r):.4f}", f"{_zero_shot_cloze(r):.3f}", f"{r.result['tokens_per_s']:,.0f}",
+                     f"{r.result['wall_s']:.0f}"])
+    header = ["run (variant @ lr)", "train loss", *(f"bpb {d}" for d in EVAL_DOMAINS), "bpb in-domain mean",
+              "cloze zero-shot mean", "tokens/s", "wall s"]
+    return ["\n### Every run (seed 0; bits per byte: lower is better)\n", markdown_table(header, rows)]
+
+
+def _best_table(runs: Sequence[Run]) -> list[str]:
+    base_lr = best_lr(list(runs), BASELINE)
+    if base_lr is None:
+        return ["\nRMSNorm diverged at every rate: no comparison."]
+    base = next(r for r in runs if r.norm == BASELINE and r.lr == base_lr)
+    rows = []
+    for variant in dict.fromkeys(r.norm for r in runs if r.norm != BASELINE):
+        lr = best_lr(list(runs), variant)
+        if lr is None:
+            rows.append([variant, "diverged"] + ["–"] * (len(EVAL_DOMAINS) + 1))
+            continue
+        r = next(x for x in runs if x.norm == variant and x.lr == lr)
+        cells = [f"{r.result['final_eval'][f'bpb/{d}'] - base.result['final_eval'][f'bpb/{d}']:+.4f}"
+                 for d in EVAL_DOMAINS]
+        rows.append([variant, f"{lr:g}", f"{primary_metric(r) - primary_metric(base):+.4f}", *cells])
+    return [f"\n### Each norm at its best rate minus RMSNorm at its best ({base_lr:g}); one seed, no interval\n",
+            markdown_table(["variant", "best lr", "Δ bpb in-domain mean", *(f"Δ bpb {d}" for d in EVAL_DOMAINS)],
+                           rows)]
+
+
+def _throughput(bench: dict[str, list[float]] | None, preset: Preset) -> list[str]:
+    if not bench or BASELINE not in bench:
+        return ["\nStep cost: not measured."]
+    costs = step_costs(bench, BASELINE)
+    rows = [[n, f"{statistics.median(s):,.0f}", f"{max(s):,.0f}", f"{statistics.median(costs[n]):.3f}"]
+            for n, s in bench.items()]
+    how = ("compiled, " if preset.compile else "") + "bf16 autocast on CUDA"
+    return [f"\n### Training step ({how}; {len(bench[BASELINE])} rounds × 2 steps per norm, round-robin; goal: "
+            "SeeDNorm ≤ 1.02× RMSNorm)\n",
+            markdown_table(["norm", "median tokens/s", "best tokens/s", "step cost vs RMSNorm (median of rounds)"],
+                           rows)]
+
+
+def write_gpu_report(out: Path, preset: Preset, runs: Sequence[Run], corpus: Corpus, *, command: str,
+                     throughput: dict[str, list[float]] | None = None, wall_s: float | None = None,
+                     impl: str = "") -> Path:
+    """Write ``out/report.md`` (and ``loss.png`` when a run finished); returns the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    flops = train_flops(preset, corpus.vocab_size)
+    n = non_embedding_params(preset, corpus.vocab_size)
+    pack = corpus.source.get("pack_sha256")
+    lines = [f"# Language-model study — `{preset.name}` preset (learning-rate grid)\n",
+             f"Command: `{command}`\n",
+             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+             + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n",
+             f"Setup: Llama-style decoder, {preset.n_layers} layers, width {preset.dim}, {preset.n_heads} heads, "
+             f"vocab {corpus.vocab_size} (byte-level BPE), {preset.seq_len}-token context; {n:,} non-embedding "
+             f"parameters; {preset.steps} steps × {preset.batch_size} sequences = {preset.tokens_per_run:,} tokens "
+             f"per run{', at most one pass over the training text (disjoint windows)' if preset.one_pass else ''}; "
+             f"AdamW, warmup {preset.warmup}, cosine to 10%, weight decay {preset.weight_decay}, clip "
+             f"{preset.grad_clip}; {'torch.compile, ' if preset.compile else ''}bf16 autocast on CUDA"
+             + (f", SeeDNorm through `impl={impl!r}`" if impl else "") + ".\n",
+             "Corpus: " + (f"pack sha256 `{pack}` ({corpus.source.get('pack_files', 0):,} package source files "
+                           "beside the plays and the standard library; manifest in the pack)" if pack else
+                           "plays + this interpreter's standard library")
+             + f"; in-domain evaluation {', '.join(IN_DOMAIN)} (held out), zero-shot {', '.join(ZERO_SHOT)}; "
+             f"cache key `{corpus.key}`.\n",
+             f"Estimate: {flops:.3g} FLOP per run (6·(N + V·d)·tokens + 12·L·T·d·tokens) ≈ "
+             f"{flops / (ASSUMED_TFLOPS * 1e12):.0f} s at an assumed {ASSUMED_TFLOPS:g} TFLOP/s.\n"]
+    if runs:
+        lines += _runs_table(runs) + _best_table(runs)
+    lines += _throughput(throughput, preset)
+    done = [r for r in runs if not r.diverged]
+    if done:
+        plot_curves({_label(r): [[h["loss"] for h in r.result["history"]]] for r in done},
+                    list(range(preset.steps)), out / "loss.png", ylabel="training loss (nats/token)",
+                    title=f"Training loss, EMA 0.9 — {preset.name}", smooth=0.9)
+        lines.append("\n![training loss](loss.png)")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
