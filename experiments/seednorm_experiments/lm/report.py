@@ -161,8 +161,8 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
             inactive = moe.inactive_params()
             model = (f"Llama-style decoder with a mixture of {moe_experts} experts, top {moe_top_k}, in place of "
                      f"each MLP (OLMoE-style: pre-norms before attention and the experts, final norm; dropless; "
-                     f"experts SwiGLU of width {moe.expert_hidden}; Switch load-balancing loss × "
-                     f"{moe.moe_aux_coef:g} in the gradient, the train loss below is the cross-entropy)")
+                     f"experts SwiGLU of width {moe.expert_hidden}; Switch load-balancing loss, averaged over the "
+                     f"blocks, × {moe.moe_aux_coef:g} in the gradient, the train loss below is the cross-entropy)")
             counts = ", ".join(f"{n} {p:,} ({p - inactive:,} active)" for n, p in params.items())
         else:
             model = "Llama-style decoder"
