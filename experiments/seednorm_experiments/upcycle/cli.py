@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "preset's)")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
     p.add_argument("--out", type=out_dir, default=None, help="output folder (default: runs/upcycle_<preset>)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's; 1 "
+                   "wastes least when other jobs share the cores)")
     p.add_argument("--report-only", action="store_true", help="only write the report from the finished runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -73,9 +75,13 @@ def _study(args: argparse.Namespace, command: str) -> int:
         out = check_out_dir(args.out or default_out("upcycle", preset.name))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
+    import torch
+
     from .report import write_report
     from .study import Study
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     study = Study(preset, arms, args.seeds or preset.seeds, out, domain=args.domain, progress=not args.no_progress)
     if args.report_only:

@@ -2,10 +2,11 @@
 
 - ``smoke``: the first decoder layer of the 30 of the real weights (embeddings and final norm kept), 3 steps of
   2 × 16 tokens, tiny evaluations; seconds a run, what the tests run.
-- ``quick``: the whole model, 16 steps of 4 × 64 tokens (4k tokens), two learning rates per arm on seed 0, one
-  more seed at each arm's best rate: 15 runs; ≈ 15 minutes on 2 quiet CPU cores, ≈ 60-90 minutes when other jobs
-  share them. It shows whether the conversion costs anything and the direction of the first steps of adaptation,
-  with CIs of 2 seeds (wide); not where longer training ends.
+- ``quick``: the whole model, 12 steps of 4 × 64 tokens (3k tokens), two learning rates per arm on seed 0, one
+  more seed at each arm's best rate: 15 runs, ≈ 20 CPU-minutes (≈ 15 minutes on 2 quiet cores, about an hour when
+  several other jobs share them). It shows whether the conversion costs anything and the direction of the first
+  steps of adaptation, with CIs of 2 seeds (wide) and 8 cloze items per domain (coarse); not where longer training
+  ends.
 - ``standard``: 48 steps of 4 × 128 tokens (25k tokens), 3 seeds at the best rates, larger evaluations; ≤ 90
   minutes on 2 quiet cores.
 - ``full``: sized for one GPU: 2000 steps of 16 × 512 tokens (16M tokens), three learning rates, 3 seeds.
@@ -59,9 +60,9 @@ PRESETS: dict[str, Preset] = {
         Preset("smoke", layers=1, seq_len=16, batch_size=2, steps=3, warmup=1, seeds=2, lr_mults=(1.0, 3.0),
                eval_windows=2, eval_seq_len=16, cloze_items=4, cloze_context=8, cloze_length=4,
                max_chars=40_000, ckpt_every=2),
-        Preset("quick", layers=None, seq_len=64, batch_size=4, steps=16, warmup=2, seeds=2, lr_mults=(1.0, 3.0),
-               eval_windows=4, eval_seq_len=128, cloze_items=12, cloze_context=32, cloze_length=16,
-               max_chars=1_000_000, ckpt_every=8),
+        Preset("quick", layers=None, seq_len=64, batch_size=4, steps=12, warmup=2, seeds=2, lr_mults=(1.0, 3.0),
+               eval_windows=4, eval_seq_len=128, cloze_items=8, cloze_context=24, cloze_length=8,
+               max_chars=1_000_000, ckpt_every=6),
         Preset("standard", layers=None, seq_len=128, batch_size=4, steps=48, warmup=5, seeds=3,
                lr_mults=(1.0, 3.0), eval_windows=16, eval_seq_len=128, cloze_items=32, max_chars=2_000_000,
                ckpt_every=16),
