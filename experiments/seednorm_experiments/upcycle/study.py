@@ -148,8 +148,9 @@ class Study:
                            progress=self.progress, desc=f"{arm.name} lr {lr:g} seed {seed}")
 
     def sweep_lrs(self, arm: Arm) -> list[float]:
-        """The learning rates of ``arm``'s sweep: its base rate × each of the preset's multipliers."""
-        return [arm.lr * m for m in self.preset.lr_mults]
+        """The learning rates of ``arm``'s sweep: its base rate × each of the preset's multipliers, to 6 significant
+        digits (3e-3 × 3 is 0.009, as its folder ``lr0.009`` says, not 0.009000000000000001)."""
+        return [float(f"{arm.lr * m:.6g}") for m in self.preset.lr_mults]
 
     def _train(self, arm: Arm, seed: int, lr: float) -> Run:
         """The run's result (trained, resumed or reused); the checkpoint of a finished run is deleted (a full

@@ -86,6 +86,9 @@ def test_a_rerun_reuses_every_run_and_other_settings_stop_it(smoke, capsys) -> N
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/lr*/seed*/result.json")}
     assert cli.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/lr*/seed*/result.json")} == stamps
+    summary = (out / "summary.json").read_text()
+    assert cli.main([*argv, "--report-only"]) == 0  # the runs found on disk, verified: the same numbers
+    assert (out / "summary.json").read_text() == summary
     capsys.readouterr()
     assert cli.main([*argv, "--steps", "2"]) == 2
     err = capsys.readouterr().err
