@@ -24,7 +24,7 @@ def test_conversion_copies_every_norm_and_computes_rmsnorm_in_float64() -> None:
     lm = load_base(1)
     gains = {n: m.weight.detach().clone() for n, m in lm.named_modules() if type(m).__name__ == "LlamaRMSNorm"}
     eps = lm.config.rms_norm_eps
-    assert convert_checked(lm, ARMS["seednorm"]) <= CONVERSION_TOLERANCE  # float32 logits, probe batch
+    assert convert_checked(lm, ARMS["seednorm"]) <= 1e-4  # float32 logits of the probe batch, up to ~40
     layers = {n: m for n, m in lm.named_modules() if isinstance(m, SeeDNorm)}
     assert set(layers) == set(gains) and len(layers) == 3
     x = torch.randn(3, D, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * torch.tensor(
@@ -53,4 +53,4 @@ def test_a_converted_model_starts_where_the_original_does() -> None:
     converted = build_arm(load_base(1), ARMS["seednorm-norms"]).eval()
     with torch.no_grad():
         a, b = original(ids), converted(ids)
-    torch.testing.assert_close(b, a, atol=CONVERSION_TOLERANCE, rtol=0)
+    torch.testing.assert_close(b, a, atol=CONVERSION_TOLERANCE * float(a.abs().max()), rtol=0)

@@ -10,7 +10,6 @@ import pytest
 
 from seednorm_experiments import cli
 from seednorm_experiments.common import final_loss
-from seednorm_experiments.upcycle.arms import CONVERSION_TOLERANCE
 from seednorm_experiments.upcycle.study import Run, best_lr
 
 ARMS = ["rmsnorm-norms", "seednorm-norms"]  # the cheapest pair: norm-only, compared seed by seed
@@ -60,7 +59,7 @@ def test_smoke_study_grid_choice_and_paired_statistics(smoke) -> None:
         assert (arm, chosen[arm], 1) in results
     assert len(results) == 6
     arms = base["arms"]
-    assert arms["seednorm-norms"]["gap"] <= CONVERSION_TOLERANCE and arms["rmsnorm-norms"]["gap"] == 0
+    assert arms["seednorm-norms"]["gap"] <= 1e-4 and arms["rmsnorm-norms"]["gap"] == 0  # |Δ logit|, logits ~40
     assert arms["rmsnorm-norms"]["trainable"] == NORMS_1 and arms["seednorm-norms"]["trainable"] == 3 * NORMS_1
     mem = arms["rmsnorm-norms"]["memory"]
     assert mem["weights"] == 4 * PARAMS_1 and mem["grads"] == 4 * NORMS_1 and mem["adam"] == 2 * mem["grads"]
