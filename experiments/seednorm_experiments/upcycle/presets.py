@@ -7,8 +7,8 @@
   several other jobs share them). It shows whether the conversion costs anything and the direction of the first
   steps of adaptation, with CIs of 2 seeds (wide) and 8 cloze items per domain (coarse); not where longer training
   ends.
-- ``standard``: 48 steps of 4 × 128 tokens (25k tokens), 3 seeds at the best rates, larger evaluations; ≤ 90
-  minutes on 2 quiet cores.
+- ``standard``: 40 steps of 4 × 128 tokens (20k tokens), 3 seeds at the best rates (20 runs), larger evaluations;
+  ≈ 85 minutes on 2 quiet cores (≈ 3.5 s a step).
 - ``full``: sized for one GPU: 2000 steps of 16 × 512 tokens (16M tokens), three learning rates, 3 seeds.
 """
 
@@ -63,9 +63,9 @@ PRESETS: dict[str, Preset] = {
         Preset("quick", layers=None, seq_len=64, batch_size=4, steps=12, warmup=2, seeds=2, lr_mults=(1.0, 3.0),
                eval_windows=4, eval_seq_len=128, cloze_items=8, cloze_context=24, cloze_length=8,
                max_chars=1_000_000, ckpt_every=6),
-        Preset("standard", layers=None, seq_len=128, batch_size=4, steps=48, warmup=5, seeds=3,
-               lr_mults=(1.0, 3.0), eval_windows=16, eval_seq_len=128, cloze_items=32, max_chars=2_000_000,
-               ckpt_every=16),
+        Preset("standard", layers=None, seq_len=128, batch_size=4, steps=40, warmup=4, seeds=3,
+               lr_mults=(1.0, 3.0), eval_windows=12, eval_seq_len=128, cloze_items=24, max_chars=2_000_000,
+               ckpt_every=10),
         Preset("full", layers=None, seq_len=512, batch_size=16, steps=2000, warmup=100, seeds=3,
                lr_mults=(0.3, 1.0, 3.0), eval_windows=256, eval_seq_len=512, cloze_items=500,
                cloze_context=128, cloze_length=32, ckpt_every=200),
