@@ -13,7 +13,8 @@ before (modern-spelling plays, Python code): bits per byte and cloze, paired by 
 ``OUT/report.md``, ``OUT/summary.json`` and PNG plots.
 
 List options take space- or comma-separated items. Finished runs in OUT are reused and interrupted ones resumed
-(rerun the same command to continue); a run folder holding a run of other settings stops the command before it
+(rerun the same command to continue); several processes may run the same command at once and share the grid
+(e.g. two with --threads 1 on two cores); a run folder holding a run of other settings stops the command before it
 trains. Exit codes: 0 done; 2 a bad argument or an unusable run folder (one line on stderr); see
 ``seednorm_experiments.args``.
 """

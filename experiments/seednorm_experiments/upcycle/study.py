@@ -8,7 +8,8 @@ metrics.csv, result.json; the checkpoint while it trains) and the report files (
 Every run of a seed sees the same batches in the same order (:func:`.data.train_batch`), and every arm starts
 from the same weights (a SeeDNorm arm from their exact conversion), so arms compare seed by seed. Finished runs are
 reused and interrupted ones resumed (:func:`..runs.train_or_reuse`); a folder holding a run of other settings
-stops the study before it trains (:class:`..runs.RunMismatch`).
+stops the study before it trains (:class:`..runs.RunMismatch`). Several processes may run the same command at once
+and share the grid (:mod:`..claims`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import claims
 from ..common import final_loss
 from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, fingerprint_digest
 from ..runs import check_reusable, train_or_reuse
@@ -161,18 +163,29 @@ class Study:
             (config.out_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
         return Run(arm.name, seed, lr, result)
 
-    def run(self) -> tuple[dict[str, Any], list[Run]]:
+    def run(self, poll_s: float = 10.0) -> tuple[dict[str, Any], list[Run]]:
         """The base record (:meth:`base`) and every run: the sweep (seed 0, each arm at each rate, rates outer),
-        then seeds 1.. at each arm's best rate (seeds outer, so a cut-short study stays paired)."""
-        check_reusable((self.task(a, 0), self.config(a, 0, lr)) for a in self.arms for lr in self.sweep_lrs(a))
+        then seeds 1.. at each arm's best rate (seeds outer, so a cut-short study stays paired). Several processes
+        may run the same study at once: each run is trained by the one that claims it (:mod:`..claims`), and each
+        process waits for the whole sweep before choosing the rates (checking every ``poll_s`` seconds)."""
+        sweep = [(a, 0, lr) for m in range(len(self.preset.lr_mults)) for a in self.arms
+                 for lr in [self.sweep_lrs(a)[m]]]
+        check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in sweep)
         base = self.base()
-        runs = [self._train(a, 0, lr) for m in range(len(self.preset.lr_mults)) for a in self.arms
-                for lr in [self.sweep_lrs(a)[m]]]
+        runs = self._share(sweep, poll_s)
         best = {a.name: best_lr([r for r in runs if r.arm == a.name]) for a in self.arms}
         more = [(a, s, best[a.name]) for s in range(1, self.seeds) for a in self.arms]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in more)
-        runs += [self._train(a, s, lr) for a, s, lr in more]
-        return base, runs
+        return base, runs + self._share(more, poll_s)
+
+    def _share(self, jobs: list[tuple[Arm, int, float]], poll_s: float) -> list[Run]:
+        """Train the ``(arm, seed, lr)`` runs this process claims, wait for the others', then return every one's
+        verified result in the order of ``jobs``."""
+        folder = lambda job: self.config(*job).out_dir  # noqa: E731
+        for _ in claims.work(jobs, folder, lambda job: (folder(job) / RESULT_NAME).is_file(),
+                             lambda job: self._train(*job), poll_s):
+            pass
+        return [self._train(*job) for job in jobs]  # each reused: finished and verified
 
     def base_fingerprint(self) -> dict[str, Any]:
         """What the base record depends on."""
