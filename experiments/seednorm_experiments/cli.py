@@ -1,4 +1,4 @@
-"""The ``seednorm`` command: ``seednorm lm|vit|bench [options]`` (``seednorm <command> --help`` for each); exit
+"""The ``seednorm`` command: ``seednorm lm|vit|upcycle|bench [options]`` (``seednorm <command> --help`` for each); exit
 codes as ``args.py`` says."""
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from collections.abc import Sequence
 COMMANDS = {
     "lm": ("seednorm_experiments.lm", "language-model study: RMSNorm vs LayerNorm vs DyT vs SeeDNorm, zero-shot evals"),
     "vit": ("seednorm_experiments.vit", "vision study: the same comparison on a small ViT under distribution shift"),
+    "upcycle": ("seednorm_experiments.upcycle", "upcycling: SmolLM2-135M converted to SeeDNorm and trained on"),
     "bench": ("seednorm_experiments.bench", "kernel benchmarks: time and bandwidth of every implementation"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: seednorm <command> [options]", "", "commands:"]
-    lines += [f"  {name:<6} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<7} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

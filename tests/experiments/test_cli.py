@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from seednorm_experiments import args as arg_rules
-from seednorm_experiments import lm, vit
+from seednorm_experiments import lm, upcycle, vit
 
 
 def exit_code(main, argv: list[str]) -> int:
@@ -100,7 +100,7 @@ def test_writable_paths(tmp_path: Path, a_file: Path) -> None:
         arg_rules.check_out_file(a_file / "x.md")
 
 
-@pytest.mark.parametrize("study", [lm, vit])
+@pytest.mark.parametrize("study", [lm, vit, upcycle])
 def test_help_is_plain_text_with_each_default_once(study, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         study.main(["--help"])
@@ -118,6 +118,7 @@ def test_help_is_plain_text_with_each_default_once(study, capsys: pytest.Capture
     (lm, "--ablation-lrs", ["1e-3", "2e-3"], ["1e-3,2e-3"]),
     (vit, "--norms", ["dyt", "seednorm"], ["dyt,seednorm"]),
     (vit, "--heads", ["1", "4"], ["1,4"]),
+    (upcycle, "--arms", ["rmsnorm", "seednorm-norms"], ["rmsnorm,seednorm-norms"]),
 ])
 def test_list_options_take_spaces_or_commas(study, option: str, spaced: list[str], commas: list[str]) -> None:
     parser = study.cli.build_parser()

@@ -3,9 +3,8 @@ SeeDNorm on Shakespeare's plays + Python code, scored in-domain and zero-shot; a
 
     cli.py             ``seednorm lm``: options, checks, main
     presets.py         named sizes (smoke, quick, standard, full)
-    data.py            the offline corpora, the tokenizer, batches by step
+    data.py            the offline corpora (raw texts: ..texts), the tokenizer, batches by step
     model.py           the decoder; every norm from ``seednorm.build_norm``
-    evals.py           bits per byte, cloze accuracy
     study.py           the grid of (norm, seed) runs on the harness, the learning-rate sweep, the throughput benchmark
     report.py          the study's report.md and plots
     sweep.py           each norm's best learning rate from a sweep

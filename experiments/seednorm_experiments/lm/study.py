@@ -22,8 +22,8 @@ from torch import nn
 from ..common import check_norms, final_loss
 from ..harness import Task, TrainConfig, benchmark
 from ..runs import check_reusable, train_or_reuse
+from ..text_evals import bits_per_byte, cloze_accuracy, cloze_items
 from .data import EVAL_DOMAINS, Corpus, OnePassBatches, load_corpus, train_batch
-from .evals import bits_per_byte, cloze_accuracy, cloze_items
 from .model import SITES, Llama, LMConfig
 from .presets import Preset
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from seednorm_experiments.lm.data import EVAL_DOMAINS, load_corpus, train_batch
-from seednorm_experiments.lm.evals import bits_per_byte, cloze_accuracy, cloze_items
+from seednorm_experiments.text_evals import bits_per_byte, cloze_accuracy, cloze_items
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,99 @@
+"""``seednorm upcycle``: convert a pretrained model (SmolLM2-135M) to SeeDNorm and keep training it.
+
+    seednorm upcycle --preset quick --out results/upcycle_quick      # ≈ 1 hour on 2 CPU cores
+    seednorm upcycle --preset smoke                                  # seconds (what the tests run); runs/upcycle_smoke
+    seednorm upcycle --preset quick --arms rmsnorm-norms seednorm-norms --domain folio
+    seednorm upcycle --preset quick --out results/upcycle_quick --report-only
+
+Every arm (continued training as shipped with RMSNorm; converted to SeeDNorm with the paper's defaults or with
+dot scale 1/√D; norm-only tuning of γ vs γ, α, β) starts from the same weights -- a SeeDNorm arm from their exact
+conversion, checked -- and sees the same batches per seed. Each arm sweeps its learning rate on seed 0 and runs more
+seeds at its best one; every run is scored on held-out text of the adaptation domain and on text the model knew
+before (modern-spelling plays, Python code): bits per byte and cloze, paired by seed, with 95% CIs. Writes
+``OUT/report.md``, ``OUT/summary.json`` and PNG plots.
+
+List options take space- or comma-separated items. Finished runs in OUT are reused and interrupted ones resumed
+(rerun the same command to continue); several processes may run the same command at once and share the grid
+(e.g. two with --threads 1 on two cores); a run folder holding a run of other settings stops the command before it
+trains. Exit codes: 0 done; 2 a bad argument or an unusable run folder (one line on stderr); see
+``seednorm_experiments.args``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+from ..args import check_out_dir, out_dir, positive_int, report_errors
+from ..common import Listed, default_out
+from ..runs import EXPECTED_ERRORS
+from .arms import ARMS, get_arm
+from .data import DOMAINS
+from .presets import PRESETS, get_preset
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``seednorm upcycle``; defaults are given in each help text."""
+    p = argparse.ArgumentParser(prog="seednorm upcycle", description=__doc__.replace("``", ""),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=list(PRESETS), default="quick", help="study size (default: %(default)s)")
+    p.add_argument("--arms", action=Listed, metavar="ARM", default=tuple(ARMS),
+                   help="arms to train (default: " + " ".join(ARMS) + ")")
+    p.add_argument("--domain", choices=DOMAINS, default="bible", help="adaptation domain (default: %(default)s)")
+    p.add_argument("--seeds", type=positive_int, default=None, help="seeds at each arm's best rate (default: the "
+                   "preset's)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--out", type=out_dir, default=None, help="output folder (default: runs/upcycle_<preset>)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's; 1 "
+                   "wastes least when other jobs share the cores)")
+    p.add_argument("--report-only", action="store_true", help="only write the report from the finished runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``seednorm upcycle ...``: run the study and write its report; returns the exit code (0 done, 2 a bad argument
+    or an unusable run folder, one line on stderr)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = "seednorm upcycle " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    return report_errors(parser.prog, lambda: _study(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
+
+
+def _study(args: argparse.Namespace, command: str) -> int:
+    try:  # every setting is checked before anything loads or trains
+        preset = get_preset(args.preset, steps=args.steps)
+        if preset.warmup > preset.steps:
+            raise ValueError(f"--steps {preset.steps} is below the preset's {preset.warmup} warmup steps")
+        arms = [get_arm(a).name for a in dict.fromkeys(args.arms)]
+        if not arms:
+            raise ValueError("--arms: give at least one arm")
+        out = check_out_dir(args.out or default_out("upcycle", preset.name))
+    except ValueError as e:
+        raise argparse.ArgumentError(None, str(e)) from None
+    import torch
+
+    from .report import write_report
+    from .study import Study
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    study = Study(preset, arms, args.seeds or preset.seeds, out, domain=args.domain, progress=not args.no_progress)
+    if args.report_only:
+        base, runs = study.base(), study.finished_runs()
+    else:
+        base, runs = study.run()
+    path = write_report(out, preset, base, runs, domain=args.domain, command=command,
+                        wall_s=None if args.report_only else time.perf_counter() - t0)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

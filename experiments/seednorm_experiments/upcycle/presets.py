@@ -1,0 +1,80 @@
+"""Named sizes of the upcycling study: how much of SmolLM2-135M, data, schedule, sweep and evaluation budgets.
+
+- ``smoke``: the first decoder layer of the 30 of the real weights (embeddings and final norm kept), 3 steps of
+  2 × 16 tokens, tiny evaluations; seconds a run, what the tests run.
+- ``quick``: the whole model, 12 steps of 4 × 64 tokens (3k tokens), two learning rates per arm on seed 0, one
+  more seed at each arm's best rate: 15 runs, ≈ 20 CPU-minutes (≈ 15 minutes on 2 quiet cores, about an hour when
+  several other jobs share them). It shows whether the conversion costs anything and the direction of the first
+  steps of adaptation, with CIs of 2 seeds (wide) and 8 cloze items per domain (coarse); not where longer training
+  ends.
+- ``standard``: 40 steps of 4 × 128 tokens (20k tokens), 3 seeds at the best rates (20 runs), larger evaluations;
+  ≈ 85 minutes on 2 quiet cores (≈ 3.5 s a step).
+- ``full``: sized for one GPU: 2000 steps of 16 × 512 tokens (16M tokens), three learning rates, 3 seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+__all__ = ["PRESETS", "Preset", "get_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One study size.
+
+    Model: ``layers`` decoder layers of SmolLM2-135M kept (None: all 30). Training: ``steps`` × ``batch_size``
+    windows of ``seq_len`` tokens of the adaptation domain, AdamW with ``warmup`` steps then cosine to 0.1 × the
+    peak. Sweep: each arm at its base rate × every multiplier of ``lr_mults`` on seed 0; then ``seeds`` − 1 more
+    seeds at the rate with the lowest final training loss. Evaluation per domain: bits per byte over
+    ``eval_windows`` windows of ``eval_seq_len`` tokens, ``cloze_items`` 4-way cloze questions (``cloze_context``
+    + ``cloze_length`` tokens). ``max_chars`` caps each text split (None: all of it)."""
+
+    name: str
+    layers: int | None
+    seq_len: int
+    batch_size: int
+    steps: int
+    warmup: int
+    seeds: int
+    lr_mults: tuple[float, ...]
+    eval_windows: int
+    eval_seq_len: int
+    cloze_items: int
+    cloze_context: int = 48
+    cloze_length: int = 16
+    max_chars: int | None = None
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    ckpt_every: int = 10
+
+    @property
+    def tokens_per_run(self) -> int:
+        return self.steps * self.batch_size * self.seq_len
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("smoke", layers=1, seq_len=16, batch_size=2, steps=3, warmup=1, seeds=2, lr_mults=(1.0, 3.0),
+               eval_windows=2, eval_seq_len=16, cloze_items=4, cloze_context=8, cloze_length=4,
+               max_chars=40_000, ckpt_every=2),
+        Preset("quick", layers=None, seq_len=64, batch_size=4, steps=12, warmup=2, seeds=2, lr_mults=(1.0, 3.0),
+               eval_windows=4, eval_seq_len=128, cloze_items=8, cloze_context=24, cloze_length=8,
+               max_chars=1_000_000, ckpt_every=6),
+        Preset("standard", layers=None, seq_len=128, batch_size=4, steps=40, warmup=4, seeds=3,
+               lr_mults=(1.0, 3.0), eval_windows=12, eval_seq_len=128, cloze_items=24, max_chars=2_000_000,
+               ckpt_every=10),
+        Preset("full", layers=None, seq_len=512, batch_size=16, steps=2000, warmup=100, seeds=3,
+               lr_mults=(0.3, 1.0, 3.0), eval_windows=256, eval_seq_len=512, cloze_items=500,
+               cloze_context=128, cloze_length=32, ckpt_every=200),
+    )
+}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    """The named preset with ``overrides`` applied (ValueError naming the choices if unknown)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,106 @@
+"""``seednorm upcycle --preset smoke`` end to end (a 1-layer cut of the real model): the grid, the learning-rate
+choice, the paired statistics against hand computations from the runs' own records, reuse, and exit codes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from seednorm_experiments import cli
+from seednorm_experiments.common import final_loss
+from seednorm_experiments.upcycle.study import Run, best_lr
+
+ARMS = ["rmsnorm-norms", "seednorm-norms"]  # the cheapest pair: norm-only, compared seed by seed
+NORMS_1 = 3 * 576  # the 1-layer model's norms: two in the layer, the final one
+PARAMS_1 = 49152 * 576 + 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536 + NORMS_1
+
+
+def test_best_lr_is_the_lowest_final_loss_and_a_diverged_run_never_wins() -> None:
+    def run(lr: float, loss: float, diverged: bool = False, seed: int = 0) -> Run:
+        return Run("a", seed, lr, {"diverged": diverged, "history": [{"loss": loss}] * 10})
+
+    assert best_lr([run(1e-4, 3.0), run(3e-4, 2.5), run(3e-4, 0.1, seed=1)]) == 3e-4
+    assert best_lr([run(1e-4, 3.0), run(3e-4, 0.5, diverged=True)]) == 1e-4
+    assert best_lr([run(3e-4, 2.0), run(1e-4, 2.0)]) == 1e-4  # the smaller rate on a tie
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("upcycle") / "smoke"
+    argv = ["upcycle", "--preset", "smoke", "--arms", *ARMS, "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    return out, argv
+
+
+def _results(out):
+    found = {}
+    for path in sorted(out.glob("runs/*/lr*/seed*/result.json")):
+        arm, lr, seed = path.parts[-4], float(path.parts[-3][2:]), int(path.parts[-2][4:])
+        found[arm, lr, seed] = json.loads(path.read_text())
+    return found
+
+
+@pytest.mark.slow
+def test_smoke_study_grid_choice_and_paired_statistics(smoke) -> None:
+    out, _ = smoke
+    results = _results(out)
+    base = json.loads((out / "base.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert (out / "report.md").is_file() and (out / "forgetting.png").is_file()
+    assert not list(out.glob("runs/**/checkpoint.pt"))  # finished runs keep result.json only
+    # The grid: each arm at base lr × (1, 3) on seed 0, then seed 1 at the rate with the lower final loss.
+    chosen = {}
+    for arm in ARMS:
+        sweep = {lr: final_loss(results[arm, lr, 0]["history"]) for lr in (3e-3, 9e-3)}
+        chosen[arm] = min(sweep, key=sweep.get)
+        assert summary["arms"][arm]["lr"] == chosen[arm]
+        assert (arm, chosen[arm], 1) in results
+    assert len(results) == 6
+    arms = base["arms"]
+    assert arms["seednorm-norms"]["gap"] <= 1e-4 and arms["rmsnorm-norms"]["gap"] == 0  # |Δ logit|, logits ~40
+    assert arms["rmsnorm-norms"]["trainable"] == NORMS_1 and arms["seednorm-norms"]["trainable"] == 3 * NORMS_1
+    mem = arms["rmsnorm-norms"]["memory"]
+    assert mem["weights"] == 4 * PARAMS_1 and mem["grads"] == 4 * NORMS_1 and mem["adam"] == 2 * mem["grads"]
+    assert mem["activations"] > 0
+    # Change against the base model and the paired difference to the reference, by hand from the final evaluations.
+    key = "bpb/bible"
+    after = {arm: [results[arm, chosen[arm], s]["final_eval"][key] for s in (0, 1)] for arm in ARMS}
+    deltas = [a - base["eval"][key] for a in after["seednorm-norms"]]
+    change = summary["arms"]["seednorm-norms"]["change"][key]
+    assert change["n"] == 2 and change["mean"] == pytest.approx(sum(deltas) / 2, abs=1e-12)
+    assert change["std"] == pytest.approx(abs(deltas[0] - deltas[1]) / math.sqrt(2), abs=1e-12)
+    assert change["ci95"] == pytest.approx(12.706204736 * change["std"] / math.sqrt(2), rel=1e-8)  # t(0.975, 1)
+    pairs = [a - b for a, b in zip(after["seednorm-norms"], after["rmsnorm-norms"], strict=True)]
+    paired = summary["arms"]["seednorm-norms"]["paired"][key]
+    assert summary["arms"]["seednorm-norms"]["vs"] == "rmsnorm-norms"
+    assert paired["mean"] == pytest.approx(sum(pairs) / 2, abs=1e-12)
+    assert paired["std"] == pytest.approx(abs(pairs[0] - pairs[1]) / math.sqrt(2), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_every_run_and_other_settings_stop_it(smoke, capsys) -> None:
+    out, argv = smoke
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/lr*/seed*/result.json")}
+    assert cli.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/lr*/seed*/result.json")} == stamps
+    summary = (out / "summary.json").read_text()
+    assert cli.main([*argv, "--report-only"]) == 0  # the runs found on disk, verified: the same numbers
+    assert (out / "summary.json").read_text() == summary
+    capsys.readouterr()
+    assert cli.main([*argv, "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seednorm upcycle: error:") and "steps: 3 -> 2" in err
+
+
+def test_bad_arguments_exit_2(tmp_path, capsys) -> None:
+    assert cli.main(["upcycle", "--preset", "smoke", "--arms", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown arm 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["upcycle", "--steps", "0"])
+    assert e.value.code == 2
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["upcycle", "--out", str(tmp_path / "file")])
+    assert e.value.code == 2
