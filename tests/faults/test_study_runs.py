@@ -16,7 +16,8 @@ import pytest
 
 import seednorm
 from seednorm_experiments import lm
-from seednorm_experiments.lm.ablation import CLAIM_GRACE_S, Job
+from seednorm_experiments.claims import CLAIM_GRACE_S
+from seednorm_experiments.lm.ablation import Job
 from seednorm_experiments.lm.ablation import claim as _claim
 
 SRC = str(Path(seednorm.__file__).resolve().parents[1])
