@@ -173,7 +173,7 @@ def test_dynamic_dropout_drops_elements_of_the_dynamic_term_per_position():
 
 def test_channels_last_input_runs_the_fused_op_in_place(monkeypatch):
     """x in torch.channels_last (or channels_last_3d): the kernel reads x's own memory (no copy); contiguous NCHW
-    input gets one contiguous copy; the centering form runs the reference (the kernel is not called). The layer's
+    input gets one contiguous copy; the centering form with its bias runs the same kernel in place. The layer's
     default impl="auto", where it picks the C++ kernels."""
     if op.resolve_impl("auto", torch.randn(2, 8)) != "cpp":
         pytest.skip("impl='auto' does not pick the C++ kernels here")
@@ -203,8 +203,11 @@ def test_channels_last_input_runs_the_fused_op_in_place(monkeypatch):
     layer(x)
     assert len(seen) == 1 and seen[0][0] != x.data_ptr()
     seen.clear()
-    SeeDNorm2d(8, center=True, bias=True)(x.contiguous(memory_format=torch.channels_last))
-    assert seen == []
+    x = x.contiguous(memory_format=torch.channels_last)
+    centered = randomized(SeeDNorm2d(8, center=True, bias=True))
+    y = centered(x)
+    assert seen == [(x.data_ptr(), True)]
+    torch.testing.assert_close(y.double(), oracle(x, centered), rtol=2e-5, atol=2e-5)
 
 
 def test_state_dict_moves_between_seednorm_and_seednorm2d():

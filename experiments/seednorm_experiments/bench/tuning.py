@@ -64,11 +64,12 @@ def _passes(m: int, d: int, dtype: torch.dtype, device: str) -> dict[str, Callab
     dy = torch.randn(m, d, generator=g).to(device, dtype)
     gamma, alpha = torch.ones(d, device=device, dtype=dtype), torch.ones(d, device=device, dtype=dtype)
     beta = (torch.randn(d, generator=g) / d).to(device, dtype)
-    _, rstd, t, _ = kernels.forward(x, None, gamma, alpha, beta, 1, EPS, "tanh", 1.0)
+    _, rstd, t, _, _ = kernels.forward(x, None, gamma, alpha, beta, None, None, 1, EPS, "tanh", 1.0, False)
     return {
-        "fwd": lambda launch: kernels.forward(x, None, gamma, alpha, beta, 1, EPS, "tanh", 1.0, launch=launch),
-        "bwd": lambda launch: kernels.backward(dy, x, gamma, alpha, beta, rstd, t, None, 1, "tanh", 1.0,
-                                               launch=launch),
+        "fwd": lambda launch: kernels.forward(x, None, gamma, alpha, beta, None, None, 1, EPS, "tanh", 1.0, False,
+                                              launch=launch),
+        "bwd": lambda launch: kernels.backward(dy, x, gamma, alpha, beta, None, None, rstd, t, None, None, 1, "tanh",
+                                               1.0, launch=launch),
     }
 
 
