@@ -1,17 +1,18 @@
-"""Training-step cost of each norm in the vision study's ViT, relative to LayerNorm (target: SeeDNorm ≤ 1.05×).
+"""Training-step cost of each norm in the vision study's ViT or ConvNeXt vs LayerNorm (target: SeeDNorm ≤ 1.05×).
 
     python -m seednorm_experiments.vit.step_cost                          # quick, 60 rounds, LayerNorm and SeeDNorm
     python -m seednorm_experiments.vit.step_cost --rounds 100 --norms layernorm rmsnorm dyt seednorm
     SEEDNORM_IMPL=reference python -m seednorm_experiments.vit.step_cost  # SeeDNorm on the reference path
     python -m seednorm_experiments.vit.step_cost --dynamic-dropout 0      # the recipe without its dropout mask
+    python -m seednorm_experiments.vit.step_cost --model convnext         # the ConvNeXt's step
 
-Times the study's own training step (``seednorm_experiments.vit.study.measure_throughput``: the main grid's ViT,
+Times the study's own training step (``seednorm_experiments.vit.study.measure_throughput``: the main grid's model,
 SeeDNorm with the paper's vision recipe, its dynamic dropout on; the harness's forward, backward, clipping and
 AdamW) round-robin, ``--rounds`` × 2 steps per norm, with ``--threads`` torch threads as ``seednorm vit`` runs,
 and prints, per norm: images/s of the best and the median round and the step cost vs LayerNorm as the ratio of
 best rounds, of median rounds, and the median of the per-round ratios (``report.step_cost_rows``, as the LM
 study's ``step_cost`` gives them). Writes the table to ``--out`` (default
-``benchmarks/results/vit-step-cost-cpu.md``) with the machine, the implementation SeeDNorm ran and the command.
+``benchmarks/results/<model>-step-cost-cpu.md``) with the machine, the implementation SeeDNorm ran and the command.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..args import out_file, positive_int
 from ..common import VISION_BASELINE, Listed, check_norms, machine
 from ..report import step_cost_document, step_cost_rows
 from .data import load_study_data
-from .presets import PRESETS, get_preset
+from .presets import MODELS, PRESETS, get_preset
 from .study import measure_throughput, seednorm_kwargs, standardized
 
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     """Time every norm of ``--norms`` on ``--preset`` and write the table; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m seednorm_experiments.vit.step_cost",
                                 description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=[m for m in MODELS if m != "mae"], default="vit",
+                   help="the main grid's model to time (default: %(default)s)")
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="preset to time (default: %(default)s)")
     p.add_argument("--norms", action=Listed, metavar="NORM", default=("seednorm",),
                    help=f"norms to time, {VISION_BASELINE} always (default: seednorm)")
@@ -45,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="SeeDNorm's dynamic dropout (default: the recipe's, the preset's drop-path rate)")
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default: %(default)s, as seednorm vit)")
-    p.add_argument("--out", type=out_file, default=Path("benchmarks/results/vit-step-cost-cpu.md"),
-                   help="the table (default: %(default)s)")
+    p.add_argument("--out", type=out_file,
+                   help="the table (default: benchmarks/results/<model>-step-cost-cpu.md)")
     p.add_argument("--note", default="", help="a line about the conditions (load, other jobs)")
     args = p.parse_args(argv)
     try:
@@ -54,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     torch.set_num_threads(args.threads)
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset, model=args.model)
+    out = args.out or Path(f"benchmarks/results/{args.model}-step-cost-cpu.md")
     data = load_study_data(preset.dataset, preset.eval_limit)
     preset = standardized(preset, data)
     speeds = measure_throughput(preset, data, norms, rounds=args.rounds, dynamic_dropout=args.dynamic_dropout)
-    rows = step_cost_rows(speeds, VISION_BASELINE, [args.preset, f"{preset.model.dim}"])
+    width = "/".join(map(str, preset.model.dims)) if args.model == "convnext" else f"{preset.model.dim}"
+    rows = step_cost_rows(speeds, VISION_BASELINE, [args.preset, width])
     for row in rows:
         print(" | ".join(row), flush=True)
     impl = os.environ.get("SEEDNORM_IMPL") or "auto"
@@ -71,13 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         command = f"SEEDNORM_IMPL={impl} {command}"
     note = "; ".join(filter(None, [f"SeeDNorm: {recipe}, impl={impl}, batch {preset.batch_size}", args.note]))
     text = step_cost_document(
-        "Vision study: training-step cost vs LayerNorm", ["preset", "width"], rows, machine=machine(),
+        f"Vision study ({args.model}): training-step cost vs LayerNorm", ["preset", "width"], rows, machine=machine(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=command, rounds=args.rounds, steps=2,
         warmup=3, baseline="LayerNorm", unit="images/s", note=note,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
     return 0
 
 

@@ -17,7 +17,7 @@ from seednorm_experiments.vit import main
 from seednorm_experiments.vit.cli import build_parser, resolve_preset
 from seednorm_experiments.vit.data import Batches, load_mnist
 from seednorm_experiments.vit.evals import DEFAULT_SHIFTS, parse_shift
-from seednorm_experiments.vit.presets import PRESETS
+from seednorm_experiments.vit.presets import PRESETS, get_preset
 from seednorm_experiments.vit.study import plan, run_name, run_signature
 
 
@@ -177,3 +177,20 @@ def test_step_cost_times_the_main_grids_models_and_training(monkeypatch, digits,
     config = seen["config"]
     assert (config.lr, config.weight_decay, config.grad_clip, config.steps) == (
         preset.lr, preset.weight_decay, preset.grad_clip, preset.steps)
+
+
+def test_step_cost_cli_times_the_convnext_and_writes_its_table(tmp_path: Path) -> None:
+    """``vit.step_cost --model convnext``: the ConvNeXt's stage widths in the table, LayerNorm at 1.000, SeeDNorm's
+    ratio the quotient of the images/s it prints."""
+    from seednorm_experiments.vit import step_cost
+
+    out = tmp_path / "convnext.md"
+    assert step_cost.main(["--model", "convnext", "--preset", "smoke", "--rounds", "2", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Vision study (convnext): training-step cost vs LayerNorm")
+    rows = {r.split(" | ")[2]: r.strip("| ").split(" | ") for r in text.splitlines() if r.startswith("| smoke |")}
+    widths = "/".join(map(str, get_preset("smoke", model="convnext").model.dims))
+    assert set(rows) == {"layernorm", "seednorm"} and all(r[1] == widths for r in rows.values())
+    assert rows["layernorm"][-1] == "1.000"
+    best = {n: float(r[3].replace(",", "")) for n, r in rows.items()}
+    assert abs(float(rows["seednorm"][5]) - best["layernorm"] / best["seednorm"]) < 0.02
