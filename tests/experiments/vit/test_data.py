@@ -69,7 +69,7 @@ def test_unknown_names_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown dataset"):
         D.load_dataset("cifar")
     with pytest.raises(FileNotFoundError, match="requirements-data"):
-        D._package_dir("no_such_package_xyz")
+        D.package_dir("no_such_package_xyz")
 
 
 def test_split_orders_are_shuffled() -> None:
