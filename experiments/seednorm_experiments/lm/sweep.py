@@ -1,6 +1,6 @@
 """Pick each norm's learning rate from a sweep: the rate with the lowest mean final training loss
-(last 10% of steps) over its non-diverged seeds. Runs are :class:`~seednorm_experiments.lm.study.Run`
-(``norm`` may be any configuration name, e.g. an ablation variant)."""
+(last 10% of steps) over its seeds, among the rates where no seed diverged. Runs are
+:class:`~seednorm_experiments.lm.study.Run` (``norm`` may be any configuration name, e.g. an ablation variant)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,16 @@ def sweep_table(runs: Sequence[Run]) -> tuple[list[float], dict[str, list[float]
 
 
 def best_lrs(runs: Sequence[Run]) -> dict[str, float]:
-    """Per norm, the swept rate with the lowest mean final loss. ValueError when a norm has no
-    non-diverged run (nothing to choose from)."""
+    """Per norm, the swept rate with the lowest mean final loss among the rates where none of its seeds
+    diverged (a rate that lost a seed is not a rate to recommend, whatever its survivors reached). ValueError
+    when a norm lost a seed at every rate (nothing to choose from)."""
     lrs, table = sweep_table(runs)
     out = {}
     for norm, losses in table.items():
-        finite = [(loss, lr) for loss, lr in zip(losses, lrs, strict=True) if not math.isnan(loss)]
+        lost = {r.lr for r in runs if r.norm == norm and r.diverged}
+        finite = [(loss, lr) for loss, lr in zip(losses, lrs, strict=True) if not math.isnan(loss) and lr not in lost]
         if not finite:
-            raise ValueError(f"every sweep run of {norm!r} diverged; widen the sweep to lower learning rates")
+            raise ValueError(f"{norm!r} diverged at every swept rate; widen the sweep to lower learning rates")
         out[norm] = min(finite)[1]
     return out
 

@@ -1,4 +1,4 @@
-"""Issue 7: the ablation knobs do what they claim (clipping, α/β learning rate and weight decay, dot
+"""The ablation knobs do what they claim (clipping, α/β learning rate and weight decay, dot
 scale, heads, DyT's LM recipe), the sweep picks each norm's best rate, and ``seednorm lm --ablation``
 runs a micro grid end to end, reusing finished runs."""
 
@@ -167,8 +167,17 @@ def test_sweep_picks_each_norms_best_rate() -> None:
             _run("seednorm", 1e-3, 2.9), _run("seednorm", 4e-3, 2.8), _run("seednorm", 1.6e-2, 1.0, diverged=True)]
     assert best_lrs(runs) == {"rmsnorm": 4e-3, "seednorm": 4e-3}
     assert best_lrs(runs + [_run("seednorm", 8e-3, 2.6)])["seednorm"] == 8e-3
-    with pytest.raises(ValueError, match="every sweep run of 'dyt' diverged"):
+    with pytest.raises(ValueError, match="'dyt' diverged at every swept rate"):
         best_lrs(runs + [_run("dyt", 1e-3, 9.0, diverged=True)])
+
+
+def test_sweep_never_picks_a_rate_that_lost_a_seed() -> None:
+    """Seed 1 diverged at 8e-3; the survivor's low loss must not make 8e-3 the recommended rate."""
+    runs = [_run("rmsnorm", lr, loss, seed) for seed in (0, 1) for lr, loss in ((2e-3, 3.0), (4e-3, 2.8))]
+    runs += [_run("rmsnorm", 8e-3, 2.0, 0), _run("rmsnorm", 8e-3, 9.0, 1, diverged=True)]
+    assert best_lrs(runs) == {"rmsnorm": 4e-3}
+    with pytest.raises(ValueError, match="diverged at every swept rate"):
+        best_lrs([_run("rmsnorm", 1e-3, 2.0, 0), _run("rmsnorm", 1e-3, 9.0, 1, diverged=True)])
 
 
 def test_best_knobs_by_paired_difference() -> None:
