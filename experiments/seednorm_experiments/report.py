@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Stat", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines", "step_cost_document",
-           "step_cost_rows", "step_costs", "summarize"]
+__all__ = ["Stat", "figure", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines",
+           "step_cost_document", "step_cost_rows", "step_costs", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _figure(width: float = 7.0, height: float = 4.2):
+def figure(width: float = 7.0, height: float = 4.2):
+    """A matplotlib ``(Figure, Axes)`` on the Agg canvas (no display), constrained layout, the studies' size."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
@@ -143,7 +144,7 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], steps: Sequence
     ``curves[label]`` is a list of per-seed sequences aligned with ``steps`` (shorter ones, e.g.
     diverged runs, are cut to the shortest); ``smooth`` is an EMA factor in [0, 1).
     """
-    fig, ax = _figure()
+    fig, ax = figure()
     for label, runs in curves.items():
         n = min(len(r) for r in runs)
         y = _ema(np.asarray([r[:n] for r in runs], dtype=np.float64), smooth)
@@ -165,7 +166,7 @@ def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *
     (e.g. a norm), height = mean over seeds, error bar = 95% CI. Values are per seed, in the same seed
     order for every label. With ``baseline`` the bars show the paired difference to that label instead
     (seed by seed), and the baseline itself is left out."""
-    fig, ax = _figure(max(6.0, 1.6 * len(groups) + 2), 4.2)
+    fig, ax = figure(max(6.0, 1.6 * len(groups) + 2), 4.2)
     labels = list(dict.fromkeys(lbl for g in groups.values() for lbl in g if lbl != baseline))
     width = 0.8 / max(1, len(labels))
     for i, label in enumerate(labels):
@@ -197,7 +198,7 @@ def plot_lines(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: Path
                yerr: Mapping[str, Sequence[float]] | None = None) -> None:
     """Plain lines with markers, e.g. the fraction of diverged runs per norm against the learning rate.
     ``yerr[label]``: optional symmetric error bars (e.g. the std over seeds) for that line."""
-    fig, ax = _figure()
+    fig, ax = figure()
     for label, y in ys.items():
         err = None if yerr is None or label not in yerr else yerr[label][: len(y)]
         ax.errorbar(x[: len(y)], y, yerr=err, marker="o", capsize=3, label=label)

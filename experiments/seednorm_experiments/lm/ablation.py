@@ -36,13 +36,14 @@ from ..common import BASELINE
 from ..harness import RESULT_NAME, Task, TrainConfig
 from ..report import paired_diff
 from ..runs import finished_result, train_or_reuse
-from .data import IN_DOMAIN, Corpus
+from .data import IN_DOMAIN, ZERO_SHOT, Corpus
 from .presets import Preset
 from .recipes import FORM_KNOBS, KNOBS, VARIANTS, get_variant
 from .study import Evaluator, Run, make_task, study_corpus, train_config
 from .sweep import best_lrs
 
-__all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "claim", "load_runs", "primary_metric", "run_ablation"]
+__all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "claim", "load_runs", "primary_metric", "run_ablation",
+           "zero_shot_bpb"]
 
 MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
 """The main norms the ablation compares by default, each swept and compared at its own best learning rate: the
@@ -118,6 +119,11 @@ class Job:
 def primary_metric(run: Run) -> float:
     """Held-out in-domain bits per byte (mean over the in-domain evaluation sets)."""
     return statistics.fmean(run.result["final_eval"][f"bpb/{d}"] for d in IN_DOMAIN)
+
+
+def zero_shot_bpb(run: Run) -> float:
+    """Zero-shot bits per byte (mean over the never-seen evaluation domains)."""
+    return statistics.fmean(run.result["final_eval"][f"bpb/{d}"] for d in ZERO_SHOT)
 
 
 def best_knobs(base: Sequence[Run], knobs: Sequence[str], carry: int) -> list[str]:

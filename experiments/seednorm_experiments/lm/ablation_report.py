@@ -20,7 +20,7 @@ from seednorm.modules import DYNAMIC_PARAMETERS
 
 from ..common import BASELINE, machine
 from ..report import Stat, markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
-from .ablation import AblationPlan, primary_metric
+from .ablation import AblationPlan, primary_metric, zero_shot_bpb
 from .data import IN_DOMAIN, ZERO_SHOT
 from .recipes import get_variant
 from .study import Run
@@ -32,17 +32,13 @@ GROUPS = (*DYNAMIC_PARAMETERS, "gamma", "matrix", "other")
 """The gradient-norm groups the harness logs (``gn/<group>``): SeeDNorm's α, β, norm gains, matrices, the rest."""
 
 
-def _zero_shot_bpb(run: Run) -> float:
-    return statistics.fmean(run.result["final_eval"][f"bpb/{d}"] for d in ZERO_SHOT)
-
-
 def _zero_shot_cloze(run: Run) -> float:
     return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
 
 
 METRICS: dict[str, Callable[[Run], float]] = {
     "in-domain bpb": primary_metric,
-    "zero-shot bpb": _zero_shot_bpb,
+    "zero-shot bpb": zero_shot_bpb,
     "train loss": lambda r: r.final_loss,
     "zero-shot cloze": _zero_shot_cloze,
 }

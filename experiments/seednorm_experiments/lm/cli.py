@@ -4,12 +4,14 @@
     seednorm lm --preset smoke --norms rmsnorm seednorm        # seconds (what the tests run); runs/lm_smoke
     seednorm lm --preset quick --moe-experts 4 --moe-top-k 2   # the mixture-of-experts model (OLMoE-style)
     seednorm lm --ablation --preset quick --steps 200 --seeds 6 --out results/lm_ablation
+    seednorm lm --size-curve --preset quick --steps 200 --out runs/lm_size_curve   # SeeDNorm − RMSNorm vs size
     torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke   # DDP (gloo on CPU, nccl on GPU)
 
 The study trains the same small Llama-style decoder with each norm (every seed gives every norm the same init and
 data order), evaluates bits per byte and cloze accuracy in-domain and on three never-seen domains, and writes
 ``OUT/report.md`` with PNG plots; ``--ablation`` runs the fair comparison (each norm at its own best learning rate)
-and the ablation of SeeDNorm's knobs instead.
+and the ablation of SeeDNorm's knobs instead, ``--size-curve`` the difference SeeDNorm − RMSNorm against model size
+(each norm at its best rate at each size).
 
 List options take space- or comma-separated items (``--norms rmsnorm seednorm`` = ``--norms rmsnorm,seednorm``).
 Runs in OUT are reused only when they were made with the same settings: with ``--resume`` (and always in the
@@ -24,6 +26,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..args import check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
 from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
@@ -31,6 +34,7 @@ from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
 from .model import SITES
 from .presets import PRESETS, get_preset, parse_overrides
+from .size_curve import CLIP_OFF, EXTEND, LRS, NORMS, POINTS, SEEDS
 
 __all__ = ["build_parser", "main"]
 
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "main norms of recipes.VARIANTS, there " + " ".join(MAIN) + " unless given (derf is one, with "
                    "DyT's LM recipe)")
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds per norm (default: the preset's; "
-                   f"{ABLATION_SEEDS} in the ablation)")
+                   f"{ABLATION_SEEDS} in the ablation, {SEEDS} per rate in the size curve)")
     p.add_argument("--out", type=out_dir, default=None,
                    help="output folder (default: runs/lm_<preset>, runs/lm_ablation_<preset> for --ablation)")
     p.add_argument("--lr-sweep", action="store_true", help="also sweep the learning rate (stability plot)")
@@ -92,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "ablation's base width)")
     a.add_argument("--until", default=None, help="stop after this phase: sweep, base, long<f>x or wide "
                    "(default: run every phase)")
+    c = p.add_argument_group("size curve: SeeDNorm − RMSNorm against model size (seednorm_experiments.lm.size_curve)")
+    c.add_argument("--size-curve", action="store_true", help="run the size curve instead of the study (reuses "
+                   "finished runs of the same settings; several processes may share one --out); --report-only "
+                   "writes its report from finished runs")
+    c.add_argument("--points", action=Listed, metavar="WxL", default=[f"{d}x{n}" for d, n in POINTS],
+                   help="model sizes, width x layers (default: " + " ".join(f"{d}x{n}" for d, n in POINTS) + ")")
+    c.add_argument("--size-lrs", action=Listed, metavar="LR", type=positive_float, default=LRS,
+                   help="starting learning-rate grid of every norm at every size (default: "
+                   + " ".join(f"{x:g}" for x in LRS) + "); it grows outward until each norm's best rate is inside")
+    c.add_argument("--extend", type=nonnegative_int, default=EXTEND,
+                   help="rates each grid may grow per side (default: %(default)s)")
+    c.add_argument("--clip-off-point", default="{}x{}".format(*CLIP_OFF), metavar="WxL",
+                   help="the size of the clip-off check, one of --points, or 'none' (default: %(default)s)")
+    c.add_argument("--gpu-summary", type=Path, default=None, metavar="JSON",
+                   help="summary.json of seednorm lm --preset gpu, drawn on the curve's axes when it exists")
     return p
 
 
@@ -101,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    body = _ablation if args.ablation or args.report_only else _study
+    body = _size_curve if args.size_curve else _ablation if args.ablation or args.report_only else _study
     return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
 
 
@@ -136,6 +155,42 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
             else run_ablation(plan, out, progress=not args.no_progress, until=args.until))
     path = write_ablation_report(out, plan, runs, command=command,
                                  wall_s=None if args.report_only else time.perf_counter() - t0)
+    print(f"wrote {path}")
+    return 0
+
+
+def _size_curve(args: argparse.Namespace, command: str) -> int:
+    import torch
+
+    from .size_curve import SizeCurvePlan, load_size_curve, parse_points, run_size_curve
+    from .size_curve_report import write_size_curve_report
+    from .study import study_corpus
+
+    try:  # every setting is checked before anything trains
+        if args.ablation or args.moe_experts or args.qk_norm or args.lr_sweep or args.sweep_only:
+            raise ValueError("--size-curve trains the dense model with every norm at every site: --ablation, "
+                             "--moe-experts, --qk-norm, --lr-sweep and --sweep-only do not apply")
+        preset = get_preset(args.preset, **_overrides(args, steps=args.steps))
+        if preset.lr_grid:
+            raise ValueError(f"preset {preset.name!r} runs its own learning-rate grid; the size curve is a CPU study "
+                             "(quick or standard)")
+        points = parse_points(args.points)
+        clip_off = None if args.clip_off_point.lower() == "none" else parse_points([args.clip_off_point])[0]
+        plan = SizeCurvePlan(preset, points=points, lrs=tuple(args.size_lrs), seeds=args.seeds or SEEDS,
+                             extend=args.extend, clip_off=clip_off,
+                             norms=tuple(dict.fromkeys(args.norms)) if args.norms else NORMS)
+        out = check_out_dir(args.out or default_out("lm_size_curve", preset.name))
+    except ValueError as e:
+        raise argparse.ArgumentError(None, str(e)) from None
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    runs = (load_size_curve(plan, out) if args.report_only
+            else run_size_curve(plan, out, progress=not args.no_progress))
+    if not is_main_process():
+        return 0
+    path = write_size_curve_report(out, plan, runs, command=command, vocab_size=study_corpus(preset).vocab_size,
+                                   wall_s=None if args.report_only else time.perf_counter() - t0,
+                                   gpu_summary=args.gpu_summary)
     print(f"wrote {path}")
     return 0
 

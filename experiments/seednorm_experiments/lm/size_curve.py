@@ -1,0 +1,265 @@
+"""``seednorm lm --size-curve``: SeeDNorm − RMSNorm against model size, each norm at its own best learning rate
+at each size, with paired 95% intervals.
+
+    seednorm lm --size-curve --preset quick --steps 200 --out runs/lm_size_curve          # the committed curve
+    seednorm lm --size-curve --preset smoke --points 16x1,32x1 --size-lrs 3e-3,6e-3 --seeds 2   # seconds
+
+For each point (width × layers, the rest of the preset unchanged) and each norm of ``plan.norms``:
+
+1. **grid**: train at every rate of ``plan.lrs`` with ``plan.seeds`` seeds (seeds outer), each run evaluated;
+   the norm's rate at that point is the one with the lowest mean final training loss among the rates where no
+   seed diverged (:func:`.sweep.best_lrs`);
+2. **bracket**: while that rate is the smallest or the largest the norm has run at this point, the next rate out
+   (half the smallest, twice the largest) is added with the same seeds, at most ``plan.extend`` times per side,
+   so the chosen rate is an interior optimum of the grid unless the report says otherwise.
+
+Then the **clip-off check** at ``plan.clip_off`` (a point of the plan): each norm again at its best rate there with
+gradient clipping off, same seeds. Points run cheapest first, so a curve cut short still has its small end.
+
+Seed k gives every norm and rate the same data order and init RNG stream, so SeeDNorm − RMSNorm at the two best
+rates is paired by seed (:func:`..report.paired_diff`). The rate is chosen on training loss and the comparison is
+on held-out bits per byte of the same seeds: each norm gets the same selection, and the report also gives the
+difference at every shared rate, which needs no selection.
+
+Layout of ``out``: ``d<width>-l<layers>[-noclip]/<norm>/lr<x>/seed<k>/`` (one harness run each). Finished runs are
+reused and interrupted ones resumed -- only runs of this plan (:mod:`..runs`): a run folder holding another run
+stops the command. Several processes may run the same command at once and share the work (:mod:`..claims`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import claims
+from ..common import BASELINE
+from ..harness import RESULT_NAME, Task, TrainConfig
+from ..runs import finished_result, train_or_reuse
+from .data import Corpus
+from .presets import Preset
+from .recipes import VARIANTS, get_variant
+from .study import Evaluator, Run, make_task, study_corpus, train_config
+from .sweep import best_lrs
+
+__all__ = ["CLIP_OFF", "EXTEND", "LRS", "NORMS", "POINTS", "SEEDS", "Point", "SizeCurvePlan", "SizeJob", "best_rates",
+           "load_size_curve",
+           "parse_points", "run_size_curve"]
+
+POINTS = ((48, 2), (96, 2), (192, 2), (192, 4), (384, 2))
+"""(width, layers) of the curve: four widths at 2 layers and one 4-layer point, cheapest first."""
+LRS = (2e-3, 4e-3, 8e-3)
+"""The starting grid at every point (each norm's grid then grows outward until its best rate is inside)."""
+NORMS = (BASELINE, "seednorm")
+CLIP_OFF = (384, 2)
+SEEDS = 4
+EXTEND = 2
+
+
+@dataclass(frozen=True, order=True)
+class Point:
+    """One model size: ``dim`` (width) × ``n_layers``; ``clip``: gradient clipping as in the preset (False: off)."""
+
+    dim: int
+    n_layers: int
+    clip: bool = True
+
+    @property
+    def key(self) -> str:
+        return f"d{self.dim}-l{self.n_layers}" + ("" if self.clip else "-noclip")
+
+    def preset(self, base: Preset) -> Preset:
+        """``base`` at this size (its name records the point; clipping off sets ``grad_clip=None``)."""
+        return dataclasses.replace(base, name=f"{base.name}-{self.key}", dim=self.dim, n_layers=self.n_layers,
+                                   grad_clip=base.grad_clip if self.clip else None)
+
+
+def parse_points(items: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """``["48x2", "192x4"]`` → ((48, 2), (192, 4)) (ValueError naming the item that does not parse)."""
+    out = []
+    for item in items:
+        dim, sep, layers = item.lower().partition("x")
+        if not (sep and dim.isdigit() and layers.isdigit() and int(dim) > 0 and int(layers) > 0):
+            raise ValueError(f"--points {item!r}: expected WIDTHxLAYERS, e.g. 192x4")
+        out.append((int(dim), int(layers)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class SizeCurvePlan:
+    """The curve: ``preset`` (everything but width and layers), ``points`` ((width, layers) pairs), the ``norms``
+    (variant names of :mod:`.recipes`, RMSNorm first among them), the starting grid ``lrs``, ``seeds`` per rate,
+    ``extend`` (how many rates each grid may grow per side) and ``clip_off`` (the point of the clip-off check;
+    None: no check)."""
+
+    preset: Preset
+    points: tuple[tuple[int, int], ...] = POINTS
+    norms: tuple[str, ...] = NORMS
+    lrs: tuple[float, ...] = LRS
+    seeds: int = SEEDS
+    extend: int = EXTEND
+    clip_off: tuple[int, int] | None = CLIP_OFF
+
+    def __post_init__(self) -> None:
+        if BASELINE not in self.norms or len(self.norms) < 2 or any(n not in VARIANTS for n in self.norms):
+            raise ValueError(f"--norms {list(self.norms)}: the size curve compares {BASELINE} with one or more of "
+                             f"the variants {[n for n in VARIANTS if n != BASELINE]}")
+        if self.seeds < 2:
+            raise ValueError(f"the size curve needs >= 2 seeds per rate for paired intervals, got {self.seeds}")
+        if len(self.lrs) < 2 or any(not lr > 0 for lr in self.lrs) or len(set(self.lrs)) != len(self.lrs):
+            raise ValueError(f"--size-lrs must be >= 2 distinct positive learning rates, got {list(self.lrs)}")
+        if not self.points or len(set(self.points)) != len(self.points):
+            raise ValueError(f"--points must be distinct (width, layers) pairs, got {list(self.points)}")
+        for dim, _ in self.points:
+            if dim % self.preset.n_heads:
+                raise ValueError(f"--points: width {dim} is not a multiple of the preset's {self.preset.n_heads} "
+                                 "attention heads")
+        if self.clip_off is not None and self.clip_off not in self.points:
+            raise ValueError(f"the clip-off point {self.clip_off} is not one of the points {list(self.points)}")
+        if self.extend < 0:
+            raise ValueError(f"extend must be >= 0, got {self.extend}")
+
+    def ordered_points(self) -> list[Point]:
+        """The grid points, cheapest first (width² × layers), then the clip-off point."""
+        grid = sorted((Point(d, n) for d, n in self.points), key=lambda p: (p.dim ** 2 * p.n_layers, p.dim))
+        return grid + ([Point(*self.clip_off, clip=False)] if self.clip_off else [])
+
+
+@dataclass(frozen=True)
+class SizeJob:
+    """One training run of the curve."""
+
+    point: Point
+    variant: str
+    seed: int
+    lr: float
+    out: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.out / RESULT_NAME).is_file()
+
+
+class _Runs:
+    """The harness task and config of every job (one evaluator for all: the evaluation does not depend on the
+    size) and its verified result (:func:`..runs.finished_result`)."""
+
+    def __init__(self, plan: SizeCurvePlan, corpus: Corpus, out: Path, progress: bool = False) -> None:
+        self.plan, self.corpus, self.out, self.progress = plan, corpus, out, progress
+        self.evaluator = Evaluator(plan.preset, corpus)
+
+    def job(self, point: Point, variant: str, seed: int, lr: float) -> SizeJob:
+        return SizeJob(point, variant, seed, lr, self.out / point.key / variant / f"lr{lr:g}" / f"seed{seed}")
+
+    def spec(self, job: SizeJob) -> tuple[Task, TrainConfig]:
+        preset = job.point.preset(self.plan.preset)
+        variant = get_variant(job.variant)
+        task = make_task(preset, self.corpus, variant.norm, job.seed, self.evaluator,
+                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
+                         signature={"variant": variant.signature()})
+        cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
+                           f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}", self.corpus.vocab_size)
+        return task, dataclasses.replace(cfg, tensorboard=False, eval_every=0,
+                                         **variant.train_overrides(job.lr, preset.weight_decay))
+
+    def load(self, job: SizeJob) -> Run:
+        result = finished_result(*self.spec(job))
+        if result is None:
+            raise FileNotFoundError(f"{job.out} has no finished run")
+        return Run(job.variant, job.seed, job.lr, result)
+
+    def loaded(self, jobs: Sequence[SizeJob]) -> list[Run]:
+        """The finished runs among ``jobs`` (each verified)."""
+        return [self.load(j) for j in jobs if j.done]
+
+
+def best_rates(runs: Sequence[Run]) -> dict[str, float | None]:
+    """Per norm among ``runs``, its best rate (:func:`.sweep.best_lrs`), None where it lost a seed at every rate."""
+    out: dict[str, float | None] = {}
+    for norm in dict.fromkeys(r.norm for r in runs):
+        try:
+            out[norm] = best_lrs([r for r in runs if r.norm == norm])[norm]
+        except ValueError:
+            out[norm] = None
+    return out
+
+
+def _grown(plan: SizeCurvePlan, rates: dict[str, list[float]], runs: Sequence[Run]) -> bool:
+    """Add the next rate out to each norm whose best rate lies on the edge of ``rates`` (at most ``plan.extend``
+    rates per side beyond ``plan.lrs``; a norm that lost a seed at every rate grows downward); True when any grid
+    grew."""
+    best = best_rates(runs)
+    grew = False
+    for norm, lrs in rates.items():
+        lo, hi = min(lrs), max(lrs)
+        if best[norm] in (lo, None) and sum(lr < min(plan.lrs) for lr in lrs) < plan.extend:
+            lrs.append(lo / 2)
+            grew = True
+        elif best[norm] == hi and sum(lr > max(plan.lrs) for lr in lrs) < plan.extend:
+            lrs.append(hi * 2)
+            grew = True
+    return grew
+
+
+def _point_jobs(r: _Runs, point: Point, rates: dict[str, Sequence[float]]) -> list[SizeJob]:
+    return [r.job(point, norm, seed, lr) for seed in range(r.plan.seeds) for norm in r.plan.norms
+            for lr in sorted(rates[norm])]
+
+
+def _curve(r: _Runs, run_jobs: Callable[[list[SizeJob]], bool]) -> dict[str, list[Run]]:
+    """Walk the plan: for each point, its grid and the rates it grows, then the clip-off check. ``run_jobs(jobs)``
+    trains them (returns True) or, for a report, returns whether they are all finished already; the walk stops at
+    the first set of jobs that is not. Returns the finished runs per point key."""
+    out: dict[str, list[Run]] = {}
+    best: dict[str, float | None] = {}
+    for point in r.plan.ordered_points():
+        if not point.clip:  # the clip-off check: each norm at its best clipped rate at this size
+            jobs = _point_jobs(r, point, {n: [lr] if lr else [] for n, lr in best.items()})
+            done = run_jobs(jobs)
+            out[point.key] = r.loaded(jobs)
+            if not done:
+                break
+            continue
+        rates = {n: list(r.plan.lrs) for n in r.plan.norms}
+        while True:
+            jobs = _point_jobs(r, point, rates)
+            done = run_jobs(jobs)
+            out[point.key] = r.loaded(jobs)
+            if not done or not _grown(r.plan, rates, out[point.key]):
+                break
+        if not done:
+            break
+        if r.plan.clip_off == (point.dim, point.n_layers):
+            best = best_rates(out[point.key])
+    return out
+
+
+def load_size_curve(plan: SizeCurvePlan, out: Path) -> dict[str, list[Run]]:
+    """The finished runs of every point that can be planned so far (for the report), each verified to be the
+    plan's run (:class:`~..runs.RunMismatch` otherwise)."""
+    r = _Runs(plan, study_corpus(plan.preset), out)
+    return _curve(r, lambda jobs: all(j.done for j in jobs))
+
+
+def run_size_curve(plan: SizeCurvePlan, out: Path, *, progress: bool = False, poll_s: float = 10.0,
+                   log: Callable[[str], None] = print) -> dict[str, list[Run]]:
+    """Train the whole curve into ``out`` (reusing and resuming runs, sharing the work with other processes running
+    the same plan); returns the finished runs per point key. Finished runs are verified before a grid trains."""
+    r = _Runs(plan, study_corpus(plan.preset), out, progress)
+
+    def run(job: SizeJob) -> None:
+        t0 = time.perf_counter()
+        result = train_or_reuse(*r.spec(job))
+        log(f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}: loss "
+            f"{Run(job.variant, job.seed, job.lr, result).final_loss:.4f} "
+            f"{'DIVERGED ' if result['diverged'] else ''}in {time.perf_counter() - t0:.0f} s")
+
+    def run_jobs(jobs: list[SizeJob]) -> bool:
+        r.loaded(jobs)  # a run of other settings stops the command before this grid trains
+        for _ in claims.work(jobs, lambda job: job.out, lambda job: job.done, run, poll_s):
+            pass
+        return True
+
+    return _curve(r, run_jobs)
