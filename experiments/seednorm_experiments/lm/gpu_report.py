@@ -1,8 +1,10 @@
-"""``report.md`` and ``loss.png`` of the ``gpu`` preset's study (:mod:`.gpu`): one row per run, each norm at its
-best rate against RMSNorm's best, the corpus pack's hash, the measured step cost and the FLOP-based estimate."""
+"""``report.md``, ``summary.json`` and ``loss.png`` of the ``gpu`` preset's study (:mod:`.gpu`): one row per run,
+each norm at its best rate against RMSNorm's best, the corpus pack's hash, the measured step cost and the FLOP-based
+estimate."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from ..common import BASELINE, machine
 from ..report import markdown_table, plot_curves, step_costs
-from .ablation import primary_metric
+from .ablation import primary_metric, zero_shot_bpb
 from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT, Corpus
 from .gpu import ASSUMED_TFLOPS, best_lr, non_embedding_params, train_flops
 from .presets import Preset
@@ -75,10 +77,30 @@ def _throughput(bench: dict[str, list[float]] | None, preset: Preset) -> list[st
                            rows)]
 
 
+def _summary(preset: Preset, runs: Sequence[Run], vocab_size: int) -> dict:
+    """``summary.json``: the model size, tokens per run, every run, and each variant at its best rate minus RMSNorm
+    at its best (``delta``: in-domain and zero-shot bits per byte; one seed) -- what the size curve plots."""
+    base_lr = best_lr(list(runs), BASELINE)
+    delta = {}
+    if base_lr is not None:
+        base = next(r for r in runs if r.norm == BASELINE and r.lr == base_lr)
+        for variant in dict.fromkeys(r.norm for r in runs if r.norm != BASELINE):
+            lr = best_lr(list(runs), variant)
+            if lr is not None:
+                r = next(x for x in runs if x.norm == variant and x.lr == lr)
+                delta[variant] = {"lr": lr, "in_domain_bpb": primary_metric(r) - primary_metric(base),
+                                  "zero_shot_bpb": zero_shot_bpb(r) - zero_shot_bpb(base)}
+    return {"preset": preset.name, "non_embedding_params": non_embedding_params(preset, vocab_size),
+            "tokens_per_run": preset.tokens_per_run, "seeds": 1, "baseline_lr": base_lr, "delta": delta,
+            "runs": [{"variant": r.norm, "lr": r.lr, "diverged": r.diverged, "final_eval": r.result["final_eval"]}
+                     for r in runs]}
+
+
 def write_gpu_report(out: Path, preset: Preset, runs: Sequence[Run], corpus: Corpus, *, command: str,
                      throughput: dict[str, list[float]] | None = None, wall_s: float | None = None,
                      impl: str = "") -> Path:
-    """Write ``out/report.md`` (and ``loss.png`` when a run finished); returns the report's path."""
+    """Write ``out/report.md``, ``out/summary.json`` (:func:`_summary`) and ``loss.png`` when a run finished;
+    returns the report's path."""
     out.mkdir(parents=True, exist_ok=True)
     flops = train_flops(preset, corpus.vocab_size)
     n = non_embedding_params(preset, corpus.vocab_size)
@@ -110,6 +132,7 @@ def write_gpu_report(out: Path, preset: Preset, runs: Sequence[Run], corpus: Cor
                     list(range(preset.steps)), out / "loss.png", ylabel="training loss (nats/token)",
                     title=f"Training loss, EMA 0.9 — {preset.name}", smooth=0.9)
         lines.append("\n![training loss](loss.png)")
+    (out / "summary.json").write_text(json.dumps(_summary(preset, runs, corpus.vocab_size), indent=1))
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

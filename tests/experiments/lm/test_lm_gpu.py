@@ -129,6 +129,17 @@ def test_gpu_preset_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     sig = result["fingerprint"]["signature"]
     assert sig["one_pass"] is True and sig["model"]["norm_kwargs"]["dot_scale"] == pytest.approx(32 ** -0.5)
     assert len(result["history"]) == 3
+    # summary.json: what the size curve draws beside the CPU points (each variant at its best rate − RMSNorm's best)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["non_embedding_params"] == non_embedding_params(get_preset("gpu", dim=32, n_layers=1, n_heads=2),
+                                                                   300)
+    assert summary["tokens_per_run"] == 3 * 4 * 32 and len(summary["runs"]) == 5
+    assert set(summary["delta"]) == {"seednorm", "seednorm-dot-rsqrt"}
+    evals = {(r["variant"], r["lr"]): r["final_eval"] for r in summary["runs"]}
+    bpb = {k: (e["bpb/plays"] + e["bpb/code"]) / 2 for k, e in evals.items()}
+    base = min(v for (n, _), v in bpb.items() if n == "rmsnorm")
+    best = min(v for (n, _), v in bpb.items() if n == "seednorm")
+    assert summary["delta"]["seednorm"]["in_domain_bpb"] == pytest.approx(best - base)
 
 
 def test_gpu_preset_refuses_a_second_pass(tmp_path, monkeypatch, capsys):
