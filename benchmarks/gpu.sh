@@ -14,7 +14,8 @@
 #   bench  (BENCH_TIMEOUT, 150 s) b. the kernel benchmark: D in 1024..16384 x M in 4096, 16384, bf16 and fp32, 1 and 16
 #          heads, forward / backward / both, our Triton op, compiled SeeDNorm, eager and compiled F.rms_norm, Liger
 #          and Quack when they import; % of the copy bandwidth measured in the same run and of the nominal peak;
-#   lm     (LM_TIMEOUT, 400 s) c. seednorm lm --preset gpu (report rewritten after every run);
+#   lm     (LM_TIMEOUT, 400 s) c. seednorm lm --preset gpu (report rewritten after every run), then the committed
+#          CPU size curve (results/lm_size_curve) redrawn with this run's point: lm/size_curve.png;
 #   tune   (TUNE_TIMEOUT, 60 s) d. Triton num_warps x num_stages per width (table rewritten after every width).
 # A stage that fails or runs out of time is recorded in summary.md and the next one runs; the exit status is 1 when
 # any stage failed. Results: --results DIR (default runs/gpu-<gpu>); with $OUT set (the device tool), the small
@@ -190,6 +191,12 @@ if has lm; then
   # --resume: a second call reuses the runs a first one finished (each checked against its fingerprint)
   run_stage lm "${LM_TIMEOUT:-400}" "$PY" -m seednorm_experiments.cli lm --preset gpu --out "$R/lm" --no-progress \
     --resume "${size[@]}"
+  # the committed CPU size curve with this run's point on the same axes (from the two summaries alone)
+  curve="$ROOT/results/lm_size_curve/summary.json"
+  if [ -f "$R/lm/summary.json" ] && [ -f "$curve" ]; then
+    "$PY" -m seednorm_experiments.lm.size_curve_report "$curve" --gpu "$R/lm/summary.json" \
+      --out "$R/lm/size_curve.png" || echo "| lm size curve | failed | |" >>"$summary"
+  fi
 fi
 
 if has tune; then

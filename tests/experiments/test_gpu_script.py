@@ -74,3 +74,6 @@ def test_tuning_and_lm_outputs(dry_run: Path) -> None:
     assert f"pack sha256 `{verify_pack(dry_run / 'pack')}`" in report
     runs = [line for line in report.splitlines() if line.startswith("| rmsnorm @") or line.startswith("| seednorm")]
     assert len([r for r in runs if " @ " in r]) == 5
+    # the committed CPU size curve, redrawn with the GPU run's point
+    assert (dry_run / "lm" / "size_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "lm size curve" not in (dry_run / "summary.md").read_text()  # no failure row

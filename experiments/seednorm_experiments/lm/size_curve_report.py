@@ -66,6 +66,8 @@ def _point_summary(plan: SizeCurvePlan, point: Point, runs: Sequence[Run], vocab
         "key": point.key, "dim": point.dim, "n_layers": point.n_layers, "clip": point.clip,
         "non_embedding_params": non_embedding_params(point.preset(plan.preset), vocab_size),
         "best_lr": best, "rates": rates,
+        "complete": all(sum(r.norm == n and r.lr == lr for r in runs) == plan.seeds for n in plan.norms
+                        for lr in rates[n]) and all(rates.values()),
         "at_edge": {n: best.get(n) in (min(rs), max(rs)) for n, rs in rates.items() if rs and best.get(n)},
         "diverged": {n: sum(r.diverged for r in runs if r.norm == n) for n in plan.norms},
         "delta": {n: {k: _stat_json(_paired(runs, n, best.get(n), base_lr, m)) for k, m in DELTAS.items()}
@@ -89,14 +91,16 @@ def _best_table(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run], di
         lr = s["best_lr"]
         for n in others:
             d = {k: _paired(runs, n, lr.get(n), lr.get(BASELINE), m) for k, m in DELTAS.items()}
-            rows.append([f"{point.dim} × {point.n_layers}", f"{s['non_embedding_params']:,}",
+            partial = "" if s["complete"] else f" (partial: {len(runs)} runs)"
+            rows.append([f"{point.dim} × {point.n_layers}{partial}", f"{s['non_embedding_params']:,}",
                          _best_cell(runs, s, BASELINE), n, _best_cell(runs, s, n), _fmt(d["in_domain_bpb"]),
                          _fmt(d["zero_shot_bpb"]), _fmt(d["train_loss"])])
     header = ["width × layers", "non-emb. params", f"{BASELINE}: best lr; in-domain bpb", "norm",
               "norm: best lr; in-domain bpb", "Δ in-domain bpb", "Δ zero-shot bpb", "Δ train loss"]
     return ["\n## Each norm at its own best rate\n",
             "Best lr: the rate with the lowest mean final training loss among those where no seed diverged; "
-            "\"(edge)\" marks a rate still on the edge of the grid after it grew as far as allowed. Bits per byte: "
+            "\"(edge)\" marks a rate still on the edge of the grid after it grew as far as allowed; \"partial\": a "
+            "point whose runs are not all finished. Bits per byte: "
             "mean ± std over seeds. Δ: norm − RMSNorm, paired by seed, mean [95% CI] (negative = the norm is "
             "better).\n", markdown_table(header, rows)]
 

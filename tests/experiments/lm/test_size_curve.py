@@ -95,6 +95,7 @@ def test_size_curve_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert points["d16-l1"]["non_embedding_params"] < points["d32-l1"]["non_embedding_params"]
     for key in ("d16-l1", "d32-l1"):
         p = points[key]
+        assert p["complete"]
         for norm, lrs in p["rates"].items():
             assert set(lrs) >= {3e-3, 6e-3} and len(lrs) <= 4  # grown at most once per side
             assert p["best_lr"][norm] in lrs
