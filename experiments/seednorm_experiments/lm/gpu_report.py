@@ -90,7 +90,8 @@ def _summary(preset: Preset, runs: Sequence[Run], vocab_size: int) -> dict:
                 r = next(x for x in runs if x.norm == variant and x.lr == lr)
                 delta[variant] = {"lr": lr, "in_domain_bpb": primary_metric(r) - primary_metric(base),
                                   "zero_shot_bpb": zero_shot_bpb(r) - zero_shot_bpb(base)}
-    return {"preset": preset.name, "non_embedding_params": non_embedding_params(preset, vocab_size),
+    return {"preset": preset.name, "dim": preset.dim, "n_layers": preset.n_layers,
+            "non_embedding_params": non_embedding_params(preset, vocab_size),
             "tokens_per_run": preset.tokens_per_run, "seeds": 1, "baseline_lr": base_lr, "delta": delta,
             "runs": [{"variant": r.norm, "lr": r.lr, "diverged": r.diverged, "final_eval": r.result["final_eval"]}
                      for r in runs]}

@@ -149,24 +149,24 @@ def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, An
     fig, ax = figure()
     points = [p for p in summary["points"] if p["clip"]]
     depths = sorted({p["n_layers"] for p in points})
-    for norm in summary["norms"][1:]:
-        for key, colour in (("in_domain_bpb", "C0"), ("zero_shot_bpb", "C1")):
-            for depth, marker in zip(depths, "osD^v", strict=False):
-                ps = sorted((p for p in points if p["n_layers"] == depth and p["delta"][norm][key]),
-                            key=lambda p: p["non_embedding_params"])
-                if not ps:
-                    continue
+    series = [(norm, key) for norm in summary["norms"][1:] for key in ("in_domain_bpb", "zero_shot_bpb")]
+    for i, (norm, key) in enumerate(series):
+        colour = f"C{i}"
+        dodge = 1.05 ** (i - (len(series) - 1) / 2)  # side by side on the log axis, so the intervals stay readable
+        for depth, marker in zip(depths, "osD^v", strict=False):
+            ps = sorted((p for p in points if p["n_layers"] == depth and p["delta"][norm][key]),
+                        key=lambda p: p["non_embedding_params"])
+            if ps:
                 d = [p["delta"][norm][key] for p in ps]
-                ax.errorbar([p["non_embedding_params"] for p in ps], [x["mean"] for x in d],
+                ax.errorbar([p["non_embedding_params"] * dodge for p in ps], [x["mean"] for x in d],
                             yerr=[x["ci95"] for x in d], color=colour, marker=marker, capsize=3,
                             linestyle="-" if len(ps) > 1 else "none",
                             label=f"{norm}, {key.replace('_bpb', '').replace('_', '-')} bpb, {depth} layers")
-        for key, colour in (("in_domain_bpb", "C0"), ("zero_shot_bpb", "C1")):
-            value = ((gpu or {}).get("delta", {}).get(norm) or {}).get(key)
-            if value is not None:
-                ax.plot([gpu["non_embedding_params"]], [value], marker="*", markersize=14, color=colour,
-                        linestyle="none", label=f"{norm}, {key.replace('_bpb', '').replace('_', '-')} bpb, GPU "
-                        f"preset ({gpu['tokens_per_run'] / 1e6:.0f}M tokens, 1 seed)")
+        value = ((gpu or {}).get("delta", {}).get(norm) or {}).get(key)
+        if value is not None:
+            ax.plot([gpu["non_embedding_params"] * dodge], [value], marker="*", markersize=14, color=colour,
+                    linestyle="none", label=f"{norm}, {key.replace('_bpb', '').replace('_', '-')} bpb, GPU "
+                    f"preset ({gpu.get('n_layers', '?')} layers, {gpu['tokens_per_run'] / 1e6:.0f}M tokens, 1 seed)")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set(xlabel="non-embedding parameters", ylabel="Δ bits/byte vs RMSNorm (negative = better)",
