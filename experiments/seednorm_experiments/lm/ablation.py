@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .. import claims
 from ..common import BASELINE
@@ -42,8 +43,8 @@ from .recipes import FORM_KNOBS, KNOBS, VARIANTS, get_variant
 from .study import Evaluator, Run, make_task, study_corpus, train_config
 from .sweep import best_lrs
 
-__all__ = ["MAIN", "AblationPlan", "Job", "best_knobs", "claim", "load_runs", "primary_metric", "run_ablation",
-           "zero_shot_bpb"]
+__all__ = ["MAIN", "AblationPlan", "Job", "VariantJob", "VariantRuns", "best_knobs", "claim", "load_runs",
+           "primary_metric", "run_ablation", "zero_shot_bpb"]
 
 MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
 """The main norms the ablation compares by default, each swept and compared at its own best learning rate: the
@@ -157,38 +158,70 @@ def _work(jobs: Sequence[Job], run: Callable[[Job], None], poll_s: float) -> Ite
     return claims.work(jobs, lambda job: job.out, lambda job: job.done, run, poll_s)
 
 
-class _Runs:
-    """The harness task and config of every job of ``plan`` (one evaluator per phase), and its verified
-    result: a finished run is used only if it is this job's run (:func:`..runs.finished_result`)."""
+class VariantJob(Protocol):
+    """One planned run of a variant: :class:`Job`, :class:`.size_curve.SizeJob`."""
 
-    def __init__(self, plan: AblationPlan, corpus: Corpus, progress: bool = False) -> None:
-        self.plan, self.corpus, self.progress = plan, corpus, progress
-        self.evaluators: dict[str, Evaluator] = {}
+    @property
+    def variant(self) -> str: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def out(self) -> Path: ...
+    @property
+    def done(self) -> bool: ...
 
-    def spec(self, job: Job) -> tuple[Task, TrainConfig]:
-        preset = self.plan.phase_preset(job.phase)
+
+class VariantRuns:
+    """Runs of :mod:`.recipes` variants into their own folders, as the ablation and the size curve plan them: each
+    job (``variant``, ``seed``, ``lr``, ``out``, ``done``) becomes a harness task and config (:meth:`variant_spec`,
+    at the preset and with the evaluator a subclass's :meth:`spec` picks), and its result is used only if it is this
+    job's run (:func:`..runs.finished_result`)."""
+
+    def __init__(self, corpus: Corpus, progress: bool = False) -> None:
+        self.corpus, self.progress = corpus, progress
+
+    def spec(self, job: VariantJob) -> tuple[Task, TrainConfig]:
+        raise NotImplementedError
+
+    def variant_spec(self, job: VariantJob, preset: Preset, evaluator: Evaluator | None, desc: str
+                     ) -> tuple[Task, TrainConfig]:
+        """``job``'s variant trained at ``preset`` (no TensorBoard, no evaluation before the end)."""
         variant = get_variant(job.variant)
-        evaluator = None
-        if job.phase != "sweep":
-            evaluator = self.evaluators.setdefault(job.phase, Evaluator(preset, self.corpus))
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
                          model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
                          signature={"variant": variant.signature()})
-        cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
-                            f"{job.phase} {job.variant} seed {job.seed}", self.corpus.vocab_size)
-        cfg = dataclasses.replace(cfg, tensorboard=False, eval_every=0,
-                                  **variant.train_overrides(job.lr, preset.weight_decay))
-        return task, cfg
+        cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress, desc,
+                           self.corpus.vocab_size)
+        return task, dataclasses.replace(cfg, tensorboard=False, eval_every=0,
+                                         **variant.train_overrides(job.lr, preset.weight_decay))
 
-    def load(self, job: Job) -> Run:
+    def load(self, job: VariantJob) -> Run:
         result = finished_result(*self.spec(job))
         if result is None:
             raise FileNotFoundError(f"{job.out} has no finished run")
         return Run(job.variant, job.seed, job.lr, result)
 
-    def loaded(self, jobs: Sequence[Job]) -> list[Run]:
+    def loaded(self, jobs: Sequence[VariantJob]) -> list[Run]:
         """The finished runs among ``jobs`` (each verified)."""
         return [self.load(j) for j in jobs if j.done]
+
+
+class _Runs(VariantRuns):
+    """The ablation's jobs: each phase at its preset, one evaluator per phase (none for the sweep)."""
+
+    def __init__(self, plan: AblationPlan, corpus: Corpus, progress: bool = False) -> None:
+        super().__init__(corpus, progress)
+        self.plan = plan
+        self.evaluators: dict[str, Evaluator] = {}
+
+    def spec(self, job: Job) -> tuple[Task, TrainConfig]:
+        preset = self.plan.phase_preset(job.phase)
+        evaluator = None
+        if job.phase != "sweep":
+            evaluator = self.evaluators.setdefault(job.phase, Evaluator(preset, self.corpus))
+        return self.variant_spec(job, preset, evaluator, f"{job.phase} {job.variant} seed {job.seed}")
 
 
 def load_runs(plan: AblationPlan, out: Path) -> dict[str, list[Run]]:

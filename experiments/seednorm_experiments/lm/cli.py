@@ -25,8 +25,9 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..args import check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
 from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
@@ -130,7 +131,6 @@ def _overrides(args: argparse.Namespace, **options: object) -> dict[str, object]
 
 
 def _ablation(args: argparse.Namespace, command: str) -> int:
-    import torch
 
     from .ablation import AblationPlan, load_runs, run_ablation
     from .ablation_report import write_ablation_report
@@ -149,19 +149,28 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
         out = check_out_dir(args.out or default_out("lm_ablation", preset.name))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
+    return _runs_then_report(
+        args, lambda: load_runs(plan, out),
+        lambda: run_ablation(plan, out, progress=not args.no_progress, until=args.until),
+        lambda runs, wall_s: write_ablation_report(out, plan, runs, command=command, wall_s=wall_s))
+
+
+def _runs_then_report(args: argparse.Namespace, load: Callable[[], Any], train: Callable[[], Any],
+                      write: Callable[[Any, float | None], Path]) -> int:
+    """The planned studies' (ablation, size curve) last steps: one torch thread per process (several processes share
+    the plan, each writing the report when its share is done), the runs trained (``train``) or, with
+    ``--report-only``, only loaded (``load``), then ``write(runs, wall_s)`` (``wall_s`` None for a report-only call)."""
+    import torch
+
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    runs = (load_runs(plan, out) if args.report_only
-            else run_ablation(plan, out, progress=not args.no_progress, until=args.until))
-    path = write_ablation_report(out, plan, runs, command=command,
-                                 wall_s=None if args.report_only else time.perf_counter() - t0)
+    runs = load() if args.report_only else train()
+    path = write(runs, None if args.report_only else time.perf_counter() - t0)
     print(f"wrote {path}")
     return 0
 
 
 def _size_curve(args: argparse.Namespace, command: str) -> int:
-    import torch
-
     from .size_curve import SizeCurvePlan, load_size_curve, parse_points, run_size_curve
     from .size_curve_report import write_size_curve_report
     from .study import study_corpus
@@ -182,17 +191,12 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
         out = check_out_dir(args.out or default_out("lm_size_curve", preset.name))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    runs = (load_size_curve(plan, out) if args.report_only
-            else run_size_curve(plan, out, progress=not args.no_progress))
-    if not is_main_process():
-        return 0
-    path = write_size_curve_report(out, plan, runs, command=command, vocab_size=study_corpus(preset).vocab_size,
-                                   wall_s=None if args.report_only else time.perf_counter() - t0,
-                                   gpu_summary=args.gpu_summary)
-    print(f"wrote {path}")
-    return 0
+    corpus = study_corpus(preset)
+    return _runs_then_report(
+        args, lambda: load_size_curve(plan, corpus, out),
+        lambda: run_size_curve(plan, corpus, out, progress=not args.no_progress),
+        lambda runs, wall_s: write_size_curve_report(out, plan, runs, command=command, vocab_size=corpus.vocab_size,
+                                                     wall_s=wall_s, gpu_summary=args.gpu_summary))
 
 
 def _study(args: argparse.Namespace, command: str) -> int:

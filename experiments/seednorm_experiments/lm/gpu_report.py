@@ -44,22 +44,29 @@ def _runs_table(runs: Sequence[Run]) -> list[str]:
     return ["\n### Every run (seed 0; bits per byte: lower is better)\n", markdown_table(header, rows)]
 
 
-def _best_table(runs: Sequence[Run]) -> list[str]:
-    base_lr = best_lr(list(runs), BASELINE)
-    if base_lr is None:
-        return ["\nRMSNorm diverged at every rate: no comparison."]
-    base = next(r for r in runs if r.norm == BASELINE and r.lr == base_lr)
-    rows = []
-    for variant in dict.fromkeys(r.norm for r in runs if r.norm != BASELINE):
+def _best_runs(runs: Sequence[Run]) -> tuple[Run | None, dict[str, Run | None]]:
+    """RMSNorm's run at its best rate (:func:`.gpu.best_lr`; None: diverged at every rate) and each other variant's
+    (None where it diverged at every rate)."""
+    def at_best(variant: str) -> Run | None:
         lr = best_lr(list(runs), variant)
-        if lr is None:
+        return None if lr is None else next(r for r in runs if r.norm == variant and r.lr == lr)
+
+    return at_best(BASELINE), {v: at_best(v) for v in dict.fromkeys(r.norm for r in runs if r.norm != BASELINE)}
+
+
+def _best_table(runs: Sequence[Run]) -> list[str]:
+    base, best = _best_runs(runs)
+    if base is None:
+        return ["\nRMSNorm diverged at every rate: no comparison."]
+    rows = []
+    for variant, r in best.items():
+        if r is None:
             rows.append([variant, "diverged"] + ["–"] * (len(EVAL_DOMAINS) + 1))
             continue
-        r = next(x for x in runs if x.norm == variant and x.lr == lr)
         cells = [f"{r.result['final_eval'][f'bpb/{d}'] - base.result['final_eval'][f'bpb/{d}']:+.4f}"
                  for d in EVAL_DOMAINS]
-        rows.append([variant, f"{lr:g}", f"{primary_metric(r) - primary_metric(base):+.4f}", *cells])
-    return [f"\n### Each norm at its best rate minus RMSNorm at its best ({base_lr:g}); one seed, no interval\n",
+        rows.append([variant, f"{r.lr:g}", f"{primary_metric(r) - primary_metric(base):+.4f}", *cells])
+    return [f"\n### Each norm at its best rate minus RMSNorm at its best ({base.lr:g}); one seed, no interval\n",
             markdown_table(["variant", "best lr", "Δ bpb in-domain mean", *(f"Δ bpb {d}" for d in EVAL_DOMAINS)],
                            rows)]
 
@@ -80,19 +87,14 @@ def _throughput(bench: dict[str, list[float]] | None, preset: Preset) -> list[st
 def _summary(preset: Preset, runs: Sequence[Run], vocab_size: int) -> dict:
     """``summary.json``: the model size, tokens per run, every run, and each variant at its best rate minus RMSNorm
     at its best (``delta``: in-domain and zero-shot bits per byte; one seed) -- what the size curve plots."""
-    base_lr = best_lr(list(runs), BASELINE)
-    delta = {}
-    if base_lr is not None:
-        base = next(r for r in runs if r.norm == BASELINE and r.lr == base_lr)
-        for variant in dict.fromkeys(r.norm for r in runs if r.norm != BASELINE):
-            lr = best_lr(list(runs), variant)
-            if lr is not None:
-                r = next(x for x in runs if x.norm == variant and x.lr == lr)
-                delta[variant] = {"lr": lr, "in_domain_bpb": primary_metric(r) - primary_metric(base),
-                                  "zero_shot_bpb": zero_shot_bpb(r) - zero_shot_bpb(base)}
+    base, best = _best_runs(runs)
+    delta = {} if base is None else {
+        variant: {"lr": r.lr, "in_domain_bpb": primary_metric(r) - primary_metric(base),
+                  "zero_shot_bpb": zero_shot_bpb(r) - zero_shot_bpb(base)} for variant, r in best.items() if r}
     return {"preset": preset.name, "dim": preset.dim, "n_layers": preset.n_layers,
             "non_embedding_params": non_embedding_params(preset, vocab_size),
-            "tokens_per_run": preset.tokens_per_run, "seeds": 1, "baseline_lr": base_lr, "delta": delta,
+            "tokens_per_run": preset.tokens_per_run, "seeds": 1, "baseline_lr": base.lr if base else None,
+            "delta": delta,
             "runs": [{"variant": r.norm, "lr": r.lr, "diverged": r.diverged, "final_eval": r.result["final_eval"]}
                      for r in runs]}
 

@@ -37,11 +37,12 @@ from pathlib import Path
 from .. import claims
 from ..common import BASELINE
 from ..harness import RESULT_NAME, Task, TrainConfig
-from ..runs import finished_result, train_or_reuse
+from ..runs import train_or_reuse
+from .ablation import VariantRuns
 from .data import Corpus
 from .presets import Preset
-from .recipes import VARIANTS, get_variant
-from .study import Evaluator, Run, make_task, study_corpus, train_config
+from .recipes import VARIANTS
+from .study import Evaluator, Run
 from .sweep import best_lrs
 
 __all__ = ["CLIP_OFF", "EXTEND", "LRS", "NORMS", "POINTS", "SEEDS", "Point", "SizeCurvePlan", "SizeJob", "best_rates",
@@ -142,37 +143,21 @@ class SizeJob:
         return (self.out / RESULT_NAME).is_file()
 
 
-class _Runs:
-    """The harness task and config of every job (one evaluator for all: the evaluation does not depend on the
-    size) and its verified result (:func:`..runs.finished_result`)."""
+class _Runs(VariantRuns):
+    """The curve's jobs: each at its point's preset, one evaluator for all (the evaluation does not depend on the
+    size)."""
 
     def __init__(self, plan: SizeCurvePlan, corpus: Corpus, out: Path, progress: bool = False) -> None:
-        self.plan, self.corpus, self.out, self.progress = plan, corpus, out, progress
+        super().__init__(corpus, progress)
+        self.plan, self.out = plan, out
         self.evaluator = Evaluator(plan.preset, corpus)
 
     def job(self, point: Point, variant: str, seed: int, lr: float) -> SizeJob:
         return SizeJob(point, variant, seed, lr, self.out / point.key / variant / f"lr{lr:g}" / f"seed{seed}")
 
     def spec(self, job: SizeJob) -> tuple[Task, TrainConfig]:
-        preset = job.point.preset(self.plan.preset)
-        variant = get_variant(job.variant)
-        task = make_task(preset, self.corpus, variant.norm, job.seed, self.evaluator,
-                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
-                         signature={"variant": variant.signature()})
-        cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress,
-                           f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}", self.corpus.vocab_size)
-        return task, dataclasses.replace(cfg, tensorboard=False, eval_every=0,
-                                         **variant.train_overrides(job.lr, preset.weight_decay))
-
-    def load(self, job: SizeJob) -> Run:
-        result = finished_result(*self.spec(job))
-        if result is None:
-            raise FileNotFoundError(f"{job.out} has no finished run")
-        return Run(job.variant, job.seed, job.lr, result)
-
-    def loaded(self, jobs: Sequence[SizeJob]) -> list[Run]:
-        """The finished runs among ``jobs`` (each verified)."""
-        return [self.load(j) for j in jobs if j.done]
+        return self.variant_spec(job, job.point.preset(self.plan.preset), self.evaluator,
+                                 f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}")
 
 
 def best_rates(runs: Sequence[Run]) -> dict[str, float | None]:
@@ -236,18 +221,19 @@ def _curve(r: _Runs, run_jobs: Callable[[list[SizeJob]], bool]) -> dict[str, lis
     return out
 
 
-def load_size_curve(plan: SizeCurvePlan, out: Path) -> dict[str, list[Run]]:
+def load_size_curve(plan: SizeCurvePlan, corpus: Corpus, out: Path) -> dict[str, list[Run]]:
     """The finished runs of every point that can be planned so far (for the report), each verified to be the
-    plan's run (:class:`~..runs.RunMismatch` otherwise)."""
-    r = _Runs(plan, study_corpus(plan.preset), out)
+    plan's run (:class:`~..runs.RunMismatch` otherwise). ``corpus``: the preset's (:func:`.study.study_corpus`)."""
+    r = _Runs(plan, corpus, out)
     return _curve(r, lambda jobs: all(j.done for j in jobs))
 
 
-def run_size_curve(plan: SizeCurvePlan, out: Path, *, progress: bool = False, poll_s: float = 10.0,
+def run_size_curve(plan: SizeCurvePlan, corpus: Corpus, out: Path, *, progress: bool = False, poll_s: float = 10.0,
                    log: Callable[[str], None] = print) -> dict[str, list[Run]]:
-    """Train the whole curve into ``out`` (reusing and resuming runs, sharing the work with other processes running
-    the same plan); returns the finished runs per point key. Finished runs are verified before a grid trains."""
-    r = _Runs(plan, study_corpus(plan.preset), out, progress)
+    """Train the whole curve on ``corpus`` (the preset's, :func:`.study.study_corpus`) into ``out`` (reusing and
+    resuming runs, sharing the work with other processes running the same plan); returns the finished runs per
+    point key. Finished runs are verified before a grid trains."""
+    r = _Runs(plan, corpus, out, progress)
 
     def run(job: SizeJob) -> None:
         t0 = time.perf_counter()
