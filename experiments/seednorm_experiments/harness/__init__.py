@@ -47,6 +47,7 @@ statistic over :func:`benchmark`'s rounds, ``step_costs``, is in :mod:`seednorm_
 from .benchmark import benchmark
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .config import (
+    RECORD_DIGEST_KEY,
     RESULT_NAME,
     Task,
     TrainConfig,
@@ -54,12 +55,14 @@ from .config import (
     fingerprint_diff,
     fingerprint_digest,
     param_kinds,
+    record_digest,
     run_fingerprint,
 )
 from .trainer import train
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "RECORD_DIGEST_KEY",
     "RESULT_NAME",
     "CheckpointError",
     "Task",
@@ -70,6 +73,7 @@ __all__ = [
     "fingerprint_digest",
     "load_checkpoint",
     "param_kinds",
+    "record_digest",
     "run_fingerprint",
     "save_checkpoint",
     "train",

@@ -19,10 +19,12 @@ from seednorm import NORMS, __version__, dynamic_parameters
 
 from .distributed import world_size as launch_world_size
 
-__all__ = ["RESULT_NAME", "Task", "TrainConfig", "TrainResult", "fingerprint_diff", "fingerprint_digest",
-           "param_kinds", "run_fingerprint"]
+__all__ = ["RECORD_DIGEST_KEY", "RESULT_NAME", "Task", "TrainConfig", "TrainResult", "fingerprint_diff",
+           "fingerprint_digest", "param_kinds", "record_digest", "run_fingerprint"]
 
 RESULT_NAME = "result.json"
+RECORD_DIGEST_KEY = "record_sha256"
+"""The key of a run record's SHA-256 over every other value it holds (:func:`record_digest`)."""
 
 # Layers whose ``weight`` is a gain γ (one per feature), for the gradient-norm group "gamma": every norm of the
 # library's registry, and torch's own RMSNorm and LayerNorm (the parents of the library's).
@@ -163,7 +165,10 @@ class TrainResult:
     fingerprint_sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The ``result.json`` content: every field, and :data:`RECORD_DIGEST_KEY` = :func:`record_digest` of
+        them, so that a value edited afterwards is detected when the record is read."""
+        record = dataclasses.asdict(self)
+        return {**record, RECORD_DIGEST_KEY: record_digest(record)}
 
 
 
@@ -180,6 +185,13 @@ def run_fingerprint(task: Task, config: TrainConfig, world_size: int | None = No
 def fingerprint_digest(fingerprint: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of ``fingerprint`` (sorted keys, no spaces)."""
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a run record without its own :data:`RECORD_DIGEST_KEY` (every value a
+    report can read: history, evaluations, results, fingerprint)."""
+    body = {k: v for k, v in record.items() if k != RECORD_DIGEST_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def fingerprint_diff(stored: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
