@@ -33,7 +33,8 @@ LIBRARY_LAYERS = [
     ("seednorm",),  # the package's __init__: the public names
 ]
 EXPERIMENT_SHARED = tuple(f"seednorm_experiments.{name}" for name in
-                          ("harness", "bench", "common", "report", "runs", "args", "texts", "text_evals", "claims"))
+                          ("harness", "bench", "common", "report", "runs", "records", "args", "texts", "text_evals",
+                           "claims"))
 
 
 def modules(package: str, path: Path) -> dict[str, Path]:

@@ -12,8 +12,12 @@ gets a run's result:
 
 A folder holding a run of *another* fingerprint (a changed ``--steps``, ``--lr``, width, ... into the same
 ``--out``) is never reused, resumed or overwritten: :class:`RunMismatch` names the folder and the differing
-settings and says to choose another ``--out`` or delete the folder. An unreadable ``result.json`` is a
-:class:`RunRecordError`. The study CLIs print either as one line and exit 2.
+settings and says to choose another ``--out`` or delete the folder. An unreadable, edited or malformed
+``result.json`` (every value is covered by its ``record_sha256`` and checked for type and range,
+:func:`.records.check_result`) is a :class:`RunRecordError`. The study CLIs print either as one line and exit 2.
+
+Inside a study call (:func:`.records.study_records`) every result obtained here is noted for the study's
+``runs.jsonl``; in a report-only call the records are read first and nothing trains (:class:`.records.MissingRun`).
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from .harness import (
     run_fingerprint,
     train,
 )
+from .records import RECORDS_NAME, MissingRun, RecordsError, active, check_result
 
-__all__ = ["EXPECTED_ERRORS", "RunMismatch", "RunRecordError", "check_reusable", "finished_result",
+__all__ = ["EXPECTED_ERRORS", "RunMismatch", "RunRecordError", "check_reusable", "finished_result", "is_finished",
            "train_or_reuse"]
 
 
@@ -48,7 +53,7 @@ class RunMismatch(RuntimeError):
     """A run folder holds a run made with other settings than the one asked for."""
 
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (CheckpointError, RunRecordError, RunMismatch)
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (CheckpointError, RunRecordError, RunMismatch, RecordsError)
 """Errors a study reports as one line (a file or folder the user must change), not as a crash."""
 
 _ADVICE = "choose another --out, or delete that folder to train the run again"
@@ -60,41 +65,66 @@ def _read_record(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise RunRecordError(f"{path} is not a readable run record ({type(e).__name__}: {e}); "
                              f"delete it to train that run again") from None
-    needed = ("history", "final_eval", "diverged", "fingerprint", "fingerprint_sha256")
-    if not isinstance(record, dict) or any(k not in record for k in needed):
-        raise RunRecordError(f"{path} is not a complete run record (it lacks a fingerprint or results; it may "
-                             f"predate run fingerprints); delete it to train that run again")
-    if fingerprint_digest(record["fingerprint"]) != record["fingerprint_sha256"]:
-        raise RunRecordError(f"{path} was altered after it was written (its fingerprint does not match its "
-                             f"SHA-256); delete it to train that run again")
-    return record
+    try:
+        return check_result(record, str(path))
+    except RecordsError as e:
+        raise RunRecordError(str(e)) from None
 
 
 def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
     """The ``result.json`` of ``config.out_dir`` if it is this run's (same fingerprint), None if there is
-    none; :class:`RunMismatch` if it is another run's, :class:`RunRecordError` if it is unreadable."""
+    none; :class:`RunMismatch` if it is another run's, :class:`RunRecordError` if it is unreadable. In a
+    report-only call (:mod:`.records`), the run's record in ``runs.jsonl`` comes first. Every result returned is
+    noted in the open study's records."""
+    expected = run_fingerprint(task, config)
+    records = active()
+    if records is not None and records.report_only:
+        stored = records.stored_result(fingerprint_digest(expected))
+        if stored is not None:
+            records.add(config.out_dir, stored)
+            return stored
     path = config.out_dir / RESULT_NAME
     if not path.is_file():
         return None
     record = _read_record(path)
-    expected = run_fingerprint(task, config)
     if record["fingerprint_sha256"] != fingerprint_digest(expected):
         diff = "; ".join(fingerprint_diff(record["fingerprint"], expected)) or "fingerprint"
         raise RunMismatch(f"{config.out_dir} holds a finished run with other settings (there -> now: {diff}); "
                           f"{_ADVICE}")
+    if records is not None:
+        records.add(config.out_dir, record)
     return record
+
+
+def is_finished(folder: Path) -> bool:
+    """Whether the run of ``folder`` is finished: its ``result.json`` exists, or in a report-only call the
+    records hold it (the one test of "done" every study's scheduler uses)."""
+    records = active()
+    return (folder / RESULT_NAME).is_file() or (records is not None and records.report_only
+                                                  and records.has_folder(folder))
 
 
 def train_or_reuse(task: Task, config: TrainConfig, *, reuse: bool = True) -> dict[str, Any]:
     """This run's ``result.json`` content: the finished run in ``config.out_dir`` if it is this run, else
     training resumed from its checkpoint, else training from scratch (see the module docstring).
     ``reuse=False`` trains from scratch whatever the folder holds (``config.resume`` is ignored either way)."""
-    if not reuse:
-        return train(task, _with_resume(config, False)).to_json()
-    result = finished_result(task, config)
-    if result is not None:
+    records = active()
+    if records is not None and records.report_only:
+        result = finished_result(task, config)
+        if result is None:
+            raise MissingRun(f"no record of the run {config.out_dir} in {records.out / RECORDS_NAME} nor a finished "
+                             f"run in that folder: --report-only trains nothing (run the command without it)")
         return result
-    return train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
+    if not reuse:
+        result = train(task, _with_resume(config, False)).to_json()
+    else:
+        result = finished_result(task, config)
+        if result is not None:
+            return result
+        result = train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
+    if records is not None:
+        records.add(config.out_dir, result)
+    return result
 
 
 def check_reusable(runs: Iterable[tuple[Task, TrainConfig]]) -> None:

@@ -34,9 +34,9 @@ from typing import Protocol
 
 from .. import claims
 from ..common import BASELINE
-from ..harness import RESULT_NAME, Task, TrainConfig
+from ..harness import Task, TrainConfig
 from ..report import paired_diff
-from ..runs import finished_result, train_or_reuse
+from ..runs import finished_result, is_finished, train_or_reuse
 from .data import IN_DOMAIN, ZERO_SHOT, Corpus
 from .presets import Preset
 from .recipes import FORM_KNOBS, KNOBS, VARIANTS, get_variant
@@ -114,7 +114,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return (self.out / RESULT_NAME).is_file()
+        return is_finished(self.out)
 
 
 def primary_metric(run: Run) -> float:

@@ -13,12 +13,12 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 from seednorm.modules import DYNAMIC_PARAMETERS
 
-from ..common import BASELINE, machine
+from ..common import BASELINE
+from ..records import provenance
 from ..report import Stat, markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
 from .ablation import AblationPlan, primary_metric, zero_shot_bpb
 from .data import IN_DOMAIN, ZERO_SHOT
@@ -245,8 +245,7 @@ def write_ablation_report(out: Path, plan: AblationPlan, runs: dict[str, list[Ru
     n_sweep = len(plan.lrs) * len(plan.norms)
     lrs = best_lrs(runs["sweep"]) if len(runs["sweep"]) == n_sweep else {}
     lines = ["# SeeDNorm ablation and fair comparison\n", f"Command: `{command}`\n",
-             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-             + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n",
+             f"Machine: {provenance(wall_s)}.\n",
              "Finished runs per phase: " + ", ".join(f"{p} {len(rs)}" for p, rs in runs.items()) + ".\n"]
     lines += _protocol(plan, lrs)
     if runs["sweep"]:

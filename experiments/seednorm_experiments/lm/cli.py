@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds of 2 steps per norm of the step-cost benchmark of a preset with lr_grid (gpu; "
                    "default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--report-only", action="store_true", help="train nothing: rebuild the report, summary and plots "
+                   "of the study in --out (the same options as the command that made it) from its run records "
+                   "(runs.jsonl) or finished run folders")
     a = p.add_argument_group("ablation: sweep, best-LR comparison, SeeDNorm knobs, longer, wider")
     a.add_argument("--ablation", action="store_true", help="run the ablation instead of the study (always "
                    "reuses finished runs of the same settings; several processes may share one --out)")
@@ -92,7 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="width of the wide phase (default: 2 × the preset's)")
     a.add_argument("--carry", type=nonnegative_int, default=1,
                    help="best knob variants carried into the long and wide phases (default: %(default)s)")
-    a.add_argument("--report-only", action="store_true", help="only write the ablation report from finished runs")
     a.add_argument("--dim", type=positive_int, default=None, help="width (default: the preset's; the "
                    "ablation's base width)")
     a.add_argument("--until", default=None, help="stop after this phase: sweep, base, long<f>x or wide "
@@ -121,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    body = _size_curve if args.size_curve else _ablation if args.ablation or args.report_only else _study
+    body = _size_curve if args.size_curve else _ablation if args.ablation else _study
     return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
 
 
@@ -150,22 +152,27 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     return _runs_then_report(
-        args, lambda: load_runs(plan, out),
+        args, out, "lm-ablation", command, lambda: load_runs(plan, out),
         lambda: run_ablation(plan, out, progress=not args.no_progress, until=args.until),
-        lambda runs, wall_s: write_ablation_report(out, plan, runs, command=command, wall_s=wall_s))
+        lambda runs, wall_s, cmd: write_ablation_report(out, plan, runs, command=cmd, wall_s=wall_s))
 
 
-def _runs_then_report(args: argparse.Namespace, load: Callable[[], Any], train: Callable[[], Any],
-                      write: Callable[[Any, float | None], Path]) -> int:
+def _runs_then_report(args: argparse.Namespace, out: Path, study: str, command: str, load: Callable[[], Any],
+                      train: Callable[[], Any], write: Callable[[Any, float | None, str], Path]) -> int:
     """The planned studies' (ablation, size curve) last steps: one torch thread per process (several processes share
-    the plan, each writing the report when its share is done), the runs trained (``train``) or, with
-    ``--report-only``, only loaded (``load``), then ``write(runs, wall_s)`` (``wall_s`` None for a report-only call)."""
+    the plan, each writing the report and records when its share is done), the runs trained (``train``) or, with
+    ``--report-only``, only loaded from the records (``load``), then ``write(runs, wall_s, command)`` (``wall_s``
+    None for a report-only call; ``command`` the one that trained the runs) and ``runs.jsonl`` (:mod:`..records`)."""
     import torch
+
+    from ..records import study_records
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    runs = load() if args.report_only else train()
-    path = write(runs, None if args.report_only else time.perf_counter() - t0)
+    with study_records(out, study, command, report_only=args.report_only) as records:
+        runs = load() if args.report_only else train()
+        records.check_complete()
+        path = write(runs, None if args.report_only else time.perf_counter() - t0, records.command)
     print(f"wrote {path}")
     return 0
 
@@ -193,13 +200,14 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
         raise argparse.ArgumentError(None, str(e)) from None
     corpus = study_corpus(preset)
     return _runs_then_report(
-        args, lambda: load_size_curve(plan, corpus, out),
+        args, out, "lm-size-curve", command, lambda: load_size_curve(plan, corpus, out),
         lambda: run_size_curve(plan, corpus, out, progress=not args.no_progress),
-        lambda runs, wall_s: write_size_curve_report(out, plan, runs, command=command, vocab_size=corpus.vocab_size,
+        lambda runs, wall_s, cmd: write_size_curve_report(out, plan, runs, command=cmd, vocab_size=corpus.vocab_size,
                                                      wall_s=wall_s, gpu_summary=args.gpu_summary))
 
 
 def _study(args: argparse.Namespace, command: str) -> int:
+    from ..records import study_records
     from .report import write_report
     from .study import measure_throughput, run_lr_sweep, run_study
 
@@ -224,15 +232,18 @@ def _study(args: argparse.Namespace, command: str) -> int:
     kw = {"resume": args.resume, "placement": args.placement, "qk_norm": args.qk_norm,
           "progress": not args.no_progress, **moe}
     t0 = time.perf_counter()
-    runs = [] if args.sweep_only else run_study(preset, norms, seeds, out, **kw)
-    sweep = run_lr_sweep(preset, norms, seeds, out, **kw) if args.lr_sweep or args.sweep_only else []
-    if not is_main_process():
-        return 0
-    bench = None
-    if runs and not args.no_throughput:
-        bench = measure_throughput(preset, norms, placement=args.placement, qk_norm=args.qk_norm, **moe)
-    path = write_report(out, preset, runs, command=command, throughput=bench, sweep=sweep,
-                        wall_s=time.perf_counter() - t0, **moe)
+    with study_records(out, "lm", command, report_only=args.report_only, write=is_main_process()) as records:
+        runs = [] if args.sweep_only else run_study(preset, norms, seeds, out, **kw)
+        sweep = run_lr_sweep(preset, norms, seeds, out, **kw) if args.lr_sweep or args.sweep_only else []
+        if not is_main_process():
+            return 0
+        records.check_complete()
+        bench = None
+        if runs and not args.no_throughput:
+            bench = records.measurement("throughput", lambda: measure_throughput(
+                preset, norms, placement=args.placement, qk_norm=args.qk_norm, **moe))
+        path = write_report(out, preset, runs, command=records.command, throughput=bench, sweep=sweep,
+                            wall_s=None if args.report_only else time.perf_counter() - t0, **moe)
     print(f"wrote {path}")
     return 0
 
@@ -257,17 +268,23 @@ def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
         check_one_pass(preset, corpus)
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
+    from ..records import study_records
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     impl = ops.resolve_impl("auto", torch.empty(0, device=device, dtype=torch.bfloat16))
     t0 = time.perf_counter()
 
     def write(runs, throughput):
         if is_main_process():
-            write_gpu_report(out, preset, runs, corpus, command=command, throughput=throughput,
-                             wall_s=time.perf_counter() - t0, impl=impl)
+            write_gpu_report(out, preset, runs, corpus, command=records.command, throughput=throughput,
+                             wall_s=None if args.report_only else time.perf_counter() - t0, impl=impl)
 
-    run_gpu_study(preset, out, resume=args.resume, progress=not args.no_progress,
-                  throughput_rounds=0 if args.no_throughput else args.throughput_rounds, write=write)
+    with study_records(out, "lm-gpu", command, report_only=args.report_only, write=is_main_process()) as records:
+        runs, throughput = run_gpu_study(preset, out, resume=args.resume, progress=not args.no_progress,
+                                         throughput_rounds=0 if args.no_throughput else args.throughput_rounds,
+                                         write=None if args.report_only else write)
+        records.check_complete()
+        write(runs, throughput)
     print(f"wrote {out / 'report.md'}")
     return 0
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..common import BASELINE
+from ..records import measure
 from ..runs import check_reusable, train_or_reuse
 from .ablation import primary_metric
 from .data import Corpus, OnePassBatches
@@ -103,7 +104,7 @@ def run_gpu_study(preset: Preset, out: Path, *, resume: bool = False, progress: 
         if write:
             write(runs, throughput)
     if throughput_rounds:
-        throughput = measure_throughput(preset, GRID_NORMS, rounds=throughput_rounds)
+        throughput = measure("throughput", lambda: measure_throughput(preset, GRID_NORMS, rounds=throughput_rounds))
         if write:
             write(runs, throughput)
     lr = best_lr(runs, "seednorm")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
-from ..common import BASELINE, machine
+from ..common import BASELINE
+from ..records import provenance
 from ..report import markdown_table, plot_curves, step_costs
 from .ablation import primary_metric, zero_shot_bpb
 from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT, Corpus
@@ -110,8 +110,7 @@ def write_gpu_report(out: Path, preset: Preset, runs: Sequence[Run], corpus: Cor
     pack = corpus.source.get("pack_sha256")
     lines = [f"# Language-model study — `{preset.name}` preset (learning-rate grid)\n",
              f"Command: `{command}`\n",
-             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-             + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n",
+             f"Machine: {provenance(wall_s)}.\n",
              f"Setup: Llama-style decoder, {preset.n_layers} layers, width {preset.dim}, {preset.n_heads} heads, "
              f"vocab {corpus.vocab_size} (byte-level BPE), {preset.seq_len}-token context; {n:,} non-embedding "
              f"parameters; {preset.steps} steps × {preset.batch_size} sequences = {preset.tokens_per_run:,} tokens "

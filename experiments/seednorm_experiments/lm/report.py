@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
-from ..common import BASELINE, machine
+from ..common import BASELINE
+from ..records import provenance
 from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, step_costs, summarize
 from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT
 from .presets import Preset
@@ -150,8 +150,7 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Language-model study — `{preset.name}` preset\n",
              f"Command: `{command}`\n",
-             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-             + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n"]
+             f"Machine: {provenance(wall_s)}.\n"]
     if runs:
         groups = _by_norm(runs)
         seeds = sorted({r.seed for r in runs})

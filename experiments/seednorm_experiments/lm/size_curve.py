@@ -36,8 +36,8 @@ from pathlib import Path
 
 from .. import claims
 from ..common import BASELINE
-from ..harness import RESULT_NAME, Task, TrainConfig
-from ..runs import train_or_reuse
+from ..harness import Task, TrainConfig
+from ..runs import is_finished, train_or_reuse
 from .ablation import VariantRuns
 from .data import Corpus
 from .presets import Preset
@@ -140,7 +140,7 @@ class SizeJob:
 
     @property
     def done(self) -> bool:
-        return (self.out / RESULT_NAME).is_file()
+        return is_finished(self.out)
 
 
 class _Runs(VariantRuns):

@@ -13,11 +13,11 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..common import BASELINE, machine
+from ..common import BASELINE
+from ..records import provenance
 from ..report import Stat, figure, markdown_table, paired_diff, summarize
 from .ablation import primary_metric, zero_shot_bpb
 from .data import IN_DOMAIN, ZERO_SHOT
@@ -185,8 +185,7 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
     p = plan.preset
     sizes = ", ".join(f"{d} × {n}" for d, n in plan.points)
     lines = ["# SeeDNorm − RMSNorm against model size\n", f"Command: `{command}`\n",
-             f"Machine: {machine()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
-             + (f", wall time {wall_s / 60:.1f} min" if wall_s else "") + ".\n",
+             f"Machine: {provenance(wall_s)}.\n",
              f"Protocol: Llama-style decoder, {p.n_heads} heads, vocab {vocab_size} (byte-level BPE), "
              f"{p.seq_len}-token context, tied embeddings, at each width × layers of {sizes}; "
              f"{p.steps} steps × {p.batch_size} sequences = {p.tokens_per_run:,} tokens per run; AdamW (β 0.9/0.95), "

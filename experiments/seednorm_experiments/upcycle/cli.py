@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=out_dir, default=None, help="output folder (default: runs/upcycle_<preset>)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's; 1 "
                    "wastes least when other jobs share the cores)")
-    p.add_argument("--report-only", action="store_true", help="only write the report from the finished runs")
+    p.add_argument("--report-only", action="store_true", help="train nothing: rebuild the report, summary and plots "
+                   "of the study in --out (the same options as the command that made it) from its run records "
+                   "(runs.jsonl) or finished run folders")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -78,19 +80,19 @@ def _study(args: argparse.Namespace, command: str) -> int:
         raise argparse.ArgumentError(None, str(e)) from None
     import torch
 
+    from ..records import study_records
     from .report import write_report
     from .study import Study
 
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    study = Study(preset, arms, args.seeds or preset.seeds, out, domain=args.domain, progress=not args.no_progress)
-    if args.report_only:
-        base, runs = study.base(), study.finished_runs()
-    else:
+    with study_records(out, "upcycle", command, report_only=args.report_only) as records:
+        study = Study(preset, arms, args.seeds or preset.seeds, out, domain=args.domain, progress=not args.no_progress)
         base, runs = study.run()
-    path = write_report(out, preset, base, runs, domain=args.domain, command=command,
-                        wall_s=None if args.report_only else time.perf_counter() - t0)
+        records.check_complete()
+        path = write_report(out, preset, base, runs, domain=args.domain, command=records.command,
+                            wall_s=None if args.report_only else time.perf_counter() - t0)
     print(f"wrote {path}")
     return 0
 

@@ -15,11 +15,10 @@ import json
 import math
 import statistics
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..common import machine
+from ..records import provenance
 from ..report import Stat, markdown_table, paired_diff, plot_bars, plot_curves, summarize
 from .arms import ARMS
 from .data import FORGETTING
@@ -89,9 +88,7 @@ def write_report(out: Path, preset: Preset, base: dict[str, Any], runs: Sequence
     arms = [a for a in ARMS if a in {r.arm for r in runs}]
     lines = [f"# Upcycling SmolLM2-135M to SeeDNorm: preset `{preset.name}`, adapting to `{domain}`\n",
              f"Command: `{command}`  ",
-             f"Machine: {machine()}  ",
-             f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}"
-             + (f" after {wall_s / 60:.1f} min" if wall_s is not None else "") + "\n",
+             f"Machine: {provenance(wall_s)}\n",
              f"Model: {'all 30' if preset.layers is None else f'the first {preset.layers} of 30'} decoder layers of "
              "SmolLM2-135M-Instruct dequantized from its Q4_1 GGUF (float32). Training: "
              f"{preset.steps} steps × {preset.batch_size} windows × {preset.seq_len} tokens "

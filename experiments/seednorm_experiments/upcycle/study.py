@@ -29,7 +29,8 @@ from torch import nn
 from .. import claims
 from ..common import final_loss
 from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, fingerprint_digest
-from ..runs import check_reusable, train_or_reuse
+from ..records import measure
+from ..runs import check_reusable, is_finished, train_or_reuse
 from ..text_evals import bits_per_byte, cloze_accuracy, cloze_items
 from .arms import Arm, build_arm, convert_checked, get_arm, trainable_params
 from .cost import step_memory
@@ -171,7 +172,7 @@ class Study:
         sweep = [(a, 0, lr) for m in range(len(self.preset.lr_mults)) for a in self.arms
                  for lr in [self.sweep_lrs(a)[m]]]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in sweep)
-        base = self.base()
+        base = measure("base", self.base)
         runs = self._share(sweep, poll_s)
         best = {a.name: best_lr([r for r in runs if r.arm == a.name]) for a in self.arms}
         more = [(a, s, best[a.name]) for s in range(1, self.seeds) for a in self.arms]
@@ -182,7 +183,7 @@ class Study:
         """Train the ``(arm, seed, lr)`` runs this process claims, wait for the others', then return every one's
         verified result in the order of ``jobs``."""
         folder = lambda job: self.config(*job).out_dir  # noqa: E731
-        for _ in claims.work(jobs, folder, lambda job: (folder(job) / RESULT_NAME).is_file(),
+        for _ in claims.work(jobs, folder, lambda job: is_finished(folder(job)),
                              lambda job: self._train(*job), poll_s):
             pass
         return [self._train(*job) for job in jobs]  # each reused: finished and verified
@@ -222,16 +223,3 @@ class Study:
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, path)
         return record
-
-    def finished_runs(self) -> list[Run]:
-        """Every finished run of this study found in ``out`` (for ``--report-only``), sweep first."""
-        from ..runs import finished_result
-
-        found = []
-        for arm in self.arms:
-            for folder in sorted((self.out / "runs" / arm.name).glob("lr*/seed*")):
-                lr, seed = float(folder.parent.name[2:]), int(folder.name[4:])
-                result = finished_result(self.task(arm, seed), self.config(arm, seed, lr))
-                if result is not None:
-                    found.append(Run(arm.name, seed, lr, result))
-        return found

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import torch
 
 from ..args import check_out_dir, out_dir, positive_float, positive_int, report_errors
-from ..common import Listed, default_out, is_main_process, machine
+from ..common import Listed, default_out, is_main_process
+from ..records import study_records
 from ..runs import EXPECTED_ERRORS
 from .data import DATASETS, load_study_data
 from .evals import DEFAULT_SHIFTS, Shift, parse_shift
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "nothing from more, and on shared cores extra OpenMP threads spin and slow everything down)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-tensorboard", action="store_true", help="no TensorBoard events")
+    p.add_argument("--report-only", action="store_true", help="train nothing: rebuild the report, summary and plots "
+                   "of the study in --out (the same options as the command that made it) from its run records "
+                   "(runs.jsonl) or finished run folders")
     return p
 
 
@@ -156,20 +160,24 @@ def _study(args: argparse.Namespace, command: str) -> int:
     shifts = DEFAULT_SHIFTS if args.shifts is None else args.shifts
     data = load_study_data(preset.dataset, preset.eval_limit)
     t0 = time.perf_counter()
-    if isinstance(preset, MAEPreset):
-        preset = standardized_mae(preset, data)
-        mae_results = run_mae_study(preset, data, runs_dir, shifts=shifts, progress=not args.no_progress,
-                                    tensorboard=not args.no_tensorboard)
-        if is_main_process():
-            write_mae_report(out, preset, mae_results, shifts=shifts, transfer=sorted(data.transfer),
-                             command=command, machine=machine(), wall_s=time.perf_counter() - t0)
-            print(f"report: {out / 'report.md'}", flush=True)
-        return 0
-    preset = standardized(preset, data)
-    results = run_study(preset, data, runs_dir, backend=args.backend, shifts=shifts, progress=not args.no_progress,
-                        tensorboard=not args.no_tensorboard)
-    if is_main_process():
-        write_report(out, preset, results, shifts=shifts, transfer=sorted(data.transfer), command=command,
-                     machine=machine(), wall_s=time.perf_counter() - t0)
-        print(f"report: {out / 'report.md'}", flush=True)
+    kind = "vit" if args.model == "vit" else f"vit-{args.model}"
+    with study_records(out, kind, command, report_only=args.report_only, write=is_main_process()) as records:
+        if isinstance(preset, MAEPreset):
+            preset = standardized_mae(preset, data)
+            mae_results = run_mae_study(preset, data, runs_dir, shifts=shifts, progress=not args.no_progress,
+                                        tensorboard=not args.no_tensorboard)
+            write, results = write_mae_report, mae_results
+        else:
+            preset = standardized(preset, data)
+            results = run_study(preset, data, runs_dir, backend=args.backend, shifts=shifts,
+                                progress=not args.no_progress, tensorboard=not args.no_tensorboard)
+            write = write_report
+        if not is_main_process():
+            return 0
+        records.check_complete()
+        write(out, preset, results, shifts=shifts, transfer=sorted(data.transfer), command=records.command,
+              machine=records.provenance(None if args.report_only else time.perf_counter() - t0))
+    print(f"report: {out / 'report.md'}", flush=True)
     return 0
+
+

@@ -109,7 +109,7 @@ def _reading(groups: dict[str, Groups], chance: float) -> list[str]:
 
 
 def write_mae_report(out: Path, preset: MAEPreset, results: MAEResults, *, shifts: Sequence[Shift],
-                     transfer: Sequence[str], command: str, machine: str, wall_s: float) -> None:
+                     transfer: Sequence[str], command: str, machine: str) -> None:
     """Write ``out/report.md``, ``out/*.png`` and ``out/summary.json``."""
     out.mkdir(parents=True, exist_ok=True)
     conditions = ["clean", *(s.name for s in shifts), *transfer]
@@ -121,7 +121,7 @@ def write_mae_report(out: Path, preset: MAEPreset, results: MAEResults, *, shift
         f"# Vision study: {preset.dataset}, {preset.model.describe()}",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine}; wall time {wall_s / 60:.1f} min (runs reused from an earlier call count as 0).",
+        f"Machine: {machine} (runs reused from an earlier call count as 0).",
         "",
         f"Setup: {preset.dataset} 80/20 stratified split (fixed), pixels standardized with the training split's "
         f"mean {encoder.pixel_mean} and std {encoder.pixel_std}, patch {encoder.patch_size}, "

@@ -98,7 +98,7 @@ def _plots(out: Path, groups: dict[str, list], prefix: str, title: str) -> list[
 
 
 def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequence[Shift], transfer: Sequence[str],
-                 command: str, machine: str, wall_s: float) -> None:
+                 command: str, machine: str) -> None:
     """Write ``out/report.md``, ``out/*.png`` and ``out/summary.json``."""
     out.mkdir(parents=True, exist_ok=True)
     conditions = ["clean", *(s.name for s in shifts), *transfer]
@@ -111,7 +111,7 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
         f"# Vision study: {preset.dataset}, {preset.model.describe()}",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine}; wall time {wall_s / 60:.1f} min (runs reused from an earlier call count as 0).",
+        f"Machine: {machine} (runs reused from an earlier call count as 0).",
         "",
         f"Setup: {preset.dataset} 80/20 stratified split (fixed), pixels standardized with the training split's "
         f"mean {preset.model.pixel_mean} and std {preset.model.pixel_std}, {_architecture(preset.model)}, "
