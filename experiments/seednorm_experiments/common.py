@@ -1,5 +1,5 @@
 """What every study shares: the norms it compares, its baseline, the final training loss, the machine line of a
-report, where its runs go by default, and the list convention of its command line.
+report, where its runs and benchmark tables go by default, and the list convention of its command line.
 
 Run reuse and resume by fingerprint live in :mod:`seednorm_experiments.runs`, the argument types and the exit codes
 in :mod:`seednorm_experiments.args`.
@@ -11,6 +11,7 @@ import argparse
 import os
 import platform
 import re
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ import torch
 
 from seednorm import NORMS
 
-__all__ = ["BASELINE", "NORM_NAMES", "STUDY_NORMS", "VISION_BASELINE", "Listed", "check_norms", "cpu_model",
-           "default_norms", "default_out", "final_loss", "is_main_process", "machine", "versions"]
+__all__ = ["BASELINE", "NORM_NAMES", "STUDY_NORMS", "VISION_BASELINE", "Listed", "bench_command", "bench_out",
+           "check_norms", "cpu_model", "default_norms", "default_out", "final_loss", "is_main_process", "machine",
+           "versions"]
 
 NORM_NAMES: tuple[str, ...] = tuple(NORMS)
 """Every norm a study can train, by its ``seednorm.build_norm`` name (the library's registry, in its order)."""
@@ -65,6 +67,20 @@ def is_main_process() -> bool:
 def default_out(study: str, preset: str) -> Path:
     """Where a study writes when no ``--out`` is given: ``runs/<study>_<preset>``."""
     return Path("runs") / f"{study}_{preset}"
+
+
+def bench_out(name: str) -> Path:
+    """Where a benchmark writes its table when no ``--out`` is given: ``runs/bench/<name>``, git-ignored, so that a
+    benchmark never overwrites the committed tables of ``benchmarks/results/`` unless ``--out`` names them."""
+    return Path("runs") / "bench" / name
+
+
+def bench_command(prog: str, argv: Sequence[str], out: Path | None = None) -> str:
+    """The command line a benchmark table records: ``prog`` and its arguments, with ``--out out`` appended when the
+    table went to the default path (``out``: that path; None when ``--out`` was given), so that the command names
+    the file it wrote and reruns to the same place."""
+    args = [*argv, *(["--out", str(out)] if out is not None else [])]
+    return " ".join([prog, shlex.join(args)]).strip()
 
 
 def cpu_model() -> str:

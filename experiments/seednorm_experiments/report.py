@@ -70,7 +70,8 @@ def paired_diff(a: Mapping[int, float], b: Mapping[int, float]) -> Stat:
 
 
 def step_costs(speeds: Mapping[str, Sequence[float]], baseline: str) -> dict[str, list[float]]:
-    """Per-round step cost of each task relative to ``baseline`` (its tokens/s ÷ the task's) from
+    """Per-round step cost of each task relative to ``baseline`` (the baseline's tokens/s ÷ the task's, that is the
+    task's time ÷ the baseline's: above 1, the task is slower) from
     :func:`seednorm_experiments.harness.benchmark`'s rounds: each round timed the tasks back to back, so a change
     in the machine's speed cancels in the ratio."""
     base = speeds[baseline]

@@ -30,13 +30,11 @@ import argparse
 import datetime
 import os
 import re
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +45,7 @@ from seednorm import ops
 from seednorm.ops.op import HAS_TRITON
 
 from ..args import check_out_file, nonnegative_int, out_file, positive_float, positive_int
-from ..common import machine
+from ..common import bench_command, bench_out, machine
 
 SHAPES = ((4096, 1024), (4096, 4096), (16384, 4096), (4096, 16384))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -267,7 +265,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reps", type=positive_int, default=None, help="CPU: timed repetitions; CUDA: do_bench rep in ms")
     p.add_argument("--warmup", type=nonnegative_int, default=None,
                    help="CPU: untimed repetitions; CUDA: do_bench warmup ms")
-    p.add_argument("--out", type=out_file, default=None, help="results file (default benchmarks/results/<device>.md)")
+    p.add_argument("--out", type=out_file, default=None,
+                   help=f"results file (default: {bench_out('<device>.md')})")
     p.add_argument("--note", default="", help="a line written under the header (e.g. what else ran meanwhile)")
     p.add_argument("--peak-gbps", type=positive_float, default=None,
                    help="nominal memory bandwidth peak: adds '%% peak' columns")
@@ -305,8 +304,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.warmup = (3 if cpu else 50) if args.warmup is None else args.warmup
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but no CUDA device is available")
+    args.default_out = args.out is None
     try:  # the default, like --out, is checked before the benchmark runs
-        args.out = check_out_file(args.out or Path("benchmarks/results") / f"{device_slug(args.device)}.md")
+        args.out = check_out_file(args.out or bench_out(f"{device_slug(args.device)}.md"))
     except ValueError as e:
         p.error(str(e))
     return args
@@ -383,13 +383,14 @@ def _row(args: argparse.Namespace, name: str, fn: Callable[[Case], Tensor], case
 def report(rows: list[dict], args: argparse.Namespace) -> str:
     """Markdown: machine, versions, command, the bytes model and one table."""
     auto = ops.resolve_impl("auto", torch.empty(0, device=args.device))
+    default_out = args.out if args.default_out else None  # the command line then names where the table went
     cols = list(rows[0])
     lines = [
         f"# SeeDNorm kernel benchmark: {args.device}",
         "",
         f"- Machine: {machine()}",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Command: `{' '.join(['python -m seednorm_experiments.bench', shlex.join(args.argv)]).strip()}`",
+        f"- Command: `{bench_command('python -m seednorm_experiments.bench', args.argv, default_out)}`",
         f"- Timing: median of {args.reps} {'ms of do_bench' if args.device == 'cuda' else 'repetitions'} after "
         f"{args.warmup} warm-up; `impl=\"auto\"` runs `seednorm {auto}` here",
         "- Bytes model: forward 2·M·D·s, backward 3·M·D·s (s = bytes per element), plus parameters and per-row "

@@ -8,27 +8,25 @@ Each pass (forward: ``seednorm.ops.triton.forward``; backward: ``.backward``) is
 starts every kernel of the pass (the row kernel, or the stats and apply kernels of the chunked layout) with the
 candidate ``num_warps`` and ``num_stages``; the dispatcher's own choice is timed the same way as "default". Times
 are ``triton.testing.do_bench`` medians on CUDA, medians of ``--reps`` calls elsewhere. Writes (after every width)
-the markdown table to ``--out`` and ``{"fwd": {D: [num_warps, num_stages]}, "bwd": {...}}`` of the best
-configurations to the same name with ``.json`` (the table to copy into ``seednorm.ops.triton`` once measured on
-the GPU). A configuration that fails to compile or launch (too many registers for its warps) is listed as failed
-and skipped.
+the markdown table to ``--out`` (default ``runs/bench/tuning.md``) and ``{"fwd": {D: [num_warps, num_stages]},
+"bwd": {...}}`` of the best configurations to the same name with ``.json`` (the table to copy into
+``seednorm.ops.triton`` once measured on the GPU). A configuration that fails to compile or launch (too many
+registers for its warps) is listed as failed and skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from ..args import out_file, positive_int
-from ..common import machine
+from ..args import check_out_file, out_file, positive_int
+from ..common import bench_command, bench_out, machine
 from .kernels import DTYPES, EPS
 
 __all__ = ["WARPS", "STAGES", "main", "tune"]
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=positive_int, default=20, help="CUDA: do_bench ms; CPU: calls (default: 20)")
     p.add_argument("--warps", default=",".join(map(str, WARPS)), help="num_warps to try (default: %(default)s)")
     p.add_argument("--stages", default=",".join(map(str, STAGES)), help="num_stages to try (default: %(default)s)")
-    p.add_argument("--out", type=out_file, default=Path("benchmarks/results/tuning.md"))
+    p.add_argument("--out", type=out_file, help=f"the table; the JSON beside it (default: {bench_out('tuning.md')})")
     args = p.parse_args(argv)
     try:
         widths, warps, stages = ([int(v) for v in text.split(",") if v.strip()]
@@ -157,15 +155,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         p.error("--widths, --warps and --stages take comma lists of integers")
     args.warps, args.stages = tuple(warps), tuple(stages)
-    command = "python -m seednorm_experiments.bench.tuning " + shlex.join(sys.argv[1:] if argv is None else argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out = args.out or check_out_file(bench_out("tuning.md"))
+    except ValueError as e:
+        p.error(str(e))
+    command = bench_command(p.prog, sys.argv[1:] if argv is None else argv, None if args.out else out)
+    out.parent.mkdir(parents=True, exist_ok=True)
 
     def write(rows: list[dict]) -> None:  # after every width: a run stopped by a time limit keeps what it measured
-        args.out.write_text(report(rows, args, command))
-        args.out.with_suffix(".json").write_text(json.dumps(best(rows), indent=1) + "\n")
+        out.write_text(report(rows, args, command))
+        out.with_suffix(".json").write_text(json.dumps(best(rows), indent=1) + "\n")
 
     write(tune(widths, args.rows, args.dtype, args.device, args.reps, args.warps, args.stages, on_width=write))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
     return 0
 
 

@@ -118,9 +118,9 @@ def _throughput_table(groups: dict[str, list[Run]], bench: dict[str, list[float]
             "runs ran one after another, so load from other jobs, if any, hits them unevenly. Clipped steps: "
             "fraction of steps whose gradient norm exceeded the clip, mean over runs. The round-robin benchmark "
             f"times the study's own training step (optimizer, clipping, schedule) for every norm in turn, {rounds} "
-            "rounds of 2 steps after 3 warm-up steps: tokens/s of the median (best) round. Step cost = RMSNorm's "
-            "time ÷ this norm's in the same round, median (quartiles) over rounds: each round times the norms "
-            "back to back, so a change in the machine's speed cancels in it.\n",
+            "rounds of 2 steps after 3 warm-up steps: tokens/s of the median (best) round. Step cost = this norm's "
+            "time ÷ RMSNorm's in the same round (above 1: slower), median (quartiles) over rounds: each round times "
+            "the norms back to back, so a change in the machine's speed cancels in it.\n",
             markdown_table(["norm", "training tokens/s", "clipped steps", "benchmark tokens/s",
                             "step cost vs RMSNorm"], rows)]
 

@@ -8,22 +8,23 @@ backward, per-group gradient norms, clipping and fused AdamW) round-robin, ``--r
 prints, per preset and norm: tokens/s of the best and the median round and the step cost vs RMSNorm as the ratio
 of best rounds, of median rounds, and the median of the per-round ratios (``report.step_costs``, as the study's
 report gives it: each round times every norm back to back, so load from other processes cancels in it). Writes
-the table to ``--out`` (default ``benchmarks/results/lm-step-cost-cpu.md``) with the machine and the command.
+the table to ``--out`` (default ``runs/bench/lm-step-cost-cpu.md``) with the machine and the command (with the
+``--out`` it wrote to: the committed table was written with ``--out benchmarks/results/lm-step-cost-cpu.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
-from pathlib import Path
 
-from ..args import out_file, positive_int
-from ..common import BASELINE, Listed, check_norms, default_norms, machine
+from ..args import check_out_file, out_file, positive_int
+from ..common import BASELINE, Listed, bench_command, bench_out, check_norms, default_norms, machine
 from ..report import step_cost_document, step_cost_rows
 from .presets import PRESETS, get_preset
 from .study import measure_throughput
+
+DEFAULT_NAME = "lm-step-cost-cpu.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,12 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norms", action=Listed, metavar="NORM", default=default_norms(BASELINE),
                    help=f"norms to time, {BASELINE} always (default: every norm)")
     p.add_argument("--rounds", type=positive_int, default=60, help="rounds of 2 steps per norm (default: %(default)s)")
-    p.add_argument("--out", type=out_file, default=Path("benchmarks/results/lm-step-cost-cpu.md"),
-                   help="the table (default: %(default)s)")
+    p.add_argument("--out", type=out_file, help=f"the table (default: {bench_out(DEFAULT_NAME)})")
     p.add_argument("--note", default="", help="a line about the conditions (load, other jobs)")
     args = p.parse_args(argv)
     try:
         norms = check_norms([BASELINE, *args.norms])
+        out = args.out or check_out_file(bench_out(DEFAULT_NAME))
     except ValueError as e:
         p.error(str(e))
     rows = []
@@ -50,15 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         for row in step_cost_rows(speeds, BASELINE, [name, f"{preset.dim}"]):
             rows.append(row)
             print(" | ".join(row), flush=True)
-    command = "python -m seednorm_experiments.lm.step_cost " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = bench_command(p.prog, sys.argv[1:] if argv is None else argv, None if args.out else out)
     text = step_cost_document(
         "LM study: training-step cost vs RMSNorm", ["preset", "width"], rows, machine=machine(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), command=command, rounds=args.rounds, steps=2,
         warmup=3, baseline="RMSNorm", unit="tokens/s", note=args.note,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}")
     return 0
 
 

@@ -11,23 +11,22 @@ SeeDNorm with the paper's vision recipe, its dynamic dropout on; the harness's f
 AdamW) round-robin, ``--rounds`` × 2 steps per norm, with ``--threads`` torch threads as ``seednorm vit`` runs,
 and prints, per norm: images/s of the best and the median round and the step cost vs LayerNorm as the ratio of
 best rounds, of median rounds, and the median of the per-round ratios (``report.step_cost_rows``, as the LM
-study's ``step_cost`` gives them). Writes the table to ``--out`` (default
-``benchmarks/results/<model>-step-cost-cpu.md``) with the machine, the implementation SeeDNorm ran and the command.
+study's ``step_cost`` gives them). Writes the table to ``--out`` (default ``runs/bench/<model>-step-cost-cpu.md``)
+with the machine, the implementation SeeDNorm ran and the command (with the ``--out`` it wrote to: the committed
+tables were written with ``--out benchmarks/results/<file>``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from ..args import out_file, positive_int
-from ..common import VISION_BASELINE, Listed, check_norms, machine
+from ..args import check_out_file, out_file, positive_int
+from ..common import VISION_BASELINE, Listed, bench_command, bench_out, check_norms, machine
 from ..report import step_cost_document, step_cost_rows
 from .data import load_study_data
 from .presets import MODELS, PRESETS, get_preset
@@ -49,16 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default: %(default)s, as seednorm vit)")
     p.add_argument("--out", type=out_file,
-                   help="the table (default: benchmarks/results/<model>-step-cost-cpu.md)")
+                   help=f"the table (default: {bench_out('<model>-step-cost-cpu.md')})")
     p.add_argument("--note", default="", help="a line about the conditions (load, other jobs)")
     args = p.parse_args(argv)
     try:
         norms = check_norms([VISION_BASELINE, *args.norms])
+        out = args.out or check_out_file(bench_out(f"{args.model}-step-cost-cpu.md"))
     except ValueError as e:
         p.error(str(e))
     torch.set_num_threads(args.threads)
     preset = get_preset(args.preset, model=args.model)
-    out = args.out or Path(f"benchmarks/results/{args.model}-step-cost-cpu.md")
     data = load_study_data(preset.dataset, preset.eval_limit)
     preset = standardized(preset, data)
     speeds = measure_throughput(preset, data, norms, rounds=args.rounds, dynamic_dropout=args.dynamic_dropout)
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dynamic_dropout is not None:
         kwargs["dynamic_dropout"] = args.dynamic_dropout
     recipe = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-    command = "python -m seednorm_experiments.vit.step_cost " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = bench_command(p.prog, sys.argv[1:] if argv is None else argv, None if args.out else out)
     if impl != "auto":
         command = f"SEEDNORM_IMPL={impl} {command}"
     note = "; ".join(filter(None, [f"SeeDNorm: {recipe}, impl={impl}, batch {preset.batch_size}", args.note]))
