@@ -190,6 +190,7 @@ class StudyRecords:
     study: str
     command: str
     report_only: bool
+    write_records: bool = True
     header: dict[str, Any] = field(default_factory=dict)
     stored: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     used: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
@@ -205,18 +206,34 @@ class StudyRecords:
             return Path(folder).as_posix()
 
     def stored_result(self, digest: str) -> dict[str, Any] | None:
-        """In a report-only call, the recorded result of the run whose fingerprint has SHA-256 ``digest``."""
+        """The recorded result of the run whose fingerprint has SHA-256 ``digest`` (None: not recorded)."""
         found = self.stored.get(digest)
         return None if found is None else found[1]
 
     def has_folder(self, folder: Path) -> bool:
-        """Whether a report-only call has a record of the run trained in ``folder``."""
+        """Whether the records hold the run trained in ``folder``."""
         key = self.folder_key(folder)
         return any(name == key for name, _ in self.stored.values())
 
-    def add(self, folder: Path, result: dict[str, Any]) -> None:
-        """Note that the study used ``result`` (trained, reused or read from the records)."""
-        self.used.setdefault(result["fingerprint_sha256"], (self.folder_key(folder), result))
+    def add(self, folder: Path, result: dict[str, Any], *, trained: bool = False) -> None:
+        """Note that the study used ``result`` (reused, read from the records, or just ``trained``: then appended to
+        ``runs.jsonl`` at once, so that an interrupted study keeps what it trained)."""
+        key = self.folder_key(folder)
+        self.used.setdefault(result["fingerprint_sha256"], (key, result))
+        if trained and self.write_records and not self.report_only:
+            if not (self.out / RECORDS_NAME).is_file():
+                self.start()
+            with (self.out / RECORDS_NAME).open("a") as f:
+                f.write(json.dumps({"run": key, "result": pack_result(result)}) + "\n")
+
+    def start(self) -> None:
+        """Begin ``out/runs.jsonl`` with its header (a new study's runs are appended as they finish)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        header = {"format": FORMAT, "study": self.study, "command": self.command, "measurements": {}}
+        path = self.out / RECORDS_NAME
+        tmp = path.with_name(f".{RECORDS_NAME}.{os.getpid()}")
+        tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
     def measurement(self, name: str, measure: Callable[[], T]) -> T:
         """A measurement that is not a run (e.g. a benchmark): taken and recorded when training, read back from
@@ -255,7 +272,7 @@ class StudyRecords:
         header = {"format": FORMAT, "study": self.study, "command": self.command, **self.header,
                   "measurements": self.measurements}
         lines = [json.dumps(header, sort_keys=True)]
-        lines += [json.dumps({"run": name, "result": pack_result(result)}, sort_keys=True)
+        lines += [json.dumps({"run": name, "result": pack_result(result)})
                   for name, result in self.used.values()]
         path = self.out / RECORDS_NAME
         self.out.mkdir(parents=True, exist_ok=True)
@@ -316,13 +333,14 @@ def study_records(out: Path, study: str, command: str, *, report_only: bool, wri
     if kind is None and (out / REPORT_NAME).exists():
         raise RecordsError(f"{out} holds a report.md without run records ({RECORDS_NAME}): it is not this study's "
                            f"folder; choose another --out, or delete that report")
-    records = StudyRecords(out, study, command, report_only)
-    if kind is not None and report_only:
+    records = StudyRecords(out, study, command, report_only, write_records=write)
+    if kind is not None:
         header, runs = read_records(out / RECORDS_NAME)
-        records.header = {k: v for k, v in header.items() if k not in ("format", "study", "measurements")}
-        records.command = str(header.get("command") or command)
-        records.measurements = dict(header.get("measurements") or {})
         records.stored = {result["fingerprint_sha256"]: (name, result) for name, result in runs}
+        if report_only:
+            records.header = {k: v for k, v in header.items() if k not in ("format", "study", "measurements")}
+            records.measurements = dict(header.get("measurements") or {})
+            records.command = str(header.get("command") or command)
     token = _ACTIVE.set(records)
     try:
         yield records

@@ -78,7 +78,7 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
     noted in the open study's records."""
     expected = run_fingerprint(task, config)
     records = active()
-    if records is not None and records.report_only:
+    if records is not None:
         stored = records.stored_result(fingerprint_digest(expected))
         if stored is not None:
             records.add(config.out_dir, stored)
@@ -97,11 +97,10 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
 
 
 def is_finished(folder: Path) -> bool:
-    """Whether the run of ``folder`` is finished: its ``result.json`` exists, or in a report-only call the
-    records hold it (the one test of "done" every study's scheduler uses)."""
+    """Whether the run of ``folder`` is finished: its ``result.json`` exists, or the open study's records hold it
+    (the one test of "done" every study's scheduler uses)."""
     records = active()
-    return (folder / RESULT_NAME).is_file() or (records is not None and records.report_only
-                                                  and records.has_folder(folder))
+    return (folder / RESULT_NAME).is_file() or (records is not None and records.has_folder(folder))
 
 
 def train_or_reuse(task: Task, config: TrainConfig, *, reuse: bool = True) -> dict[str, Any]:
@@ -122,8 +121,8 @@ def train_or_reuse(task: Task, config: TrainConfig, *, reuse: bool = True) -> di
         if result is not None:
             return result
         result = train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
-    if records is not None:
-        records.add(config.out_dir, result)
+    if records is not None and not result["interrupted"]:
+        records.add(config.out_dir, result, trained=True)
     return result
 
 

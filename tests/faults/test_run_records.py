@@ -116,7 +116,7 @@ def test_an_edited_or_malformed_record_is_refused_in_one_line(study: Path, tmp_p
 def test_an_edited_result_json_is_refused_on_resume(study: Path, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     copy = tmp_path / "copy"
-    shutil.copytree(study, copy)
+    shutil.copytree(study, copy, ignore=shutil.ignore_patterns("report.md", RECORDS_NAME))  # the run folders only
     path = next(copy.glob("runs/seednorm/*/result.json"))
     record = json.loads(path.read_text())
     record["final_eval"] = {k: 1.2345 for k in record["final_eval"]}
@@ -127,6 +127,27 @@ def test_an_edited_result_json_is_refused_on_resume(study: Path, tmp_path: Path,
     err = one_line_error(capsys)
     assert str(path) in err and "altered" in err
     assert snapshot(copy) == before
+
+
+def test_a_study_reuses_its_recorded_runs_without_their_folders(study: Path, tmp_path: Path) -> None:
+    copy = records_only(study, tmp_path / "copy")
+    assert exit_code([*SMOKE, "--no-throughput", "--out", str(copy), "--resume"]) == 0
+    assert not list(copy.glob("runs/*/*/result.json"))  # nothing trained: every run came from runs.jsonl
+    assert table_rows(copy / "report.md")[:6] == table_rows(study / "report.md")[:6]
+
+
+def test_an_interrupted_study_keeps_what_it_trained(tmp_path: Path) -> None:
+    out = tmp_path / "cut"
+    assert exit_code([*SMOKE, "--no-throughput", "--out", str(out), "--override", "steps=3"]) == 0
+    (out / "report.md").unlink()
+    lines = (out / RECORDS_NAME).read_text().splitlines()
+    (out / RECORDS_NAME).write_text("\n".join(lines[:2]) + "\n")  # as if stopped after the first run
+    _, runs = read_records(out / RECORDS_NAME)
+    assert len(runs) == 1
+
+
+def table_rows(report: Path) -> list[str]:
+    return [line for line in report.read_text().splitlines() if line.startswith("|")]
 
 
 def test_report_only_without_runs_refuses_and_writes_nothing(tmp_path: Path,
