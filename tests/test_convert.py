@@ -374,3 +374,20 @@ def test_rebuild_seednorms_puts_recorded_layers_in_place_or_names_what_does_not_
         rebuild_seednorms(
             nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8)}), {"a.norm": dict(record["a.norm"], num_heads=3)}
         )
+
+
+class GainlessSeeDNorm(SeeDNorm):
+    """A SeeDNorm subclass whose layers have no γ (gamma_mode="none")."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, gamma_mode="none", **kwargs)
+
+
+@pytest.mark.parametrize("source", [nn.RMSNorm(8), nn.RMSNorm(8, elementwise_affine=False), nn.LayerNorm(8)],
+                         ids=["rmsnorm", "no-gain", "layernorm"])
+def test_layer_class_without_gamma_is_refused_and_nothing_is_replaced(source):
+    """γ ≡ 0 holds no gain, not even the implicit γ = 1 of a norm without one: one error naming class and layer."""
+    model = Block(source, 8)
+    with pytest.raises(TypeError, match=r"GainlessSeeDNorm builds layers without γ \(gamma_mode='none'\).*'norm'"):
+        convert_to_seednorm(model, layer_class=GainlessSeeDNorm)
+    assert model.norm is source

@@ -99,8 +99,8 @@ def convert_to_seednorm(
     Raises:
         ValueError: no norm layer selected, or an option is invalid for a layer (e.g. ``num_heads`` does not divide
             its width).
-        TypeError: ``model`` is a TorchScript module, or a selected norm layer cannot be reproduced exactly (the
-            message names each module and class).
+        TypeError: ``model`` is a TorchScript module, a selected norm layer cannot be reproduced exactly (the
+            message names each module and class), or ``layer_class`` builds layers without γ.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert_to_seednorm expects an nn.Module, got {type(model).__name__}")
@@ -128,7 +128,7 @@ def convert_to_seednorm(
         "dot_scale": dot_scale,
         "dynamic_dropout": dynamic_dropout,
     }
-    plan: dict[int, tuple[nn.Module, _Layout]] = {}
+    plan: dict[int, tuple[str, nn.Module, _Layout]] = {}
     failures: list[str] = []
     already = 0
     for names, module in _named_once(model):
@@ -157,7 +157,7 @@ def convert_to_seednorm(
                 f"num_heads={num_heads} does not divide the width {layout.dim} of {name or '<root>'!r}; "
                 "choose another num_heads or exclude that module"
             )
-        plan[id(module)] = (module, layout)
+        plan[id(module)] = (name or "<root>", module, layout)
     if failures:
         raise TypeError(
             f"cannot convert {len(failures)} norm layer(s) to SeeDNorm exactly:\n  "
@@ -172,8 +172,9 @@ def convert_to_seednorm(
     fallback = _factory(model)
     trainable = _any_trainable(model)
     new = {
-        key: _build(module, layout, center=center, fallback=fallback, trainable=trainable, cls=layer_class, **options)
-        for key, (module, layout) in plan.items()
+        key: _build(module, layout, center=center, fallback=fallback, trainable=trainable, cls=layer_class, name=name,
+                    **options)
+        for key, (name, module, layout) in plan.items()
     }
     return _swap(model, new)
 
@@ -294,7 +295,10 @@ def _is_norm_candidate(module: nn.Module) -> bool:
 
 
 def _qualname(module: nn.Module) -> str:
-    cls = type(module)
+    return _classname(type(module))
+
+
+def _classname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -411,9 +415,11 @@ def _build(
     fallback: dict,
     trainable: bool = True,
     cls: type[SeeDNorm] = SeeDNorm,
+    name: str = "<root>",
     **options: Any,
 ) -> SeeDNorm:
-    """The SeeDNorm for ``module``: γ = offset + weight, its bias, ε, dtype, device and mode; β = 0.
+    """The SeeDNorm for ``module`` (at module path ``name``): γ = offset + weight, its bias, ε, dtype, device and
+    mode; β = 0. Raises TypeError when ``cls`` builds a layer without γ.
 
     Every parameter's ``requires_grad`` follows the source's γ (its bias without γ, ``trainable`` without either).
     """
@@ -429,6 +435,12 @@ def _build(
         **options,
         **factory,
     )
+    if new.weight is None:  # γ ≡ 0 (gamma_mode="none") holds no gain, not even the γ = 1 of a norm without one
+        raise TypeError(
+            f"layer_class={_classname(cls)} builds layers without γ (gamma_mode={new.gamma_mode!r}), which cannot "
+            f"hold the gain of {name!r} ({_qualname(module)}); convert with a layer_class that has γ "
+            "(gamma_mode='vector')"
+        )
     with torch.no_grad():
         if weight is not None:
             new.weight.copy_(weight.to(torch.promote_types(weight.dtype, torch.float32)) + layout.offset)
