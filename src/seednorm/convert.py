@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .modules import AdaSeeDNorm, SeeDNorm, channels_first_class
 from .ops.sigma import ACTIVATIONS
 
-__all__ = ["convert_to_seednorm", "layer_options", "rebuild_seednorms"]
+__all__ = ["convert_to_seednorm", "layer_options", "rebuild_seednorms", "check_equal_at_init"]
 
 _EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
 _LAYOUTS = ((False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0))  # (center, offset added to weight)
@@ -47,6 +47,20 @@ class _Layout:
     center: bool
     offset: float
     channels_first: bool = False
+
+
+def check_equal_at_init(activation: str, allow_unequal_init: bool = False) -> None:
+    """The rule of every conversion: a converted layer (β = 0) equals its source only with σ(0) = 0, so an
+    ``activation`` with σ(0) ≠ 0 (sigmoid: the gain becomes γ + α/2) is refused unless ``allow_unequal_init`` says
+    that a different function at init is intended. Unknown activations are left to the layer's own check."""
+    if not isinstance(allow_unequal_init, bool):
+        raise TypeError(f"allow_unequal_init must be True or False, got {allow_unequal_init!r}")
+    if not allow_unequal_init and activation in ACTIVATIONS and ACTIVATIONS[activation](torch.zeros(())).item() != 0:
+        raise ValueError(
+            f"activation={activation!r} has σ(0) ≠ 0, so the converted layer would not equal the source at β = 0; "
+            "convert with an odd σ (tanh, hardtanh, softsign), or pass allow_unequal_init=True if a different "
+            "function at init is intended"
+        )
 
 
 class _Unconvertible(Exception):
@@ -65,6 +79,7 @@ def convert_to_seednorm(
     exclude: str | Iterable[str] | None = None,
     center: bool | None = None,
     layer_class: type[SeeDNorm] = SeeDNorm,
+    allow_unequal_init: bool = False,
 ) -> nn.Module:
     """Replace the norm layers of ``model`` in place by equivalent SeeDNorms and return ``model``.
 
@@ -81,7 +96,8 @@ def convert_to_seednorm(
             returned instead.
         num_heads: heads of the dynamic term (spec §3); must divide every converted layer's width.
         alpha_init: α at conversion (spec §2: 1.0; never 0).
-        activation: σ; one with σ(0) = 0 (tanh, hardtanh, softsign), or β = 0 would not reproduce the source.
+        activation: σ; one with σ(0) = 0 (tanh, hardtanh, softsign), or β = 0 would not reproduce the source
+            (refused unless ``allow_unequal_init``).
         dot_scale: the factor on s = ⟨x, β⟩ (a number, or ``"dim"`` for 1/(D/num_heads)); no effect at β = 0.
         dynamic_dropout: dropout on σ(s)·α in training mode (spec §4); no effect in eval mode.
         include: shell-style patterns (``fnmatch``, case-sensitive, ``*`` also matches dots) on the dotted module
@@ -95,6 +111,8 @@ def convert_to_seednorm(
             LayerNorm bias kept).
         layer_class: ``SeeDNorm`` or a subclass with its constructor (integrations use one that names its
             parameters for their checkpoint format); channels-first sources get ``channels_first_class(layer_class)``.
+        allow_unequal_init: accept an ``activation`` with σ(0) ≠ 0 (sigmoid), whose converted layers differ from
+            their sources at init (gain γ + α/2); ``check_equal_at_init`` is the rule.
 
     Raises:
         ValueError: no norm layer selected, or an option is invalid for a layer (e.g. ``num_heads`` does not divide
@@ -111,11 +129,7 @@ def convert_to_seednorm(
         )
     if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
-    if activation in ACTIVATIONS and ACTIVATIONS[activation](torch.zeros(())).item() != 0:
-        raise ValueError(
-            f"activation={activation!r} has σ(0) ≠ 0, so the converted layer would not equal the source at β = 0; "
-            "convert with an odd σ (tanh, hardtanh, softsign)"
-        )
+    check_equal_at_init(activation, allow_unequal_init)
     includes, excludes = _patterns(include, "include"), _patterns(exclude, "exclude")
     if center is not None and not isinstance(center, bool):
         raise TypeError(f"center must be None, True or False, got {center!r}")
