@@ -332,3 +332,18 @@ def test_reference_fp32_matches_layer_norm_at_init_in_centering_form():
     x = torch.randn(2, 7, 5, 3) * 3 + 1
     expected = F.layer_norm(x.movedim(1, -1), (7,), eps=1e-6).movedim(-1, 1)
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["reference", "cpp", "compiled"])
+@pytest.mark.parametrize("spatial", [(0, 3), (4, 0)], ids=str)
+def test_empty_spatial_dim_in_training_with_dropout_centering_and_bias(impl, spatial):
+    """No positions at all: the output keeps the input's shape, and every gradient is zeros of its tensor's shape."""
+    layer = randomized(SeeDNorm2d(8, num_heads=2, center=True, bias=True, dynamic_dropout=0.3, impl=impl)).train()
+    x = torch.randn(2, 8, *spatial, requires_grad=True)
+    y = layer(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and p.grad.shape == p.shape, name
+        torch.testing.assert_close(p.grad.double(), torch.zeros(p.shape, dtype=torch.float64), rtol=0, atol=0)

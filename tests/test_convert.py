@@ -319,8 +319,16 @@ def test_dynamic_options_are_set_and_keep_the_function():
     convert_to_seednorm(model, num_heads=4, activation="softsign", dot_scale="dim", dynamic_dropout=0.1)
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
     assert all((b.norm.activation, b.norm.dot_scale, b.norm.dynamic_dropout) == ("softsign", "dim", 0.1) for b in model)
-    with pytest.raises(ValueError, match=r"activation='sigmoid' has σ\(0\) ≠ 0"):
+    with pytest.raises(ValueError, match=r"activation='sigmoid' has σ\(0\) ≠ 0.*allow_unequal_init=True"):
         convert_to_seednorm(Block(nn.RMSNorm(16)), activation="sigmoid")
+    told = _randomize(Block(nn.RMSNorm(16, eps=1e-6))).double().eval()
+    gamma = told.norm.weight.detach().clone()
+    convert_to_seednorm(told, activation="sigmoid", allow_unequal_init=True)  # the gain is γ + α/2 at init
+    assert told.norm.activation == "sigmoid"
+    expected = nn.functional.rms_norm(told.proj(x), (16,), gamma + 0.5, 1e-6) + x
+    torch.testing.assert_close(told(x), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="allow_unequal_init must be True or False"):
+        convert_to_seednorm(Block(nn.RMSNorm(16)), allow_unequal_init="yes")
     with pytest.raises(ValueError, match="dot_scale must be a number or 'dim'"):
         convert_to_seednorm(Block(nn.RMSNorm(16)), dot_scale="sqrt")
 
@@ -374,3 +382,20 @@ def test_rebuild_seednorms_puts_recorded_layers_in_place_or_names_what_does_not_
         rebuild_seednorms(
             nn.ModuleDict({"a": Block(nn.LayerNorm(8), 8)}), {"a.norm": dict(record["a.norm"], num_heads=3)}
         )
+
+
+class GainlessSeeDNorm(SeeDNorm):
+    """A SeeDNorm subclass whose layers have no γ (gamma_mode="none")."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, gamma_mode="none", **kwargs)
+
+
+@pytest.mark.parametrize("source", [nn.RMSNorm(8), nn.RMSNorm(8, elementwise_affine=False), nn.LayerNorm(8)],
+                         ids=["rmsnorm", "no-gain", "layernorm"])
+def test_layer_class_without_gamma_is_refused_and_nothing_is_replaced(source):
+    """γ ≡ 0 holds no gain, not even the implicit γ = 1 of a norm without one: one error naming class and layer."""
+    model = Block(source, 8)
+    with pytest.raises(TypeError, match=r"GainlessSeeDNorm builds layers without γ \(gamma_mode='none'\).*'norm'"):
+        convert_to_seednorm(model, layer_class=GainlessSeeDNorm)
+    assert model.norm is source

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .modules import AdaSeeDNorm, SeeDNorm, channels_first_class
 from .ops.sigma import ACTIVATIONS
 
-__all__ = ["convert_to_seednorm", "layer_options", "rebuild_seednorms"]
+__all__ = ["convert_to_seednorm", "layer_options", "rebuild_seednorms", "check_equal_at_init"]
 
 _EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
 _LAYOUTS = ((False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0))  # (center, offset added to weight)
@@ -47,6 +47,20 @@ class _Layout:
     center: bool
     offset: float
     channels_first: bool = False
+
+
+def check_equal_at_init(activation: str, allow_unequal_init: bool = False) -> None:
+    """The rule of every conversion: a converted layer (β = 0) equals its source only with σ(0) = 0, so an
+    ``activation`` with σ(0) ≠ 0 (sigmoid: the gain becomes γ + α/2) is refused unless ``allow_unequal_init`` says
+    that a different function at init is intended. Unknown activations are left to the layer's own check."""
+    if not isinstance(allow_unequal_init, bool):
+        raise TypeError(f"allow_unequal_init must be True or False, got {allow_unequal_init!r}")
+    if not allow_unequal_init and activation in ACTIVATIONS and ACTIVATIONS[activation](torch.zeros(())).item() != 0:
+        raise ValueError(
+            f"activation={activation!r} has σ(0) ≠ 0, so the converted layer would not equal the source at β = 0; "
+            "convert with an odd σ (tanh, hardtanh, softsign), or pass allow_unequal_init=True if a different "
+            "function at init is intended"
+        )
 
 
 class _Unconvertible(Exception):
@@ -65,6 +79,7 @@ def convert_to_seednorm(
     exclude: str | Iterable[str] | None = None,
     center: bool | None = None,
     layer_class: type[SeeDNorm] = SeeDNorm,
+    allow_unequal_init: bool = False,
 ) -> nn.Module:
     """Replace the norm layers of ``model`` in place by equivalent SeeDNorms and return ``model``.
 
@@ -81,7 +96,8 @@ def convert_to_seednorm(
             returned instead.
         num_heads: heads of the dynamic term (spec §3); must divide every converted layer's width.
         alpha_init: α at conversion (spec §2: 1.0; never 0).
-        activation: σ; one with σ(0) = 0 (tanh, hardtanh, softsign), or β = 0 would not reproduce the source.
+        activation: σ; one with σ(0) = 0 (tanh, hardtanh, softsign), or β = 0 would not reproduce the source
+            (refused unless ``allow_unequal_init``).
         dot_scale: the factor on s = ⟨x, β⟩ (a number, or ``"dim"`` for 1/(D/num_heads)); no effect at β = 0.
         dynamic_dropout: dropout on σ(s)·α in training mode (spec §4); no effect in eval mode.
         include: shell-style patterns (``fnmatch``, case-sensitive, ``*`` also matches dots) on the dotted module
@@ -95,12 +111,14 @@ def convert_to_seednorm(
             LayerNorm bias kept).
         layer_class: ``SeeDNorm`` or a subclass with its constructor (integrations use one that names its
             parameters for their checkpoint format); channels-first sources get ``channels_first_class(layer_class)``.
+        allow_unequal_init: accept an ``activation`` with σ(0) ≠ 0 (sigmoid), whose converted layers differ from
+            their sources at init (gain γ + α/2); ``check_equal_at_init`` is the rule.
 
     Raises:
         ValueError: no norm layer selected, or an option is invalid for a layer (e.g. ``num_heads`` does not divide
             its width).
-        TypeError: ``model`` is a TorchScript module, or a selected norm layer cannot be reproduced exactly (the
-            message names each module and class).
+        TypeError: ``model`` is a TorchScript module, a selected norm layer cannot be reproduced exactly (the
+            message names each module and class), or ``layer_class`` builds layers without γ.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert_to_seednorm expects an nn.Module, got {type(model).__name__}")
@@ -111,11 +129,7 @@ def convert_to_seednorm(
         )
     if not isinstance(num_heads, int) or isinstance(num_heads, bool) or num_heads < 1:
         raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
-    if activation in ACTIVATIONS and ACTIVATIONS[activation](torch.zeros(())).item() != 0:
-        raise ValueError(
-            f"activation={activation!r} has σ(0) ≠ 0, so the converted layer would not equal the source at β = 0; "
-            "convert with an odd σ (tanh, hardtanh, softsign)"
-        )
+    check_equal_at_init(activation, allow_unequal_init)
     includes, excludes = _patterns(include, "include"), _patterns(exclude, "exclude")
     if center is not None and not isinstance(center, bool):
         raise TypeError(f"center must be None, True or False, got {center!r}")
@@ -128,7 +142,7 @@ def convert_to_seednorm(
         "dot_scale": dot_scale,
         "dynamic_dropout": dynamic_dropout,
     }
-    plan: dict[int, tuple[nn.Module, _Layout]] = {}
+    plan: dict[int, tuple[str, nn.Module, _Layout]] = {}
     failures: list[str] = []
     already = 0
     for names, module in _named_once(model):
@@ -157,7 +171,7 @@ def convert_to_seednorm(
                 f"num_heads={num_heads} does not divide the width {layout.dim} of {name or '<root>'!r}; "
                 "choose another num_heads or exclude that module"
             )
-        plan[id(module)] = (module, layout)
+        plan[id(module)] = (name or "<root>", module, layout)
     if failures:
         raise TypeError(
             f"cannot convert {len(failures)} norm layer(s) to SeeDNorm exactly:\n  "
@@ -172,8 +186,9 @@ def convert_to_seednorm(
     fallback = _factory(model)
     trainable = _any_trainable(model)
     new = {
-        key: _build(module, layout, center=center, fallback=fallback, trainable=trainable, cls=layer_class, **options)
-        for key, (module, layout) in plan.items()
+        key: _build(module, layout, center=center, fallback=fallback, trainable=trainable, cls=layer_class, name=name,
+                    **options)
+        for key, (name, module, layout) in plan.items()
     }
     return _swap(model, new)
 
@@ -294,7 +309,10 @@ def _is_norm_candidate(module: nn.Module) -> bool:
 
 
 def _qualname(module: nn.Module) -> str:
-    cls = type(module)
+    return _classname(type(module))
+
+
+def _classname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
@@ -411,9 +429,11 @@ def _build(
     fallback: dict,
     trainable: bool = True,
     cls: type[SeeDNorm] = SeeDNorm,
+    name: str = "<root>",
     **options: Any,
 ) -> SeeDNorm:
-    """The SeeDNorm for ``module``: γ = offset + weight, its bias, ε, dtype, device and mode; β = 0.
+    """The SeeDNorm for ``module`` (at module path ``name``): γ = offset + weight, its bias, ε, dtype, device and
+    mode; β = 0. Raises TypeError when ``cls`` builds a layer without γ.
 
     Every parameter's ``requires_grad`` follows the source's γ (its bias without γ, ``trainable`` without either).
     """
@@ -429,6 +449,12 @@ def _build(
         **options,
         **factory,
     )
+    if new.weight is None:  # γ ≡ 0 (gamma_mode="none") holds no gain, not even the γ = 1 of a norm without one
+        raise TypeError(
+            f"layer_class={_classname(cls)} builds layers without γ (gamma_mode={new.gamma_mode!r}), which cannot "
+            f"hold the gain of {name!r} ({_qualname(module)}); convert with a layer_class that has γ "
+            "(gamma_mode='vector')"
+        )
     with torch.no_grad():
         if weight is not None:
             new.weight.copy_(weight.to(torch.promote_types(weight.dtype, torch.float32)) + layout.offset)

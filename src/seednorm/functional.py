@@ -184,8 +184,12 @@ def layer_options(
     """SeeDNorm's options checked and resolved for a width and an input dtype: ``(num_heads, ε, dynamic_dropout,
     dot_scale)`` as Python numbers (ε: the dtype's default for None; dot_scale: a number for "dim"). Raises the
     error that names a bad option. Remembered per distinct set of options, so a layer pays for the checks once
-    (an error is never remembered: it is raised again on every call)."""
+    (an error is never remembered: it is raised again on every call). Under ``torch.compile`` the checks run
+    uncached: Dynamo traces them once per compilation (the options are constants of the graph) and would warn
+    about a cache it cannot trace."""
     args = (dim, dtype, num_heads, eps, activation, dynamic_dropout, dot_scale, beta_mode)
+    if torch.compiler.is_compiling():
+        return _layer_options(*args)
     try:
         hash(args)
     except TypeError:  # an unhashable option (a list, ...): the checks name it

@@ -95,8 +95,14 @@ def _sidecar(lib: Path) -> Path:
     return lib.with_suffix(".sha256")
 
 
+def _record(lib: Path) -> str:
+    """The sidecar the build writes for the library as it is now: its SHA-256 and its size."""
+    data = lib.read_bytes()
+    return f"{hashlib.sha256(data).hexdigest()} {len(data)}\n"
+
+
 def _verified(lib: Path) -> bool:
-    return _sidecar(lib).read_text().strip() == hashlib.sha256(lib.read_bytes()).hexdigest()
+    return _sidecar(lib).read_text() == _record(lib)
 
 
 def _fake_compiler(tmp_path: Path, message: str) -> tuple[Path, Path]:
@@ -129,6 +135,32 @@ def copy(good, tmp_path) -> tuple[Path, Path]:
     return tmp_path / "cache", tmp_path / "cache" / rel
 
 
+@pytest.fixture(scope="module")
+def copying(good, tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A "compiler" that builds by copying the good library (a rebuild in milliseconds, not a C++ build), appending
+    a line to ``$BUILD_LOG`` per build; a cache it has filled, and its library's path relative to that cache."""
+    where = tmp_path_factory.mktemp("copying")
+    cxx = where / "copying-c++"
+    cxx.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "copying-c++ 1.0"; exit 0; fi\n'
+        'while [ "$#" -gt 1 ]; do if [ "$1" = -o ]; then out="$2"; fi; shift; done\n'
+        f'echo build >> "${{BUILD_LOG:-/dev/null}}"\ncp "{good[0] / good[1]}" "$out"\n'
+    )
+    cxx.chmod(0o755)
+    report = run("cpp", where / "cache", CXX=str(cxx))
+    _ok(report)
+    return cxx, where / "cache", Path(report["library"]).relative_to(where / "cache")
+
+
+@pytest.fixture
+def copied(copying, tmp_path) -> tuple[Path, Path, dict[str, str]]:
+    """A private copy of the copying compiler's cache, its library, and the environment that rebuilds it (the
+    builds logged to ``tmp_path / "builds"``)."""
+    cxx, cache, rel = copying
+    shutil.copytree(cache, tmp_path / "cache", symlinks=True)
+    return tmp_path / "cache", tmp_path / "cache" / rel, {"CXX": str(cxx), "BUILD_LOG": str(tmp_path / "builds")}
+
+
 def test_fresh_cache_is_private_and_library_has_a_digest(tmp_path):
     cache = tmp_path / "new" / "cache"
     report = run("cpp", cache)
@@ -140,22 +172,51 @@ def test_fresh_cache_is_private_and_library_has_a_digest(tmp_path):
     assert _verified(lib)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "no digest"])
-def test_damaged_library_is_rebuilt_not_loaded(copy, damage):
-    cache, lib = copy
+def _damage(lib: Path, damage: str, sidecar: str) -> None:
+    """Damage the library, then leave its sidecar as built ("stale"), make it describe the damaged file in the
+    current format ("matching") or the older digest-only one ("matching, digest only"), or remove it."""
     good = lib.read_bytes()
-    if damage == "truncated":
-        lib.write_bytes(good[: len(good) // 2])
-    elif damage == "garbage":
-        lib.write_bytes(os.urandom(len(good)))
-    elif damage == "empty":
-        lib.write_bytes(b"")
-    else:
-        _sidecar(lib).unlink(missing_ok=True)
-        lib.write_bytes(good[: len(good) // 2])
-    report = run("cpp", cache)
+    lib.write_bytes({"truncated": good[: len(good) // 2], "garbage": os.urandom(len(good)), "empty": b""}[damage])
+    if sidecar == "matching":
+        _sidecar(lib).write_text(_record(lib))
+    elif sidecar == "matching, digest only":
+        _sidecar(lib).write_text(hashlib.sha256(lib.read_bytes()).hexdigest() + "\n")
+    elif sidecar == "missing":
+        _sidecar(lib).unlink()
+
+
+@pytest.mark.parametrize("sidecar", ["stale", "matching", "matching, digest only", "missing"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_damaged_library_is_rebuilt_not_loaded(copied, damage, sidecar):
+    """Even a sidecar that matches the damaged file never gets it loaded: dlopen of a truncated library is a SIGBUS
+    that would kill the child (run() fails on a dead child). It is rebuilt once and loaded."""
+    cache, lib, env = copied
+    _damage(lib, damage, sidecar)
+    report = run("cpp", cache, **env)
     _ok(report)
     assert Path(report["library"]) == lib and _verified(lib)
+    assert Path(env["BUILD_LOG"]).read_text().count("build") == 1
+
+
+def test_truncated_library_with_matching_sidecar_is_rebuilt_under_auto(copied):
+    cache, lib, env = copied
+    _damage(lib, "truncated", "matching")
+    report = run("auto", cache, **env)
+    _ok(report)
+    assert report["impl"] == "cpp" and report["warnings"] == [] and _verified(lib)
+
+
+def test_elf_check_finds_every_cut_of_a_built_library(good):
+    """In process (nothing is loaded): the whole library passes, any prefix of it fails, and so do non-libraries."""
+    from seednorm.ops.cpu import elf_problem
+
+    data = (good[0] / good[1]).read_bytes()
+    assert elf_problem(data) is None
+    for cut in (0, 3, 20, 63, 64, 1000, len(data) // 2, len(data) - 1):
+        assert elf_problem(data[:cut]) is not None, cut
+    assert elf_problem(os.urandom(len(data))) is not None
+    executable = Path(sys.executable).resolve().read_bytes()[:64]  # an ELF header without the rest of its file
+    assert elf_problem(executable) is not None
 
 
 def _marker_library(tmp_path: Path) -> tuple[Path, Path]:
@@ -178,7 +239,7 @@ def test_untrusted_library_is_never_loaded(copy, tmp_path, how):
     planted, marker = _marker_library(tmp_path)
     shutil.copyfile(planted, lib)
     if _sidecar(lib).exists():
-        _sidecar(lib).write_text(hashlib.sha256(lib.read_bytes()).hexdigest() + "\n")
+        _sidecar(lib).write_text(_record(lib))
     if how == "foreign owner":
         os.chown(lib, OTHER_UID, OTHER_UID)
         if _sidecar(lib).exists():

@@ -115,6 +115,22 @@ def test_converter_sites_and_errors():
         SeeDNormConverter.Config(pre_norms=False).build()
 
 
+def test_converter_refuses_sigma_nonzero_at_zero_unless_told_by_the_conversion_rule():
+    """sigmoid (σ(0) = ½) would make the converted model differ from the RMSNorm one at init: refused with
+    ``convert_to_seednorm``'s message and option, and accepted (gain γ + α/2) when that option says so."""
+    with pytest.raises(ValueError) as refused:
+        SeeDNormConverter.Config(activation="sigmoid").build()
+    with pytest.raises(ValueError) as by_convert:
+        seednorm.convert_to_seednorm(torch.nn.Sequential(torch.nn.RMSNorm(8)), activation="sigmoid")
+    assert str(refused.value) == str(by_convert.value) and "allow_unequal_init=True" in str(refused.value)
+    plain = _build(_config(None))
+    converted = _build(_config(SeeDNormConverter.Config(activation="sigmoid", allow_unequal_init=True)))
+    norms = [m for m in converted.modules() if isinstance(m, SeeDNorm)]
+    assert len(norms) == 4 and all(m.activation == "sigmoid" for m in norms)
+    tokens, _ = _tokens()
+    assert not torch.allclose(converted(tokens), plain(tokens), rtol=1e-3, atol=1e-3)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Two processes: FSDP2, TP + SP, torch.compile, DCP
 

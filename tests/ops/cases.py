@@ -66,6 +66,9 @@ CASES = [
          dropout=0.1),
     Case((6, 200), num_heads=8, dtype=torch.float16, dot_scale=0.04, layout="transposed", center=True, dropout=0.5),
     Case((3, 48), param_dtype=torch.bfloat16, center=True, bias=True, dropout=0.2),
+    # no rows at all (an empty batch, an empty spatial dim): y and dx empty, parameter gradients zeros of shape (D,)
+    Case((0, 16), num_heads=2, residual=True, center=True, bias=True, dropout=0.3),
+    Case((2, 0, 48), num_heads=4, activation="sigmoid", center=True, bias=True, dropout=0.5),
 ]
 
 

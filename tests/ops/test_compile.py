@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -62,3 +66,22 @@ def test_compiled_path_compiles_every_configuration_past_the_recompile_limit():
             y = seednorm.seednorm(x, p, p, p, num_heads=heads, activation=activation, eps=1e-5, impl="compiled")
             ref = seednorm.seednorm(x, p, p, p, num_heads=heads, activation=activation, eps=1e-5)
             torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_compiling_a_model_with_seednorm_warns_nothing_about_our_code(monkeypatch, caplog):
+    """Dynamo warns once per process about each cache it cannot trace; no such warning (or log record) may name
+    seednorm's code. Its once-per-process memory is emptied, so an earlier compile cannot hide the warning."""
+    import torch._dynamo.utils as dynamo_utils
+
+    monkeypatch.setattr(dynamo_utils, "warn_once_cache", set())
+    torch._dynamo.reset()
+    package = str(Path(seednorm.__file__).parent)
+    model = nn.Sequential(nn.Linear(8, 16), seednorm.SeeDNorm(16, num_heads=2, dynamic_dropout=0.1),
+                          seednorm.SeeDNorm(16, impl="reference"), seednorm.SeeDNorm2d(16, center=True, bias=True))
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        torch.compile(model, backend="eager")(torch.randn(3, 8)).sum().backward()
+    ours = [f"{w.filename}: {w.message}" for w in caught if package in str(w.message) or package in w.filename
+            or "seednorm" in str(w.message)]
+    ours += [r.getMessage() for r in caplog.records if package in r.getMessage()]
+    assert ours == []

@@ -81,6 +81,40 @@ def test_dtensor_through_fused_op_equals_plain_path():
     run_ranks(_sharded_vs_plain)
 
 
+PLACEMENTS = [Replicate(), Shard(0), Shard(1), Shard(2)]  # every layout the rules cover; Shard(2) is redistributed
+USES = ["both", "normalized only", "sum only"]  # which outputs the loss uses: the final norm of a pre-norm stack
+# uses only y, and autograd hands the unused output a plain zero (or no) gradient
+
+
+def _residual_loss(x, res, dy, params, use: str):
+    x, res = x.detach().requires_grad_(), res.detach().requires_grad_()
+    y, summed = seednorm(x, *params, num_heads=2, eps=1e-6, residual=res, impl="cpp")
+    loss = (y * dy).sum() if use != "sum only" else 0
+    loss = loss + (summed.square().sum() if use != "normalized only" else 0)
+    loss.backward()
+    return [x.grad, res.grad] + [p.grad for p in params]
+
+
+def _unused_residual_output(rank: int, world_size: int) -> None:
+    mesh = init_device_mesh("cpu", (world_size,))
+    x, res, dy, w, a, b, _c = _inputs(torch.float32)
+    names = ["x", "residual", "weight", "alpha", "beta"]
+    for placement in PLACEMENTS:
+        for use in USES:
+            what = f"{placement} loss uses {use}"
+            want = _residual_loss(x, res, dy, [p.clone().requires_grad_() for p in (w, a, b)], use)
+            params = [distribute_tensor(p.clone(), mesh, [Replicate()]).requires_grad_() for p in (w, a, b)]
+            xd, rd, dyd = (distribute_tensor(t, mesh, [placement]) for t in (x, res, dy))
+            got = _residual_loss(xd, rd, dyd, params, use)
+            for g, ref, name in zip(got, want, names, strict=True):
+                assert isinstance(g, DTensor), (what, name)
+                torch.testing.assert_close(g.full_tensor(), ref, rtol=1e-5, atol=1e-5, msg=f"{what}: d{name}")
+
+
+def test_dtensor_residual_with_an_unused_output_has_the_plain_gradients():
+    run_ranks(_unused_residual_output)
+
+
 def test_sharding_rules_registered_with_partial_parameter_gradients():
     """The backward rule reduces dγ, dα, dβ (and db) over ranks (Partial), and accepts a Shard of every leading dim;
     the dropout mask and the row mean are sharded like the rows."""

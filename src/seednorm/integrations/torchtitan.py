@@ -9,7 +9,8 @@
 ``SeeDNormConverter`` walks the model config tree and replaces the ``RMSNorm.Config`` of the chosen norm sites with
 ``SeeDNorm.Config``: the attention and MLP pre-norms (``attention_norm``, ``ffn_norm``) by default, the final norm
 (``norm``) and the attention QK-norm (``qk_norm``) when asked. The converted layer keeps the RMSNorm's width, ε,
-parameter init and sharding; at init (β = 0) it computes exactly what the RMSNorm did (spec §2).
+parameter init and sharding; at init (β = 0) it computes exactly what the RMSNorm did (spec §2), which needs
+σ(0) = 0: a σ without it (sigmoid) is refused unless ``allow_unequal_init=True``, as by ``convert_to_seednorm``.
 
 Parallelism: torchtitan declares a placement for the norm's ``weight`` (γ); SeeDNorm gives α and β the same one
 (replicated over tensor parallel, sharded by FSDP). Under tensor + sequence parallel the input arrives sharded on
@@ -34,6 +35,7 @@ from torchtitan.protocols.module import Module
 
 from .. import functional as SF
 from .. import modules
+from ..convert import check_equal_at_init
 
 __all__ = ["SeeDNorm", "SeeDNormConverter", "seednorm_adamw", "PRE_NORMS", "FINAL_NORM", "QK_NORM"]
 
@@ -110,7 +112,9 @@ class SeeDNormConverter(ModelConfigConverter):
         alpha_init: float = 1.0
         """Initial α (β starts at 0, so the converted model equals the original at init)."""
         activation: str = "tanh"
-        """σ: "tanh", "sigmoid", "hardtanh" or "softsign"."""
+        """σ: "tanh", "hardtanh" or "softsign" (σ(0) = 0); "sigmoid" only with ``allow_unequal_init``."""
+        allow_unequal_init: bool = False
+        """Accept a σ with σ(0) ≠ 0 (sigmoid): the converted model then differs from the RMSNorm one at init."""
         pre_norms: bool = True
         """Convert the attention and MLP pre-norms of every block."""
         final_norm: bool = False
@@ -120,6 +124,7 @@ class SeeDNormConverter(ModelConfigConverter):
 
     def __init__(self, config: Config, **kwargs: Any) -> None:
         SF.check_activation(config.activation)
+        check_equal_at_init(config.activation, config.allow_unequal_init)
         if config.alpha_init == 0:
             raise ValueError("alpha_init=0 with beta=0 makes the gradients of both vanish (spec §2); use e.g. 1.0")
         if not (config.pre_norms or config.final_norm or config.qk_norm):

@@ -167,6 +167,7 @@ def convert(
     include: str | Iterable[str] | None = None,
     exclude: str | Iterable[str] | None = None,
     center: bool | None = None,
+    allow_unequal_init: bool = False,
 ) -> PreTrainedModel:
     """``convert_to_seednorm`` for a transformers model, with :class:`HFSeeDNorm` layers and ``config.seednorm``.
 
@@ -199,6 +200,7 @@ def convert(
         exclude=exclude,
         center=center,
         layer_class=HFSeeDNorm,
+        allow_unequal_init=allow_unequal_init,
     )
     _own_config(model)
     setattr(model.config, CONFIG_KEY, _Record(model))

@@ -52,6 +52,7 @@ def _forward(
         summed = (x.to(ct) + residual.to(ct)).to(x.dtype)
         x = summed
     m, d = x.shape
+    hd = d // num_heads  # explicit view sizes: with no rows (m = 0) a -1 is ambiguous
     xf = x.to(ct)
     mean = None
     if center:
@@ -59,13 +60,13 @@ def _forward(
         xf = xf - mean.unsqueeze(-1)
     sumsq = xf.square().sum(-1)  # (M,)
     rstd = torch.rsqrt(sumsq / d + eps)
-    xh = xf.view(m, num_heads, d // num_heads)
-    s = (xh * beta.to(ct).view(num_heads, -1)).sum(-1) * dot_scale  # (M, H)
+    xh = xf.view(m, num_heads, hd)
+    s = (xh * beta.to(ct).view(num_heads, hd)).sum(-1) * dot_scale  # (M, H)
     t = sigma(s, activation)
-    dynamic = t.unsqueeze(-1) * alpha.to(ct).view(num_heads, -1)
+    dynamic = t.unsqueeze(-1) * alpha.to(ct).view(num_heads, hd)
     if keep is not None:
-        dynamic = dynamic * keep.view(m, num_heads, -1)
-    gain = dynamic + (1.0 if weight is None else weight.to(ct).view(num_heads, -1))
+        dynamic = dynamic * keep.view(m, num_heads, hd)
+    gain = dynamic + (1.0 if weight is None else weight.to(ct).view(num_heads, hd))
     y = (gain * (xh * rstd.view(m, 1, 1))).view(m, d)  # γ ⊙ (x · 1/RMS), the order RMSNorm uses
     if bias is not None:
         y = y + bias.to(ct)

@@ -12,12 +12,16 @@ mask is float32.
 
 The kernel cache is ``$SEEDNORM_CACHE/kernels`` (default ``~/.cache/seednorm/kernels``): created private (0700),
 and used only while it is a directory owned by the user and not writable by group or others. It holds
-``cpu_kernels_<key>.so``, keyed by a hash of the source, compiler, flags and machine, beside
-``cpu_kernels_<key>.sha256``, the SHA-256 of the library, published (each atomically) after it. A library is
-loaded only if it is a regular file owned by the user, not writable by group or others, and matches its
-sidecar; anything else (truncated, garbage, foreign, no sidecar) is rebuilt in place, so concurrent processes
-building into one cache each publish a complete file. A failed build or an unusable cache is remembered for
-the process: later calls raise the same ``KernelUnavailable`` (with the compiler's output) without retrying.
+``cpu_kernels_<key>.so``, keyed by a hash of the source, compiler, flags, machine and cache format, beside
+``cpu_kernels_<key>.sha256``, the SHA-256 and the size in bytes of the library as built, published (each
+atomically) after it. A library is loaded only if it is a regular file owned by the user, not writable by group
+or others, has the recorded size and digest, and is a whole shared object (on ELF systems: an ELF header of this
+platform's class and byte order, of a shared object, whose program and section headers and segments all lie
+within the file). dlopen of a file cut short kills the process with SIGBUS rather than failing, so nothing is
+loaded before these checks; anything that fails them (truncated, garbage, empty, foreign, no or an old sidecar)
+is rebuilt in place, so concurrent processes building into one cache each publish a complete file. A failed
+build or an unusable cache is remembered for the process: later calls raise the same ``KernelUnavailable`` (with
+the compiler's output) without retrying.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ import os
 import platform
 import shutil
 import stat
+import struct
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -42,6 +48,7 @@ SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 CACHE_ENV = "SEEDNORM_CACHE"
+CACHE_FORMAT = "2"  # part of the key: what the sidecar records (2: digest and size); older caches keep their files
 _OUTPUT_TAIL = 4000  # characters of compiler output kept in an error
 
 _P, _I64, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
@@ -104,19 +111,55 @@ def kernel_dir() -> Path:
     return kdir
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+ELF = not sys.platform.startswith(("darwin", "win32", "cygwin"))  # the platforms whose shared objects are ELF
+
+
+def elf_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a whole ELF shared object of this platform's class and byte order (None when it is):
+    a bad header, or a program header table, a segment or the section header table reaching past its end."""
+    if len(data) < 52 or data[:4] != b"\x7fELF":
+        return "not an ELF file"
+    bits = {1: 32, 2: 64}.get(data[4])
+    order = {1: "<", 2: ">"}.get(data[5])
+    if bits != struct.calcsize("P") * 8 or order != ("<" if sys.byteorder == "little" else ">"):
+        return f"an ELF file of another class or byte order (EI_CLASS {data[4]}, EI_DATA {data[5]})"
+    header = order + ("HHIQQQIHHHHHH" if bits == 64 else "HHIIIIIHHHHHH")
+    if len(data) < 16 + struct.calcsize(header):
+        return "its ELF header is cut short"
+    e_type, _, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, _ = struct.unpack_from(header, data, 16)
+    if e_type != 3:  # ET_DYN
+        return f"not a shared object (ELF type {e_type})"
+    program = order + ("IIQQQQQQ" if bits == 64 else "IIIIIIII")
+    if phnum == 0 or phentsize < struct.calcsize(program) or phoff + phnum * phentsize > len(data):
+        return "its program headers are missing or reach past the end of the file"
+    if shoff + shnum * shentsize > len(data):
+        return "its section headers reach past the end of the file"
+    for i in range(phnum):
+        fields = struct.unpack_from(program, data, phoff + i * phentsize)
+        offset, filesz = (fields[2], fields[5]) if bits == 64 else (fields[1], fields[4])
+        if offset + filesz > len(data):
+            return f"segment {i} reaches past the end of the file ({offset + filesz} > {len(data)} bytes)"
+    return None
+
+
+def _sidecar_text(data: bytes) -> str:
+    """What the sidecar records of a library as built: its SHA-256 and its size in bytes."""
+    return f"{hashlib.sha256(data).hexdigest()} {len(data)}\n"
 
 
 def _verified(lib: Path, sidecar: Path) -> bool:
-    """``lib`` and ``sidecar`` are regular files (not links) private to this user, and ``lib`` hashes to the
-    digest in ``sidecar``."""
+    """``lib`` and ``sidecar`` are regular files (not links) private to this user, ``lib`` has the size and the
+    digest ``sidecar`` records, and it is a whole shared object (``elf_problem``; on ELF platforms)."""
     try:
         for path in (lib, sidecar):
             st = os.lstat(path)
             if not stat.S_ISREG(st.st_mode) or _private(st) is not None:
                 return False
-        return sidecar.read_text().strip() == _sha256(lib)
+        recorded = sidecar.read_text().split()
+        if len(recorded) != 2 or not recorded[1].isdigit() or os.lstat(lib).st_size != int(recorded[1]):
+            return False  # no size recorded (an older cache), or a library of another size than the build's
+        data = lib.read_bytes()
+        return _sidecar_text(data).split() == recorded and not (ELF and elf_problem(data))
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -139,7 +182,13 @@ def _build(cxx: str, kdir: Path, lib: Path, sidecar: Path) -> None:
                     f"Compiler output:\n{output}"
                 )
             os.chmod(built, 0o700)  # whatever the umask: the loader refuses files writable by others
-            digest.write_text(_sha256(built) + "\n")
+            data = built.read_bytes()
+            problem = elf_problem(data) if ELF else None
+            if problem is not None:
+                raise KernelUnavailable(f"the C++ compiler {cxx} built {built.name}, which is {problem}; set $CXX "
+                                        "to a working compiler, or choose impl='compiled' or 'reference' (or "
+                                        "SEEDNORM_IMPL)")
+            digest.write_text(_sidecar_text(data))
             os.chmod(digest, 0o600)
             os.replace(built, lib)
             os.replace(digest, sidecar)
@@ -157,11 +206,14 @@ def _load() -> ctypes.CDLL:
             "SEEDNORM_IMPL)"
         )
     code = SOURCE.read_bytes()
-    key = hashlib.sha256(code + " ".join([cxx, *FLAGS, platform.machine(), platform.node()]).encode()).hexdigest()
+    salt = " ".join([cxx, *FLAGS, platform.machine(), platform.node(), CACHE_FORMAT])
+    key = hashlib.sha256(code + salt.encode()).hexdigest()
     kdir = kernel_dir()
     lib, sidecar = kdir / f"cpu_kernels_{key[:16]}.so", kdir / f"cpu_kernels_{key[:16]}.sha256"
     if not _verified(lib, sidecar):
         _build(cxx, kdir, lib, sidecar)
+        if not _verified(lib, sidecar):  # replaced under us since: never hand dlopen an unchecked file
+            raise KernelUnavailable(f"the CPU kernels {lib} changed after they were built; {_cache_hint(kdir.parent)}")
     try:
         loaded = ctypes.CDLL(str(lib))
         for name, argtypes in _SIGNATURES.items():

@@ -160,9 +160,18 @@ def _setup_context(ctx, inputs, output) -> None:
     _save(ctx, inputs, output, _backward)
 
 
+def _unused(grad: Tensor | None, like: Tensor) -> bool:
+    """Whether ``grad`` is autograd's stand-in for the gradient of an output the loss does not use: None, or the
+    plain zeros it materializes for a tensor-subclass (DTensor) output, which would mix tensor kinds in the op."""
+    return grad is None or (type(grad) is Tensor and type(like) is not Tensor)
+
+
 def _grad(ctx, dy, _drstd, _dt, _dmean, dsummed):
     x, weight, alpha, beta, bias, keep, rstd, t, mean = ctx.saved_tensors
-    dsummed = dsummed if ctx.has_residual else None
+    # An unused output (x + residual after a final norm, or y when only the sum is used) is a zero gradient: the
+    # sum's is skipped, y's is zeros of x's kind and placement.
+    dsummed = None if not ctx.has_residual or _unused(dsummed, x) else dsummed
+    dy = torch.zeros_like(x) if _unused(dy, x) else dy
     mean = mean if ctx.center else None
     dx, dweight, dalpha, dbeta, dbias = ctx.backward_op(
         dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, *ctx.config
