@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .claims import RunFolderError, hold
 from .harness import (
     CHECKPOINT_NAME,
     RESULT_NAME,
@@ -48,7 +49,7 @@ class RunMismatch(RuntimeError):
     """A run folder holds a run made with other settings than the one asked for."""
 
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (CheckpointError, RunRecordError, RunMismatch)
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (CheckpointError, RunRecordError, RunMismatch, RunFolderError)
 """Errors a study reports as one line (a file or folder the user must change), not as a crash."""
 
 _ADVICE = "choose another --out, or delete that folder to train the run again"
@@ -88,13 +89,19 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
 def train_or_reuse(task: Task, config: TrainConfig, *, reuse: bool = True) -> dict[str, Any]:
     """This run's ``result.json`` content: the finished run in ``config.out_dir`` if it is this run, else
     training resumed from its checkpoint, else training from scratch (see the module docstring).
-    ``reuse=False`` trains from scratch whatever the folder holds (``config.resume`` is ignored either way)."""
-    if not reuse:
-        return train(task, _with_resume(config, False)).to_json()
-    result = finished_result(task, config)
-    if result is not None:
-        return result
-    return train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
+    ``reuse=False`` trains from scratch whatever the folder holds (``config.resume`` is ignored either way).
+
+    The run folder is claimed first (:func:`..claims.hold`; under ``torchrun`` once for the launch): a run another
+    process is training is waited for and then reused, or with ``reuse=False`` refused (:class:`..claims.RunBusy`),
+    so that one process at a time writes a run folder."""
+    with hold(config.out_dir, wait=reuse, files=(RESULT_NAME, CHECKPOINT_NAME, "metrics.csv"), folders=("tb",),
+              parallel=config.parallel):
+        if not reuse:
+            return train(task, _with_resume(config, False)).to_json()
+        result = finished_result(task, config)
+        if result is not None:
+            return result
+        return train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
 
 
 def check_reusable(runs: Iterable[tuple[Task, TrainConfig]]) -> None:
