@@ -45,6 +45,50 @@ def positive_float(text: str) -> float:
     return _number(text, float, lambda v: math.isfinite(v) and v > 0, "a number > 0", "a finite number > 0")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "count0": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "count?": (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or none"),
+    "rate": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "rate0": (lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    "rate?": (lambda v: v is None or (_is_number(v) and v > 0), "a finite number > 0 or none"),
+    "probability": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "rates": (lambda v: isinstance(v, tuple) and bool(v) and all(_is_number(x) and x > 0 for x in v),
+              "one or more finite numbers > 0"),
+    "rates0": (lambda v: isinstance(v, tuple) and all(_is_number(x) and x > 0 for x in v),
+               "finite numbers > 0 (or none)"),
+    "counts0": (lambda v: isinstance(v, tuple) and all(_is_int(x) and x >= 1 for x in v),
+                "integers >= 1 (or none)"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "name": (lambda v: isinstance(v, str) and bool(v) and "/" not in v and os.sep not in v and v not in (".", ".."),
+             "a non-empty name without path separators"),
+    "dot_scale": (lambda v: v == "dim" or (_is_number(v) and v > 0), "a finite number > 0 or 'dim'"),
+}
+
+
+def check_fields(obj: Any, ranges: dict[str, str], what: str = "preset field") -> None:
+    """ValueError ``<what> <name> must be <range>, got <value>`` for the first attribute of ``obj`` outside its
+    range; ``ranges`` maps attribute names to kinds: count (int >= 1), count0 (>= 0), count? (None or >= 1), rate
+    (finite > 0), rate0 (finite >= 0), rate? (None or rate), probability ([0, 1)), fraction ((0, 1)), rates
+    (non-empty tuple of rates), rates0 (tuple of rates), counts0 (tuple of counts), bool, name (a file-name-safe
+    string), dot_scale (rate or "dim"). How every study's preset checks its fields (one line and exit 2 from the
+    CLI)."""
+    for name, kind in ranges.items():
+        ok, expected = _RANGES[kind]
+        value = getattr(obj, name)
+        if not ok(value):
+            raise ValueError(f"{what} {name} must be {expected}, got {value!r}")
+
+
 def _creatable(path: Path, what: str) -> None:
     """ValueError unless ``path`` can be created or written: its nearest existing ancestor is a writable folder."""
     parent = path.absolute().parent

@@ -67,9 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _study(args: argparse.Namespace, command: str) -> int:
     try:  # every setting is checked before anything loads or trains
-        preset = get_preset(args.preset, steps=args.steps)
-        if preset.warmup > preset.steps:
-            raise ValueError(f"--steps {preset.steps} is below the preset's {preset.warmup} warmup steps")
+        preset = get_preset(args.preset, steps=args.steps)  # every field checked, warmup <= steps too
         arms = [get_arm(a).name for a in dict.fromkeys(args.arms)]
         if not arms:
             raise ValueError("--arms: give at least one arm")
