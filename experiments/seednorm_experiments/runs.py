@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
     """The ``result.json`` of ``config.out_dir`` if it is this run's (same fingerprint), None if there is
     none; :class:`RunMismatch` if it is another run's, :class:`RunRecordError` if it is unreadable."""
     path = config.out_dir / RESULT_NAME
-    if not path.is_file():
+    if not os.path.lexists(path):  # a folder or a broken link there is an unreadable record, not a missing one
         return None
     record = _read_record(path)
     expected = run_fingerprint(task, config)
