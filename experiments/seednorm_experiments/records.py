@@ -210,6 +210,12 @@ class StudyRecords:
         found = self.stored.get(digest)
         return None if found is None else found[1]
 
+    def has_run(self, task: Any, config: Any) -> bool:
+        """Whether the records hold the run of ``task`` and ``config`` (by its fingerprint)."""
+        from .harness import run_fingerprint
+
+        return fingerprint_digest(run_fingerprint(task, config)) in self.stored
+
     def has_folder(self, folder: Path) -> bool:
         """Whether the records hold the run trained in ``folder``."""
         key = self.folder_key(folder)

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .claims import RunFolderError, hold
 from .harness import (
     CHECKPOINT_NAME,
     RESULT_NAME,
@@ -53,7 +55,8 @@ class RunMismatch(RuntimeError):
     """A run folder holds a run made with other settings than the one asked for."""
 
 
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (CheckpointError, RunRecordError, RunMismatch, RecordsError)
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (CheckpointError, RunRecordError, RunMismatch, RunFolderError,
+                                               RecordsError)
 """Errors a study reports as one line (a file or folder the user must change), not as a crash."""
 
 _ADVICE = "choose another --out, or delete that folder to train the run again"
@@ -84,7 +87,7 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
             records.add(config.out_dir, stored)
             return stored
     path = config.out_dir / RESULT_NAME
-    if not path.is_file():
+    if not os.path.lexists(path):  # a folder or a broken link there is an unreadable record, not a missing one
         return None
     record = _read_record(path)
     if record["fingerprint_sha256"] != fingerprint_digest(expected):
@@ -106,21 +109,29 @@ def is_finished(folder: Path) -> bool:
 def train_or_reuse(task: Task, config: TrainConfig, *, reuse: bool = True) -> dict[str, Any]:
     """This run's ``result.json`` content: the finished run in ``config.out_dir`` if it is this run, else
     training resumed from its checkpoint, else training from scratch (see the module docstring).
-    ``reuse=False`` trains from scratch whatever the folder holds (``config.resume`` is ignored either way)."""
+    ``reuse=False`` trains from scratch whatever the folder holds (``config.resume`` is ignored either way).
+
+    The run folder is claimed first (:func:`..claims.hold`; under ``torchrun`` once for the launch): a run another
+    process is training is waited for and then reused, or with ``reuse=False`` refused (:class:`..claims.RunBusy`),
+    so that one process at a time writes a run folder. A run the open study's records hold is reused without its
+    folder; in a report-only call nothing trains (:class:`.records.MissingRun`)."""
     records = active()
-    if records is not None and records.report_only:
-        result = finished_result(task, config)
-        if result is None:
-            raise MissingRun(f"no record of the run {config.out_dir} in {records.out / RECORDS_NAME} nor a finished "
-                             f"run in that folder: --report-only trains nothing (run the command without it)")
-        return result
-    if not reuse:
-        result = train(task, _with_resume(config, False)).to_json()
-    else:
-        result = finished_result(task, config)
+    if records is not None and (reuse or records.report_only):
+        result = finished_result(task, config) if records.report_only or records.has_run(task, config) else None
         if result is not None:
             return result
-        result = train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
+        if records.report_only:
+            raise MissingRun(f"no record of the run {config.out_dir} in {records.out / RECORDS_NAME} nor a finished "
+                             f"run in that folder: --report-only trains nothing (run the command without it)")
+    with hold(config.out_dir, wait=reuse, files=(RESULT_NAME, CHECKPOINT_NAME, "metrics.csv"), folders=("tb",),
+              parallel=config.parallel):
+        if not reuse:
+            result = train(task, _with_resume(config, False)).to_json()
+        else:
+            result = finished_result(task, config)
+            if result is not None:
+                return result
+            result = train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
     if records is not None and not result["interrupted"]:
         records.add(config.out_dir, result, trained=True)
     return result

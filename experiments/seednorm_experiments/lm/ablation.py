@@ -85,6 +85,8 @@ class AblationPlan:
                 raise ValueError(f"knob {k!r} is not a SeeDNorm variant; choose from {list(KNOBS + FORM_KNOBS)}")
         if not self.long_factors or min(self.long_factors) < 2 or self.carry < 0:
             raise ValueError(f"need long factors >= 2 and carry >= 0, got {self.long_factors}, {self.carry}")
+        for phase in self.phases:  # every phase's preset in range (a bad --wide-dim), before anything trains
+            self.phase_preset(phase)
 
     @property
     def phases(self) -> list[str]:

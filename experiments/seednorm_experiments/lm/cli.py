@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..args import check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
+from ..args import REPORT, check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
 from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
 from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
@@ -148,7 +148,7 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
             raise ValueError("--moe-experts applies to the study; the ablation trains the dense model")
         if args.until is not None and args.until not in plan.phases:
             raise ValueError(f"--until {args.until!r} is not a phase of this plan: {plan.phases}")
-        out = check_out_dir(args.out or default_out("lm_ablation", preset.name))
+        out = check_out_dir(args.out or default_out("lm_ablation", preset.name), files=(REPORT,))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     return _runs_then_report(
@@ -195,7 +195,7 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
         plan = SizeCurvePlan(preset, points=points, lrs=tuple(args.size_lrs), seeds=args.seeds or SEEDS,
                              extend=args.extend, clip_off=clip_off,
                              norms=tuple(dict.fromkeys(args.norms)) if args.norms else NORMS)
-        out = check_out_dir(args.out or default_out("lm_size_curve", preset.name))
+        out = check_out_dir(args.out or default_out("lm_size_curve", preset.name), files=(REPORT,))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     corpus = study_corpus(preset)
@@ -224,7 +224,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
                              f"choose from {', '.join(SITES)}")
         if args.moe_experts and args.moe_top_k > args.moe_experts:
             raise ValueError(f"--moe-top-k {args.moe_top_k} exceeds --moe-experts {args.moe_experts}")
-        out = check_out_dir(args.out or default_out("lm", preset.name))
+        out = check_out_dir(args.out or default_out("lm", preset.name), files=(REPORT,))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     seeds = args.seeds or preset.seeds
@@ -263,7 +263,7 @@ def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
         raise argparse.ArgumentError(None, f"preset {preset.name!r} runs its own learning-rate grid: "
                                      "--lr-sweep, --sweep-only, --moe-experts, --qk-norm and --placement do not apply")
     try:  # every setting is checked before anything trains: the run folder, the corpus pack, one pass
-        out = check_out_dir(args.out or default_out("lm", preset.name))
+        out = check_out_dir(args.out or default_out("lm", preset.name), files=(REPORT,))
         corpus = study_corpus(preset)
         check_one_pass(preset, corpus)
     except ValueError as e:

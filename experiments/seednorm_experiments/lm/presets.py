@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..args import check_fields
+
 __all__ = ["PRESETS", "Preset", "get_preset", "parse_overrides"]
 
 
@@ -20,8 +22,9 @@ class Preset:
     """One study size. Training: ``steps`` × ``batch_size`` sequences of ``seq_len`` tokens, AdamW at
     ``lr`` with ``warmup`` steps then cosine. Evaluation: bits per byte over ``eval_windows`` windows per
     domain, ``cloze_items`` 4-way cloze questions (``cloze_context`` + ``cloze_length`` tokens) per
-    domain. ``max_chars`` caps each corpus split (None: all of it). ``lr_sweep``: multipliers of ``lr``
-    for ``--lr-sweep`` (run for ``sweep_steps`` steps each). ``compile``: ``torch.compile`` the model.
+    domain. ``max_chars`` caps each corpus split (None: all of it); ``grad_clip`` None: no clipping.
+    ``lr_sweep``: multipliers of ``lr`` for ``--lr-sweep`` (run for ``sweep_steps`` steps each). ``compile``:
+    ``torch.compile`` the model.
     ``corpus``: ``"base"`` (plays + this interpreter's standard library) or ``"pack"`` (a verified corpus pack that
     adds the installed packages' code, :mod:`.corpus_pack`). ``one_pass``: batches of disjoint windows, never more
     than one pass over the training text (:class:`.data.OnePassBatches`). ``lr_grid``: multipliers of ``lr``; when
@@ -45,7 +48,7 @@ class Preset:
     cloze_length: int = 16
     max_chars: int | None = None
     weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    grad_clip: float | None = 1.0
     eval_every: int = 0
     ckpt_every: int = 100
     lr_sweep: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
@@ -56,13 +59,34 @@ class Preset:
     lr_grid: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        """Every field in its range (ValueError naming the first that is not): a preset and every override of it
+        are checked here, before anything is loaded or trained."""
+        check_fields(self, _RANGES)
         if self.corpus not in ("base", "pack"):
-            raise ValueError(f"corpus must be 'base' or 'pack', got {self.corpus!r}")
+            raise ValueError(f"preset field corpus must be 'base' or 'pack', got {self.corpus!r}")
+        if self.vocab_size < 257:
+            raise ValueError(f"preset field vocab_size must exceed the 256 byte symbols, got {self.vocab_size}")
+        if self.dim % self.n_heads or self.dim // self.n_heads % 2:
+            raise ValueError(f"preset fields dim={self.dim} and n_heads={self.n_heads}: the width must split into "
+                             "heads of even width")
+        if self.cloze_context + self.cloze_length > self.seq_len:
+            raise ValueError(f"preset fields cloze_context={self.cloze_context} + cloze_length={self.cloze_length} "
+                             f"must fit in seq_len={self.seq_len}")
 
     @property
     def tokens_per_run(self) -> int:
         return self.steps * self.batch_size * self.seq_len
 
+
+_RANGES = {
+    "name": "name", "vocab_size": "count", "dim": "count", "n_layers": "count", "n_heads": "count",
+    "seq_len": "count", "batch_size": "count", "steps": "count", "lr": "rate", "warmup": "count0", "seeds": "count",
+    "eval_windows": "count", "cloze_items": "count", "cloze_context": "count", "cloze_length": "count",
+    "max_chars": "count?", "weight_decay": "rate0", "grad_clip": "rate?", "eval_every": "count0",
+    "ckpt_every": "count0", "lr_sweep": "rates", "sweep_steps": "count0", "compile": "bool", "one_pass": "bool",
+    "lr_grid": "rates0",
+}
+"""The range of every field but ``corpus`` (see :func:`..args.check_fields`)."""
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -87,7 +111,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str, **overrides) -> Preset:
+def get_preset(name: str, /, **overrides) -> Preset:
     """The named preset with ``overrides`` applied (ValueError naming the choices if unknown)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
@@ -96,7 +120,8 @@ def get_preset(name: str, **overrides) -> Preset:
 
 def parse_overrides(items: list[str]) -> dict[str, object]:
     """``["dim=32", "compile=false", "lr_grid=1,2"]`` → preset fields of the right types (ValueError naming the
-    fields when one is unknown or its value does not parse). ``name`` and ``max_chars=none`` are allowed."""
+    fields when one is unknown or its value does not parse). ``name``, ``max_chars=none`` and ``grad_clip=none`` (no
+    clipping) are allowed; the values' ranges are checked where the preset is made (:meth:`Preset.__post_init__`)."""
     fields = {f.name: f for f in dataclasses.fields(Preset)}
     out: dict[str, object] = {}
     for item in items:
@@ -105,8 +130,8 @@ def parse_overrides(items: list[str]) -> dict[str, object]:
             raise ValueError(f"--override {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
         default = getattr(PRESETS["smoke"], key)
         try:
-            if key == "max_chars":
-                value: object = None if text.lower() == "none" else int(text)
+            if key in ("max_chars", "grad_clip"):
+                value: object = None if text.lower() == "none" else type(default)(text)
             elif isinstance(default, bool):
                 if text.lower() not in ("true", "false", "1", "0"):
                     raise ValueError(text)

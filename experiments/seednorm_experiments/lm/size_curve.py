@@ -113,10 +113,11 @@ class SizeCurvePlan:
             raise ValueError(f"--size-lrs must be >= 2 distinct positive learning rates, got {list(self.lrs)}")
         if not self.points or len(set(self.points)) != len(self.points):
             raise ValueError(f"--points must be distinct (width, layers) pairs, got {list(self.points)}")
-        for dim, _ in self.points:
+        for dim, layers in self.points:
             if dim % self.preset.n_heads:
                 raise ValueError(f"--points: width {dim} is not a multiple of the preset's {self.preset.n_heads} "
                                  "attention heads")
+            Point(dim, layers).preset(self.preset)  # every field of every size in range (ValueError naming it)
         if self.clip_off is not None and self.clip_off not in self.points:
             raise ValueError(f"the clip-off point {self.clip_off} is not one of the points {list(self.points)}")
         if self.extend < 0:

@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ..args import check_out_dir, out_dir, positive_int, report_errors
+from ..args import REPORT, check_out_dir, out_dir, positive_int, report_errors
 from ..common import Listed, default_out
 from ..runs import EXPECTED_ERRORS
 from .arms import ARMS, get_arm
@@ -69,13 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _study(args: argparse.Namespace, command: str) -> int:
     try:  # every setting is checked before anything loads or trains
-        preset = get_preset(args.preset, steps=args.steps)
-        if preset.warmup > preset.steps:
-            raise ValueError(f"--steps {preset.steps} is below the preset's {preset.warmup} warmup steps")
+        preset = get_preset(args.preset, steps=args.steps)  # every field checked, warmup <= steps too
         arms = [get_arm(a).name for a in dict.fromkeys(args.arms)]
         if not arms:
             raise ValueError("--arms: give at least one arm")
-        out = check_out_dir(args.out or default_out("upcycle", preset.name))
+        out = check_out_dir(args.out or default_out("upcycle", preset.name), files=(REPORT,))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     import torch

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..args import check_fields
+
 __all__ = ["PRESETS", "Preset", "get_preset"]
 
 
@@ -49,10 +51,29 @@ class Preset:
     grad_clip: float = 1.0
     ckpt_every: int = 10
 
+    def __post_init__(self) -> None:
+        """Every field in its range (ValueError naming the first that is not): presets and their overrides."""
+        check_fields(self, _RANGES)
+        if self.layers is not None and not 1 <= self.layers <= MODEL_LAYERS:
+            raise ValueError(f"preset field layers must be none (all) or 1 to {MODEL_LAYERS}, got {self.layers!r}")
+        if self.warmup > self.steps:
+            raise ValueError(f"--steps {self.steps} is below the preset's {self.warmup} warmup steps")
+
     @property
     def tokens_per_run(self) -> int:
         return self.steps * self.batch_size * self.seq_len
 
+
+MODEL_LAYERS = 30
+"""SmolLM2-135M's decoder layers."""
+
+_RANGES = {
+    "name": "name", "seq_len": "count", "batch_size": "count", "steps": "count", "warmup": "count0",
+    "seeds": "count", "lr_mults": "rates", "eval_windows": "count", "eval_seq_len": "count", "cloze_items": "count",
+    "cloze_context": "count", "cloze_length": "count", "max_chars": "count?", "weight_decay": "rate0",
+    "grad_clip": "rate", "ckpt_every": "count0",
+}
+"""The range of every field but ``layers`` (see :func:`..args.check_fields`)."""
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -73,7 +94,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def get_preset(name: str, **overrides) -> Preset:
+def get_preset(name: str, /, **overrides) -> Preset:
     """The named preset with ``overrides`` applied (ValueError naming the choices if unknown)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")

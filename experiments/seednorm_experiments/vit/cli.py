@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..args import check_out_dir, out_dir, positive_float, positive_int, report_errors
+from ..args import REPORT, check_out_dir, out_dir, positive_float, positive_int, report_errors
 from ..common import Listed, default_out, is_main_process
 from ..records import study_records
 from ..runs import EXPECTED_ERRORS
@@ -152,7 +152,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
     try:  # every setting is checked before anything trains
         preset = resolve_preset(args)
         study = "vit" if args.model == "vit" else f"vit_{args.model}"
-        out = check_out_dir(args.out or default_out(study, args.preset))
+        out = check_out_dir(args.out or default_out(study, args.preset), files=(REPORT,))
         runs_dir = check_out_dir(args.runs_dir or out / "runs")
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None

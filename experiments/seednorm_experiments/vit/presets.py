@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ..args import check_fields
 from ..common import VISION_BASELINE, check_norms, default_norms
 from .convnext import ConvNeXtConfig
 from .mae import MAEConfig
@@ -50,6 +51,43 @@ class Preset:
     ablation_steps: int
     ablation_lr: float
     ablation_dot_scale: float | str
+
+    def __post_init__(self) -> None:
+        """Every field in its range (ValueError naming the first that is not): presets and their overrides."""
+        check_fields(self, _RANGES)
+        _check_common(self)
+
+
+_RANGES = {
+    "steps": "count", "batch_size": "count", "lr": "rate", "warmup": "count0", "weight_decay": "rate0",
+    "grad_clip": "rate?", "max_shift": "count0", "eval_every": "count0", "ckpt_every": "count0",
+    "eval_limit": "count?", "seeds": "count", "seednorm_heads": "count", "dot_scale": "dot_scale",
+    "heads": "counts0", "ablation_dim": "count", "ablation_depth": "count", "ablation_steps": "count",
+    "ablation_lr": "rate", "ablation_dot_scale": "dot_scale",
+}
+"""The range of each field of :class:`Preset` (see :func:`..args.check_fields`)."""
+
+_MODEL_RANGES = {"dim": "count", "depth": "count", "attn_heads": "count", "mlp_ratio": "rate",
+                 "drop_path": "probability", "patch_size": "count", "image_size": "count"}
+_CONVNEXT_RANGES = {"stem": "count", "kernel_size": "count", "mlp_ratio": "rate", "drop_path": "probability",
+                    "image_size": "count"}
+
+
+def _check_common(preset: Preset | MAEPreset) -> None:
+    """The fields every vision preset has that are not plain ranges: the dataset, the norms, the model's shape."""
+    from .data import DATASETS
+
+    if preset.dataset not in DATASETS:
+        raise ValueError(f"preset field dataset must be one of {sorted(DATASETS)}, got {preset.dataset!r}")
+    if not preset.norms:
+        raise ValueError("preset field norms must name at least one norm")
+    model = preset.model.encoder if isinstance(preset.model, MAEConfig) else preset.model
+    if isinstance(model, ConvNeXtConfig):
+        check_fields(model, _CONVNEXT_RANGES, "model field")
+        if any(not isinstance(v, int) or v < 1 for v in (*model.dims, *model.depths)):
+            raise ValueError(f"model fields dims {model.dims} and depths {model.depths} must be integers >= 1")
+    else:
+        check_fields(model, _MODEL_RANGES, "model field")
 
 _NORMS = default_norms(VISION_BASELINE)
 
@@ -151,6 +189,25 @@ class MAEPreset:
     norms: tuple[str, ...]
     seednorm_heads: int
     dot_scale: float | str
+
+    def __post_init__(self) -> None:
+        """Every field in its range (ValueError naming the first that is not): presets and their overrides."""
+        check_fields(self, _MAE_RANGES)
+        check_fields(self.model, {"decoder_dim": "count", "decoder_depth": "count", "decoder_heads": "count",
+                                  "mask_ratio": "fraction"}, "model field")
+        if self.model.decoder_dim % self.model.decoder_heads:
+            raise ValueError(f"model fields decoder_dim={self.model.decoder_dim} must be divisible by "
+                             f"decoder_heads={self.model.decoder_heads}")
+        _check_common(self)
+
+
+_MAE_RANGES = {
+    "batch_size": "count", "warmup": "count0", "weight_decay": "rate0", "max_shift": "count0",
+    "pretrain_steps": "count", "pretrain_lr": "rate", "probe_steps": "count", "probe_lr": "rate",
+    "finetune_steps": "count", "finetune_lr": "rate", "eval_every": "count0", "ckpt_every": "count0",
+    "eval_limit": "count?", "seeds": "count", "seednorm_heads": "count", "dot_scale": "dot_scale",
+}
+"""The range of each field of :class:`MAEPreset` (see :func:`..args.check_fields`)."""
 
 
 _MAE_ENCODER = {"smoke": PRESETS["smoke"].model, "quick": PRESETS["quick"].model, "full": PRESETS["full"].model}
