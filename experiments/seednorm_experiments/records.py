@@ -277,7 +277,7 @@ class StudyRecords:
         """``out/runs.jsonl`` from the runs used, in the order used (atomically)."""
         header = {"format": FORMAT, "study": self.study, "command": self.command, **self.header,
                   "measurements": self.measurements}
-        lines = [json.dumps(header, sort_keys=True)]
+        lines = [json.dumps(header)]
         lines += [json.dumps({"run": name, "result": pack_result(result)})
                   for name, result in self.used.values()]
         path = self.out / RECORDS_NAME
