@@ -1,5 +1,5 @@
 """One writer per run folder: two ``seednorm lm`` processes on the same ``--out`` never write one run at once. The
-first claims the run; the second waits for it and reuses the finished run (``--resume``) or refuses with one line,
+first claims the run; the second waits for it and reuses the finished run (the default) or, with ``--fresh``, refuses with one line,
 and the run's metrics.csv holds every step once."""
 
 from __future__ import annotations
@@ -71,12 +71,12 @@ def _wait_for(what, timeout: float = 120.0) -> bool:
     return False
 
 
-@pytest.mark.parametrize("resume", [True, False], ids=["resume waits and reuses", "no resume refuses"])
+@pytest.mark.parametrize("resume", [True, False], ids=["reuse waits and reuses", "fresh refuses"])
 def test_a_second_process_on_a_run_being_trained_never_writes_it(tmp_path: Path, env: dict[str, str],
                                                                  resume: bool) -> None:
     out, gate = tmp_path / "out", tmp_path / "gate"
     run = out / "runs" / "seednorm" / "seed0"
-    argv = [*SMOKE, "--out", str(out), *(["--resume"] if resume else [])]
+    argv = [*SMOKE, "--out", str(out), *([] if resume else ["--fresh"])]
     first = subprocess.Popen([sys.executable, "-c", _GATED, str(gate), *argv], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:

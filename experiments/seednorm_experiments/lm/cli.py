@@ -14,8 +14,9 @@ and the ablation of SeeDNorm's knobs instead, ``--size-curve`` the difference Se
 (each norm at its best rate at each size).
 
 List options take space- or comma-separated items (``--norms rmsnorm seednorm`` = ``--norms rmsnorm,seednorm``).
-Runs in OUT are reused only when they were made with the same settings: with ``--resume`` (and always in the
-ablation) a run folder holding a run of other settings stops the command before it trains. Exit codes: 0 done; 2 a
+Finished runs in OUT (or recorded in its runs.jsonl) are reused and interrupted ones resumed, only when they were
+made with the same settings: a run folder holding a run of other settings stops the command before it trains;
+``--fresh`` trains every run of the study again. Exit codes: 0 done; 2 a
 bad argument or an unusable run folder (one line on stderr); see ``seednorm_experiments.args``.
 """
 
@@ -58,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: runs/lm_<preset>, runs/lm_ablation_<preset> for --ablation)")
     p.add_argument("--lr-sweep", action="store_true", help="also sweep the learning rate (stability plot)")
     p.add_argument("--sweep-only", action="store_true", help="run only the learning-rate sweep")
-    p.add_argument("--resume", action="store_true", help="reuse finished runs, resume interrupted ones (only "
-                   "runs of these same settings: another run in --out is an error)")
+    p.add_argument("--fresh", action="store_true", help="train every run of the study from scratch (default: reuse "
+                   "finished runs and resume interrupted ones of these same settings; another run in --out is an "
+                   "error)")
+    p.add_argument("--resume", action="store_true", help="reuse finished runs and resume interrupted ones: the "
+                   "default, so this changes nothing")
     p.add_argument("--placement", action=Listed, metavar="SITE", default=SITES,
                    help="norm sites that take the chosen norm, the others stay RMSNorm (default: all of "
                    + " ".join(SITES) + ")")
@@ -229,7 +233,9 @@ def _study(args: argparse.Namespace, command: str) -> int:
         raise argparse.ArgumentError(None, str(e)) from None
     seeds = args.seeds or preset.seeds
     moe = {"moe_experts": args.moe_experts, "moe_top_k": args.moe_top_k}
-    kw = {"resume": args.resume, "placement": args.placement, "qk_norm": args.qk_norm,
+    if args.fresh and args.resume:
+        raise argparse.ArgumentError(None, "--fresh and --resume contradict each other: give one")
+    kw = {"resume": not args.fresh, "placement": args.placement, "qk_norm": args.qk_norm,
           "progress": not args.no_progress, **moe}
     t0 = time.perf_counter()
     with study_records(out, "lm", command, report_only=args.report_only, write=is_main_process()) as records:
@@ -280,7 +286,7 @@ def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
                              wall_s=None if args.report_only else time.perf_counter() - t0, impl=impl)
 
     with study_records(out, "lm-gpu", command, report_only=args.report_only, write=is_main_process()) as records:
-        runs, throughput = run_gpu_study(preset, out, resume=args.resume, progress=not args.no_progress,
+        runs, throughput = run_gpu_study(preset, out, resume=not args.fresh, progress=not args.no_progress,
                                          throughput_rounds=0 if args.no_throughput else args.throughput_rounds,
                                          write=None if args.report_only else write)
         records.check_complete()
