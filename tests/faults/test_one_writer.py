@@ -1,6 +1,6 @@
 """One writer per run folder: two ``seednorm lm`` processes on the same ``--out`` never write one run at once. The
-first claims the run; the second waits for it and reuses the finished run (the default) or, with ``--fresh``, refuses with one line,
-and the run's metrics.csv holds every step once."""
+first claims the run; the second waits for it and reuses the finished run (the default) or, with ``--fresh``,
+refuses with one line, and the run's metrics.csv holds every step once."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_a_second_process_on_a_run_being_trained_never_writes_it(tmp_path: Path,
         with open(err_path, "w") as err:
             second = subprocess.Popen([sys.executable, "-m", "seednorm_experiments.lm", *argv], env=env,
                                       stdout=subprocess.DEVNULL, stderr=err, text=True)
-            # the second meets the run while the first holds it: it waits (--resume) or ends
+            # the second meets the run while the first holds it: it waits (the default) or ends (--fresh)
             _wait_for(lambda: second.poll() is not None or "waiting for" in err_path.read_text(), 90)
             gate.touch()
             second_rc = second.wait(timeout=300)
