@@ -173,12 +173,38 @@ def write_report(out: Path, preset: Preset, base: dict[str, Any], runs: Sequence
               markdown_table(["arm", "trained", "gain (bits/byte)", "gain per 1M trained", "tokens/s",
                               "weights+grads+Adam MiB", "activations MiB", "CUDA peak MiB"], rows)]
 
+    lines += _first_steps(runs, s)
     lines += ["\n## Figures\n", "![training loss](loss.png)\n", "![adaptation](adaptation.png)\n",
               "![forgetting](forgetting.png)\n"]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     _plots(out, s, runs, domain)
     return path
+
+
+def _first_steps(runs: Sequence[Run], s: dict[str, Any]) -> list[str]:
+    """The first steps of each arm's seed-0 run at its chosen rate: the training loss at steps 0-2 and the gradient
+    norm at step 0, whole and per parameter group (as the harness logs them, before clipping)."""
+    firsts = []
+    for a, e in s["arms"].items():
+        run = next((r for r in runs if r.arm == a and r.seed == 0 and r.lr == e.get("lr")), None)
+        if run is not None:
+            firsts.append((a, run))
+    if not firsts:
+        return []
+    groups = sorted({k for _, r in firsts for k in r.result["history"][0] if k.startswith("gn/")})
+    rows = []
+    for a, r in firsts:
+        history = r.result["history"]
+        losses = [f"{h['loss']:.2f}" for h in history[:3]]
+        first = history[0]
+        rows.append([f"{a} (lr {r.lr:g})", " / ".join(losses), f"{first['grad_norm']:,.1f}",
+                     *(f"{first[g]:,.1f}" if g in first else "—" for g in groups)])
+    return ["\n## The first steps\n",
+            "Seed 0 at each arm's chosen rate: training loss at steps 0, 1, 2 (nats/token), and the gradient norm at "
+            "step 0 before clipping, whole and per parameter group (`other` in an RMSNorm arm: its γ, which "
+            "transformers' own norm class holds, grouped with the other parameters).\n",
+            markdown_table(["arm", "loss, steps 0 / 1 / 2", "gradient norm, step 0", *groups], rows)]
 
 
 def _plots(out: Path, s: dict[str, Any], runs: Sequence[Run], domain: str) -> None:
