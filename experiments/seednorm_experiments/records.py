@@ -229,8 +229,12 @@ class StudyRecords:
         if trained and self.write_records and not self.report_only:
             if not (self.out / RECORDS_NAME).is_file():
                 self.start()
-            with (self.out / RECORDS_NAME).open("a") as f:
-                f.write(json.dumps({"run": key, "result": pack_result(result)}) + "\n")
+            line = (json.dumps({"run": key, "result": pack_result(result)}) + "\n").encode()
+            fd = os.open(self.out / RECORDS_NAME, os.O_WRONLY | os.O_APPEND)
+            try:  # one write of the whole line: processes sharing the study append whole lines
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def start(self) -> None:
         """Begin ``out/runs.jsonl`` with its header (a new study's runs are appended as they finish)."""
