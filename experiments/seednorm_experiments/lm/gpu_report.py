@@ -84,7 +84,7 @@ def _best_table(runs: Sequence[Run]) -> list[str]:
 def _reading(delta: float) -> str:
     """What one seed's in-domain Δ can say (:data:`RESOLUTION_BPB`)."""
     if abs(delta) < RESOLUTION_BPB:
-        return f"unresolved (|Δ| < {RESOLUTION_BPB:g})"
+        return f"unresolved (within ±{RESOLUTION_BPB:g})"
     return f"{'lower' if delta < 0 else 'higher'} by more than {RESOLUTION_BPB:g} (one draw)"
 
 

@@ -130,7 +130,7 @@ def test_gpu_preset_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     assert "(`seednorm-dot-rsqrt`) was not run" in report and not (out / "runs" / "seednorm-dot-rsqrt").exists()
     assert "One seed resolves nothing below ~0.01 bits per byte" in report
     best = next(line for line in report.splitlines() if line.startswith("| seednorm |"))
-    assert "unresolved (|Δ| < 0.01)" in best or "by more than 0.01 (one draw)" in best
+    assert "unresolved (within ±0.01)" in best or "by more than 0.01 (one draw)" in best
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["runs"]) == 4 and set(summary["delta"]) == {"seednorm"}
     assert summary["resolution_bpb"] == 0.01
