@@ -73,7 +73,7 @@ while [ $# -gt 0 ]; do
       while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do overrides+=("$1"); shift; done
       [ "${#overrides[@]}" -gt 0 ] || { echo "gpu.sh: --override needs FIELD=VALUE items" >&2; exit 2; }
       continue ;;
-    -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

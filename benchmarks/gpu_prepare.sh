@@ -19,7 +19,7 @@
 #               on the same text.
 # Ends by printing the size of .gpu; with MAX_MB set, exits 1 when .gpu is larger (for a copy with a size limit).
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,22p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;; esac
 case "${PYTHON:-}" in */*) [ "${PYTHON#/}" != "$PYTHON" ] || PYTHON="$PWD/$PYTHON" ;; esac
 cd "$(dirname "$0")/.."
 if [ -z "${PYTHON:-}" ]; then

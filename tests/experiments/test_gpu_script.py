@@ -168,3 +168,18 @@ def test_python_is_found_without_an_activated_virtualenv(tmp_path: Path) -> None
     assert f"== python: {venv / 'python'}" in proc.stdout
     # a relative --results is where the command was given
     assert [(r["stage"], r["status"]) for r in _table((work / "out" / "summary.md").read_text())] == [("smoke", "ok")]
+
+
+def test_help_and_bad_arguments(tmp_path: Path) -> None:
+    env = _env(tmp_path, PYTHON=sys.executable)
+    helped = _run(SCRIPT, ["--help"], env, timeout=60)
+    assert helped.returncode == 0 and "--override F=V" in helped.stdout and "--no-recipe" in helped.stdout
+    assert all(line.startswith("#") for line in helped.stdout.splitlines())
+    for args, needle in ((["--stages", "lm,train"], "unknown stage train"), (["--override", "steps"], "FIELD=VALUE"),
+                         (["--bogus"], "unknown argument --bogus")):
+        bad = _run(SCRIPT, args, env, timeout=60)
+        assert bad.returncode == 2 and needle in bad.stderr, args
+    prepare = ROOT / "benchmarks" / "gpu_prepare.sh"
+    assert "3.12" in _run(prepare, ["--help"], env, timeout=60).stdout
+    bad = _run(prepare, ["312"], env, timeout=60)  # refused before anything is downloaded or built
+    assert bad.returncode == 2 and "must look like 3.12, got '312'" in bad.stderr
