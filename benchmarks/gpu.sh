@@ -1,53 +1,97 @@
 #!/usr/bin/env bash
-# The GPU run in one or two calls: preflight, smoke, then the stages, each under its own time limit, all under one
-# results folder.
+# Everything that needs a GPU, in stages that each run under their own time limit, into one results folder.
 #
-#   bash benchmarks/gpu.sh                                   # every stage (at most 12 min of limits)
-#   bash benchmarks/gpu.sh --stages smoke,tests,bench,tune   # call 1: the kernels (at most 6 min)
-#   bash benchmarks/gpu.sh --stages lm                       # call 2: the language-model study (at most 6.7 min)
+#   bash benchmarks/gpu.sh --stages smoke,lm                 # the language-model study (about 8 min of one GPU)
+#   bash benchmarks/gpu.sh --stages smoke,tests,bench,tune   # the kernels (at most 6 min)
+#   bash benchmarks/gpu.sh                                   # every stage (at most 13 min of limits)
 #   bash benchmarks/gpu.sh --dry-run --results /tmp/dry      # every stage at tiny sizes on CPU (about a minute)
 #
-# Stages, in this order (--stages picks some; preflight always runs, smoke always runs first when named):
+# Options:
+#   --stages A,B           stages to run, of smoke,tests,bench,lm,tune (default: all; preflight always runs and smoke
+#                          runs first when named)
+#   --results DIR          results folder (default: runs/gpu-<gpu name> in the repository)
+#   --override F=V ...     preset fields for the lm stage, passed to `seednorm lm --override` (e.g. steps=300)
+#   --recipe               lm stage: also train SeeDNorm's 1/sqrt(D) dot-scale recipe (one run more, about a minute)
+#   --no-recipe            lm stage: the grid only (the default)
+#   --throughput           lm stage: also time the training step, $THROUGHPUT_ROUNDS rounds (20, about a minute)
+#   --dry-run              every stage at tiny sizes on CPU (Triton through its interpreter)
+#
+# Stages, in this order:
 #   smoke  (SMOKE_TIMEOUT, 60 s) imports, a trivial Triton kernel, SeeDNorm impl="triton" vs "reference" forward and
-#          backward; when it fails the script stops at once, so a broken machine costs a minute;
-#   tests  (TESTS_TIMEOUT, 90 s) a. pytest tests/ops: the fused op's tests, torch.compile vs eager, a bf16 step;
-#   bench  (BENCH_TIMEOUT, 150 s) b. the kernel benchmark: D in 1024..16384 x M in 4096, 16384, bf16 and fp32, 1 and 16
+#          backward; when it fails the script stops at once, so a broken setup costs a minute;
+#   tests  (TESTS_TIMEOUT, 90 s) pytest tests/ops: the fused op's tests, torch.compile vs eager, a bf16 step;
+#   bench  (BENCH_TIMEOUT, 150 s) the kernel benchmark: D in 1024..16384 x M in 4096, 16384, bf16 and fp32, 1 and 16
 #          heads, forward / backward / both, our Triton op, compiled SeeDNorm, eager and compiled F.rms_norm, Liger
 #          and Quack when they import; % of the copy bandwidth measured in the same run and of the nominal peak;
-#   lm     (LM_TIMEOUT, 400 s) c. seednorm lm --preset gpu (report rewritten after every run), then the committed
-#          CPU size curve (results/lm_size_curve) redrawn with this run's point: lm/size_curve.png;
-#   tune   (TUNE_TIMEOUT, 60 s) d. Triton num_warps x num_stages per width (table rewritten after every width).
+#   lm     (LM_TIMEOUT, 400 s) seednorm lm --preset gpu: RMSNorm and SeeDNorm at two learning rates (report
+#          rewritten after every run), then the committed CPU size curve redrawn with this run's point;
+#   tune   (TUNE_TIMEOUT, 60 s) Triton num_warps x num_stages per width (table rewritten after every width).
 # A stage that fails or runs out of time is recorded in summary.md and the next one runs; the exit status is 1 when
-# any stage failed. Results: --results DIR (default runs/gpu-<gpu>); with $OUT set (the device tool), the small
-# files and results.tar.gz (everything but checkpoints) are copied to $OUT.
+# any stage failed, 2 for a bad argument or no usable Python. With $OUT set to a folder, the small files and
+# results.tar.gz (everything but checkpoints) are copied there as well.
 #
-# Carried beside the repository (benchmarks/gpu_prepare.sh makes them; docs/gpu.md says how to call this):
-#   .gpu/wheels/*.whl   Python packages the GPU machine lacks, installed into a temporary folder first;
-#   .gpu/corpus/        the corpus pack of the gpu preset (SEEDNORM_CORPUS_PACK), verified by its hash.
-# Environment: PYTHON, PEAK_GBPS (nominal peak for '% peak'), BENCH_ARGS (more bench options), DRY_RUN=1.
+# Python: $PYTHON if set, else the activated virtualenv's, else the repository's .venv (make install), else python3;
+# it must import torch. Optional, made by benchmarks/gpu_prepare.sh for a machine without internet:
+#   .gpu/wheels/*.whl   packages the environment lacks (Liger, the LM study's data packages), installed into a
+#                       temporary folder first;
+#   .gpu/corpus/        the gpu preset's corpus pack (SEEDNORM_CORPUS_PACK), verified by its hash; the lm stage needs
+#                       one (gpu_prepare.sh builds it; it takes no download).
+# Environment: PYTHON, PEAK_GBPS (nominal peak for '% peak'), BENCH_ARGS (more bench options), THROUGHPUT_ROUNDS,
+# SEEDNORM_CORPUS_PACK, DRY_RUN=1, the *_TIMEOUT limits above.
 set -uo pipefail
+here="$PWD"
+if [ -n "${PYTHON:-}" ]; then
+  case "$PYTHON" in /*) PY="$PYTHON" ;; */*) PY="$here/$PYTHON" ;; *) PY="$PYTHON" ;; esac
+fi
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-PY="${PYTHON:-python3}"
+if [ -z "${PY:-}" ]; then
+  if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then PY="$VIRTUAL_ENV/bin/python"
+  elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
+  else PY=python3
+  fi
+fi
 export PYTHONPATH="$ROOT/src:$ROOT/experiments${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
 dry="${DRY_RUN:-0}"
 stages="smoke,tests,bench,lm,tune"
 results=""
+recipe=0
+throughput=0
+overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
-    --stages) stages="$2"; shift ;;
-    --results) results="$2"; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --stages) stages="${2:-}"; shift ;;
+    --results) results="${2:-}"; shift ;;
+    --recipe) recipe=1 ;;
+    --no-recipe) recipe=0 ;;
+    --throughput) throughput=1 ;;
+    --override)
+      shift
+      while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do overrides+=("$1"); shift; done
+      [ "${#overrides[@]}" -gt 0 ] || { echo "gpu.sh: --override needs FIELD=VALUE items" >&2; exit 2; }
+      continue ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+[ -n "$stages" ] || { echo "gpu.sh: --stages needs a list of stages" >&2; exit 2; }
 for s in ${stages//,/ }; do
   case "$s" in smoke|tests|bench|lm|tune) ;; *) echo "gpu.sh: unknown stage $s" >&2; exit 2 ;; esac
 done
+for o in "${overrides[@]}"; do
+  case "$o" in ?*=*) ;; *) echo "gpu.sh: --override $o: expected FIELD=VALUE" >&2; exit 2 ;; esac
+done
+if [ -n "$results" ]; then case "$results" in /*) ;; *) results="$here/$results" ;; esac; fi
+if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+  echo "gpu.sh: $PY cannot import torch. Run 'make install' (the repository's .venv, found without activating it)" \
+    "or set PYTHON to the python of an environment with the project's requirements." >&2
+  exit 2
+fi
+echo "== python: $PY"
 has() { case ",$stages," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 if [ "$dry" = 1 ]; then
@@ -60,7 +104,7 @@ else
     site="${TMPDIR:-/tmp}/seednorm-gpu-site"
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
       .gpu/wheels/*.whl || echo "gpu.sh: installing .gpu/wheels failed; going on without them" >&2
-    export PYTHONPATH="$PYTHONPATH:$site"  # after the repository and the machine's own packages
+    export PYTHONPATH="$PYTHONPATH:$site"  # after the repository, before the environment's own site-packages
   fi
   slug="$("$PY" -c 'import re, torch; print(re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-"))' \
     2>/dev/null || echo no-gpu)"
@@ -86,7 +130,8 @@ run_stage() {
   return "$rc"
 }
 
-# The corpus pack: carried in .gpu/corpus; in a dry run a tiny one (8 files of src/) is built in the results folder.
+# The corpus pack: .gpu/corpus (benchmarks/gpu_prepare.sh) unless SEEDNORM_CORPUS_PACK names another; in a dry run a
+# tiny one (8 files of src/) is built in the results folder.
 if [ "$dry" = 1 ]; then
   export SEEDNORM_CACHE="$R/cache" SEEDNORM_CORPUS_PACK="$R/pack"
   if has lm; then
@@ -134,7 +179,8 @@ try:
                  "verified in full by stage lm)")
 except Exception as err:
     lines.append(f"corpus pack {pack}: MISSING ({type(err).__name__}) -> stage lm stops; make it with "
-                 "benchmarks/gpu_prepare.sh and carry .gpu")
+                 "benchmarks/gpu_prepare.sh (or set SEEDNORM_CORPUS_PACK)")
+lines.insert(0, f"python {sys.executable} ({sys.version.split()[0]})")
 print("\n".join(lines))
 if device == "cuda" and not torch.cuda.is_available():
     print("preflight: no CUDA device (use --dry-run on CPU)"); sys.exit(1)
@@ -181,16 +227,17 @@ if has bench; then
 fi
 
 if has lm; then
+  lm=()
   if [ "$dry" = 1 ]; then
-    size=(--override vocab_size=300 dim=32 n_layers=1 n_heads=2 seq_len=32 batch_size=4 steps=3 warmup=1
-          eval_windows=2 cloze_items=4 cloze_context=16 cloze_length=8 max_chars=30000 compile=false ckpt_every=0
-          --throughput-rounds 2)
-  else
-    size=()
+    lm=(--override vocab_size=300 dim=32 n_layers=1 n_heads=2 seq_len=32 batch_size=4 steps=3 warmup=1
+        eval_windows=2 cloze_items=4 cloze_context=16 cloze_length=8 max_chars=30000 compile=false ckpt_every=0)
   fi
-  # --resume: a second call reuses the runs a first one finished (each checked against its fingerprint)
+  [ "${#overrides[@]}" = 0 ] || lm+=(--override "${overrides[@]}")  # after the dry run's sizes: these win
+  [ "$recipe" = 0 ] || lm+=(--recipe)
+  [ "$throughput" = 0 ] || lm+=(--throughput-rounds "${THROUGHPUT_ROUNDS:-$( [ "$dry" = 1 ] && echo 2 || echo 20)}")
+  # a second call reuses the runs a first one finished (each checked against its fingerprint)
   run_stage lm "${LM_TIMEOUT:-400}" "$PY" -m seednorm_experiments.cli lm --preset gpu --out "$R/lm" --no-progress \
-    --resume "${size[@]}"
+    "${lm[@]}"
   # the committed CPU size curve with this run's point on the same axes (from the two summaries alone)
   curve="$ROOT/results/lm_size_curve/summary.json"
   if [ -f "$R/lm/summary.json" ] && [ -f "$curve" ]; then
@@ -211,7 +258,7 @@ if has tune; then
 fi
 
 echo; cat "$summary"
-if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # the device tool brings back at most 8 files, 2 folders deep
+if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # a flat copy of what matters most: at most 8 files
   tar czf "$OUT/results.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' --exclude='tb' --exclude='cache' \
     "$(basename "$R")"
   for f in summary.md preflight.txt bench.md tune.md tests.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done

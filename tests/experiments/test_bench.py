@@ -51,3 +51,24 @@ def test_bench_unwritable_out_fails_before_the_run(tmp_path, capsys, monkeypatch
             cli.main(["bench", "--device", "cpu", "--out", str(out)])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("impls, column, value", [
+    ("rmsnorm eager,seednorm reference", "vs rmsnorm eager", None),  # no compiled RMSNorm: against the eager one
+    ("seednorm reference", "vs rmsnorm", "n/a (no RMSNorm measured)"),
+])
+def test_bench_compares_against_the_rmsnorm_it_measured(tmp_path, impls, column, value):
+    out = tmp_path / "cpu.md"
+    argv = ["bench", "--device", "cpu", "--shapes", "16x64", "--dtypes", "fp32", "--reps", "1", "--warmup", "0",
+            "--copy-mb", "1", "--impls", impls, "--out", str(out)]
+    assert cli.main(argv) == 0
+    lines = [line for line in out.read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
+    assert header[-2] == column and rows
+    for row in rows:
+        if value is None:
+            ratio = float(row[column])
+            assert ratio == ratio and ratio > 0 and (row["impl"] != "rmsnorm eager" or ratio == 1.0)
+        else:
+            assert row[column] == value

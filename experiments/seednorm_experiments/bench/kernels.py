@@ -51,6 +51,9 @@ SHAPES = ((4096, 1024), (4096, 4096), (16384, 4096), (4096, 16384))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 EPS = 1e-6
 BASELINE = "rmsnorm compiled"
+BASELINES = (BASELINE, "rmsnorm eager")
+"""The ``vs`` column's reference, the first of these that the run measures (the compiled RMSNorm unless
+``--impls`` leaves it out, as the CPU dry run of the GPU script does: compiling on CPU costs more than the run)."""
 
 
 @dataclass
@@ -325,6 +328,7 @@ def run(args: argparse.Namespace, on_cell: Callable[[list[dict], str], None] | N
     args.missing = [] if args.impls is None else [n for n in args.impls if n not in available]
     if args.missing:
         print(f"not measured (cannot run here): {', '.join(args.missing)}", file=sys.stderr)
+    args.baseline = next((b for b in BASELINES if b in per_heads[args.heads[0]]), None)
     args.copy_gbps = copy_bandwidth(args.device, args.copy_mb)
     print(f"copy bandwidth: {args.copy_gbps:,.4g} GB/s ({args.copy_mb:g} MB device-to-device)", flush=True)
     rows: list[dict] = []
@@ -339,7 +343,7 @@ def run(args: argparse.Namespace, on_cell: Callable[[list[dict], str], None] | N
                 timer = time_cuda if args.device == "cuda" else time_cpu
                 times = timer(fns, case, args.reps, args.warmup)
                 bytes_ = traffic(m, d, DTYPES[dt])
-                base = _baseline_times(rows, times, m, d, dt)
+                base = _baseline_times(rows, times, m, d, dt, args.baseline)
                 for name, fn in fns.items():
                     rows.append(_row(args, name, fn, case, times[name], bytes_, base, m, d, dt, h))
                     print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in rows[-1].values()),
@@ -350,13 +354,16 @@ def run(args: argparse.Namespace, on_cell: Callable[[list[dict], str], None] | N
     return rows, report(rows, args)
 
 
-def _baseline_times(rows: list[dict], times: dict[str, dict], m: int, d: int, dt: str) -> float | None:
-    """The compiled RMSNorm's forward+backward seconds of this shape and dtype: measured now or in an earlier
-    head count's cell (None when it is not among the candidates)."""
-    if BASELINE in times:
-        return times[BASELINE]["fwd+bwd"]
+def _baseline_times(rows: list[dict], times: dict[str, dict], m: int, d: int, dt: str,
+                    baseline: str | None) -> float | None:
+    """The baseline's (:data:`BASELINES`) forward+backward seconds of this shape and dtype: measured now or in an
+    earlier head count's cell (None when no baseline is among the candidates)."""
+    if baseline is None:
+        return None
+    if baseline in times:
+        return times[baseline]["fwd+bwd"]
     for row in rows:
-        if row["shape"] == f"{m}x{d}" and row["dtype"] == dt and row["impl"] == BASELINE:
+        if row["shape"] == f"{m}x{d}" and row["dtype"] == dt and row["impl"] == baseline:
             return row["fwd+bwd ms"] / 1e3
     return None
 
@@ -373,7 +380,7 @@ def _row(args: argparse.Namespace, name: str, fn: Callable[[Case], Tensor], case
     if args.peak_gbps:
         for k in ("fwd", "bwd", "fwd+bwd"):
             row[f"{k} % peak"] = 100 * row[f"{k} GB/s"] / args.peak_gbps
-    row[f"vs {BASELINE}"] = times["fwd+bwd"] / base if base else float("nan")
+    row[f"vs {args.baseline or 'rmsnorm'}"] = times["fwd+bwd"] / base if base else "n/a (no RMSNorm measured)"
     row["saved MB"] = saved_bytes(fn, case) / 2**20
     if args.device == "cuda":
         row["peak MB"] = peak_cuda_bytes(fn, case) / 2**20
@@ -395,7 +402,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         f"{args.warmup} warm-up; `impl=\"auto\"` runs `seednorm {auto}` here",
         "- Bytes model: forward 2·M·D·s, backward 3·M·D·s (s = bytes per element), plus parameters and per-row "
         "statistics; GB/s = bytes / time",
-        f"- `vs {BASELINE}`: forward+backward time over the compiled RMSNorm's in the same run",
+        (f"- `vs {args.baseline}`: forward+backward time over the {args.baseline.split()[-1]} RMSNorm's in the same "
+         "run" + ("" if args.baseline == BASELINE else " (the compiled one was not measured)") if args.baseline else
+         "- `vs rmsnorm`: n/a, no RMSNorm among the implementations measured"),
         "- `saved MB`: tensors autograd keeps for backward beyond inputs and parameters"
         + ("; `peak MB`: peak allocated during forward+backward" if args.device == "cuda" else ""),
     ]

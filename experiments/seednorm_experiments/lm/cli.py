@@ -78,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set preset fields, e.g. --override dim=32 n_layers=1 compile=false (a size for tests and "
                    "dry runs; every field of presets.Preset)")
     p.add_argument("--no-throughput", action="store_true", help="skip the round-robin throughput benchmark")
-    p.add_argument("--throughput-rounds", type=positive_int, default=20,
-                   help="rounds of 2 steps per norm of the step-cost benchmark of a preset with lr_grid (gpu; "
-                   "default: %(default)s)")
+    p.add_argument("--throughput-rounds", type=positive_int, default=None, metavar="N",
+                   help="a preset with lr_grid (gpu): time the training step, N rounds of 2 steps per norm (default: "
+                   "no timing; 20 rounds take about a minute on one GPU)")
+    p.add_argument("--recipe", action="store_true", help="a preset with lr_grid (gpu): also train SeeDNorm's 1/√D "
+                   "dot-scale recipe at SeeDNorm's best rate (default: the grid only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--report-only", action="store_true", help="train nothing: rebuild the report, summary and plots "
                    "of the study in --out (the same options as the command that made it) from its run records "
@@ -222,6 +224,9 @@ def _study(args: argparse.Namespace, command: str) -> int:
     if preset.lr_grid:
         return _gpu_study(args, command, preset)
     try:
+        if args.recipe or args.throughput_rounds:
+            raise ValueError("--recipe and --throughput-rounds apply to a preset with lr_grid (gpu); this study "
+                             "times the step unless --no-throughput")
         norms = check_norms(args.norms or default_norms(BASELINE))
         if set(args.placement) - set(SITES):
             raise ValueError(f"--placement: unknown placement {sorted(set(args.placement) - set(SITES))}; "
@@ -287,7 +292,8 @@ def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
 
     with study_records(out, "lm-gpu", command, report_only=args.report_only, write=is_main_process()) as records:
         runs, throughput = run_gpu_study(preset, out, resume=not args.fresh, progress=not args.no_progress,
-                                         throughput_rounds=0 if args.no_throughput else args.throughput_rounds,
+                                         recipe=args.recipe,
+                                         throughput_rounds=0 if args.no_throughput else args.throughput_rounds or 0,
                                          write=None if args.report_only else write)
         records.check_complete()
         write(runs, throughput)

@@ -1,22 +1,26 @@
-"""The ``gpu`` preset's study: a short learning-rate grid of RMSNorm and SeeDNorm on one GPU, then the 1/√D
-dot-scale recipe, with the FLOP-based estimate of its wall time.
+"""The ``gpu`` preset's study: a short learning-rate grid of RMSNorm and SeeDNorm on one GPU, with the FLOP-based
+estimate of its wall time; on request the 1/√D dot-scale recipe and the training-step cost.
 
-    seednorm lm --preset gpu --out results/lm_gpu                 # 5 runs, ≤ 80 s each on one H200 (estimate below)
+    seednorm lm --preset gpu --out results/lm_gpu                 # 4 runs, ≈ 36-55 s of training each (below)
+    seednorm lm --preset gpu --recipe --throughput-rounds 20      # + the recipe run and the step-cost timing
     seednorm lm --preset gpu --override dim=32 n_layers=1 ...      # the same path at a tiny size (tests, dry run)
 
 Runs, in order (seed 0; every run sees the same init and the same windows of the corpus, one pass at most):
 
 1. RMSNorm and SeeDNorm (paper defaults) at ``preset.lr × m`` for each m of ``preset.lr_grid``; each norm's best
    rate is the one with the lowest held-out in-domain bits per byte (:func:`.ablation.primary_metric`);
-2. SeeDNorm with the small-model recipe (``seednorm-dot-rsqrt``: dot_scale = 1/√D) at SeeDNorm's best rate.
+2. with ``throughput_rounds``: the training-step cost SeeDNorm/RMSNorm and tokens/s of the compiled bf16 step
+   (:func:`.study.measure_throughput`);
+3. with ``recipe``: SeeDNorm with the small-model recipe (``seednorm-dot-rsqrt``: dot_scale = 1/√D) at SeeDNorm's
+   best rate.
 
-Then the training-step cost SeeDNorm/RMSNorm and tokens/s of the compiled bf16 step
-(:func:`.study.measure_throughput`). The report is rewritten after every run and after the timing, so a study cut
-short by its time limit still leaves one. Layout of ``out``: ``runs/<variant>/lr<x>/seed0/`` and ``report.md``.
+Both extras are off by default, so that the study and a smoke test fit in about 8 minutes of one GPU. The report
+is rewritten after every run and after the timing, so a study cut short by its time limit still leaves one. Layout
+of ``out``: ``runs/<variant>/lr<x>/seed0/`` and ``report.md``.
 
 Wall-time estimate (:func:`train_flops`): 6·N·tokens for the matrix products (N: every weight a token passes
 through, the tied output projection included) plus 12·L·T·d per token for attention's two products (forward and
-backward, counted as dense), over an assumed achievable ``ASSUMED_TFLOPS`` of bf16 on one H200.
+backward, counted as dense), over an assumed achievable ``ASSUMED_TFLOPS`` of bf16 on one H100 or H200.
 """
 
 from __future__ import annotations
@@ -43,9 +47,9 @@ __all__ = ["ASSUMED_TFLOPS", "GRID_NORMS", "RECIPE", "best_lr", "check_one_pass"
 GRID_NORMS = (BASELINE, "seednorm")
 RECIPE = "seednorm-dot-rsqrt"
 ASSUMED_TFLOPS = 200.0
-"""Assumed achievable bf16 rate of the whole training step on one H200, TFLOP/s: a quarter of the ~790 TFLOP/s
-measured for large matrix products there (512-wide products, the norms, softmax and the optimizer run far below
-it)."""
+"""Assumed achievable bf16 rate of the whole training step on one H100 or H200 (the same compute, 989 TFLOP/s dense
+bf16 nominal), TFLOP/s: a quarter of the ~790 TFLOP/s reached by large matrix products there (512-wide products,
+the norms, softmax and the optimizer run far below it)."""
 
 
 def non_embedding_params(preset: Preset, vocab_size: int) -> int:
@@ -74,12 +78,13 @@ def best_lr(runs: list[Run], variant: str) -> float | None:
     return min(ok, key=primary_metric).lr if ok else None
 
 
-def run_gpu_study(preset: Preset, out: Path, *, resume: bool = False, progress: bool = True, recipe: bool = True,
-                  throughput_rounds: int = 20,
+def run_gpu_study(preset: Preset, out: Path, *, resume: bool = False, progress: bool = True, recipe: bool = False,
+                  throughput_rounds: int = 0,
                   write: Callable[[list[Run], dict[str, list[float]] | None], object] | None = None
                   ) -> tuple[list[Run], dict[str, list[float]] | None]:
-    """Train the grid, time the step, train the recipe run; ``write(runs, throughput)`` after each (the report).
-    Returns (runs, per-round tokens/s of RMSNorm and SeeDNorm, or None with ``throughput_rounds=0``)."""
+    """Train the grid, then time the step (``throughput_rounds`` > 0) and train the recipe run (``recipe``);
+    ``write(runs, throughput)`` after each (the report). Returns (runs, per-round tokens/s of RMSNorm and SeeDNorm,
+    or None with ``throughput_rounds=0``)."""
     if not preset.lr_grid:
         raise ValueError(f"preset {preset.name!r} has no lr_grid")
     corpus = study_corpus(preset)

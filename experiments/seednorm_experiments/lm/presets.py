@@ -4,7 +4,7 @@
 norm × 2 seeds), ``standard`` makes the README's results (≤ 90 minutes on 2 CPU cores shared with other
 jobs, 3 seeds; both are tiny so that they fit),
 ``full`` is sized for one GPU (a 4096-vocab, 512-wide, 8-layer model on ~200M tokens per run); ``gpu`` is the
-short study of ``benchmarks/gpu.sh`` (five runs of ≤ 80 s each on one H200: see :mod:`.gpu`).
+short study of ``benchmarks/gpu.sh`` (four runs of ≤ 55 s of training each on one H100/H200: see :mod:`.gpu`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Preset:
     ``corpus``: ``"base"`` (plays + this interpreter's standard library) or ``"pack"`` (a verified corpus pack that
     adds the installed packages' code, :mod:`.corpus_pack`). ``one_pass``: batches of disjoint windows, never more
     than one pass over the training text (:class:`.data.OnePassBatches`). ``lr_grid``: multipliers of ``lr``; when
-    set, the study is the learning-rate grid of :mod:`.gpu` (RMSNorm and SeeDNorm at each rate, then the 1/√D
+    set, the study is the learning-rate grid of :mod:`.gpu` (RMSNorm and SeeDNorm at each rate, optionally the 1/√D
     dot-scale recipe at SeeDNorm's best) instead of every norm at ``lr``."""
 
     name: str
@@ -102,10 +102,17 @@ PRESETS: dict[str, Preset] = {
         Preset("full", vocab_size=4096, dim=512, n_layers=8, n_heads=8, seq_len=512, batch_size=64,
                steps=6000, lr=1e-3, warmup=500, seeds=3, eval_windows=512, cloze_items=1000,
                cloze_context=128, cloze_length=32, eval_every=1000, ckpt_every=500, sweep_steps=1500),
-        # 25.3M non-embedding parameters (8 × (4·512² + 3·512·1376)), 800 × 128 × 512 = 52.4M tokens per run, one
-        # pass at most; ≈ 1.1e16 FLOP per run, ≈ 55 s at 200 TFLOP/s (docs/lm.md, "GPU preset").
-        Preset("gpu", vocab_size=8192, dim=512, n_layers=8, n_heads=8, seq_len=512, batch_size=128, steps=800,
-               lr=1.5e-3, warmup=80, seeds=1, eval_windows=256, cloze_items=400, cloze_context=128,
+        # 25.3M non-embedding parameters (8 × (4·512² + 3·512·1376)), 550 × 128 × 512 = 36.0M tokens per run, one
+        # pass at most; ≈ 7.3e15 FLOP per run, ≈ 36 s at 200 TFLOP/s (docs/lm.md, "GPU preset"): four runs and
+        # the smoke test in about 8 minutes of one GPU.
+        # Rates 1e-3 and 2e-3 from the CPU size curve (results/lm_size_curve): each norm's best rate halved from
+        # 0.008 at 0.22M parameters to 0.004 at 0.89M and 0.002 at 1.8M, then stayed at 0.002 at 3.5M with 0.001
+        # close behind, and 0.004 there was far worse for both norms (SeeDNorm diverged at 0.008). So 2e-3, the
+        # best at the largest CPU sizes, and 1e-3, one more halving for 7× the parameters (a power-law fit of
+        # the 0.22M-3.5M points says ~6e-4, but that extrapolates a trend that had flattened, and this batch is 128×
+        # the curve's 512 tokens, which tolerates a larger rate).
+        Preset("gpu", vocab_size=8192, dim=512, n_layers=8, n_heads=8, seq_len=512, batch_size=128, steps=550,
+               lr=1e-3, warmup=55, seeds=1, eval_windows=256, cloze_items=400, cloze_context=128,
                cloze_length=32, ckpt_every=200, compile=True, corpus="pack", one_pass=True, lr_grid=(1.0, 2.0)),
     )
 }

@@ -1,6 +1,6 @@
 """The ``gpu`` preset's path on CPU at a tiny size: the corpus pack (dedup before the split, manifest, hash, refusal
 of a tampered pack), one pass over the training text, the FLOP estimate, and ``seednorm lm --preset gpu`` end to
-end with its five runs and report."""
+end: its four grid runs by default, the recipe run and the step timing on request, and its report."""
 
 from __future__ import annotations
 
@@ -94,17 +94,20 @@ def test_gpu_preset_size_and_flop_estimate():
     hidden = 1376  # 8/3 · 512 rounded up to a multiple of 32
     per_layer = 4 * 512 * 512 + 3 * 512 * hidden + 2 * 512  # attention, SwiGLU, two norms' γ
     assert n == 8 * per_layer + 512 and n >= 25_000_000
-    assert preset.tokens_per_run == 800 * 128 * 512 >= 50_000_000
+    assert preset.tokens_per_run == 550 * 128 * 512 >= 35_000_000
     flops = train_flops(preset, preset.vocab_size)
     assert flops == pytest.approx(preset.tokens_per_run * (6 * (n + 8192 * 512) + 12 * 8 * 512 * 512))
-    assert flops / 200e12 <= 80  # the ≤ 80 s per run budget at the assumed 200 TFLOP/s
+    # four runs of ≈ 36 s at the assumed 200 TFLOP/s (≈ 55 s at 133): the grid fits the 400 s lm stage
+    assert 4 * flops / 200e12 <= 150 and 4 * flops / 133e12 <= 225
+    # the two rates the CPU size curve's trend points to at this size (presets.py)
+    assert [preset.lr * m for m in preset.lr_grid] == pytest.approx([1e-3, 2e-3])
     assert parse_overrides(["dim=32", "compile=false", "lr_grid=1,3", "max_chars=none"]) == {
         "dim": 32, "compile": False, "lr_grid": (1.0, 3.0), "max_chars": None}
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         parse_overrides(["width=3"])
 
 
-FLAGS = ["--throughput-rounds", "2", "--no-progress", "--override", "vocab_size=300", "dim=32", "n_layers=1",
+FLAGS = ["--no-progress", "--override", "vocab_size=300", "dim=32", "n_layers=1",
          "n_heads=2", "seq_len=32", "batch_size=4", "steps=3", "warmup=1", "eval_windows=2", "cloze_items=4",
          "cloze_context=16", "cloze_length=8", "max_chars=30000", "ckpt_every=0", "compile=false"]
 
@@ -116,16 +119,32 @@ def test_gpu_preset_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     corpus_pack.build_pack(pack, [site], max_chars=30_000)
     monkeypatch.setenv(corpus_pack.PACK_ENV, str(pack))
     out = tmp_path / "lm"
+    # by default the grid alone: no recipe run, no step timing
     assert main(["--preset", "gpu", "--out", str(out), *FLAGS]) == 0
     report = (out / "report.md").read_text()
     assert f"pack sha256 `{corpus_pack.verify_pack(pack)}`" in report
-    for run in ("rmsnorm @ 0.0015", "seednorm @ 0.0015", "rmsnorm @ 0.003", "seednorm @ 0.003",
-                "seednorm-dot-rsqrt @ "):
+    grid = ("rmsnorm @ 0.001", "seednorm @ 0.001", "rmsnorm @ 0.002", "seednorm @ 0.002")
+    assert [line[2:].split(" |")[0] for line in report.splitlines() if line.startswith(("| rmsnorm @", "| seednorm"))
+            and " @ " in line] == list(grid)
+    assert "Step cost: not timed" in report and "step cost vs RMSNorm" not in report
+    assert "(`seednorm-dot-rsqrt`) was not run" in report and not (out / "runs" / "seednorm-dot-rsqrt").exists()
+    assert "One seed resolves nothing below ~0.01 bits per byte" in report
+    best = next(line for line in report.splitlines() if line.startswith("| seednorm |"))
+    assert "unresolved (within ±0.01)" in best or "by more than 0.01 (one draw)" in best
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["runs"]) == 4 and set(summary["delta"]) == {"seednorm"}
+    assert summary["resolution_bpb"] == 0.01
+
+    # --recipe and --throughput-rounds on the same folder: the grid's runs are reused, the recipe run added
+    assert main(["--preset", "gpu", "--out", str(out), "--resume", "--recipe", "--throughput-rounds", "2",
+                 *FLAGS]) == 0
+    report = (out / "report.md").read_text()
+    for run in (*grid, "seednorm-dot-rsqrt @ "):
         assert f"| {run}" in report
-    assert "step cost vs RMSNorm" in report and (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    result = json.loads((out / "runs" / "seednorm-dot-rsqrt" / "lr0.0015" / "seed0" / "result.json").read_text()
-                        if (out / "runs" / "seednorm-dot-rsqrt" / "lr0.0015").exists() else
-                        (out / "runs" / "seednorm-dot-rsqrt" / "lr0.003" / "seed0" / "result.json").read_text())
+    assert "step cost vs RMSNorm" in report and "was not run" not in report
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    (folder,) = (out / "runs" / "seednorm-dot-rsqrt").iterdir()
+    result = json.loads((folder / "seed0" / "result.json").read_text())
     sig = result["fingerprint"]["signature"]
     assert sig["one_pass"] is True and sig["model"]["norm_kwargs"]["dot_scale"] == pytest.approx(32 ** -0.5)
     assert len(result["history"]) == 3
@@ -140,6 +159,12 @@ def test_gpu_preset_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     base = min(v for (n, _), v in bpb.items() if n == "rmsnorm")
     best = min(v for (n, _), v in bpb.items() if n == "seednorm")
     assert summary["delta"]["seednorm"]["in_domain_bpb"] == pytest.approx(best - base)
+
+
+def test_recipe_and_timing_options_belong_to_the_gpu_preset(tmp_path, capsys):
+    assert main(["--preset", "smoke", "--out", str(tmp_path / "lm"), "--recipe"]) == 2
+    assert "--recipe and --throughput-rounds apply to a preset with lr_grid" in capsys.readouterr().err
+    assert not (tmp_path / "lm").exists()
 
 
 def test_gpu_preset_refuses_a_second_pass(tmp_path, monkeypatch, capsys):
