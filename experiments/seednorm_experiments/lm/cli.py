@@ -16,7 +16,8 @@ and the ablation of SeeDNorm's knobs instead, ``--size-curve`` the difference Se
 List options take space- or comma-separated items (``--norms rmsnorm seednorm`` = ``--norms rmsnorm,seednorm``).
 Runs in OUT are reused only when they were made with the same settings: with ``--resume`` (and always in the
 ablation) a run folder holding a run of other settings stops the command before it trains. Exit codes: 0 done; 2 a
-bad argument or an unusable run folder (one line on stderr); see ``seednorm_experiments.args``.
+bad argument, an unusable run folder or a missing data package (one line on stderr); 130 interrupted by Ctrl-C (one
+line: finished runs are kept, and --resume continues); see ``seednorm_experiments.args``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..args import REPORT, check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
+from ..args import REPORT, RERUN, check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
 from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
 from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
@@ -124,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     body = _size_curve if args.size_curve else _ablation if args.ablation else _study
-    return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
+    rerun = RERUN if body is not _study or args.resume else "rerun the same command with --resume to continue"
+    return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS),
+                         rerun=rerun)
 
 
 def _overrides(args: argparse.Namespace, **options: object) -> dict[str, object]:
