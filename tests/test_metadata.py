@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,13 @@ def test_project_metadata_of_both_packages() -> None:
         assert project["classifiers"] and all(" :: " in c for c in project["classifiers"])
         for url in project["urls"].values():
             assert url.startswith("https://") and "example" not in url
+
+
+def test_readme_names_only_extras_that_exist() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    named = re.findall(r'seednorm\[(\w+)\]|"\.\[(\w+)\]"', (ROOT / "README.md").read_text())
+    assert named and {a or b for a, b in named} <= set(extras)
 
 
 def test_changelog_has_an_unreleased_section() -> None:

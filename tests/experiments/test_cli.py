@@ -245,3 +245,19 @@ def test_version_names_the_library_and_the_experiments(capsys: pytest.CaptureFix
     line = capsys.readouterr().out
     assert line.startswith(f"seednorm {versions[0]}, seednorm-experiments {versions[1]} (torch ")
     assert len(line.splitlines()) == 1
+
+
+def test_readme_names_the_presets_of_each_study() -> None:
+    import re
+
+    from seednorm_experiments.lm.presets import PRESETS as LM
+    from seednorm_experiments.upcycle.presets import PRESETS as UPCYCLE
+    from seednorm_experiments.vit.presets import CONVNEXT_PRESETS, MAE_PRESETS
+    from seednorm_experiments.vit.presets import PRESETS as VIT
+
+    assert list(VIT) == list(CONVNEXT_PRESETS) == list(MAE_PRESETS)
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for study, presets in (("lm", LM), ("vit", VIT), ("upcycle", UPCYCLE)):
+        listed = re.search(rf"`seednorm {study}[^`]*` \(([^)]*)\)", readme)
+        assert listed, study
+        assert re.findall(r"`(\w+)`", listed.group(1)) == list(presets), study
