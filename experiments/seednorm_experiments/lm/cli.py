@@ -16,8 +16,9 @@ and the ablation of SeeDNorm's knobs instead, ``--size-curve`` the difference Se
 List options take space- or comma-separated items (``--norms rmsnorm seednorm`` = ``--norms rmsnorm,seednorm``).
 Finished runs in OUT (or recorded in its runs.jsonl) are reused and interrupted ones resumed, only when they were
 made with the same settings: a run folder holding a run of other settings stops the command before it trains;
-``--fresh`` trains every run of the study again. Exit codes: 0 done; 2 a
-bad argument or an unusable run folder (one line on stderr); see ``seednorm_experiments.args``.
+``--fresh`` trains every run of the study again. Exit codes: 0 done; 2 a bad argument, an unusable run folder or a
+missing data package (one line on stderr); 130 interrupted by Ctrl-C (one line: finished runs are kept, and the same
+command continues); see ``seednorm_experiments.args``.
 """
 
 from __future__ import annotations

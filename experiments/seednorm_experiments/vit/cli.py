@@ -14,8 +14,8 @@ and summary.json; every run lives in its own folder under RUNS, and re-running t
 resumes interrupted ones (only runs of the same settings).
 
 List options take space- or comma-separated items (--norms dyt seednorm = --norms dyt,seednorm; --heads none skips
-the ablation). Exit codes: 0 done; 2 a bad argument or an unusable run folder (one line on stderr); see
-seednorm_experiments.args.
+the ablation). Exit codes: 0 done; 2 a bad argument, an unusable run folder or a missing data package (one line on
+stderr); 130 interrupted by Ctrl-C (one line; rerun the same command to continue); see seednorm_experiments.args.
 """
 
 from __future__ import annotations

@@ -227,7 +227,15 @@ def env_impl() -> str:
 _cpu_choice: str | None = None
 
 
-@torch.compiler.assume_constant_result  # decided once per process, also when first reached in a compiled trace
+def _assume_constant_result(fn):
+    """``torch.compiler.assume_constant_result(fn)`` without importing ``torch._dynamo`` (a second of
+    ``import seednorm``): that decorator only sets this attribute, which Dynamo reads when it traces a call of
+    ``fn`` (``tests/ops/test_compile.py`` checks that the two agree)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_assume_constant_result  # decided once per process, also when first reached in a compiled trace
 def _auto_cpu() -> str:
     """What "auto" runs on CPU: "cpp", else "compiled", else "reference" (the order of the module docstring)."""
     global _cpu_choice

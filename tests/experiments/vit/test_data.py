@@ -68,7 +68,7 @@ def test_random_translate_matches_a_shifted_copy() -> None:
 def test_unknown_names_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="unknown dataset"):
         D.load_dataset("cifar")
-    with pytest.raises(FileNotFoundError, match="requirements-data"):
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps no_such_package_xyz"):
         D.package_dir("no_such_package_xyz")
 
 
