@@ -79,10 +79,9 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
     none; :class:`RunMismatch` if it is another run's, :class:`RunRecordError` if it is unreadable. In a
     report-only call (:mod:`.records`), the run's record in ``runs.jsonl`` comes first. Every result returned is
     noted in the open study's records."""
-    expected = run_fingerprint(task, config)
     records = active()
-    if records is not None:
-        stored = records.stored_result(fingerprint_digest(expected))
+    if records is not None and records.stored:
+        stored = records.stored_result(fingerprint_digest(run_fingerprint(task, config)))
         if stored is not None:
             records.add(config.out_dir, stored)
             return stored
@@ -90,6 +89,7 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
     if not os.path.lexists(path):  # a folder or a broken link there is an unreadable record, not a missing one
         return None
     record = _read_record(path)
+    expected = run_fingerprint(task, config)
     if record["fingerprint_sha256"] != fingerprint_digest(expected):
         diff = "; ".join(fingerprint_diff(record["fingerprint"], expected)) or "fingerprint"
         raise RunMismatch(f"{config.out_dir} holds a finished run with other settings (there -> now: {diff}); "

@@ -36,6 +36,12 @@ def _cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["SEEDNORM_CACHE"] = old
 
 
+def drop_records(out: Path) -> None:
+    """Leave the run folders alone in ``out``: a study reuses a run recorded in its runs.jsonl without its folder."""
+    for name in ("runs.jsonl", "report.md"):
+        (out / name).unlink()
+
+
 def exit_code(argv: list[str]) -> int:
     try:
         return lm.main(argv)
@@ -83,6 +89,7 @@ def test_resume_from_a_checkpoint_of_other_settings_is_refused(tmp_path: Path,
 def test_a_damaged_run_record_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                damage: str) -> None:
     assert exit_code([*SMOKE, "--out", str(tmp_path)]) == 0
+    drop_records(tmp_path)
     path = tmp_path / "runs" / "seednorm" / "seed0" / "result.json"
     record = json.loads(path.read_text())
     if damage == "garbage":
@@ -100,6 +107,7 @@ def test_a_damaged_run_record_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_code([*SMOKE, "--out", str(tmp_path)]) == 0
+    drop_records(tmp_path)
     run = tmp_path / "runs" / "seednorm" / "seed0"
     (run / "result.json").unlink()
     ckpt = run / "checkpoint.pt"

@@ -42,6 +42,8 @@ def test_resume_reuses_finished_runs_and_completes_checkpointed_ones(smoke: Path
     cut = smoke / "runs" / "seednorm" / "seed0" / "result.json"
     full = json.loads(cut.read_text())
     cut.unlink()
+    for name in ("runs.jsonl", "report.md"):  # the run folders alone (a recorded run is reused without its folder)
+        (smoke / name).unlink()
     assert main(["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--out", str(smoke), "--resume",
                  "--no-progress", "--no-throughput"]) == 0
     assert done.read_text() == before
