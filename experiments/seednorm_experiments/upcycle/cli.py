@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from ..args import REPORT, check_out_dir, out_dir, positive_int, report_errors
 from ..common import Listed, default_out
 from ..runs import EXPECTED_ERRORS
-from .arms import ARMS, get_arm
+from .arms import ARMS, DEFAULT_ARMS, get_arm
 from .data import DOMAINS
 from .presets import PRESETS, get_preset
 
@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seednorm upcycle", description=__doc__.replace("``", ""),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=list(PRESETS), default="quick", help="study size (default: %(default)s)")
-    p.add_argument("--arms", action=Listed, metavar="ARM", default=tuple(ARMS),
-                   help="arms to train (default: " + " ".join(ARMS) + ")")
+    p.add_argument("--arms", action=Listed, metavar="ARM", default=None,
+                   help="arms to train (default: " + " ".join(DEFAULT_ARMS) + "; also: "
+                   + " ".join(a for a in ARMS if a not in DEFAULT_ARMS) + ")")
     p.add_argument("--domain", choices=DOMAINS, default="bible", help="adaptation domain (default: %(default)s)")
     p.add_argument("--seeds", type=positive_int, default=None, help="seeds at each arm's best rate (default: the "
                    "preset's)")
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _study(args: argparse.Namespace, command: str) -> int:
     try:  # every setting is checked before anything loads or trains
         preset = get_preset(args.preset, steps=args.steps)  # every field checked, warmup <= steps too
-        arms = [get_arm(a).name for a in dict.fromkeys(args.arms)]
+        arms = [get_arm(a).name for a in dict.fromkeys(DEFAULT_ARMS if args.arms is None else args.arms)]
         if not arms:
             raise ValueError("--arms: give at least one arm")
         out = check_out_dir(args.out or default_out("upcycle", preset.name), files=(REPORT,))
