@@ -7,11 +7,13 @@
     seednorm upcycle --probe --preset smoke --probe-steps 3          # the first steps of each arm: a table
 
 Every arm (continued training as shipped with RMSNorm; converted to SeeDNorm with the paper's defaults or with
-dot scale 1/√D; norm-only tuning of γ vs γ, α, β) starts from the same weights -- a SeeDNorm arm from their exact
+dot scale 1/√D; norm-only tuning of γ vs γ, α, β; with --arms, seednorm.UpcycleRecipe and each of its parts)
+starts from the same weights -- a SeeDNorm arm from their exact
 conversion, checked -- and sees the same batches per seed. Each arm sweeps its learning rate on seed 0 and runs more
 seeds at its best one; every run is scored on held-out text of the adaptation domain and on text the model knew
 before (modern-spelling plays, Python code): bits per byte and cloze, paired by seed, with 95% CIs. Writes
-``OUT/report.md``, ``OUT/summary.json`` and PNG plots.
+``OUT/report.md``, ``OUT/summary.json`` and PNG plots. ``--probe`` trains no study: it prints each arm's first
+AdamW steps on one batch (with --out, also OUT/probe.md and OUT/probe.json).
 
 List options take space- or comma-separated items. Finished runs in OUT are reused and interrupted ones resumed
 (rerun the same command to continue); several processes may run the same command at once and share the grid
@@ -27,13 +29,14 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..args import REPORT, check_out_dir, out_dir, positive_int, report_errors
 from ..common import Listed, default_out
 from ..runs import EXPECTED_ERRORS
 from .arms import ARMS, DEFAULT_ARMS, get_arm
 from .data import DOMAINS
-from .presets import PRESETS, get_preset
+from .presets import PRESETS, Preset, get_preset
 from .probe import PROBE_ARMS, PROBE_FILES
 
 __all__ = ["build_parser", "main"]
@@ -115,7 +118,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _probe(preset, arms: list[str], steps: int, domain: str, out) -> int:
+def _probe(preset: Preset, arms: list[str], steps: int, domain: str, out: Path | None) -> int:
     """``--probe``: print the probe's table (and write it to ``out`` when given)."""
     from .probe import format_probe, probe, write_probe
 

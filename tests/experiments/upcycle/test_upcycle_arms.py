@@ -106,3 +106,20 @@ def test_the_recipe_arms_convert_exactly_with_their_alpha_dot_scale_and_rates() 
             assert lrs == {"decay": 2e-4, "seednorm": 2e-4 * scale, "no_decay": 2e-4}, name
         with torch.no_grad():
             assert float(model.eval()(ids).sub(CausalLM(base)(ids)).abs().max()) <= 1e-4, name
+
+
+def test_the_study_gives_a_rate_scaled_arm_its_groups_and_the_others_the_harness_defaults() -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from seednorm import convert_to_seednorm
+    from seednorm_experiments.upcycle.presets import get_preset
+    from seednorm_experiments.upcycle.study import Study
+
+    study = SimpleNamespace(preset=get_preset("smoke"), out=Path("unused"), progress=False,
+                            corpus=SimpleNamespace(token_bytes=[1] * 16))
+    assert all(Study.config(study, ARMS[name], 0, 1e-4).param_groups is None for name in DEFAULT_ARMS)
+    groups = Study.config(study, ARMS["seednorm-upcycle"], 0, 3e-4).param_groups
+    model = convert_to_seednorm(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.RMSNorm(8)), recipe="upcycle")
+    assert {g["name"]: (g["lr"], g["weight_decay"]) for g in groups(model)} == {
+        "decay": (3e-4, 0.1), "seednorm": (3e-4 * 0.01, 0.1), "no_decay": (3e-4, 0.0)}
