@@ -1,6 +1,6 @@
 """seednorm: SeeDNorm (Self-Rescaled Dynamic Normalization, arXiv 2510.22777) for PyTorch."""
 
-from .convert import convert_to_seednorm
+from .convert import UpcycleRecipe, convert_to_seednorm
 from .functional import ada_seednorm, derf, dyt, layer_norm, rms_norm, seednorm
 from .modules import (
     NORMS,
@@ -30,6 +30,7 @@ __all__ = [
     "RMSNorm",
     "SeeDNorm",
     "SeeDNorm2d",
+    "UpcycleRecipe",
     "ada_seednorm",
     "build_norm",
     "channels_first_class",

@@ -15,6 +15,13 @@ one of the four exact SeeDNorm forms {RMS, centered} × {γ = weight, γ = 1 + w
 as a channels-first norm (spec §6b): the same rows as the positions of a (1, D, 2, 3) input, against the same forms
 of ``SeeDNorm2d``. A candidate that matches none (BatchNorm, GroupNorm, a norm that needs extra inputs) is an error
 naming its path and class, not a silent change.
+
+Upcycling. The paper's init (α = 1, dot scale 1) suits a model trained from scratch, whose residual stream is small.
+A trained model's is not (SmolLM2-135M: 10²–10⁴ × the L1 of its init, a channel near 24,000), and Adam's first step
+moves every β element by about the learning rate whatever its gradient, so s = dot_scale·⟨x, β⟩ jumps and σ(s)·α
+(α = 1, several times the trained γ) rewrites the gain at once. :class:`UpcycleRecipe` names the conversion that
+bounds those first steps: α small (a constant, or a fraction of each channel's γ), dot scale 1/D, and a smaller
+learning rate for α, β. α·σ(0) = 0 whatever α is, so the converted model still equals the source at init.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import functional as SF
 from .modules import AdaSeeDNorm, SeeDNorm, channels_first_class
 from .ops.sigma import ACTIVATIONS
+from .optim import param_groups
 
-__all__ = ["convert_to_seednorm", "layer_options", "rebuild_seednorms", "check_equal_at_init"]
+__all__ = ["UpcycleRecipe", "convert_to_seednorm", "layer_options", "rebuild_seednorms", "check_equal_at_init"]
 
 _EPS_ATTRS = ("eps", "variance_epsilon", "epsilon")
 _LAYOUTS = ((False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0))  # (center, offset added to weight)
@@ -63,6 +72,91 @@ def check_equal_at_init(activation: str, allow_unequal_init: bool = False) -> No
         )
 
 
+@dataclass(frozen=True)
+class UpcycleRecipe:
+    """How to convert a *trained* model for further training so that its first optimizer steps stay bounded.
+
+    Pass it to the conversion (``convert_to_seednorm(model, recipe=UpcycleRecipe())``, or ``recipe="upcycle"`` for
+    these defaults; ``seednorm.integrations.transformers.convert`` takes it too), then build the optimizer with
+    :meth:`param_groups`. Each field is one of the recipe's parts; the paper's values (α = 1, ``alpha_relative``
+    False, dot scale 1, rate scale 1) switch that part off.
+
+    - ``alpha_init``: α at conversion, a constant (default 0.01; the paper's 1 is several times a trained model's
+      gains γ, so σ(s)·α would dominate the gain as soon as β moves). Never 0: with β = 0 no gradient would reach
+      α or β.
+    - ``alpha_relative``: α = ``alpha_init`` · γ per channel instead, so the gain (σ(s)·α + γ) = γ·(1 + alpha_init·σ(s))
+      moves each channel by at most ± ``alpha_init`` of its own trained gain. Each converted layer records
+      ``alpha_init`` (what ``reset_parameters`` sets α to beside γ = 1: the same rule); its α values are in its
+      state dict.
+    - ``dot_scale``: the factor on s = ⟨x, β⟩ (default ``"dim"``: 1/(D/num_heads)); a positive number or ``"dim"``.
+    - ``dynamic_lr_scale``: learning-rate multiplier of α and β in :meth:`param_groups` (default 0.01), > 0.
+
+    The converted model equals its source at init whatever the recipe (β = 0 and σ(0) = 0 make α·σ(s) = 0).
+    Invalid values raise one ``ValueError`` (``TypeError`` for a non-bool ``alpha_relative``) naming the field.
+    """
+
+    alpha_init: float = 0.01
+    alpha_relative: bool = False
+    dot_scale: float | str = "dim"
+    dynamic_lr_scale: float = 0.01
+
+    def __post_init__(self) -> None:
+        try:
+            alpha = SF.finite_number(self.alpha_init, "alpha_init")
+        except ValueError:
+            alpha = None
+        if alpha is None or alpha == 0:
+            raise ValueError(f"UpcycleRecipe: alpha_init must be a finite non-zero number (e.g. 0.01), got "
+                             f"{self.alpha_init!r}; with α = 0 and β = 0 no gradient reaches α or β")
+        if not isinstance(self.alpha_relative, bool):
+            raise TypeError(f"UpcycleRecipe: alpha_relative must be True or False, got {self.alpha_relative!r}")
+        dot = self.dot_scale
+        if not (dot == "dim" if isinstance(dot, str) else _positive(dot)):
+            raise ValueError(f"UpcycleRecipe: dot_scale must be 'dim' (1/(D/num_heads)) or a finite number > 0, "
+                             f"got {dot!r}")
+        if not _positive(self.dynamic_lr_scale):
+            raise ValueError(f"UpcycleRecipe: dynamic_lr_scale must be a finite number > 0 (e.g. 0.01), got "
+                             f"{self.dynamic_lr_scale!r}")
+        object.__setattr__(self, "alpha_init", alpha)
+        object.__setattr__(self, "dot_scale", dot if isinstance(dot, str) else float(dot))
+        object.__setattr__(self, "dynamic_lr_scale", float(self.dynamic_lr_scale))
+
+    def param_groups(self, model: nn.Module, weight_decay: float, *, lr: float, decay_gain: bool = False,
+                     decay_dynamic: bool = True) -> list[dict[str, Any]]:
+        """``seednorm.param_groups(model, weight_decay, lr=lr, dynamic_lr_scale=self.dynamic_lr_scale, ...)``:
+        every group carries its ``lr``, the ``"seednorm"`` group (α, β) ``lr · dynamic_lr_scale``."""
+        return param_groups(model, weight_decay, decay_gain=decay_gain, decay_dynamic=decay_dynamic, lr=lr,
+                            dynamic_lr_scale=self.dynamic_lr_scale)
+
+
+def _positive(value: object) -> bool:
+    try:
+        return SF.finite_number(value, "value") > 0
+    except ValueError:
+        return False
+
+
+RECIPES = {"upcycle": UpcycleRecipe()}
+"""The recipes ``convert_to_seednorm(recipe=...)`` knows by name."""
+
+
+def _recipe(recipe: UpcycleRecipe | str | None, alpha_init: float, dot_scale: float | str) -> UpcycleRecipe | None:
+    """``recipe`` as an UpcycleRecipe (None: none); errors for an unknown name, or for ``alpha_init``/``dot_scale``
+    given beside it (the recipe sets both)."""
+    if recipe is None:
+        return None
+    if isinstance(recipe, str):
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; give one of {sorted(RECIPES)} or an UpcycleRecipe(...)")
+        recipe = RECIPES[recipe]
+    if not isinstance(recipe, UpcycleRecipe):
+        raise TypeError(f"recipe must be None, a name of {sorted(RECIPES)} or an UpcycleRecipe, got {recipe!r}")
+    if alpha_init != 1.0 or dot_scale != 1.0:
+        raise ValueError(f"recipe={recipe!r} sets alpha_init and dot_scale; give them to UpcycleRecipe(...), not "
+                         f"beside it (got alpha_init={alpha_init!r}, dot_scale={dot_scale!r})")
+    return recipe
+
+
 class _Unconvertible(Exception):
     """A candidate norm that no SeeDNorm reproduces; the message says why."""
 
@@ -80,6 +174,7 @@ def convert_to_seednorm(
     center: bool | None = None,
     layer_class: type[SeeDNorm] = SeeDNorm,
     allow_unequal_init: bool = False,
+    recipe: UpcycleRecipe | str | None = None,
 ) -> nn.Module:
     """Replace the norm layers of ``model`` in place by equivalent SeeDNorms and return ``model``.
 
@@ -113,6 +208,10 @@ def convert_to_seednorm(
             parameters for their checkpoint format); channels-first sources get ``channels_first_class(layer_class)``.
         allow_unequal_init: accept an ``activation`` with σ(0) ≠ 0 (sigmoid), whose converted layers differ from
             their sources at init (gain γ + α/2); ``check_equal_at_init`` is the rule.
+        recipe: None, or a recipe for converting a trained model for further training (:class:`UpcycleRecipe`,
+            or ``"upcycle"`` for its defaults): it sets ``alpha_init`` (α = alpha_init · γ per channel with
+            ``alpha_relative``) and ``dot_scale``, which must then be left at their defaults; build the optimizer
+            with ``recipe.param_groups``. Outputs are unchanged at conversion all the same.
 
     Raises:
         ValueError: no norm layer selected, or an option is invalid for a layer (e.g. ``num_heads`` does not divide
@@ -135,6 +234,9 @@ def convert_to_seednorm(
         raise TypeError(f"center must be None, True or False, got {center!r}")
     if not (isinstance(layer_class, type) and issubclass(layer_class, SeeDNorm)):
         raise TypeError(f"layer_class must be SeeDNorm or a subclass of it, got {layer_class!r}")
+    chosen = _recipe(recipe, alpha_init, dot_scale)
+    if chosen is not None:
+        alpha_init, dot_scale = chosen.alpha_init, chosen.dot_scale
     options = {
         "num_heads": num_heads,
         "alpha_init": alpha_init,
@@ -190,7 +292,23 @@ def convert_to_seednorm(
                     **options)
         for key, (name, module, layout) in plan.items()
     }
+    if chosen is not None and chosen.alpha_relative:
+        for key, layer in new.items():
+            _alpha_from_gain(layer, chosen.alpha_init, plan[key][0])
     return _swap(model, new)
+
+
+def _alpha_from_gain(layer: SeeDNorm, scale: float, name: str) -> None:
+    """α = ``scale`` · γ, channel by channel (``UpcycleRecipe(alpha_relative=True)``); an error naming the layer
+    when it has no per-channel α or when γ is 0 everywhere (α would be 0: no gradient would reach α or β)."""
+    if layer.alpha is None or layer.alpha.shape != layer.weight.shape:
+        raise ValueError(f"{name!r}: alpha_relative needs a per-channel α (alpha_mode='vector'), this layer has "
+                         f"alpha_mode={layer.alpha_mode!r}")
+    if not layer.weight.detach().any():
+        raise ValueError(f"{name!r}: its γ is 0 everywhere, so α = alpha_init · γ would be 0 and no gradient would "
+                         "reach α or β; convert it with a constant α (alpha_relative=False) or exclude it")
+    with torch.no_grad():
+        layer.alpha.copy_(layer.weight * scale)
 
 
 def layer_options(layer: SeeDNorm) -> dict[str, Any]:

@@ -9,6 +9,7 @@ shipped, for domain adaptation and norm-only tuning.
     cost.py        memory of one training step
     study.py       the base record, the sweep and the seeds on the harness (evaluations: ..text_evals)
     report.py      report.md, summary.json and plots
+    probe.py       ``--probe``: each arm's first optimizer steps on one batch (loss, Δβ, |s|, α/γ, norm inputs)
 
 ``main(argv)`` is ``seednorm upcycle``.
 """

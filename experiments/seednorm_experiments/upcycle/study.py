@@ -143,11 +143,13 @@ class Study:
 
     def config(self, arm: Arm, seed: int, lr: float) -> TrainConfig:
         """The harness settings of one run; it diverges when its loss exceeds 2 (ln(vocab) + 1), twice the loss
-        of guessing uniformly (a model cut to a few layers starts above ln(vocab))."""
+        of guessing uniformly (a model cut to a few layers starts above ln(vocab)). An arm with a rate scale for
+        α, β brings its optimizer groups (:meth:`.arms.Arm.param_groups`; its signature says so)."""
         p = self.preset
         return TrainConfig(out_dir=self.out / "runs" / arm.name / lr_tag(lr) / f"seed{seed}", steps=p.steps, lr=lr,
                            warmup=p.warmup, weight_decay=p.weight_decay, grad_clip=p.grad_clip, seed=seed,
                            ckpt_every=p.ckpt_every, diverge_above=2 * (math.log(len(self.corpus.token_bytes)) + 1),
+                           param_groups=arm.param_groups(p.weight_decay, lr),
                            progress=self.progress, desc=f"{arm.name} lr {lr:g} seed {seed}")
 
     def sweep_lrs(self, arm: Arm) -> list[float]:

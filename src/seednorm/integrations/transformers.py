@@ -45,7 +45,7 @@ from transformers.models.auto.auto_factory import (
 )
 from transformers.trainer_optimizer import is_optimizer_factory
 
-from ..convert import convert_to_seednorm, layer_options, rebuild_seednorms
+from ..convert import UpcycleRecipe, convert_to_seednorm, layer_options, rebuild_seednorms
 from ..modules import SeeDNorm
 from ..optim import param_groups
 
@@ -168,13 +168,15 @@ def convert(
     exclude: str | Iterable[str] | None = None,
     center: bool | None = None,
     allow_unequal_init: bool = False,
+    recipe: UpcycleRecipe | str | None = None,
 ) -> PreTrainedModel:
     """``convert_to_seednorm`` for a transformers model, with :class:`HFSeeDNorm` layers and ``config.seednorm``.
 
     The model gets its own copy of its config (the caller's config object, which other models may share, is left
     as it was); ``model.config.seednorm`` then lists every SeeDNorm layer with its options, as they are whenever it
     is read. Calling ``convert`` again converts more layers (e.g. other ``include`` patterns, other options).
-    Arguments as in :func:`seednorm.convert_to_seednorm`.
+    Arguments as in :func:`seednorm.convert_to_seednorm` (``recipe=`` included: a per-channel α is saved and
+    reloaded with the weights).
 
     Raises:
         ValueError: the config already has a ``seednorm`` entry that this model's layers do not back (a converted
@@ -201,6 +203,7 @@ def convert(
         center=center,
         layer_class=HFSeeDNorm,
         allow_unequal_init=allow_unequal_init,
+        recipe=recipe,
     )
     _own_config(model)
     setattr(model.config, CONFIG_KEY, _Record(model))

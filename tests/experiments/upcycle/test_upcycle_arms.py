@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from seednorm import SeeDNorm
-from seednorm_experiments.upcycle.arms import ARMS, CONVERSION_TOLERANCE, build_arm, convert_checked, probe_ids
+from seednorm_experiments.upcycle.arms import (
+    ARMS,
+    CONVERSION_TOLERANCE,
+    DEFAULT_ARMS,
+    build_arm,
+    convert_checked,
+    probe_ids,
+)
 from seednorm_experiments.upcycle.pretrained import CausalLM, load_base, weights_sha256
 
 D, HIDDEN, KV, VOCAB = 576, 1536, 192, 49152  # SmolLM2-135M: width, MLP width, key/value width, vocabulary
@@ -40,8 +47,8 @@ def test_conversion_copies_every_norm_and_computes_rmsnorm_in_float64() -> None:
 
 
 def test_each_arm_trains_what_it_says() -> None:
-    trained = {name: sum(p.numel() for p in build_arm(load_base(1), arm).parameters() if p.requires_grad)
-               for name, arm in ARMS.items()}
+    trained = {name: sum(p.numel() for p in build_arm(load_base(1), ARMS[name]).parameters() if p.requires_grad)
+               for name in DEFAULT_ARMS}  # the recipe arms: test_the_recipe_arms_convert_exactly_...
     full = VOCAB * D + LAYER + NORMS_1
     assert trained == {"rmsnorm": full, "seednorm": full + 2 * NORMS_1, "seednorm-rsqrt": full + 2 * NORMS_1,
                        "rmsnorm-norms": NORMS_1, "seednorm-norms": 3 * NORMS_1}  # γ; γ, α, β
@@ -54,3 +61,65 @@ def test_a_converted_model_starts_where_the_original_does() -> None:
     with torch.no_grad():
         a, b = original(ids), converted(ids)
     torch.testing.assert_close(b, a, atol=CONVERSION_TOLERANCE * float(a.abs().max()), rtol=0)
+
+
+def test_the_default_arms_keep_their_signatures_and_the_recipe_arms_name_their_parts() -> None:
+    assert DEFAULT_ARMS == ("rmsnorm", "seednorm", "seednorm-rsqrt", "rmsnorm-norms", "seednorm-norms")
+    assert {name: ARMS[name].signature() for name in DEFAULT_ARMS} == {  # what committed runs were fingerprinted by
+        name: {"arm": name, "norm": name.split("-")[0], "trainable": "norms" if name.endswith("norms") else "all",
+               "dot_scale": "rsqrt" if name == "seednorm-rsqrt" else 1.0} for name in DEFAULT_ARMS}
+    parts = {name: {k: v for k, v in ARMS[name].signature().items() if k not in ("arm", "norm", "trainable")}
+             for name in ARMS if name not in DEFAULT_ARMS}
+    assert parts == {
+        "seednorm-upcycle": {"dot_scale": "dim", "alpha_init": 0.01, "lr_scale": 0.01},
+        "seednorm-upcycle-gain": {"dot_scale": "dim", "alpha_init": 0.1, "alpha_relative": True, "lr_scale": 0.01},
+        "seednorm-alpha": {"dot_scale": 1.0, "alpha_init": 0.01},
+        "seednorm-alpha-gain": {"dot_scale": 1.0, "alpha_init": 0.1, "alpha_relative": True},
+        "seednorm-dim": {"dot_scale": "dim"},
+        "seednorm-lrscale": {"dot_scale": 1.0, "lr_scale": 0.01},
+    }
+    assert all(ARMS[name].param_groups(0.1, 1e-4) is None for name in DEFAULT_ARMS)  # the harness's own groups
+
+
+def test_the_recipe_arms_convert_exactly_with_their_alpha_dot_scale_and_rates() -> None:
+    base = load_base(1)
+    gains = {n: m.weight.detach().clone() for n, m in base.named_modules() if type(m).__name__ == "LlamaRMSNorm"}
+    ids = probe_ids(VOCAB)
+    for name, alpha, dot, scale in [
+        ("seednorm-upcycle", 0.01, "dim", 0.01), ("seednorm-upcycle-gain", 0.1, "dim", 0.01),
+        ("seednorm-alpha", 0.01, 1.0, 1.0), ("seednorm-dim", 1.0, "dim", 1.0), ("seednorm-lrscale", 1.0, 1.0, 0.01),
+    ]:
+        arm = ARMS[name]
+        model = build_arm(load_base(1), arm)
+        layers = {n.removeprefix("lm."): m for n, m in model.named_modules() if isinstance(m, SeeDNorm)}
+        assert set(layers) == set(gains)
+        full = VOCAB * D + LAYER + NORMS_1
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == full + 2 * NORMS_1, name
+        for n, layer in layers.items():
+            want = gains[n] * alpha if arm.alpha_relative else torch.full((D,), alpha)
+            assert torch.equal(layer.alpha.detach(), want) and layer.dot_scale == dot, name
+        groups = arm.param_groups(0.1, 2e-4)
+        if scale == 1.0:
+            assert groups is None
+        else:
+            lrs = {g["name"]: g["lr"] for g in groups(model)}
+            assert lrs == {"decay": 2e-4, "seednorm": 2e-4 * scale, "no_decay": 2e-4}, name
+        with torch.no_grad():
+            assert float(model.eval()(ids).sub(CausalLM(base)(ids)).abs().max()) <= 1e-4, name
+
+
+def test_the_study_gives_a_rate_scaled_arm_its_groups_and_the_others_the_harness_defaults() -> None:
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from seednorm import convert_to_seednorm
+    from seednorm_experiments.upcycle.presets import get_preset
+    from seednorm_experiments.upcycle.study import Study
+
+    study = SimpleNamespace(preset=get_preset("smoke"), out=Path("unused"), progress=False,
+                            corpus=SimpleNamespace(token_bytes=[1] * 16))
+    assert all(Study.config(study, ARMS[name], 0, 1e-4).param_groups is None for name in DEFAULT_ARMS)
+    groups = Study.config(study, ARMS["seednorm-upcycle"], 0, 3e-4).param_groups
+    model = convert_to_seednorm(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.RMSNorm(8)), recipe="upcycle")
+    assert {g["name"]: (g["lr"], g["weight_decay"]) for g in groups(model)} == {
+        "decay": (3e-4, 0.1), "seednorm": (3e-4 * 0.01, 0.1), "no_decay": (3e-4, 0.0)}
