@@ -258,11 +258,14 @@ class StudyRecords:
         return value
 
     def provenance(self, wall_s: float | None) -> str:
-        """``machine; YYYY-MM-DD HH:MM UTC[, wall time X min]`` of the call that trained the runs: this machine
-        and now, or what the records say in a report-only call."""
+        """``machine; YYYY-MM-DD HH:MM UTC[, wall time X min] (this call; its N runs trained for Y min in all)``:
+        this machine and now, or what the records say in a report-only call (runs reused from an earlier call count
+        in Y, not in X)."""
         if self.report_only:
             return self.header.get("provenance") or _provenance(None)
-        self.header["provenance"] = _provenance(wall_s)
+        trained_s = sum(result["wall_s"] for _, result in self.used.values())
+        self.header["provenance"] = _provenance(wall_s) + (
+            f" (this call; its {len(self.used)} runs trained for {trained_s / 60:.1f} min in all)" if self.used else "")
         return self.header["provenance"]
 
     def check_complete(self) -> None:

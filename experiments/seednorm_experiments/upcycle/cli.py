@@ -101,7 +101,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.probe:
-        return _probe(preset, arms, args.probe_steps, args.domain, out)
+        return _probe(preset, arms, args.probe_steps, args.domain, out, command)
 
     from ..records import study_records
     from .report import write_report
@@ -118,11 +118,12 @@ def _study(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _probe(preset: Preset, arms: list[str], steps: int, domain: str, out: Path | None) -> int:
+def _probe(preset: Preset, arms: list[str], steps: int, domain: str, out: Path | None, command: str) -> int:
     """``--probe``: print the probe's table (and write it to ``out`` when given)."""
+    from ..records import provenance
     from .probe import format_probe, probe, write_probe
 
-    result = probe(preset, arms, steps, domain=domain)
+    result = {"command": command, "machine": provenance(), **probe(preset, arms, steps, domain=domain)}
     print(format_probe(result), end="")
     if out is not None:
         for path in write_probe(out, result):

@@ -154,6 +154,8 @@ def format_probe(result: dict[str, Any]) -> str:
         f"decay {result['weight_decay']:g}, clipping {result['grad_clip']:g}) at each arm's base rate, constant; "
         f"{steps} step{'s' * (steps > 1)}.\n",
     ]
+    if "command" in result:
+        lines += [f"Command: `{result['command']}`  ", f"Machine: {result['machine']}\n"]
     header = ["arm", "lr (α, β)", "loss before", *[f"after {k}" for k in range(1, steps + 1)], "‖∇β‖ step 1",
               "max abs Δβ", "mean abs Δβ", "max abs s after 1", "α / median abs γ"]
     rows = []

@@ -121,7 +121,7 @@ def write_mae_report(out: Path, preset: MAEPreset, results: MAEResults, *, shift
         f"# Vision study: {preset.dataset}, {preset.model.describe()}",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine} (runs reused from an earlier call count as 0).",
+        f"Machine: {machine}.",
         "",
         f"Setup: {preset.dataset} 80/20 stratified split (fixed), pixels standardized with the training split's "
         f"mean {encoder.pixel_mean} and std {encoder.pixel_std}, patch {encoder.patch_size}, "

@@ -111,7 +111,7 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
         f"# Vision study: {preset.dataset}, {preset.model.describe()}",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {machine} (runs reused from an earlier call count as 0).",
+        f"Machine: {machine}.",
         "",
         f"Setup: {preset.dataset} 80/20 stratified split (fixed), pixels standardized with the training split's "
         f"mean {preset.model.pixel_mean} and std {preset.model.pixel_std}, {_architecture(preset.model)}, "
