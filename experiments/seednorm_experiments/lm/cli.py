@@ -11,7 +11,7 @@ The study trains the same small Llama-style decoder with each norm (every seed g
 data order), evaluates bits per byte and cloze accuracy in-domain and on three never-seen domains, and writes
 ``OUT/report.md`` with PNG plots; ``--ablation`` runs the fair comparison (each norm at its own best learning rate)
 and the ablation of SeeDNorm's knobs instead, ``--size-curve`` the difference SeeDNorm − RMSNorm against model size
-(each norm at its best rate at each size).
+(each norm at its best rate at each size; with ``--token-factors`` also against training tokens).
 
 List options take space- or comma-separated items (``--norms rmsnorm seednorm`` = ``--norms rmsnorm,seednorm``).
 Finished runs in OUT (or recorded in its runs.jsonl) are reused and interrupted ones resumed, only when they were
@@ -37,7 +37,7 @@ from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
 from .model import SITES
 from .presets import PRESETS, get_preset, parse_overrides
-from .size_curve import CLIP_OFF, EXTEND, LRS, NORMS, POINTS, SEEDS
+from .size_curve import CLIP_OFF, EXTEND, LRS, NORMS, POINTS, SEEDS, TOKEN_FACTORS
 
 __all__ = ["build_parser", "main"]
 
@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                    + " ".join(f"{x:g}" for x in LRS) + "); it grows outward until each norm's best rate is inside")
     c.add_argument("--extend", type=nonnegative_int, default=EXTEND,
                    help="rates each grid may grow per side (default: %(default)s)")
+    c.add_argument("--token-factors", action=Listed, metavar="F", type=positive_int, default=TOKEN_FACTORS,
+                   help="train every point at F × the steps for each F, each with its own rate grid (default: "
+                   + " ".join(map(str, TOKEN_FACTORS)) + "); with more than one, the report adds SeeDNorm − RMSNorm "
+                   "against training tokens")
     c.add_argument("--clip-off-point", default="{}x{}".format(*CLIP_OFF), metavar="WxL",
                    help="the size of the clip-off check, one of --points, or 'none' (default: %(default)s)")
     c.add_argument("--gpu-summary", type=Path, default=None, metavar="JSON",
@@ -200,7 +204,7 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
         points = parse_points(args.points)
         clip_off = None if args.clip_off_point.lower() == "none" else parse_points([args.clip_off_point])[0]
         plan = SizeCurvePlan(preset, points=points, lrs=tuple(args.size_lrs), seeds=args.seeds or SEEDS,
-                             extend=args.extend, clip_off=clip_off,
+                             extend=args.extend, clip_off=clip_off, token_factors=tuple(args.token_factors),
                              norms=tuple(dict.fromkeys(args.norms)) if args.norms else NORMS)
         out = check_out_dir(args.out or default_out("lm_size_curve", preset.name), files=(REPORT,))
     except ValueError as e:

@@ -3,8 +3,12 @@ at each size, with paired 95% intervals.
 
     seednorm lm --size-curve --preset quick --steps 200 --out runs/lm_size_curve          # the committed curve
     seednorm lm --size-curve --preset smoke --points 16x1,32x1 --size-lrs 3e-3,6e-3 --seeds 2   # seconds
+    seednorm lm --size-curve --preset quick --steps 200 --points 192x2 192x4 --token-factors 1 4 16 \\
+        --clip-off-point none --out runs/lm_token_curve                # the same sizes trained 4 and 16 times longer
 
-For each point (width × layers, the rest of the preset unchanged) and each norm of ``plan.norms``:
+For each point (width × layers, the rest of the preset unchanged), each token factor F of ``plan.token_factors``
+(the point trained for F × the preset's steps; warmup as the preset's rule gives it for those steps) and each norm
+of ``plan.norms``:
 
 1. **grid**: train at every rate of ``plan.lrs`` with ``plan.seeds`` seeds (seeds outer), each run evaluated;
    the norm's rate at that point is the one with the lowest mean final training loss among the rates where no
@@ -13,17 +17,19 @@ For each point (width × layers, the rest of the preset unchanged) and each norm
    (half the smallest, twice the largest) is added with the same seeds, at most ``plan.extend`` times per side,
    so the chosen rate is an interior optimum of the grid unless the report says otherwise.
 
-Then the **clip-off check** at ``plan.clip_off`` (a point of the plan): each norm again at its best rate there with
-gradient clipping off, same seeds. Points run cheapest first, so a curve cut short still has its small end.
+Each (point, factor) is its own grid, grown on its own. Then the **clip-off check** at ``plan.clip_off`` (a point of
+the plan, at factor 1): each norm again at its best rate there with gradient clipping off, same seeds. Points run
+cheapest first (width² × layers × factor), so a curve cut short still has its small end.
 
 Seed k gives every norm and rate the same data order and init RNG stream, so SeeDNorm − RMSNorm at the two best
 rates is paired by seed (:func:`..report.paired_diff`). The rate is chosen on training loss and the comparison is
 on held-out bits per byte of the same seeds: each norm gets the same selection, and the report also gives the
 difference at every shared rate, which needs no selection.
 
-Layout of ``out``: ``d<width>-l<layers>[-noclip]/<norm>/lr<x>/seed<k>/`` (one harness run each). Finished runs are
-reused and interrupted ones resumed -- only runs of this plan (:mod:`..runs`): a run folder holding another run
-stops the command. Several processes may run the same command at once and share the work (:mod:`..claims`).
+Layout of ``out``: ``d<width>-l<layers>[-t<F>x][-noclip]/<norm>/lr<x>/seed<k>/`` (one harness run each; factor 1
+has no ``-t`` part, so a plan of factor 1 alone is the plain size curve, its runs and their fingerprints). Finished
+runs are reused and interrupted ones resumed -- only runs of this plan (:mod:`..runs`): a run folder holding another
+run stops the command. Several processes may run the same command at once and share the work (:mod:`..claims`).
 """
 
 from __future__ import annotations
@@ -45,9 +51,8 @@ from .recipes import VARIANTS
 from .study import Evaluator, Run
 from .sweep import best_lrs
 
-__all__ = ["CLIP_OFF", "EXTEND", "LRS", "NORMS", "POINTS", "SEEDS", "Point", "SizeCurvePlan", "SizeJob", "best_rates",
-           "load_size_curve",
-           "parse_points", "run_size_curve"]
+__all__ = ["CLIP_OFF", "EXTEND", "LRS", "NORMS", "POINTS", "SEEDS", "TOKEN_FACTORS", "Point", "SizeCurvePlan",
+           "SizeJob", "best_rates", "load_size_curve", "parse_points", "run_size_curve"]
 
 POINTS = ((48, 2), (96, 2), (192, 2), (192, 4), (384, 2))
 """(width, layers) of the curve: four widths at 2 layers and one 4-layer point, cheapest first."""
@@ -57,24 +62,35 @@ NORMS = (BASELINE, "seednorm")
 CLIP_OFF = (384, 2)
 SEEDS = 4
 EXTEND = 2
+TOKEN_FACTORS = (1,)
+"""Training length of every point, as multiples of the preset's steps (1: the size curve alone)."""
 
 
 @dataclass(frozen=True, order=True)
 class Point:
-    """One model size: ``dim`` (width) × ``n_layers``; ``clip``: gradient clipping as in the preset (False: off)."""
+    """One model size: ``dim`` (width) × ``n_layers``; ``clip``: gradient clipping as in the preset (False: off);
+    ``factor``: trained for ``factor`` × the preset's steps."""
 
     dim: int
     n_layers: int
     clip: bool = True
+    factor: int = 1
 
     @property
     def key(self) -> str:
-        return f"d{self.dim}-l{self.n_layers}" + ("" if self.clip else "-noclip")
+        return (f"d{self.dim}-l{self.n_layers}" + ("" if self.factor == 1 else f"-t{self.factor}x")
+                + ("" if self.clip else "-noclip"))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, layers), as ``SizeCurvePlan.points`` names it."""
+        return self.dim, self.n_layers
 
     def preset(self, base: Preset) -> Preset:
-        """``base`` at this size (its name records the point; clipping off sets ``grad_clip=None``)."""
+        """``base`` at this size and length (its name records the point; clipping off sets ``grad_clip=None``;
+        warmup stays the preset's field, which :func:`.study.train_config` caps at a fifth of the steps)."""
         return dataclasses.replace(base, name=f"{base.name}-{self.key}", dim=self.dim, n_layers=self.n_layers,
-                                   grad_clip=base.grad_clip if self.clip else None)
+                                   steps=base.steps * self.factor, grad_clip=base.grad_clip if self.clip else None)
 
 
 def parse_points(items: Sequence[str]) -> tuple[tuple[int, int], ...]:
@@ -92,8 +108,8 @@ def parse_points(items: Sequence[str]) -> tuple[tuple[int, int], ...]:
 class SizeCurvePlan:
     """The curve: ``preset`` (everything but width and layers), ``points`` ((width, layers) pairs), the ``norms``
     (variant names of :mod:`.recipes`, RMSNorm first among them), the starting grid ``lrs``, ``seeds`` per rate,
-    ``extend`` (how many rates each grid may grow per side) and ``clip_off`` (the point of the clip-off check;
-    None: no check)."""
+    ``extend`` (how many rates each grid may grow per side), ``clip_off`` (the point of the clip-off check, at
+    factor 1; None: no check) and ``token_factors`` (each point trained at every factor × the steps)."""
 
     preset: Preset
     points: tuple[tuple[int, int], ...] = POINTS
@@ -102,6 +118,7 @@ class SizeCurvePlan:
     seeds: int = SEEDS
     extend: int = EXTEND
     clip_off: tuple[int, int] | None = CLIP_OFF
+    token_factors: tuple[int, ...] = TOKEN_FACTORS
 
     def __post_init__(self) -> None:
         if BASELINE not in self.norms or len(self.norms) < 2 or any(n not in VARIANTS for n in self.norms):
@@ -122,10 +139,22 @@ class SizeCurvePlan:
             raise ValueError(f"the clip-off point {self.clip_off} is not one of the points {list(self.points)}")
         if self.extend < 0:
             raise ValueError(f"extend must be >= 0, got {self.extend}")
+        factors = self.token_factors
+        if not factors or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in factors) \
+                or len(set(factors)) != len(factors):
+            raise ValueError(f"--token-factors must be distinct integers >= 1, got {list(factors)}")
+        if 1 not in factors:
+            raise ValueError(f"--token-factors {' '.join(map(str, factors))} must include 1: the preset's own length, "
+                             "which the size curve and the clip-off check run at and the longer runs are compared "
+                             "with")
+        for f in factors:  # every length in range (ValueError naming the field)
+            Point(*self.points[0], factor=f).preset(self.preset)
 
     def ordered_points(self) -> list[Point]:
-        """The grid points, cheapest first (width² × layers), then the clip-off point."""
-        grid = sorted((Point(d, n) for d, n in self.points), key=lambda p: (p.dim ** 2 * p.n_layers, p.dim))
+        """The grid points at every token factor, cheapest first (width² × layers × factor), then the clip-off
+        point."""
+        grid = sorted((Point(d, n, factor=f) for d, n in self.points for f in self.token_factors),
+                      key=lambda p: (p.dim ** 2 * p.n_layers * p.factor, p.dim, p.factor))
         return grid + ([Point(*self.clip_off, clip=False)] if self.clip_off else [])
 
 
@@ -217,7 +246,7 @@ def _curve(r: _Runs, run_jobs: Callable[[list[SizeJob]], bool]) -> dict[str, lis
                 break
         if not done:
             break
-        if r.plan.clip_off == (point.dim, point.n_layers):
+        if r.plan.clip_off == point.size and point.factor == 1:
             best = best_rates(out[point.key])
     return out
 

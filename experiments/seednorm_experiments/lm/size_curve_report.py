@@ -1,4 +1,6 @@
-"""``report.md``, ``summary.json`` and ``size_curve.png`` of ``seednorm lm --size-curve`` (see :mod:`.size_curve`).
+"""``report.md``, ``summary.json`` and ``size_curve.png`` of ``seednorm lm --size-curve`` (see :mod:`.size_curve`); with
+more than one token factor also ``token_curve.png`` and ``gap_curve.png`` (SeeDNorm − RMSNorm against training
+tokens, and the training-loss gap over the longest runs).
 
 The plot redraws from the summaries alone, so the GPU run's point can be added where the CPU runs are not:
 
@@ -16,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..common import BASELINE
 from ..records import provenance
 from ..report import Stat, figure, markdown_table, paired_diff, summarize
@@ -25,7 +29,7 @@ from .gpu import non_embedding_params
 from .size_curve import Point, SizeCurvePlan, best_rates
 from .study import Run
 
-__all__ = ["plot_size_curve", "write_size_curve_report"]
+__all__ = ["plot_gap_curve", "plot_size_curve", "plot_token_curve", "write_size_curve_report"]
 
 
 DELTAS: dict[str, Callable[[Run], float]] = {"in_domain_bpb": primary_metric, "zero_shot_bpb": zero_shot_bpb,
@@ -105,17 +109,25 @@ def _best_table(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run], di
             "better).\n", markdown_table(header, rows)]
 
 
-def _every_rate_table(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run], dict]]) -> list[str]:
+def _shared_rate_rows(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run], dict]],
+                      label: Callable[[Point], list[str]]) -> list[list[str]]:
+    """One row per point, other norm and rate both it and RMSNorm ran: ``label(point)`` cells, the norm, the rate,
+    each norm's final training loss, the paired Δ in-domain bpb and the diverged seeds."""
     rows = []
     for point, runs, s in points:
         for n in (n for n in plan.norms if n != BASELINE):
             for lr in sorted(set(s["rates"][BASELINE]) & set(s["rates"][n])):
                 lost = {m: sum(r.diverged for r in runs if r.norm == m and r.lr == lr) for m in (BASELINE, n)}
-                rows.append([f"{point.dim} × {point.n_layers}", n, f"{lr:g}",
+                rows.append([*label(point), n, f"{lr:g}",
                              _mean(_at(runs, BASELINE, lr), lambda r: r.final_loss),
                              _mean(_at(runs, n, lr), lambda r: r.final_loss),
                              _fmt(_paired(runs, n, lr, lr, primary_metric)),
                              f"{lost[BASELINE]} / {lost[n]}"])
+    return rows
+
+
+def _every_rate_table(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run], dict]]) -> list[str]:
+    rows = _shared_rate_rows(plan, points, lambda point: [f"{point.dim} × {point.n_layers}"])
     return ["\n## Every shared rate (no selection)\n",
             "Final training loss (mean ± std over seeds) of each norm and the paired Δ in-domain bits per byte "
             "(norm − RMSNorm, mean [95% CI]) at each rate both ran; diverged seeds (RMSNorm / norm) are left out.\n",
@@ -141,6 +153,140 @@ def _clip_table(plan: SizeCurvePlan, clipped: list[Run], free: list[Run], best: 
             "clipping off, same seeds. Δ: clip off − clip on (per norm), or norm − RMSNorm with the clip off; "
             "paired by seed, mean [95% CI].\n",
             markdown_table(["norm", "lr", "in-domain bpb, clip off", "Δ in-domain bpb", "diverged"], rows)]
+
+
+def _token_summary(plan: SizeCurvePlan, point: Point, runs: Sequence[Run], vocab_size: int) -> dict[str, Any]:
+    """:func:`_point_summary` of one (point, factor) with its length: ``factor``, ``steps``, ``tokens_per_run`` and
+    ``tokens_per_param`` (tokens per run per non-embedding parameter)."""
+    s = _point_summary(plan, point, runs, vocab_size)
+    preset = point.preset(plan.preset)
+    return {**s, "factor": point.factor, "steps": preset.steps, "tokens_per_run": preset.tokens_per_run,
+            "tokens_per_param": preset.tokens_per_run / s["non_embedding_params"]}
+
+
+def _verdict(s: Mapping[str, Any], norm: str) -> str:
+    """One length's most conservative reading: ``ahead``/``behind`` only when the run set is complete, neither
+    chosen rate is on its grid's edge and both the in-domain and the zero-shot 95% intervals are on that side of 0;
+    else why not."""
+    if not s["complete"]:
+        return "not finished"
+    if s["at_edge"].get(norm) or s["at_edge"].get(BASELINE):
+        return "a chosen rate on its grid's edge"
+    d = [s["delta"][norm][k] for k in ("in_domain_bpb", "zero_shot_bpb")]
+    if any(x is None or math.isnan(x["ci95"]) for x in d):
+        return "no interval"
+    if all(x["mean"] + x["ci95"] < 0 for x in d):
+        return "ahead"
+    if all(x["mean"] - x["ci95"] > 0 for x in d):
+        return "behind"
+    return "within the noise"
+
+
+def _token_section(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run], dict]]) -> list[str]:
+    """"SeeDNorm − RMSNorm against training tokens": per size and norm the conservative reading of every length,
+    then a row per length (tokens, rates, paired Δ) and the Δ at every rate both norms ran."""
+    others = [n for n in plan.norms if n != BASELINE]
+    factors = sorted(plan.token_factors)
+    reading, rows = [], []
+    for size in dict.fromkeys(point.size for point, _, _ in points):
+        mine = [(point, runs, s) for point, runs, s in points if point.size == size]
+        for n in others:
+            cells = "; ".join(f"×{point.factor}: {_verdict(s, n)}" for point, _, s in mine)
+            missing = [f for f in factors if f not in {point.factor for point, _, _ in mine}]
+            reading.append(f"- {size[0]} × {size[1]}, {n}: {cells}"
+                           + (f"; ×{', ×'.join(map(str, missing))} not run yet" if missing else "") + ".")
+        for point, runs, s in mine:
+            lr = s["best_lr"]
+            for n in others:
+                d = {k: _paired(runs, n, lr.get(n), lr.get(BASELINE), m) for k, m in DELTAS.items()}
+                partial = "" if s["complete"] else f" (partial: {len(runs)} runs)"
+                rows.append([f"{size[0]} × {size[1]}", f"×{point.factor}{partial}", f"{s['steps']:,}",
+                             f"{s['tokens_per_run']:,}", f"{s['tokens_per_param']:.3g}",
+                             _best_cell(runs, s, BASELINE).split(";")[0], n,
+                             _best_cell(runs, s, n).split(";")[0], _fmt(d["in_domain_bpb"]),
+                             _fmt(d["zero_shot_bpb"]), _fmt(d["train_loss"])])
+    shared = _shared_rate_rows(plan, points, lambda point: [f"{point.dim} × {point.n_layers}", f"×{point.factor}"])
+    return ["\n## SeeDNorm − RMSNorm against training tokens\n",
+            f"Every size trained at {', '.join(f'{f} ×' for f in factors)} the {plan.preset.steps} steps, each length "
+            "with its own rate grid, grown as above, and the same seeds; each norm at its own best rate for that "
+            "length. Reading first, the most conservative: a length counts as ahead (or behind) only where both the "
+            "in-domain and the zero-shot 95% intervals of norm − RMSNorm are below (above) 0, every run is finished "
+            "and neither chosen rate is on its grid's edge; anything else is not a finding.\n",
+            *reading, "",
+            "Lr: each norm's chosen rate (\"(edge)\": still on its grid's edge); tokens per parameter: tokens per run "
+            "per non-embedding parameter. Δ: norm − RMSNorm at their rates, paired by seed, mean [95% CI] "
+            "(negative = the norm is better).\n",
+            markdown_table(["width × layers", "length", "steps", "tokens per run", "tokens / param",
+                            f"{BASELINE} lr", "norm", "norm lr", "Δ in-domain bpb", "Δ zero-shot bpb",
+                            "Δ train loss"], rows),
+            "\nAt every rate both norms ran at each length (no selection): final training loss (mean ± std over "
+            "seeds) and the paired Δ in-domain bits per byte (norm − RMSNorm, mean [95% CI]); diverged seeds "
+            "(RMSNorm / norm) are left out.\n",
+            markdown_table(["width × layers", "length", "norm", "lr", f"{BASELINE} train loss", "norm train loss",
+                            "Δ in-domain bpb", "diverged"], shared)]
+
+
+def plot_token_curve(summary: Mapping[str, Any], path: Path) -> None:
+    """Δ in-domain bits per byte (norm at its best rate − RMSNorm at its best, 95% CIs) against tokens per run, one
+    line per size and norm (``summary["token_curve"]``)."""
+    fig, ax = figure(8.0, 4.2)
+    entries = summary["token_curve"]
+    series = [(norm, size) for norm in summary["norms"][1:]
+              for size in dict.fromkeys((p["dim"], p["n_layers"]) for p in entries)]
+    for i, (norm, (dim, layers)) in enumerate(series):
+        dodge = 1.04 ** (i - (len(series) - 1) / 2)  # side by side on the log axis, so the intervals stay readable
+        ps = sorted((p for p in entries if (p["dim"], p["n_layers"]) == (dim, layers)
+                     and p["delta"][norm]["in_domain_bpb"]), key=lambda p: p["tokens_per_run"])
+        if ps:
+            d = [p["delta"][norm]["in_domain_bpb"] for p in ps]
+            ax.errorbar([p["tokens_per_run"] * dodge for p in ps], [x["mean"] for x in d],
+                        yerr=[x["ci95"] for x in d], color=f"C{i}", marker="osD^v"[i % 5], capsize=3,
+                        label=f"{norm}, {dim} × {layers}")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="training tokens per run", ylabel="Δ in-domain bits/byte vs RMSNorm\n(negative = better)",
+           title=f"Each norm at its best rate − RMSNorm at its best, {summary['seeds']} seeds, 95% CI")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path)
+
+
+def _smoothed(y: np.ndarray, window: int) -> np.ndarray:
+    """The moving average of ``y`` over ``window`` points (centred; the ends average what they have)."""
+    kernel = np.ones(window)
+    return np.convolve(y, kernel, mode="same") / np.convolve(np.ones_like(y), kernel, mode="same")
+
+
+def plot_gap_curve(longest: Sequence[tuple[Point, Sequence[Run], Mapping[str, Any]]], norms: Sequence[str],
+                   path: Path) -> None:
+    """Norm − RMSNorm training loss against step for each size's longest runs (``longest``: point, runs and
+    :func:`_token_summary`), each norm at its chosen rate: the mean over the seeds both finished, a centred moving
+    average over 2% of the steps."""
+    fig, ax = figure(8.0, 4.2)
+    i, seeds = 0, set()
+    for point, runs, s in longest:
+        base = {r.seed: r for r in _at(runs, BASELINE, s["best_lr"].get(BASELINE))}
+        for norm in (n for n in norms if n != BASELINE):
+            mine = {r.seed: r for r in _at(runs, norm, s["best_lr"].get(norm))}
+            paired = sorted(set(base) & set(mine))
+            if not paired:
+                continue
+            n = min(len(run.result["history"]) for k in paired for run in (base[k], mine[k]))
+            gap = np.mean([[a["loss"] - b["loss"] for a, b in zip(mine[k].result["history"][:n],
+                                                                   base[k].result["history"][:n], strict=True)]
+                           for k in paired], axis=0)
+            steps = [row["step"] for row in base[paired[0]].result["history"][:n]]
+            seeds.add(len(paired))
+            ax.plot(steps, _smoothed(gap, max(1, n // 50)), color=f"C{i}", lw=1.3,
+                    label=f"{norm}, {point.dim} × {point.n_layers}, ×{point.factor} ({n} steps)")
+            i += 1
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set(xlabel="step", ylabel="Δ training loss vs RMSNorm\n(negative = better)",
+           title="Gap over training at each norm's chosen rate, mean of "
+           + ("/".join(map(str, sorted(seeds))) or "0") + " paired seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path)
 
 
 def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, Any] | None = None) -> None:
@@ -195,9 +341,19 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
              "per side) until its best rate is inside. Seed k gives every norm and rate the same data order and init "
              "RNG stream. Held-out evaluation: bits per byte in-domain "
              f"({', '.join(IN_DOMAIN)}) and zero-shot ({', '.join(ZERO_SHOT)}).\n"]
-    grid, summary_points = [], []
+    tokens = len(plan.token_factors) > 1
+    if tokens:
+        lines[-1] = lines[-1][:-1] + (
+            f" Token axis: every size also at {', '.join(f'{f} ×' for f in sorted(plan.token_factors) if f > 1)} the "
+            "steps (warmup min(warmup, steps / 5), as the preset's rule gives it), each length with its own grid; "
+            "the sections before \"SeeDNorm − RMSNorm against training tokens\" are at the preset's length (× 1).\n")
+    grid, summary_points, lengths = [], [], []
     for point in plan.ordered_points():
         if point.key not in runs or not point.clip:
+            continue
+        if tokens:
+            lengths.append((point, runs[point.key], _token_summary(plan, point, runs[point.key], vocab_size)))
+        if point.factor != 1:
             continue
         s = _point_summary(plan, point, runs[point.key], vocab_size)
         grid.append((point, runs[point.key], s))
@@ -206,7 +362,7 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
         lines += _best_table(plan, grid) + _every_rate_table(plan, grid)
     if plan.clip_off:
         free_key = Point(*plan.clip_off, clip=False).key
-        clipped = next((g for g in grid if (g[0].dim, g[0].n_layers) == plan.clip_off), None)
+        clipped = next((g for g in grid if g[0].size == plan.clip_off), None)
         if clipped and runs.get(free_key):
             best = clipped[2]["best_lr"]
             lines += _clip_table(plan, clipped[1], runs[free_key], best)
@@ -218,6 +374,10 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
                "runs": {k: [{"variant": r.norm, "seed": r.seed, "lr": r.lr, "diverged": r.diverged,
                              "final_loss": r.final_loss if not r.diverged else math.nan,
                              "final_eval": r.result["final_eval"]} for r in rs] for k, rs in runs.items()}}
+    if tokens:
+        lengths.sort(key=lambda g: (plan.points.index(g[0].size), g[0].factor))
+        summary["token_factors"] = sorted(plan.token_factors)
+        summary["token_curve"] = [s for _, _, s in lengths]
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if summary_points:
         plot_size_curve(summary, out / "size_curve.png", gpu)
@@ -227,6 +387,18 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
                   + (f"; the star: the GPU preset's run ({gpu_summary})" if gpu else
                      "; no GPU run on these axes yet (the `gpu` preset's summary.json was not given or not found)")
                   + ".\n", "![size curve](size_curve.png)"]
+    if lengths:
+        lines += _token_section(plan, lengths)
+        plot_token_curve(summary, out / "token_curve.png")
+        longest = [max((g for g in lengths if g[0].size == size), key=lambda g: g[0].factor)
+                   for size in dict.fromkeys(g[0].size for g in lengths)]
+        plot_gap_curve(longest, plan.norms, out / "gap_curve.png")
+        lines += ["\nΔ in-domain bits per byte of each norm at its best rate minus RMSNorm at its best against the "
+                  "tokens each run trained on, 95% CIs, one line per size:\n", "![token curve](token_curve.png)",
+                  "\nThe gap over training at each size's longest length run so far ("
+                  + ", ".join(f"{p.dim} × {p.n_layers}: × {p.factor}" for p, _, _ in longest)
+                  + "): norm − RMSNorm training loss at each norm's chosen rate, the mean over the seeds both "
+                  "finished, a centred moving average over 2% of the steps:\n", "![gap curve](gap_curve.png)"]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
