@@ -20,11 +20,13 @@ from seednorm_experiments.records import RECORDS_NAME, read_records
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "results"
-FOLDERS = sorted(p.name for p in RESULTS.iterdir() if (p / "report.md").is_file())
+FOLDERS = sorted(p.parent.relative_to(RESULTS).as_posix() for p in RESULTS.rglob("report.md")
+                 if "runs" not in p.relative_to(RESULTS).parts)
+"""Every folder under results/ holding a report (nested ones too, e.g. lm_moe_quick/dense)."""
 
 AWAITING_RECORDS: dict[str, str] = {
     name: "its runs are being re-made to record them" for name in (
-        "lm_ablation", "lm_moe_quick", "lm_size_curve", "upcycle_quick")
+        "lm_ablation", "lm_size_curve", "upcycle_quick")
 }
 """Folders whose run records are not committed yet: each is an expected failure (strict, so committing its records
 makes the mark fail until it is removed here)."""
@@ -51,7 +53,7 @@ def table_rows(report: Path) -> list[str]:
 
 def committed_copy(folder: Path, dest: Path) -> Path:
     """The committed files of a results folder (no run folders, no logs) copied into ``dest``."""
-    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("runs", "logs", "tb"))
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("runs", "logs", "tb", "sweep"))
     return dest
 
 
