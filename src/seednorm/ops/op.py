@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import warnings
 from types import ModuleType
 
@@ -259,6 +260,14 @@ def _auto_cpu() -> str:
     return _cpu_choice
 
 
+@_assume_constant_result  # a compiled graph is never an ONNX export; an export's trace reads the flag once
+def onnx_exporting() -> bool:
+    """Whether ``torch.onnx.export`` (either exporter) is tracing the model now. ``torch.onnx`` is a lazy module:
+    when nothing has imported it, no export is running and it is not imported here."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
+
+
 def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
     """The implementation that runs: "reference", "triton", "cpp" or "compiled".
 
@@ -266,10 +275,11 @@ def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
     tensors, on CPU the C++ kernels (the fastest path measured there by ``python -m seednorm.bench``) or the
     next that works (see the module docstring), the reference for float64 (exact, and twice differentiable) and
     any other device. Calls the fused op does not cover (``fusable=False``: the element-wise forms of s, and
-    ``torch.func`` transforms) always take the reference path, whatever ``impl`` asks.
+    ``torch.func`` transforms) always take the reference path, whatever ``impl`` asks; so do calls traced by
+    ``torch.onnx.export``, which then records the reference's plain operators instead of the custom op.
     """
     check_impl(impl)
-    if not fusable:
+    if not fusable or onnx_exporting():
         return "reference"
     if impl == "auto":
         impl = env_impl()
