@@ -415,3 +415,17 @@ def test_saved_code_checks_the_checkpoint_against_the_record(tmp_path):
     spec.loader.exec_module(code)
     with pytest.raises(ValueError, match="missing from the checkpoint: model.layers.0.input_layernorm.alpha"):
         code.SeeDNormLlamaForCausalLM.from_pretrained(tmp_path)
+
+
+def test_copies_and_pickles_of_a_converted_model_save_its_code(tmp_path):
+    import copy
+    import io
+
+    model = sn_hf.convert(tiny_model("llama"))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for i, other in enumerate([copy.deepcopy(model), torch.load(buffer, weights_only=False)]):
+        other.save_pretrained(tmp_path / str(i))
+        assert (tmp_path / str(i) / "modeling_seednorm.py").exists()
+        assert other.save_pretrained.model is other

@@ -43,7 +43,6 @@ import copy
 import hashlib
 import json
 import os
-import types
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -234,7 +233,7 @@ def _attach(model: PreTrainedModel) -> None:
     that also saves the model's code (:func:`save_code`)."""
     setattr(model.config, CONFIG_KEY, _Record(model))
     if _saves_code(model) and "save_pretrained" not in model.__dict__:
-        model.save_pretrained = types.MethodType(_save_pretrained, model)
+        model.save_pretrained = _SaveWithCode(model)
 
 
 def _exported(cls: type) -> bool:
@@ -246,12 +245,21 @@ def _saves_code(model: PreTrainedModel) -> bool:
     return _exported(type(model)) and _exported(type(model.config))
 
 
-def _save_pretrained(self: PreTrainedModel, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
-    """``save_pretrained`` of the model's class, then :func:`save_code`: the model's code beside its weights."""
-    result = type(self).save_pretrained(self, save_directory, *args, **kwargs)
-    if kwargs.get("is_main_process", True) and _saves_code(self):
-        save_code(self, save_directory)
-    return result
+class _SaveWithCode:
+    """A converted model's ``save_pretrained``: that of the model's class, then :func:`save_code` (the model's code
+    beside its weights). It stays with the model through ``copy.deepcopy`` and pickling."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+
+    def __call__(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        result = type(self.model).save_pretrained(self.model, save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and _saves_code(self.model):
+            save_code(self.model, save_directory)
+        return result
+
+    def __reduce__(self) -> tuple:
+        return (_SaveWithCode, (self.model,))
 
 
 CODE = '''"""{model_class} with the SeeDNorm layers that ``config.seednorm`` lists, as seednorm saved it.
