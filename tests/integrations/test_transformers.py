@@ -303,3 +303,129 @@ def test_load_state_dict_checks_the_options_fingerprint():
     model.model.norm.dot_scale = 0.5
     with pytest.raises(RuntimeError, match="model.norm.seednorm_options: the state dict was saved from a SeeDNorm"):
         model.load_state_dict(state)
+
+
+LOAD_PLAINLY = """
+import sys
+
+import torch
+import transformers
+
+path, ids_file, out_file = sys.argv[1:4]
+if "--no-seednorm" in sys.argv:  # as if seednorm were not installed
+
+    class NotInstalled:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "seednorm":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    sys.meta_path.insert(0, NotInstalled())
+assert "seednorm" not in sys.modules
+for trust in (None, True):  # None: not passed (transformers would ask on a terminal; stdin is empty here)
+    try:
+        kwargs = {} if trust is None else {"trust_remote_code": trust}
+        model = transformers.AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except Exception as error:
+        print(f"\\ntrust_remote_code={trust}: {type(error).__name__}: " + str(error).replace("\\n", " "))
+        continue
+    norms = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Norm")})
+    print(f"\\ntrust_remote_code={trust}: loaded {type(model).__name__} with {norms}")  # a line of its own
+    with torch.no_grad():
+        torch.save(model(torch.load(ids_file)).logits, out_file)
+"""
+
+
+def _load_plainly(path, tmp_path, ids, *flags):
+    """Load ``path`` with plain transformers in a fresh process (seednorm never imported by the script), without
+    and then with ``trust_remote_code=True``; what each did, and the logits of the model that loaded (or None)."""
+    import os
+    import subprocess
+    import sys
+
+    torch.save(ids, tmp_path / "ids.pt")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "HOME": str(tmp_path),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    out = tmp_path / "logits.pt"
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_PLAINLY, str(path), str(tmp_path / "ids.pt"), str(out), *flags],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("trust_remote_code=")]
+    return lines, (torch.load(out) if out.exists() else None)
+
+
+@pytest.mark.parametrize(("name", "norm"), [("llama", "HFSeeDNorm"), ("gpt2", "HFSeeDNorm")])
+def test_saved_code_rebuilds_the_model_in_plain_transformers(name, norm, ids, tmp_path):
+    model = sn_hf.convert(tiny_model(name))  # GPT-2: the centering form, with the LayerNorm bias
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SeeDNorm):
+                m.alpha.normal_()
+                m.beta.normal_(std=0.3)
+    expected = logits(model, ids)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "modeling_seednorm.py").exists()
+
+    (refused, loaded), got = _load_plainly(tmp_path / "ckpt", tmp_path, ids)
+    assert refused.startswith("trust_remote_code=None: ValueError: ")
+    assert "contains custom code" in refused and "trust_remote_code=True" in refused
+    cls = type(model).__name__
+    assert loaded == f"trust_remote_code=True: loaded SeeDNorm{cls} with ['{norm}']"
+    assert torch.equal(got, expected)
+
+    reloaded = sn_hf.from_pretrained(transformers.AutoModelForCausalLM, tmp_path / "ckpt")  # no remote code needed
+    assert type(reloaded) is type(model)
+    assert torch.equal(logits(reloaded, ids), expected)
+    reloaded.save_pretrained(tmp_path / "again")  # and its save writes the code again
+    assert (tmp_path / "again" / "modeling_seednorm.py").read_text() == (
+        tmp_path / "ckpt" / "modeling_seednorm.py"
+    ).read_text()
+
+
+def test_saved_code_without_seednorm_installed_names_the_package(ids, tmp_path):
+    sn_hf.convert(tiny_model("llama")).save_pretrained(tmp_path / "ckpt")
+    (refused, failed), got = _load_plainly(tmp_path / "ckpt", tmp_path, ids, "--no-seednorm")
+    assert refused.startswith("trust_remote_code=None: ValueError: ")
+    assert failed.startswith("trust_remote_code=True: ImportError: ")
+    assert "seednorm" in failed and "`pip install seednorm`" in failed
+    assert got is None
+
+
+def test_saved_code_checks_the_checkpoint_against_the_record(tmp_path):
+    """SeeDNorm<Model>.from_pretrained (the saved code's class) verifies as sn_hf.from_pretrained does."""
+    import importlib.util
+
+    model = sn_hf.convert(tiny_model("llama"))
+    partial = {k: v for k, v in model.state_dict().items() if not k.endswith(".alpha")}
+    model.save_pretrained(tmp_path, state_dict=partial)
+    spec = importlib.util.spec_from_file_location("saved_seednorm_code", tmp_path / "modeling_seednorm.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    with pytest.raises(ValueError, match="missing from the checkpoint: model.layers.0.input_layernorm.alpha"):
+        code.SeeDNormLlamaForCausalLM.from_pretrained(tmp_path)
+
+
+def test_copies_and_pickles_of_a_converted_model_save_its_code(tmp_path):
+    import copy
+    import io
+
+    model = sn_hf.convert(tiny_model("llama"))
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for i, other in enumerate([copy.deepcopy(model), torch.load(buffer, weights_only=False)]):
+        other.save_pretrained(tmp_path / str(i))
+        assert (tmp_path / str(i) / "modeling_seednorm.py").exists()
+        assert other.save_pretrained.model is other

@@ -20,9 +20,21 @@ are saved too. Each layer's state dict holds, beside γ (``weight``), ``alpha`` 
   :func:`from_pretrained` checks it against ``config.seednorm``, so a config edited or mixed up with other weights
   is an error, not different logits.
 
-A plain ``from_pretrained`` of such a checkpoint rebuilds the original norms: it reports ``alpha``,
-``seednorm_beta`` and ``seednorm_options`` as unexpected keys and drops them (and, for Gemma, reads γ as the offset
-weight); it never reads β as a bias. Use this module's ``from_pretrained``.
+The model's code is saved with it. ``save_pretrained`` of a converted model (a transformers model class) also
+writes ``modeling_seednorm.py``, and config.json gets ``model_type`` ``seednorm_<type>``, ``architectures``
+``SeeDNorm<Class>`` and an ``auto_map`` pointing at that file. So:
+
+- ``AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)`` (plain transformers, no seednorm import)
+  rebuilds the SeeDNorm model, checked as :func:`from_pretrained` checks it; the file imports seednorm, so without
+  it installed the load fails with transformers' ImportError "... Run `pip install seednorm`";
+- ``AutoConfig``/``AutoModel*.from_pretrained(path)`` without ``trust_remote_code`` raise: transformers knows no
+  ``seednorm_<type>`` and will not run the file unasked, so α and β are never dropped silently that way;
+- this module's :func:`from_pretrained` reads it with or without ``trust_remote_code``.
+
+Loading with the explicit class (``LlamaForCausalLM.from_pretrained(path)``) still builds the original norms: it
+warns that the checkpoint's model type differs, reports ``alpha``, ``seednorm_beta`` and ``seednorm_options`` as
+unexpected keys and drops them (and, for Gemma, reads γ as the offset weight); it never reads β as a bias. A model
+whose class is itself a checkpoint's own code (``register_for_auto_class``) is saved with that code only.
 """
 
 from __future__ import annotations
@@ -30,31 +42,37 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+import transformers
 from torch import Tensor, nn
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments
 from transformers.dynamic_module_utils import get_class_from_dynamic_module
+from transformers.models.auto import modeling_auto
 from transformers.models.auto.auto_factory import (
     _BaseAutoModelClass,
     _get_model_class,
     add_generation_mixin_to_remote_model,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from ..convert import UpcycleRecipe, convert_to_seednorm, layer_options, rebuild_seednorms
 from ..modules import SeeDNorm
 from ..optim import param_groups
 
-__all__ = ["CONFIG_KEY", "HFSeeDNorm", "convert", "from_pretrained", "create_optimizer"]
+__all__ = ["CONFIG_KEY", "HFSeeDNorm", "RemoteCodeModel", "convert", "from_pretrained", "create_optimizer"]
 
 CONFIG_KEY = "seednorm"  # model.config.seednorm = {"format": 1, "layers": {path: layer_options(layer)}}
 RECORD_FORMAT = 1
 BETA = "seednorm_beta"  # β's parameter name in HFSeeDNorm (and its state-dict key suffix)
 FINGERPRINT = "seednorm_options"  # buffer: SHA-256 of the layer's options, as uint8 (32,)
+MODEL_TYPE_PREFIX = "seednorm_"  # a saved config's model_type: seednorm_<the transformers model_type>
+CODE_MODULE = "modeling_seednorm"  # the model code saved beside the weights: modeling_seednorm.py
 
 
 def fingerprint(options: Mapping[str, Any]) -> list[int]:
@@ -206,8 +224,136 @@ def convert(
         recipe=recipe,
     )
     _own_config(model)
-    setattr(model.config, CONFIG_KEY, _Record(model))
+    _attach(model)
     return model
+
+
+def _attach(model: PreTrainedModel) -> None:
+    """Give ``model`` its live ``config.seednorm`` record and, for a transformers model class, a ``save_pretrained``
+    that also saves the model's code (:func:`save_code`)."""
+    setattr(model.config, CONFIG_KEY, _Record(model))
+    if _saves_code(model) and "save_pretrained" not in model.__dict__:
+        model.save_pretrained = _SaveWithCode(model)
+
+
+def _exported(cls: type) -> bool:
+    """``cls`` is a class of transformers itself, importable as ``from transformers import <name>``."""
+    return cls.__module__.startswith("transformers.") and getattr(transformers, cls.__name__, None) is cls
+
+
+def _saves_code(model: PreTrainedModel) -> bool:
+    return _exported(type(model)) and _exported(type(model.config))
+
+
+class _SaveWithCode:
+    """A converted model's ``save_pretrained``: that of the model's class, then :func:`save_code` (the model's code
+    beside its weights). It stays with the model through ``copy.deepcopy`` and pickling."""
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        self.model = model
+
+    def __call__(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        result = type(self.model).save_pretrained(self.model, save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and _saves_code(self.model):
+            save_code(self.model, save_directory)
+        return result
+
+    def __reduce__(self) -> tuple:
+        return (_SaveWithCode, (self.model,))
+
+
+CODE = '''"""{model_class} with the SeeDNorm layers that ``config.seednorm`` lists, as seednorm saved it.
+
+Load it with ``AutoModel...from_pretrained(path, trust_remote_code=True)``; it needs seednorm (pip install seednorm).
+"""
+
+from seednorm.integrations.transformers import RemoteCodeModel
+from transformers import {config_class}, {model_class}
+
+
+class SeeDNorm{config_class}({config_class}):
+    model_type = "{model_type}"
+
+
+class SeeDNorm{model_class}(RemoteCodeModel, {model_class}):
+    config_class = SeeDNorm{config_class}
+'''
+
+
+def save_code(model: PreTrainedModel, save_directory: str | os.PathLike) -> None:
+    """Write the model's code beside a checkpoint that ``save_pretrained(save_directory)`` of its class wrote.
+
+    ``modeling_seednorm.py`` defines ``SeeDNorm<Config>`` (model type ``seednorm_<type>``) and ``SeeDNorm<Model>``
+    (:class:`RemoteCodeModel` on the model's class); config.json gets that model type, those architectures and an
+    ``auto_map`` for AutoConfig and for every transformers auto class that builds the model's class from its config.
+    A converted model's ``save_pretrained`` calls it.
+    """
+    if not _saves_code(model):
+        raise TypeError(f"{type(model).__name__} is not a transformers model class: its code cannot be saved here")
+    model_class, config_class = type(model), type(model.config)
+    path = os.path.join(save_directory, "config.json")
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    model_type = MODEL_TYPE_PREFIX + config_class.model_type
+    name = f"SeeDNorm{model_class.__name__}"
+    saved["model_type"] = model_type
+    saved["architectures"] = [name]
+    saved["auto_map"] = {
+        "AutoConfig": f"{CODE_MODULE}.SeeDNorm{config_class.__name__}",
+        **{auto: f"{CODE_MODULE}.{name}" for auto in _auto_classes(model_class, config_class)},
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+    code = CODE.format(model_class=model_class.__name__, config_class=config_class.__name__, model_type=model_type)
+    with open(os.path.join(save_directory, f"{CODE_MODULE}.py"), "w", encoding="utf-8") as f:
+        f.write(code)
+
+
+def _auto_classes(model_class: type, config_class: type) -> list[str]:
+    """The transformers auto classes (``AutoModelForCausalLM``, ...) that build ``model_class`` for ``config_class``."""
+    found = []
+    for name in sorted(dir(modeling_auto)):
+        auto = getattr(modeling_auto, name)
+        if not (name.startswith("AutoModel") and isinstance(auto, type) and issubclass(auto, _BaseAutoModelClass)):
+            continue
+        try:
+            built = auto._model_mapping[config_class]
+        except (KeyError, AttributeError, ImportError, ValueError):
+            continue
+        if built is model_class and getattr(transformers, name, None) is auto:
+            found.append(name)
+    return found
+
+
+def _base_model_type(config_dict: Mapping[str, Any]) -> str | None:
+    """The transformers model type of a checkpoint whose code :func:`save_code` wrote, else None."""
+    model_type = config_dict.get("model_type")
+    code = (config_dict.get("auto_map") or {}).get("AutoConfig")
+    if not (isinstance(model_type, str) and model_type.startswith(MODEL_TYPE_PREFIX) and isinstance(code, str)):
+        return None
+    base = model_type[len(MODEL_TYPE_PREFIX) :]
+    return base if code.startswith(f"{CODE_MODULE}.") and base in CONFIG_MAPPING else None
+
+
+class RemoteCodeModel:
+    """The base of ``SeeDNorm<Model>`` in a checkpoint's ``modeling_seednorm.py`` (before the transformers model
+    class): its constructor rebuilds the SeeDNorm layers that ``config.seednorm`` lists, and its ``from_pretrained``
+    checks the loaded weights against them as :func:`from_pretrained` does."""
+
+    def __init__(self, config: PretrainedConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        layers = _layers(getattr(config, CONFIG_KEY, None), f"the config of {type(self).__name__}")
+        rebuild_seednorms(self, layers, layer_class=HFSeeDNorm)
+        setattr(self.config, CONFIG_KEY, _Record(self))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(  # type: ignore[misc]
+            pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+        )
+        _verify(model, dict(model.config.seednorm["layers"]), info, str(pretrained_model_name_or_path))
+        return (model, info) if want_info else model
 
 
 def _own_config(model: PreTrainedModel) -> None:
@@ -242,21 +388,34 @@ def from_pretrained(
             not list, a fingerprint of other options).
     """
     config = kwargs.pop("config", None)
-    if config is None:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
-    else:
-        config = copy.deepcopy(config)  # the model gets its own config; a _Record becomes a plain dict
+    # the model gets its own config (a _Record becomes a plain dict)
+    config = _load_config(path, kwargs) if config is None else copy.deepcopy(config)
     layers = _layers(getattr(config, CONFIG_KEY, None), path)
     if issubclass(model_class, _BaseAutoModelClass):
         model_class = _auto_model_class(model_class, config, path, kwargs)
     want_info = kwargs.pop("output_loading_info", False)
-    model, info = _converting(model_class, layers).from_pretrained(
-        path, config=config, output_loading_info=True, **kwargs
-    )
-    model.__class__ = model_class  # the subclass only had to build it
-    _verify(model, layers, info, path)
-    setattr(model.config, CONFIG_KEY, _Record(model))
+    if issubclass(model_class, RemoteCodeModel):  # a checkpoint's SeeDNorm<Model>: builds and checks itself
+        model, info = model_class.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
+    else:
+        model, info = _converting(model_class, layers).from_pretrained(
+            path, config=config, output_loading_info=True, **kwargs
+        )
+        model.__class__ = model_class  # the subclass only had to build it
+        _verify(model, layers, info, path)
+    _attach(model)
     return (model, info) if want_info else model
+
+
+def _load_config(path: str | os.PathLike, kwargs: Mapping[str, Any]) -> PretrainedConfig:
+    """The checkpoint's config; for one with the code :func:`save_code` writes, the transformers config it was saved
+    from (that code is not needed here, so neither is ``trust_remote_code``)."""
+    hub = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs and k != "code_revision"}
+    config_dict, _ = PretrainedConfig.get_config_dict(path, **hub)
+    base = _base_model_type(config_dict)
+    if base is None:
+        return AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
+    config_dict = {k: v for k, v in config_dict.items() if k not in ("model_type", "auto_map", "architectures")}
+    return CONFIG_MAPPING[base].from_dict(config_dict)
 
 
 _OPTION_KEYS = frozenset(layer_options(SeeDNorm(1)))  # what a record holds per layer: what layer_options records
