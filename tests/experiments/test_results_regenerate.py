@@ -24,10 +24,7 @@ FOLDERS = sorted(p.parent.relative_to(RESULTS).as_posix() for p in RESULTS.rglob
                  if "runs" not in p.relative_to(RESULTS).parts)
 """Every folder under results/ holding a report (nested ones too, e.g. lm_moe_quick/dense)."""
 
-AWAITING_RECORDS: dict[str, str] = {
-    name: "its runs are being re-made to record them" for name in (
-        "lm_size_curve",)
-}
+AWAITING_RECORDS: dict[str, str] = {}
 """Folders whose run records are not committed yet: each is an expected failure (strict, so committing its records
 makes the mark fail until it is removed here)."""
 
