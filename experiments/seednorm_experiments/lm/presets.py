@@ -106,8 +106,8 @@ PRESETS: dict[str, Preset] = {
         # pass at most; ≈ 7.3e15 FLOP per run, ≈ 36 s at 200 TFLOP/s (docs/lm.md, "GPU preset"): four runs and
         # the smoke test in about 8 minutes of one GPU.
         # Rates 1e-3 and 2e-3 from the CPU size curve (results/lm_size_curve): each norm's best rate halved from
-        # 0.008 at 0.22M parameters to 0.004 at 0.89M and 0.002 at 1.8M, then stayed at 0.002 at 3.5M with 0.001
-        # close behind, and 0.004 there was far worse for both norms (SeeDNorm diverged at 0.008). So 2e-3, the
+        # 0.008 at 0.22M parameters to 0.004-0.002 at 0.89M and 0.002 at 1.8M, then stayed at 0.002 at 3.5M with
+        # 0.001 close behind, and 0.004 there was far worse for both norms (SeeDNorm lost a seed at 0.008). So 2e-3, the
         # best at the largest CPU sizes, and 1e-3, one more halving for 7× the parameters (a power-law fit of
         # the 0.22M-3.5M points says ~6e-4, but that extrapolates a trend that had flattened, and this batch is 128×
         # the curve's 512 tokens, which tolerates a larger rate).
