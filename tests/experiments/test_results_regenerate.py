@@ -50,7 +50,7 @@ def table_rows(report: Path) -> list[str]:
 
 def committed_copy(folder: Path, dest: Path) -> Path:
     """The committed files of a results folder (no run folders, no logs) copied into ``dest``."""
-    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("runs", "logs", "tb", "sweep"))
+    shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("runs", "logs", "tb", "sweep", "seed*"))
     return dest
 
 
