@@ -160,6 +160,18 @@ def test_gpu_preset_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch):
     best = min(v for (n, _), v in bpb.items() if n == "seednorm")
     assert summary["delta"]["seednorm"]["in_domain_bpb"] == pytest.approx(best - base)
 
+    # --report-only rebuilds the same report and summary from the records alone (the runs' folders left behind)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("report.md", "runs.jsonl", "summary.json"):
+        (copy / name).write_bytes((out / name).read_bytes())
+    assert main(["--preset", "gpu", "--out", str(copy), "--recipe", "--throughput-rounds", "2", "--report-only",
+                 *FLAGS]) == 0
+    rows = [line for line in report.splitlines() if line.startswith("|")]
+    assert [line for line in (copy / "report.md").read_text().splitlines() if line.startswith("|")] == rows
+    assert json.loads((copy / "summary.json").read_text()) == summary
+    assert not (copy / "runs").exists()
+
 
 def test_recipe_and_timing_options_belong_to_the_gpu_preset(tmp_path, capsys):
     assert main(["--preset", "smoke", "--out", str(tmp_path / "lm"), "--recipe"]) == 2
