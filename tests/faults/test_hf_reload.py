@@ -141,7 +141,7 @@ def test_config_of_other_weights_is_refused(checkpoint, tmp_path):
 
 
 def test_record_passed_as_config_object_is_checked_too(checkpoint):
-    config = transformers.AutoConfig.from_pretrained(checkpoint)
+    config = transformers.AutoConfig.from_pretrained(checkpoint, trust_remote_code=True)  # the saved code's config
     config.seednorm = "yes"
     with pytest.raises(ValueError, match="is 'yes', not the mapping"):
         sn_hf.from_pretrained(transformers.AutoModelForCausalLM, checkpoint, config=config)
