@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from study_faults import drop_records, private_cache  # noqa: F401 (private_cache: autouse)
 
 from seednorm_experiments import cli
 
@@ -31,17 +32,6 @@ def _main(argv: list[str]) -> int:
         return cli.main(argv)
     except SystemExit as e:
         return e.code
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory):
-    old = os.environ.get("SEEDNORM_CACHE")
-    os.environ["SEEDNORM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("SEEDNORM_CACHE")
-    else:
-        os.environ["SEEDNORM_CACHE"] = old
 
 
 _finished: dict[str, Path] = {}
@@ -125,8 +115,7 @@ def test_a_hostile_run_folder_is_one_line(tmp_path: Path, tmp_path_factory: pyte
                                           capsys: pytest.CaptureFixture[str], study: str, case: str) -> None:
     out = tmp_path / "out"
     shutil.copytree(finished(study, tmp_path_factory), out, symlinks=True)
-    for name in ("runs.jsonl", "report.md"):  # the run folders alone: a study reuses recorded runs without them
-        (out / name).unlink()
+    drop_records(out)
     bad = CASES[case](out)
     capsys.readouterr()
     assert _main([*STUDIES[study], "--out", str(out)]) == 2

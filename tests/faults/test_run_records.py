@@ -5,45 +5,16 @@ when it has no runs, fewer runs than the report it would replace, or another stu
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from study_faults import exit_code, one_line_error, private_cache, snapshot  # noqa: F401 (private_cache: autouse)
 
-from seednorm_experiments import lm
 from seednorm_experiments.harness import RECORD_DIGEST_KEY, record_digest
 from seednorm_experiments.records import RECORDS_NAME, pack_result, read_records
 
 SMOKE = ["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--no-progress"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory):
-    old = os.environ.get("SEEDNORM_CACHE")
-    os.environ["SEEDNORM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("SEEDNORM_CACHE")
-    else:
-        os.environ["SEEDNORM_CACHE"] = old
-
-
-def exit_code(argv: list[str]) -> int:
-    try:
-        return lm.main(argv)
-    except SystemExit as e:
-        return e.code
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
-
-
-def snapshot(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from study_faults import drop_records, exit_code, one_line_error, private_cache, snapshot  # noqa: F401 (autouse)
 
 import seednorm
-from seednorm_experiments import lm
 from seednorm_experiments.claims import CLAIM_GRACE_S
 from seednorm_experiments.lm.ablation import Job
 from seednorm_experiments.lm.ablation import claim as _claim
@@ -24,54 +24,21 @@ SRC = str(Path(seednorm.__file__).resolve().parents[1])
 SMOKE = ["--preset", "smoke", "--norms", "seednorm", "--no-progress", "--no-throughput"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory):
-    """The tokenized smoke corpus in a private cache, shared by this module's runs and subprocesses."""
-    old = os.environ.get("SEEDNORM_CACHE")
-    os.environ["SEEDNORM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if old is None:
-        os.environ.pop("SEEDNORM_CACHE")
-    else:
-        os.environ["SEEDNORM_CACHE"] = old
-
-
-def drop_records(out: Path) -> None:
-    """Leave the run folders alone in ``out``: a study reuses a run recorded in its runs.jsonl without its folder."""
-    for name in ("runs.jsonl", "report.md"):
-        (out / name).unlink()
-
-
-def exit_code(argv: list[str]) -> int:
-    try:
-        return lm.main(argv)
-    except SystemExit as e:
-        return e.code
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
-
-
-def snapshot(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.suffix in (".json", ".md", ".pt", ".csv")}
+STUDY_FILES = (".json", ".md", ".pt", ".csv")
 
 
 def test_resume_with_other_steps_and_lr_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_code([*SMOKE, "--out", str(tmp_path)]) == 0
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, STUDY_FILES)
     capsys.readouterr()
     assert exit_code([*SMOKE, "--out", str(tmp_path), "--resume", "--steps", "30", "--lr", "0.05"]) == 2
     err = one_line_error(capsys)
     assert "seednorm lm: error:" in err and str(tmp_path / "runs" / "seednorm" / "seed0") in err
     assert "steps: 12 -> 30" in err and "lr: 0.003 -> 0.05" in err and "another --out" in err
-    assert snapshot(tmp_path) == before  # neither the run nor the report was touched
+    assert snapshot(tmp_path, STUDY_FILES) == before  # neither the run nor the report was touched
     # the same settings are reused as they are
     assert exit_code([*SMOKE, "--out", str(tmp_path), "--resume"]) == 0
-    after = snapshot(tmp_path)
+    after = snapshot(tmp_path, STUDY_FILES)
     assert after["runs/seednorm/seed0/result.json"] == before["runs/seednorm/seed0/result.json"]
 
 
@@ -135,14 +102,14 @@ def test_ablation_with_other_steps_and_width_into_one_out_is_refused(tmp_path: P
     argv = ["--ablation", "--preset", "smoke", "--seeds", "2", "--ablation-lrs", "1e-3", "1e-2", "--knobs",
             "seednorm-lr0.1", "--until", "sweep", "--no-progress", "--out", str(tmp_path)]
     assert exit_code([*argv, "--steps", "3"]) == 0
-    before = snapshot(tmp_path)
+    before = snapshot(tmp_path, STUDY_FILES)
     capsys.readouterr()
     assert exit_code([*argv, "--steps", "9", "--dim", "64"]) == 2
     err = one_line_error(capsys)
     assert "steps: 3 -> 9" in err and "dim: 32 -> 64" in err
     assert exit_code([*argv, "--steps", "9", "--dim", "64", "--report-only"]) == 2
     assert "dim: 32 -> 64" in one_line_error(capsys)
-    assert snapshot(tmp_path) == before
+    assert snapshot(tmp_path, STUDY_FILES) == before
 
 
 # ------------------------------------------------------------------------------------------------------------
