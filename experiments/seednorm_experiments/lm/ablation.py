@@ -44,7 +44,7 @@ from .study import Evaluator, Run, make_task, study_corpus, train_config
 from .sweep import best_lrs
 
 __all__ = ["MAIN", "AblationPlan", "Job", "VariantJob", "VariantRuns", "best_knobs", "claim", "load_runs",
-           "primary_metric", "run_ablation", "zero_shot_bpb"]
+           "primary_metric", "run_ablation", "zero_shot_bpb", "zero_shot_cloze"]
 
 MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
 """The main norms the ablation compares by default, each swept and compared at its own best learning rate: the
@@ -127,6 +127,11 @@ def primary_metric(run: Run) -> float:
 def zero_shot_bpb(run: Run) -> float:
     """Zero-shot bits per byte (mean over the never-seen evaluation domains)."""
     return statistics.fmean(run.result["final_eval"][f"bpb/{d}"] for d in ZERO_SHOT)
+
+
+def zero_shot_cloze(run: Run) -> float:
+    """Zero-shot cloze accuracy (mean over the never-seen evaluation domains)."""
+    return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
 
 
 def best_knobs(base: Sequence[Run], knobs: Sequence[str], carry: int) -> list[str]:

@@ -24,7 +24,7 @@ from ..common import BASELINE
 from ..records import provenance
 from ..report import Stat, figure, markdown_table, paired_diff, summarize
 from .ablation import primary_metric, zero_shot_bpb
-from .data import IN_DOMAIN, ZERO_SHOT
+from .data import EVAL_SETS
 from .gpu import non_embedding_params
 from .size_curve import Point, SizeCurvePlan, best_rates
 from .study import Run
@@ -339,8 +339,8 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
              f"gradient clip {p.grad_clip}. Each norm starts from the rates {', '.join(f'{x:g}' for x in plan.lrs)} "
              f"with {plan.seeds} seeds per rate; its grid grows by halving or doubling (at most {plan.extend} rates "
              "per side) until its best rate is inside. Seed k gives every norm and rate the same data order and init "
-             "RNG stream. Held-out evaluation: bits per byte in-domain "
-             f"({', '.join(IN_DOMAIN)}) and zero-shot ({', '.join(ZERO_SHOT)}).\n"]
+             "RNG stream. Evaluation: "
+             f"{EVAL_SETS}.\n"]
     tokens = len(plan.token_factors) > 1
     if tokens:
         lines[-1] = lines[-1][:-1] + (
