@@ -192,13 +192,14 @@ class VariantRuns:
     def spec(self, job: VariantJob) -> tuple[Task, TrainConfig]:
         raise NotImplementedError
 
-    def variant_spec(self, job: VariantJob, preset: Preset, evaluator: Evaluator | None, desc: str
-                     ) -> tuple[Task, TrainConfig]:
-        """``job``'s variant trained at ``preset`` (no TensorBoard, no evaluation before the end)."""
+    def variant_spec(self, job: VariantJob, preset: Preset, evaluator: Evaluator | None, desc: str,
+                     nudge_init: bool = False) -> tuple[Task, TrainConfig]:
+        """``job``'s variant trained at ``preset`` (no TensorBoard, no evaluation before the end); ``nudge_init``:
+        from the seed's init moved up by one ulp (:func:`.study.make_task`)."""
         variant = get_variant(job.variant)
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
                          model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
-                         signature={"variant": variant.signature()})
+                         signature={"variant": variant.signature()}, nudge_init=nudge_init)
         cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress, desc,
                            self.corpus.vocab_size)
         return task, dataclasses.replace(cfg, tensorboard=False, eval_every=0,

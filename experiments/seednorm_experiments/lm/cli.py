@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every point at F × the steps for each F, each with its own rate grid (default: "
                    + " ".join(map(str, TOKEN_FACTORS)) + "); with more than one, the report adds SeeDNorm − RMSNorm "
                    "against training tokens")
+    c.add_argument("--sensitivity", action="store_true",
+                   help="train every run of every grid again from its init moved up by one ulp (same seed and data) "
+                   "and report how far each result moved: the float-level noise floor at each rate")
     c.add_argument("--clip-off-point", default="{}x{}".format(*CLIP_OFF), metavar="WxL",
                    help="the size of the clip-off check, one of --points, or 'none' (default: %(default)s)")
     c.add_argument("--gpu-summary", type=Path, default=None, metavar="JSON",
@@ -135,7 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     body = _size_curve if args.size_curve else _ablation if args.ablation else _study
-    return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
+
+    def run() -> int:
+        if args.sensitivity and not args.size_curve:
+            raise argparse.ArgumentError(None, "--sensitivity applies to --size-curve only")
+        return body(args, command)
+
+    return report_errors(parser.prog, run, (argparse.ArgumentError, *EXPECTED_ERRORS))
 
 
 def _overrides(args: argparse.Namespace, **options: object) -> dict[str, object]:
@@ -205,6 +214,7 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
         clip_off = None if args.clip_off_point.lower() == "none" else parse_points([args.clip_off_point])[0]
         plan = SizeCurvePlan(preset, points=points, lrs=tuple(args.size_lrs), seeds=args.seeds or SEEDS,
                              extend=args.extend, clip_off=clip_off, token_factors=tuple(args.token_factors),
+                             sensitivity=args.sensitivity,
                              norms=tuple(dict.fromkeys(args.norms)) if args.norms else NORMS)
         out = check_out_dir(args.out or default_out("lm_size_curve", preset.name), files=(REPORT,))
     except ValueError as e:

@@ -27,7 +27,7 @@ from .data import EVAL_DOMAINS, Corpus, OnePassBatches, load_corpus, train_batch
 from .model import SITES, Llama, LMConfig
 from .presets import Preset
 
-__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "run_lr_sweep", "run_study", "study_corpus",
+__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "nudged", "run_lr_sweep", "run_study", "study_corpus",
            "train_config"]
 
 
@@ -130,11 +130,14 @@ def _model_signature(cfg: LMConfig) -> dict[str, Any]:
 
 def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: Evaluator | None,
               placement: Sequence[str] = SITES, qk_norm: bool = False,
-              model_overrides: dict[str, Any] | None = None, signature: dict[str, Any] | None = None) -> Task:
+              model_overrides: dict[str, Any] | None = None, signature: dict[str, Any] | None = None,
+              nudge_init: bool = False) -> Task:
     """The harness task of one (norm, seed) run: data order and init depend on the seed only, so runs
     of different norms with the same seed are paired. ``model_overrides``: further :class:`LMConfig`
     fields (e.g. ``norm_kwargs``, ``embed_scale``; see :mod:`.recipes`). ``signature``: further settings
-    that shape the run (e.g. what ``TrainConfig.param_groups`` does), added to the task's signature."""
+    that shape the run (e.g. what ``TrainConfig.param_groups`` does), added to the task's signature.
+    ``nudge_init``: every parameter of the seed's init moved up by one ulp (:func:`nudged`), a float-level
+    perturbation for measuring how far training amplifies it."""
     cfg = dataclasses.replace(model_config(preset, corpus.vocab_size, norm, placement, qk_norm),
                               **(model_overrides or {}))
     if preset.one_pass:
@@ -144,9 +147,11 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: E
         batches = lambda step, rank, world: train_batch(  # noqa: E731
             corpus, step, rank, world, batch_size=preset.batch_size, seq_len=preset.seq_len, seed=seed)
     extra = {k: True for k in ("compile", "one_pass") if getattr(preset, k)}  # named only when set
+    if nudge_init:
+        extra["init_nudge"] = "+1 ulp"
     return Task(
         name=f"lm-{preset.name}-{norm}",
-        build_model=lambda: _built(cfg, preset.compile),
+        build_model=lambda: nudged(_built(cfg, preset.compile)) if nudge_init else _built(cfg, preset.compile),
         batches=batches,
         loss=_lm_loss,
         tokens=lambda batch: batch[0].numel(),
@@ -155,6 +160,15 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: E
                    "batch_size": preset.batch_size, "max_chars": preset.max_chars, "corpus": corpus.key,
                    "eval": evaluator.settings if evaluator is not None else None, **extra, **(signature or {})},
     )
+
+
+def nudged(model: nn.Module) -> nn.Module:
+    """``model`` with every parameter element x replaced in place by the next float above it (``nextafter(x, +∞)``:
+    a relative change of ~6e-8 in float32; 0 becomes the smallest subnormal). Returns ``model``."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
+    return model
 
 
 def _built(cfg: LMConfig, compile: bool) -> Llama:
