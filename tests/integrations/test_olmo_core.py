@@ -191,6 +191,21 @@ def test_blocks_sharing_configs_convert_once():
     torch.testing.assert_close(model(tokens), _build(plain_cfg)(tokens), rtol=1e-5, atol=1e-6)
 
 
+def test_named_blocks_mix_reordered_and_pre_norm_blocks():
+    """A dict of named blocks (``block_pattern``): a reordered-norm block and a pre-norm block, both converted."""
+    plain_cfg = _olmo2()
+    pre = plain_cfg.block.copy()
+    pre.name = TransformerBlockType.default
+    plain_cfg.block, plain_cfg.block_pattern = {"reordered": plain_cfg.block, "pre": pre}, ["reordered", "pre"]
+    model, plain = _build(convert_config(plain_cfg)), _build(plain_cfg)
+    assert [type(b).__name__ for b in model.blocks.values()] == ["ReorderedNormTransformerBlock", "TransformerBlock"]
+    assert len(_norms(model)) == 4
+    tokens, _ = _tokens()
+    torch.testing.assert_close(model(tokens), plain(tokens), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"block\['reordered'\]\.layer_norm \(width 128\): num_heads=3"):
+        convert_config(plain_cfg, num_heads=3)
+
+
 def test_head_wise_qk_norm_converts_over_the_head_dim():
     plain_cfg = _olmo2(use_head_qk_norm=True)
     cfg = convert_config(plain_cfg, block_norms=False, qk_norm=True)

@@ -91,33 +91,35 @@ class SeeDNormConfig(LayerNormConfig):
         )
 
 
-def _seednorm_config(norm: LayerNormConfig | None, where: str, width: int | None, options: dict[str, Any]
-                     ) -> SeeDNormConfig:
-    if norm is None:
-        raise ValueError(f"convert_config: the model has no norm at {where}")
+def _seednorm_config(norm: LayerNormConfig, where: str, width: int, options: dict[str, Any]) -> SeeDNormConfig:
+    """The SeeDNorm form of the norm config at ``where`` (an error naming it where there is none)."""
     if isinstance(norm, SeeDNormConfig):
         raise ValueError(f"convert_config: the norm at {where} is already a SeeDNormConfig; convert the "
                          "original TransformerConfig once")
     if norm.name not in _CONVERTIBLE or norm.elementwise_affine is False:
         raise ValueError(f"convert_config: the norm at {where} (name={str(norm.name)!r}, elementwise_affine="
                          f"{norm.elementwise_affine}) has no SeeDNorm form; leave this site unconverted")
-    if width is not None:
-        try:
-            SF.check_heads(width, options["num_heads"])
-            SF.resolve_dot_scale(options["dot_scale"], width, options["num_heads"])
-        except ValueError as err:
-            raise ValueError(f"convert_config: the norm at {where} (width {width}): {err}") from None
+    try:
+        SF.check_heads(width, options["num_heads"])
+        SF.resolve_dot_scale(options["dot_scale"], width, options["num_heads"])
+    except ValueError as err:
+        raise ValueError(f"convert_config: the norm at {where} (width {width}): {err}") from None
     return SeeDNormConfig(**norm.as_dict(recurse=False), **options)
 
 
 def _blocks(config: TransformerConfig) -> list[tuple[str, TransformerBlockConfig]]:
-    blocks = list(config.block.items()) if isinstance(config.block, dict) else [("block", config.block)]
-    blocks = [(f"block[{k!r}]" if k != "block" else k, b) for k, b in blocks]
+    """Every block config with its place in ``config``: ``block`` (or each of a dict of named blocks), then
+    ``block_overrides``."""
+    if isinstance(config.block, dict):
+        blocks = [(f"block[{k!r}]", b) for k, b in config.block.items()]
+    else:
+        blocks = [("block", config.block)]
     blocks += [(f"block_overrides[{i}]", b) for i, b in sorted((config.block_overrides or {}).items())]
     return blocks
 
 
 def _qk_widths(attention: Any, d_model: int) -> list[int]:
+    """The widths OLMo-core builds ``qk_norm`` at: q_norm's and k_norm's, or one head's with ``use_head_qk_norm``."""
     head_dim = attention.head_dim or d_model // attention.n_heads
     if attention.use_head_qk_norm:
         return [head_dim]
