@@ -22,6 +22,7 @@ olmo_core = pytest.importorskip("olmo_core")
 import torch.distributed as dist  # noqa: E402
 from gloo import run_ranks  # noqa: E402
 from olmo_core.distributed.checkpoint import load_model_and_optim_state, save_model_and_optim_state  # noqa: E402
+from olmo_core.nn.feed_forward import FeedForwardConfig  # noqa: E402
 from olmo_core.nn.layer_norm import LayerNormType  # noqa: E402
 from olmo_core.nn.moe import MoEConfig, MoERouterConfig, MoEType  # noqa: E402
 from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig  # noqa: E402
@@ -49,7 +50,7 @@ def _olmoe(block: str = TransformerBlockType.moe_reordered_norm) -> TransformerC
     dense.name = (TransformerBlockType.reordered_norm if block == TransformerBlockType.moe_reordered_norm
                   else TransformerBlockType.default)
     dense.feed_forward_moe = None
-    dense.feed_forward = olmo_core.nn.feed_forward.FeedForwardConfig(hidden_size=40, bias=False)
+    dense.feed_forward = FeedForwardConfig(hidden_size=40, bias=False)
     cfg.block_overrides = {0: dense}
     return cfg
 
@@ -181,7 +182,7 @@ def test_blocks_sharing_configs_convert_once():
     built with SeeDNorm."""
     plain_cfg = _olmo2()
     shallow = plain_cfg.block.copy(deep=False)
-    shallow.feed_forward = olmo_core.nn.feed_forward.FeedForwardConfig(hidden_size=64, bias=False)
+    shallow.feed_forward = FeedForwardConfig(hidden_size=64, bias=False)
     plain_cfg.block_overrides = {1: shallow}
     model = _build(convert_config(plain_cfg, qk_norm=True))
     assert model.blocks["1"].feed_forward.w1.out_features == 64
@@ -276,6 +277,29 @@ def test_olmo_core_checkpoint_round_trips_alpha_beta_and_their_optimizer_state(t
         assert torch.equal(fresh.get_parameter(name), model.get_parameter(name)), name
         state, loaded = optimizer.state[model.get_parameter(name)], fresh_optimizer.state[fresh.get_parameter(name)]
         assert torch.equal(loaded["exp_avg"], state["exp_avg"]), name
+
+
+def test_converted_block_compiles_in_one_graph():
+    """A converted reordered-norm block (QK-norm converted too) under ``torch.compile(fullgraph=True)``: no graph
+    break at the op, same output and input gradient as eager. (OLMo-core's ``apply_compile`` compiles each block.)"""
+    from torch._dynamo.utils import counters
+
+    model = _build(convert_config(_olmo2(), qk_norm=True))
+    _perturb(model)
+    block = model.blocks["1"]
+    x = torch.randn(2, SEQ, 128, generator=torch.Generator().manual_seed(3), requires_grad=True)
+
+    def run(fn):
+        out = fn(x)
+        (dx,) = torch.autograd.grad(out.square().sum(), x)
+        return out.detach(), dx
+
+    counters.clear()
+    out_c, dx_c = run(torch.compile(block, backend="aot_eager", fullgraph=True))  # fullgraph: a break is an error
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"], dict(counters["graph_break"])
+    out_e, dx_e = run(block)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dx_c, dx_e, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------------------
