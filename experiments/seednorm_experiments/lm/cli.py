@@ -3,6 +3,7 @@
     seednorm lm --preset standard --out results/lm_standard    # every norm × 3 seeds, report in results/lm_standard
     seednorm lm --preset smoke --norms rmsnorm seednorm        # seconds (what the tests run); runs/lm_smoke
     seednorm lm --preset quick --moe-experts 4 --moe-top-k 2   # the mixture-of-experts model (OLMoE-style)
+    seednorm lm --arch olmo2 --preset smoke                    # OLMo-core's OLMo2, rmsnorm vs seednorm (docs/olmo.md)
     seednorm lm --ablation --preset quick --steps 200 --seeds 6 --out results/lm_ablation
     seednorm lm --size-curve --preset quick --steps 200 --out runs/lm_size_curve   # SeeDNorm − RMSNorm vs size
     torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke   # DDP (gloo on CPU, nccl on GPU)
