@@ -141,9 +141,9 @@ def _sweep_section(sweep: Sequence[Run], out: Path) -> list[str]:
 
 def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str,
                  throughput: dict[str, list[float]] | None = None, sweep: Sequence[Run] = (),
-                 wall_s: float | None = None, moe_experts: int = 0, moe_top_k: int = 2) -> Path:
+                 wall_s: float | None = None, moe_experts: int = 0, moe_top_k: int = 2, arch: str = "llama") -> Path:
     """Write ``out/report.md`` and its PNGs; returns the report's path. ``moe_experts`` > 0: the runs trained the
-    mixture-of-experts model (top ``moe_top_k``)."""
+    mixture-of-experts model (top ``moe_top_k``); ``arch="olmo2"``: OLMo-core's OLMo2 (:mod:`.olmo`)."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Language-model study — `{preset.name}` preset\n",
              f"Command: `{command}`\n",
@@ -160,6 +160,10 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
                      f"experts SwiGLU of width {moe.expert_hidden}; Switch load-balancing loss, averaged over the "
                      f"blocks, × {moe.moe_aux_coef:g} in the gradient, the train loss below is the cross-entropy)")
             counts = ", ".join(f"{n} {p:,} ({p - inactive:,} active)" for n, p in params.items())
+        elif arch == "olmo2":
+            model = ("OLMo-core's OLMo2 decoder (reordered-norm blocks: the norms on the attention and MLP outputs; "
+                     "QK-norm over the full width; SeeDNorm by seednorm.integrations.olmo_core.convert_config)")
+            counts = ", ".join(f"{n} {p:,}" for n, p in params.items())
         else:
             model = "Llama-style decoder"
             counts = ", ".join(f"{n} {p:,}" for n, p in params.items())
