@@ -371,21 +371,19 @@ def _base_model_type(config_dict: Mapping[str, Any]) -> str | None:
 
 class RemoteCodeConfig:
     """The base of ``SeeDNorm<Config>`` in a checkpoint's ``modeling_seednorm.py`` (before the transformers config
-    class): reads the real dtype of a config.json that :func:`save_code` locked, and locks the config.json it saves
-    (``save_pretrained``, which a model's ``save_pretrained`` calls), so a re-saved model refuses the plain classes
-    too."""
+    class): reads the real dtype of a config.json that :func:`save_code` locked, and locks the config.json it writes
+    (``to_json_file``, which ``save_pretrained`` of the config and of the model call before any upload), so a re-saved
+    model refuses the plain classes too."""
 
     def __post_init__(self, **kwargs: Any) -> None:
         if getattr(self, "dtype", None) == LOCKED_DTYPE:
             self.dtype = None  # transformers takes the torch_dtype kwarg when dtype is None
         super().__post_init__(**kwargs)  # type: ignore[misc]
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
-        result = super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
-        path = os.path.join(save_directory, "config.json")
-        with open(path, encoding="utf-8") as f:
-            _write_config(path, _lock(json.load(f)))
-        return result
+    def to_json_file(self, json_file_path: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        super().to_json_file(json_file_path, *args, **kwargs)  # type: ignore[misc]
+        with open(json_file_path, encoding="utf-8") as f:
+            _write_config(json_file_path, _lock(json.load(f)))
 
 
 class RemoteCodeModel:
