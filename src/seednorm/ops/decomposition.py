@@ -5,11 +5,14 @@ the custom op into one that any runtime of ``torch.export`` programs can run.
     ep = ep.run_decompositions(seednorm.ops.decompositions())   # plain ATen: no seednorm needed to load or run it
 
 What needs it. An exported program that holds the op runs only where ``import seednorm`` registered the op (and
-there with the kernels chosen at export time: ``impl`` is a constant of the graph). AOTInductor cannot compile a
-Python-registered kernel into its package, and the ONNX exporter has no translation for the op; both take the
-decomposed program. ``decompositions()`` is also registered in torch's own decomposition table (``register``,
-called when this package is imported), which ``torch.onnx.export`` applies to an ``ExportedProgram`` it is given,
-so that export works without the explicit step.
+there with the kernels chosen at export time: ``impl`` is a constant of the graph). AOTInductor packages the op as
+a call back into Python (such a package runs only in a Python process that imported seednorm), and the ONNX
+exporter has no translation for it; the decomposed program needs neither. ``register`` (called when this package
+is imported) also puts :func:`forward` in torch's own decomposition table, which ``torch.onnx.export`` applies to an
+``ExportedProgram`` it is given, so that export works without the explicit step. FakeTensor reads that table too:
+with symbolic shapes (``torch.compile`` with dynamic shapes, ``torch.export`` with ``dynamic_shapes``) it takes the
+op's output shapes from :func:`forward` instead of the op's fake function; both give the same shapes and dtypes
+(tested), and the traced graph still holds the op.
 
 The decomposition computes the op's five outputs (y, 1/RMS, σ(s), the row mean or an empty tensor, x + residual or
 an empty tensor) with the formulas of the compiled path (``compiled._forward``, not compiled here), which the
