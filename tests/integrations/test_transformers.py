@@ -515,3 +515,26 @@ def test_every_architecture_refuses_plain_classes_and_loads_with_its_code(ids, t
         cls = plan[[p[0] for p in plan].index(name.removesuffix("-again"))][2]
         assert seen["remote"] == {"class": f"SeeDNorm{cls}", "norms": ["HFSeeDNorm"]}, (name, seen["remote"])
         assert torch.equal(torch.load(tmp_path / name / "remote.pt"), expected[name]), name
+
+
+def test_the_locked_dtype_is_read_back_and_locked_again(tmp_path):
+    """config.json's dtype is the refusal sentence and torch_dtype the real dtype: sn_hf.from_pretrained and the
+    saved code's config class read the real one (a bfloat16 model loads in bfloat16), and the config class writes
+    the lock again."""
+    import importlib.util
+    import json
+
+    sn_hf.convert(tiny_model("qwen3")).to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["dtype"] == sn_hf.LOCKED_DTYPE and saved["torch_dtype"] == "bfloat16"
+    loaded = sn_hf.from_pretrained(transformers.AutoModelForCausalLM, tmp_path / "ckpt")
+    assert loaded.config.dtype == torch.bfloat16 and loaded.model.norm.seednorm_beta.dtype == torch.bfloat16
+
+    spec = importlib.util.spec_from_file_location("saved_qwen3_code", tmp_path / "ckpt" / "modeling_seednorm.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    config = code.SeeDNormQwen3Config.from_pretrained(tmp_path / "ckpt")
+    assert config.dtype == torch.bfloat16
+    config.save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["dtype"] == sn_hf.LOCKED_DTYPE and again["torch_dtype"] == "bfloat16"
