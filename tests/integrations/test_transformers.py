@@ -538,3 +538,32 @@ def test_the_locked_dtype_is_read_back_and_locked_again(tmp_path):
     config.save_pretrained(tmp_path / "again")
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert again["dtype"] == sn_hf.LOCKED_DTYPE and again["torch_dtype"] == "bfloat16"
+
+
+def test_save_pretrained_push_to_hub_uploads_the_code_and_the_locked_config(tmp_path, monkeypatch):
+    """transformers uploads at the end of its save_pretrained(push_to_hub=True): the code and the locked
+    config.json are in the folder by then (the Hub calls are replaced by stand-ins that record the folder)."""
+    import json
+    import types
+
+    from transformers import modeling_utils
+    from transformers.utils.hub import PushToHubMixin
+
+    uploaded = {}
+
+    def upload(self, folder, repo_id, files_timestamps, **kwargs):
+        config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+        uploaded.update(repo=repo_id, code=(tmp_path / "ckpt" / "modeling_seednorm.py").exists(), dtype=config["dtype"])
+
+    class Api:
+        def create_repo(self, repo_id, **kwargs):
+            return types.SimpleNamespace(repo_id=f"user/{repo_id}")
+
+    monkeypatch.setattr(modeling_utils, "hf_api", Api)
+    monkeypatch.setattr(modeling_utils, "create_and_tag_model_card", lambda *a, **k: types.SimpleNamespace(
+        save=lambda path: None))
+    monkeypatch.setattr(PushToHubMixin, "_upload_modified_files", upload)
+    model = sn_hf.convert(tiny_model("llama"))
+    model.save_pretrained(tmp_path / "ckpt", push_to_hub=True)
+    assert uploaded == {"repo": "user/ckpt", "code": True, "dtype": sn_hf.LOCKED_DTYPE}
+    assert "_upload_modified_files" not in model.__dict__

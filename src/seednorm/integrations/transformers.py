@@ -261,15 +261,29 @@ def _saves_code(model: PreTrainedModel) -> bool:
 
 class _SaveWithCode:
     """A converted model's ``save_pretrained``: that of the model's class, then :func:`save_code` (the model's code
-    beside its weights). It stays with the model through ``copy.deepcopy`` and pickling."""
+    beside its weights). With ``push_to_hub=True`` the code is also written just before transformers uploads the
+    folder, so the Hub gets it (and the locked config.json) too. It stays with the model through ``copy.deepcopy``
+    and pickling."""
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
 
     def __call__(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
-        result = type(self.model).save_pretrained(self.model, save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and _saves_code(self.model):
-            save_code(self.model, save_directory)
+        model = self.model
+        upload = model._upload_modified_files  # transformers' last step of save_pretrained(push_to_hub=True)
+
+        def save_code_then_upload(folder: str | os.PathLike, *upload_args: Any, **upload_kwargs: Any) -> Any:
+            if _saves_code(model):
+                save_code(model, folder)
+            return upload(folder, *upload_args, **upload_kwargs)
+
+        model._upload_modified_files = save_code_then_upload
+        try:
+            result = type(model).save_pretrained(model, save_directory, *args, **kwargs)
+        finally:
+            del model._upload_modified_files
+        if kwargs.get("is_main_process", True) and _saves_code(model):
+            save_code(model, save_directory)
         return result
 
     def __reduce__(self) -> tuple:
