@@ -20,14 +20,16 @@ D, C = 16, 8
 
 
 class AllForms(nn.Module):
-    """Every layer form on one path: SeeDNorm with heads and options, SeeDNorm2d, AdaSeeDNorm and the functional
-    form with ``residual=`` (returning both outputs)."""
+    """Every layer form on one path: SeeDNorm with heads and options (σ, dot scale, centering, bias, a shared α, an
+    element-wise β), SeeDNorm2d, AdaSeeDNorm and the functional form with ``residual=`` (returning both outputs)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.up = nn.Linear(D, D)
         self.heads = SeeDNorm(D, num_heads=4, activation="softsign", dot_scale="dim")
         self.centered = SeeDNorm(D, num_heads=2, center=True, bias=True)
+        self.shared_alpha = SeeDNorm(D, alpha_mode="scalar", activation="hardtanh")  # the fused op, α expanded
+        self.elementwise = SeeDNorm(D, beta_mode="elementwise")  # the reference math (no fused form)
         self.image = SeeDNorm2d(C, num_heads=2)
         self.ada = AdaSeeDNorm(D, num_heads=2)
         self.res = SeeDNorm(D)
@@ -37,7 +39,7 @@ class AllForms(nn.Module):
                     p.add_(torch.randn_like(p) * 0.5)
 
     def forward(self, x, image, scale, shift):
-        h = self.centered(self.heads(self.up(x)))
+        h = self.elementwise(self.shared_alpha(self.centered(self.heads(self.up(x)))))
         h = self.ada(h, scale, shift)
         r = self.res
         y, summed = seednorm.seednorm(h, r.weight, r.alpha, r.beta, residual=x, impl="auto")
@@ -115,7 +117,8 @@ def model():
 @pytest.fixture(scope="module")
 def program(model):
     ep = export(model)
-    assert holds_the_op(ep)  # the fused kernels, not the reference math, as torch.compile traces them
+    count = sum(node.target is torch.ops.seednorm.forward.default for node in ep.graph.nodes)
+    assert count == 6  # the fused kernels, as torch.compile traces them (not for the element-wise β: no fused form)
     return ep
 
 
