@@ -103,8 +103,8 @@ def run_fresh(kind: str, path, tmp_path, args: tuple, *, import_seednorm: bool):
     return (torch.load(out) if done.returncode == 0 else None), done.stderr
 
 
-def check(got, expected, rtol: float = 1e-5, atol: float = 1e-5) -> None:
-    assert got is not None
+def check(got, expected, stderr: str = "", rtol: float = 1e-5, atol: float = 1e-5) -> None:
+    assert got is not None, stderr[-3000:]  # what the fresh process said when it failed
     torch.testing.assert_close(tuple(got), tuple(expected), rtol=rtol, atol=atol)
 
 
@@ -126,9 +126,8 @@ def test_saved_program_runs_in_a_fresh_process_that_imports_seednorm(model, prog
     torch.export.save(program, tmp_path / "model.pt2")
     args = inputs(3)
     got, stderr = run_fresh("program", tmp_path / "model.pt2", tmp_path, args, import_seednorm=True)
-    assert got is not None, stderr[-3000:]
     with torch.no_grad():
-        check(got, model(*args))  # the kernels of the export (the C++ ones on this CPU): float32 rounding
+        check(got, model(*args), stderr)  # the kernels of the export (the C++ ones on this CPU): float32 rounding
 
 
 def test_loading_without_seednorm_names_the_op_and_the_import(program, tmp_path):
@@ -148,7 +147,7 @@ def test_decomposed_program_needs_no_seednorm(model, program, tmp_path):
     args = inputs(4)
     got, stderr = run_fresh("program", tmp_path / "model.pt2", tmp_path, args, import_seednorm=False)
     with torch.no_grad():
-        check(got, model(*args))
+        check(got, model(*args), stderr)
 
 
 def test_decomposition_equals_the_op_output_by_output():
@@ -196,7 +195,7 @@ def test_aoti_package_carries_the_op_where_seednorm_is_imported(model, program, 
     args = inputs(3)
     got, stderr = run_fresh("aoti", path, tmp_path, args, import_seednorm=True)
     with torch.no_grad():
-        check(got, model(*args))
+        check(got, model(*args), stderr)
     got, stderr = run_fresh("aoti", path, tmp_path, args, import_seednorm=False)
     assert got is None
     assert "Could not find schema for seednorm::forward" in stderr
@@ -208,4 +207,4 @@ def test_aoti_package_of_the_decomposed_program_needs_no_seednorm(model, program
     args = inputs(3)
     got, stderr = run_fresh("aoti", path, tmp_path, args, import_seednorm=False)
     with torch.no_grad():
-        check(got, model(*args))
+        check(got, model(*args), stderr)
