@@ -237,6 +237,7 @@ def _size_curve_plan(args: argparse.Namespace) -> SizeCurvePlan:
     with ``--arch olmo2`` the preset's OLMo2 curve (:data:`.olmo_curve.CURVES`); options given win."""
     from .olmo_curve import CURVES, OLMO2_SIZES, curve_preset
     from .olmo_curve import NORMS as OLMO2_NORMS
+
     olmo2 = args.arch == "olmo2"
     overrides = _overrides(args, steps=args.steps)
     preset = curve_preset(args.preset, **overrides) if olmo2 else get_preset(args.preset, **overrides)
