@@ -39,7 +39,7 @@ from ..report import paired_diff
 from ..runs import finished_result, is_finished, train_or_reuse
 from .data import IN_DOMAIN, ZERO_SHOT, Corpus
 from .presets import Preset
-from .recipes import FORM_KNOBS, KNOBS, VARIANTS, get_variant
+from .recipes import FORM_KNOBS, KNOBS, SITE_KNOBS, VARIANTS, get_variant
 from .study import Evaluator, Run, make_task, study_corpus, train_config
 from .sweep import best_lrs
 
@@ -71,7 +71,7 @@ class AblationPlan:
     norms: tuple[str, ...] = MAIN
 
     def __post_init__(self) -> None:
-        knobs = set(KNOBS + FORM_KNOBS)
+        knobs = set(KNOBS + FORM_KNOBS + SITE_KNOBS)
         mains = [n for n in VARIANTS if n not in knobs]
         if any(n not in mains for n in self.norms) or not {BASELINE, "seednorm"} <= set(self.norms):
             raise ValueError(f"--norms {list(self.norms)}: the ablation compares main norms {mains}, "
@@ -193,12 +193,14 @@ class VariantRuns:
         raise NotImplementedError
 
     def variant_spec(self, job: VariantJob, preset: Preset, evaluator: Evaluator | None, desc: str,
-                     nudge_init: bool = False) -> tuple[Task, TrainConfig]:
+                     nudge_init: bool = False, arch: str = "llama") -> tuple[Task, TrainConfig]:
         """``job``'s variant trained at ``preset`` (no TensorBoard, no evaluation before the end); ``nudge_init``:
-        from the seed's init moved up by one ulp (:func:`.study.make_task`)."""
+        from the seed's init moved up by one ulp (:func:`.study.make_task`); ``arch``: the decoder
+        (:data:`.model.ARCHS`; named in the fingerprint only when not "llama")."""
         variant = get_variant(job.variant)
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
-                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
+                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads)
+                         | ({"arch": arch} if arch != "llama" else {}),
                          signature={"variant": variant.signature()}, nudge_init=nudge_init)
         cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress, desc,
                            self.corpus.vocab_size)

@@ -6,6 +6,7 @@
     seednorm lm --arch olmo2 --preset smoke                    # OLMo-core's OLMo2, rmsnorm vs seednorm (docs/olmo.md)
     seednorm lm --ablation --preset quick --steps 200 --seeds 6 --out results/lm_ablation
     seednorm lm --size-curve --preset quick --steps 200 --out runs/lm_size_curve   # SeeDNorm − RMSNorm vs size
+    seednorm lm --size-curve --arch olmo2 --preset quick       # OLMo2: which of its norms to convert (docs/olmo.md)
     torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke   # DDP (gloo on CPU, nccl on GPU)
 
 The study trains the same small Llama-style decoder with each norm (every seed gives every norm the same init and
@@ -38,7 +39,7 @@ from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
 from .model import ARCHS, SITES
 from .presets import PRESETS, get_preset, parse_overrides
-from .size_curve import CLIP_OFF, EXTEND, LRS, NORMS, POINTS, SEEDS, TOKEN_FACTORS
+from .size_curve import CLIP_OFF, EXTEND, LRS, NORMS, POINTS, SEEDS, TOKEN_FACTORS, SizeCurvePlan, parse_points
 
 __all__ = ["build_parser", "main"]
 
@@ -71,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    + " ".join(SITES) + ")")
     p.add_argument("--qk-norm", action="store_true", help="add a norm on each head's queries and keys")
     p.add_argument("--arch", choices=ARCHS, default="llama", help="the decoder: llama (ours, pre-norm) or olmo2 "
-                   "(OLMo-core's OLMo2: reordered-norm blocks, QK-norm; rmsnorm and seednorm only; needs OLMo-core) "
-                   "(default: %(default)s)")
+                   "(OLMo-core's OLMo2: reordered-norm blocks, QK-norm; rmsnorm and seednorm only, in the size curve "
+                   "also their variants of lm.olmo_curve.NORMS; needs OLMo-core) (default: %(default)s)")
     p.add_argument("--moe-experts", type=nonnegative_int, default=0, metavar="E",
                    help="mixture of E experts in place of each MLP, OLMoE-style (default: 0, dense)")
     p.add_argument("--moe-top-k", type=positive_int, default=2, metavar="K",
@@ -114,13 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--size-curve", action="store_true", help="run the size curve instead of the study (reuses "
                    "finished runs of the same settings; several processes may share one --out); --report-only "
                    "writes its report from finished runs")
-    c.add_argument("--points", action=Listed, metavar="WxL", default=[f"{d}x{n}" for d, n in POINTS],
-                   help="model sizes, width x layers (default: " + " ".join(f"{d}x{n}" for d, n in POINTS) + ")")
-    c.add_argument("--size-lrs", action=Listed, metavar="LR", type=positive_float, default=LRS,
+    c.add_argument("--points", action=Listed, metavar="WxL", default=None,
+                   help="model sizes, width x layers (default: " + " ".join(f"{d}x{n}" for d, n in POINTS) + "; "
+                   "with --arch olmo2 also OLMo-core's named sizes, e.g. olmo2_14M, default the preset's in "
+                   "lm.olmo_curve.CURVES)")
+    c.add_argument("--size-lrs", action=Listed, metavar="LR", type=positive_float, default=None,
                    help="starting learning-rate grid of every norm at every size (default: "
-                   + " ".join(f"{x:g}" for x in LRS) + "); it grows outward until each norm's best rate is inside")
-    c.add_argument("--extend", type=nonnegative_int, default=EXTEND,
-                   help="rates each grid may grow per side (default: %(default)s)")
+                   + " ".join(f"{x:g}" for x in LRS) + "; --arch olmo2: the preset's); it grows outward until each "
+                   "norm's best rate is inside")
+    c.add_argument("--extend", type=nonnegative_int, default=None,
+                   help=f"rates each grid may grow per side (default: {EXTEND}; --arch olmo2: the preset's)")
     c.add_argument("--token-factors", action=Listed, metavar="F", type=positive_int, default=TOKEN_FACTORS,
                    help="train every point at F × the steps for each F, each with its own rate grid (default: "
                    + " ".join(map(str, TOKEN_FACTORS)) + "); with more than one, the report adds SeeDNorm − RMSNorm "
@@ -128,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--sensitivity", action="store_true",
                    help="train every run of every grid again from its init moved up by one ulp (same seed and data) "
                    "and report how far each result moved: the float-level noise floor at each rate")
-    c.add_argument("--clip-off-point", default="{}x{}".format(*CLIP_OFF), metavar="WxL",
-                   help="the size of the clip-off check, one of --points, or 'none' (default: %(default)s)")
+    c.add_argument("--clip-off-point", default=None, metavar="WxL",
+                   help="the size of the clip-off check, one of --points, or 'none' (default: {}x{}; --arch olmo2: "
+                   "none)".format(*CLIP_OFF))
     c.add_argument("--gpu-summary", type=Path, default=None, metavar="JSON",
                    help="summary.json of seednorm lm --preset gpu, drawn on the curve's axes when it exists")
     return p
@@ -204,34 +209,57 @@ def _runs_then_report(args: argparse.Namespace, out: Path, study: str, command: 
 
 
 def _size_curve(args: argparse.Namespace, command: str) -> int:
-    from .size_curve import SizeCurvePlan, load_size_curve, parse_points, run_size_curve
+    from .size_curve import load_size_curve, run_size_curve
     from .size_curve_report import write_size_curve_report
     from .study import study_corpus
 
     try:  # every setting is checked before anything trains
         if args.ablation or args.moe_experts or args.qk_norm or args.lr_sweep or args.sweep_only \
-                or args.arch != "llama":
-            raise ValueError("--size-curve trains the dense model with every norm at every site: --ablation, "
-                             "--moe-experts, --qk-norm, --lr-sweep, --sweep-only and --arch do not apply")
-        preset = get_preset(args.preset, **_overrides(args, steps=args.steps))
-        if preset.lr_grid:
-            raise ValueError(f"preset {preset.name!r} runs its own learning-rate grid; the size curve is a CPU study "
-                             "(quick or standard)")
-        points = parse_points(args.points)
-        clip_off = None if args.clip_off_point.lower() == "none" else parse_points([args.clip_off_point])[0]
-        plan = SizeCurvePlan(preset, points=points, lrs=tuple(args.size_lrs), seeds=args.seeds or SEEDS,
-                             extend=args.extend, clip_off=clip_off, token_factors=tuple(args.token_factors),
-                             sensitivity=args.sensitivity,
-                             norms=tuple(dict.fromkeys(args.norms)) if args.norms else NORMS)
-        out = check_out_dir(args.out or default_out("lm_size_curve", preset.name), files=(REPORT,))
+                or tuple(args.placement) != SITES:
+            raise ValueError("--size-curve trains the dense model with each variant's norm sites: --ablation, "
+                             "--moe-experts, --qk-norm, --lr-sweep, --sweep-only and --placement do not apply")
+        plan = _size_curve_plan(args)
+        if plan.arch == "olmo2":
+            _check_olmo2(args, plan.preset, ())
+        out = check_out_dir(args.out or default_out("lm_size_curve", plan.preset.name), files=(REPORT,))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
-    corpus = study_corpus(preset)
+    corpus = study_corpus(plan.preset)
     return _runs_then_report(
         args, out, "lm-size-curve", command, lambda: load_size_curve(plan, corpus, out),
         lambda: run_size_curve(plan, corpus, out, progress=not args.no_progress),
         lambda runs, wall_s, cmd: write_size_curve_report(out, plan, runs, command=cmd, vocab_size=corpus.vocab_size,
                                                      wall_s=wall_s, gpu_summary=args.gpu_summary))
+
+
+def _size_curve_plan(args: argparse.Namespace) -> SizeCurvePlan:
+    """The size curve's plan from the options (ValueError naming the first bad one): the Llama curve's defaults, or
+    with ``--arch olmo2`` the preset's OLMo2 curve (:data:`.olmo_curve.CURVES`); options given win."""
+    from .olmo_curve import CURVES, OLMO2_SIZES, curve_preset
+    from .olmo_curve import NORMS as OLMO2_NORMS
+
+    olmo2 = args.arch == "olmo2"
+    overrides = _overrides(args, steps=args.steps)
+    preset = curve_preset(args.preset, **overrides) if olmo2 else get_preset(args.preset, **overrides)
+    if preset.lr_grid:
+        raise ValueError(f"preset {preset.name!r} runs its own learning-rate grid; the Llama size curve is a CPU study "
+                         "(quick or standard)")
+    curve = CURVES[args.preset] if olmo2 else None
+    named = OLMO2_SIZES if olmo2 else None
+    items = args.points or (curve.points if curve else [f"{d}x{n}" for d, n in POINTS])
+    points = parse_points(items, named)
+    for item in items:
+        if named and item in named and named[item][2] != preset.n_heads:
+            raise ValueError(f"--points {item}: OLMo-core's {item} has {named[item][2]} heads, the preset "
+                             f"{preset.n_heads} (set them with --override n_heads={named[item][2]})")
+    clip_text = args.clip_off_point or ("none" if olmo2 else "{}x{}".format(*CLIP_OFF))
+    clip_off = None if clip_text.lower() == "none" else parse_points([clip_text], named)[0]
+    return SizeCurvePlan(preset, points=points, lrs=tuple(args.size_lrs or (curve.lrs if curve else LRS)),
+                         seeds=args.seeds or (curve.seeds if curve else SEEDS),
+                         extend=args.extend if args.extend is not None else curve.extend if curve else EXTEND,
+                         clip_off=clip_off, token_factors=tuple(args.token_factors), sensitivity=args.sensitivity,
+                         norms=tuple(dict.fromkeys(args.norms)) if args.norms else OLMO2_NORMS if olmo2 else NORMS,
+                         arch=args.arch)
 
 
 def _study(args: argparse.Namespace, command: str) -> int:

@@ -20,10 +20,14 @@ SeeDNorm knobs (each maps to a documented option of the library or the harness):
   ``"dim"`` (1/(D/h), the library's own option);
 - ``num_heads``: ``SeeDNorm(num_heads=)``, an int or ``"model"`` (the model's attention head count);
 - ``alpha_mode``, ``beta_mode``, ``gamma_mode``: the layer's ablation forms (spec §6a): α one scalar or none, β
-  element-wise or none, no γ (``SeeDNorm(alpha_mode=, beta_mode=, gamma_mode=)``).
+  element-wise or none, no γ (``SeeDNorm(alpha_mode=, beta_mode=, gamma_mode=)``);
+- ``sites``: the norm sites that take SeeDNorm (``LMConfig.placement``; the others stay RMSNorm), None: the run's
+  own placement (every site in the ablation and the size curve).
 
 :data:`KNOBS` are the knobs the ablation runs by default (its committed results); :data:`FORM_KNOBS`, the layer's
-ablation forms, are selectable with ``--knobs``.
+ablation forms, are selectable with ``--knobs``. :data:`SITE_KNOBS` ask which norms of a model to convert (the OLMo2
+question: the block norms alone, as the Megatron and torchtitan anchors do, or also the QK-norm or the final norm);
+they are variants of the size curve (``--norms``), not knobs of the ablation.
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ from torch import nn
 from seednorm import param_groups
 from seednorm.modules import DYNAMIC_PARAMETERS
 
-__all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "FORM_KNOBS", "KNOBS", "VARIANTS", "Variant", "dyt_lm_recipe",
-           "get_variant", "seednorm_lm_recipe"]
+__all__ = ["DYT_ALPHA_ATTN", "DYT_ALPHA_OTHER", "FORM_KNOBS", "KNOBS", "SITE_KNOBS", "VARIANTS", "Variant",
+           "dyt_lm_recipe", "get_variant", "seednorm_lm_recipe"]
 
 DYT_ALPHA_ATTN = 0.8
 DYT_ALPHA_OTHER = 0.2
 _OTHER_GROUPS = ("gamma", "matrix")  # a SeeDNorm Llama has no "other" parameters (no biases)
+_BLOCKS = ("attn", "mlp")  # a block's two norms (one OLMo-core config builds both)
 _FORM_DEFAULTS = {"alpha_mode": "vector", "beta_mode": "dot", "gamma_mode": "vector"}  # the paper's layer
 
 
@@ -73,10 +78,10 @@ def seednorm_lm_recipe(dim: int, num_heads: int = 1) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Variant:
-    """One configuration of the ablation: ``norm`` with model knobs (``dot_scale``, ``num_heads``,
-    ``dyt_recipe``, ``alpha_mode``, ``beta_mode``, ``gamma_mode``) and optimizer knobs (``clip``,
-    ``dynamic_lr_scale``, ``decay_dynamic``); see the module docstring. ``note`` is the one-line description the
-    report prints."""
+    """One configuration of the ablation or the size curve: ``norm`` with model knobs (``dot_scale``, ``num_heads``,
+    ``dyt_recipe``, ``alpha_mode``, ``beta_mode``, ``gamma_mode``, the converted ``sites``) and optimizer knobs
+    (``clip``, ``dynamic_lr_scale``, ``decay_dynamic``); see the module docstring. ``note`` is the one-line
+    description the report prints."""
 
     name: str
     norm: str
@@ -90,6 +95,7 @@ class Variant:
     alpha_mode: str = "vector"
     beta_mode: str = "dot"
     gamma_mode: str = "vector"
+    sites: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.clip not in ("global", "exclude") and not (isinstance(self.clip, float) and self.clip > 0):
@@ -98,6 +104,8 @@ class Variant:
             raise ValueError(f"dyt_recipe applies to norm='dyt' or 'derf', not {self.norm!r}")
         if self.forms() and self.norm != "seednorm":
             raise ValueError(f"alpha_mode, beta_mode and gamma_mode apply to norm='seednorm', not {self.norm!r}")
+        if self.sites is not None and (self.norm != "seednorm" or not self.sites):
+            raise ValueError(f"sites apply to norm='seednorm' and name at least one site, got {self.sites!r}")
 
     def forms(self) -> dict[str, str]:
         """The SeeDNorm ablation forms that differ from the paper's layer (spec §6a), as constructor arguments."""
@@ -106,9 +114,10 @@ class Variant:
 
     def signature(self) -> dict[str, Any]:
         """What the variant sets, for a run's fingerprint: its fields, the ablation forms only when not the
-        paper's (so runs of the other variants keep their fingerprints)."""
+        paper's and the sites only when set (so runs of the other variants keep their fingerprints)."""
         forms = self.forms()
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _FORM_DEFAULTS or k in forms}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if (k not in _FORM_DEFAULTS or k in forms) and (k != "sites" or v is not None)}
 
     def model_overrides(self, dim: int, n_heads: int) -> dict[str, Any]:
         """``LMConfig`` fields for a model of width ``dim`` with ``n_heads`` attention heads."""
@@ -119,7 +128,7 @@ class Variant:
         heads = n_heads if self.num_heads == "model" else int(self.num_heads)
         dot = 1 / math.sqrt(dim / heads) if self.dot_scale == "rsqrt" else self.dot_scale
         kwargs = {k: v for k, v in (("num_heads", heads), ("dot_scale", dot)) if v != 1} | self.forms()
-        return {"norm_kwargs": kwargs} if kwargs else {}
+        return ({"norm_kwargs": kwargs} if kwargs else {}) | ({"placement": self.sites} if self.sites else {})
 
     def train_overrides(self, lr: float, weight_decay: float) -> dict[str, Any]:
         """``TrainConfig`` fields: ``clip_groups``/``group_clip`` and ``param_groups`` (for SeeDNorm only)."""
@@ -162,9 +171,18 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("seednorm-no-beta", "seednorm", "no β, s = x per channel (beta_mode='none')", beta_mode="none"),
     Variant("seednorm-no-gamma", "seednorm", "no γ, the gain is the dynamic term alone (gamma_mode='none')",
             gamma_mode="none"),
+    Variant("seednorm-blocks", "seednorm", "SeeDNorm at the block norms only (QK-norm and final norm stay RMSNorm), "
+            "as the Megatron and torchtitan anchors convert", sites=_BLOCKS),
+    Variant("seednorm-blocks-qk", "seednorm", "SeeDNorm at the block norms and the QK-norm (final norm RMSNorm)",
+            sites=(*_BLOCKS, "qk")),
+    Variant("seednorm-blocks-final", "seednorm", "SeeDNorm at the block norms and the final norm (QK-norm RMSNorm)",
+            sites=(*_BLOCKS, "final")),
+    Variant("seednorm-blocks-dot-rsqrt", "seednorm", "SeeDNorm at the block norms only, dot_scale = 1/√D (our "
+            "recipe)", dot_scale="rsqrt", sites=_BLOCKS),
 )}
 FORM_KNOBS = tuple(n for n, v in VARIANTS.items() if v.forms())
-KNOBS = tuple(n for n in VARIANTS if n.startswith("seednorm-") and n not in FORM_KNOBS)
+SITE_KNOBS = tuple(n for n, v in VARIANTS.items() if v.sites is not None)
+KNOBS = tuple(n for n in VARIANTS if n.startswith("seednorm-") and n not in FORM_KNOBS + SITE_KNOBS)
 
 
 def get_variant(name: str) -> Variant:

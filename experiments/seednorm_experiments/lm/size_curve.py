@@ -31,6 +31,10 @@ rates is paired by seed (:func:`..report.paired_diff`). The rate is chosen on tr
 on held-out bits per byte of the same seeds: each norm gets the same selection, and the report also gives the
 difference at every shared rate, which needs no selection.
 
+``plan.arch`` picks the decoder: ``llama`` (ours, pre-norm) or ``olmo2`` (OLMo-core's OLMo2, :mod:`.olmo`; its settings
+and norm variants in :mod:`.olmo_curve`); a Llama run's fingerprint does not name the arch, so the Llama curve's
+runs keep theirs.
+
 Layout of ``out``: ``d<width>-l<layers>[-t<F>x][-noclip][-ulp]/<norm>/lr<x>/seed<k>/`` (one harness run each; factor 1
 has no ``-t`` part, so a plan of factor 1 alone is the plain size curve, its runs and their fingerprints). Finished
 runs are reused and interrupted ones resumed -- only runs of this plan (:mod:`..runs`): a run folder holding another
@@ -41,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +55,10 @@ from ..harness import Task, TrainConfig
 from ..runs import is_finished, train_or_reuse
 from .ablation import VariantRuns
 from .data import Corpus
+from .model import ARCHS
 from .presets import Preset
-from .recipes import VARIANTS
-from .study import Evaluator, Run
+from .recipes import VARIANTS, get_variant
+from .study import Evaluator, Run, model_config
 from .sweep import best_lrs
 
 __all__ = ["CLIP_OFF", "EXTEND", "LRS", "NORMS", "POINTS", "SEEDS", "TOKEN_FACTORS", "Point", "SizeCurvePlan",
@@ -99,13 +104,19 @@ class Point:
                                    steps=base.steps * self.factor, grad_clip=base.grad_clip if self.clip else None)
 
 
-def parse_points(items: Sequence[str]) -> tuple[tuple[int, int], ...]:
-    """``["48x2", "192x4"]`` → ((48, 2), (192, 4)) (ValueError naming the item that does not parse)."""
+def parse_points(items: Sequence[str], named: Mapping[str, tuple[int, ...]] | None = None
+                 ) -> tuple[tuple[int, int], ...]:
+    """``["48x2", "192x4"]`` → ((48, 2), (192, 4)); ``named``: sizes also accepted by name, as (width, layers, ...)
+    (ValueError naming the item that does not parse)."""
     out = []
     for item in items:
+        if named and item in named:
+            out.append((named[item][0], named[item][1]))
+            continue
         dim, sep, layers = item.lower().partition("x")
         if not (sep and dim.isdigit() and layers.isdigit() and int(dim) > 0 and int(layers) > 0):
-            raise ValueError(f"--points {item!r}: expected WIDTHxLAYERS, e.g. 192x4")
+            raise ValueError(f"--points {item!r}: expected WIDTHxLAYERS, e.g. 192x4"
+                             + (f", or one of {', '.join(named)}" if named else ""))
         out.append((int(dim), int(layers)))
     return tuple(out)
 
@@ -115,8 +126,9 @@ class SizeCurvePlan:
     """The curve: ``preset`` (everything but width and layers), ``points`` ((width, layers) pairs), the ``norms``
     (variant names of :mod:`.recipes`, RMSNorm first among them), the starting grid ``lrs``, ``seeds`` per rate,
     ``extend`` (how many rates each grid may grow per side), ``clip_off`` (the point of the clip-off check, at
-    factor 1; None: no check), ``token_factors`` (each point trained at every factor × the steps) and ``sensitivity``
-    (every run of every grid trained again from an init one ulp away)."""
+    factor 1; None: no check), ``token_factors`` (each point trained at every factor × the steps), ``sensitivity``
+    (every run of every grid trained again from an init one ulp away) and ``arch``, the decoder
+    (:data:`.model.ARCHS`)."""
 
     preset: Preset
     points: tuple[tuple[int, int], ...] = POINTS
@@ -127,8 +139,11 @@ class SizeCurvePlan:
     clip_off: tuple[int, int] | None = CLIP_OFF
     token_factors: tuple[int, ...] = TOKEN_FACTORS
     sensitivity: bool = False
+    arch: str = "llama"
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose from {ARCHS}")
         if BASELINE not in self.norms or len(self.norms) < 2 or any(n not in VARIANTS for n in self.norms):
             raise ValueError(f"--norms {list(self.norms)}: the size curve compares {BASELINE} with one or more of "
                              f"the variants {[n for n in VARIANTS if n != BASELINE]}")
@@ -157,6 +172,24 @@ class SizeCurvePlan:
                              "with")
         for f in factors:  # every length in range (ValueError naming the field)
             Point(*self.points[0], factor=f).preset(self.preset)
+        if self.arch == "olmo2":
+            self._check_olmo2()
+
+    def _check_olmo2(self) -> None:
+        """Every variant at every point is a model OLMo2 can be (:func:`.olmo.check_olmo2`, ValueError naming the
+        variant otherwise)."""
+        from .olmo import check_olmo2
+
+        for norm in self.norms:
+            variant = get_variant(norm)
+            for dim, layers in self.points:
+                preset = Point(dim, layers).preset(self.preset)
+                cfg = dataclasses.replace(model_config(preset, preset.vocab_size, variant.norm), arch="olmo2",
+                                          **variant.model_overrides(dim, preset.n_heads))
+                try:
+                    check_olmo2(cfg)
+                except ValueError as err:
+                    raise ValueError(f"--norms {norm}: {err}") from None
 
     def ordered_points(self) -> list[Point]:
         """The grid points at every token factor, cheapest first (width² × layers × factor), then the clip-off
@@ -196,7 +229,7 @@ class _Runs(VariantRuns):
     def spec(self, job: SizeJob) -> tuple[Task, TrainConfig]:
         return self.variant_spec(job, job.point.preset(self.plan.preset), self.evaluator,
                                  f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}",
-                                 nudge_init=job.point.nudged)
+                                 nudge_init=job.point.nudged, arch=self.plan.arch)
 
 
 def best_rates(runs: Sequence[Run]) -> dict[str, float | None]:

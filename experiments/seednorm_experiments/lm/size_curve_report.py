@@ -28,6 +28,7 @@ from ..report import Stat, figure, markdown_table, paired_diff, summarize
 from .ablation import primary_metric, zero_shot_bpb
 from .data import EVAL_SETS
 from .gpu import non_embedding_params
+from .olmo_curve_report import comparisons, olmo2_section
 from .size_curve import Point, SizeCurvePlan, best_rates
 from .study import Run
 
@@ -422,9 +423,14 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
     out.mkdir(parents=True, exist_ok=True)
     p = plan.preset
     sizes = ", ".join(f"{d} × {n}" for d, n in plan.points)
-    lines = ["# SeeDNorm − RMSNorm against model size\n", f"Command: `{command}`\n",
+    olmo2 = plan.arch == "olmo2"
+    model = ("OLMo-core's OLMo2 (reordered-norm blocks, QK-norm over the full width, ε 1e-6; MLP width by the Llama "
+             "rule), each variant's norm sites converted to SeeDNorm by seednorm.integrations.olmo_core"
+             if olmo2 else "Llama-style decoder")
+    lines = [("# OLMo2: SeeDNorm − RMSNorm, and which norms to convert\n" if olmo2
+              else "# SeeDNorm − RMSNorm against model size\n"), f"Command: `{command}`\n",
              f"Machine: {provenance(wall_s)}.\n",
-             f"Protocol: Llama-style decoder, {p.n_heads} heads, vocab {vocab_size} (byte-level BPE), "
+             f"Protocol: {model}, {p.n_heads} heads, vocab {vocab_size} (byte-level BPE), "
              f"{p.seq_len}-token context, tied embeddings, at each width × layers of {sizes}; "
              f"{p.steps} steps × {p.batch_size} sequences = {p.tokens_per_run:,} tokens per run; AdamW (β 0.9/0.95), "
              f"warmup {p.warmup}, cosine to 10%, weight decay {p.weight_decay} on matrices and SeeDNorm's α, β, global "
@@ -456,6 +462,10 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
         s = _point_summary(plan, point, runs[point.key], vocab_size)
         grid.append((point, runs[point.key], s))
         summary_points.append(s)
+    answers = [c for point, point_runs, s in grid for c in comparisons(plan.norms, point, point_runs, s)] \
+        if olmo2 else []
+    if olmo2:
+        lines += olmo2_section(answers)
     if grid:
         lines += _best_table(plan, grid) + _every_rate_table(plan, grid)
     if plan.clip_off:
@@ -478,6 +488,10 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
         summary["token_curve"] = [s for _, _, s in lengths]
     if moved:
         summary["sensitivity"] = moved
+    if olmo2:
+        summary["arch"] = plan.arch
+        summary["comparisons"] = [{**c, "deltas": {k: _stat_json(v) for k, v in c["deltas"].items()}}
+                                  for c in answers]
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if summary_points:
         plot_size_curve(summary, out / "size_curve.png", gpu)

@@ -26,6 +26,7 @@ from seednorm_experiments.lm.presets import get_preset
 from seednorm_experiments.lm.recipes import (
     FORM_KNOBS,
     KNOBS,
+    SITE_KNOBS,
     VARIANTS,
     Variant,
     dyt_lm_recipe,
@@ -271,13 +272,13 @@ def test_form_knobs_build_seednorms_of_that_form(name: str, alpha: str, beta: st
 
 
 def test_other_variants_keep_their_fingerprints() -> None:
-    """The ablation forms enter a variant's signature only when set, so the runs of the other variants stay
-    reusable."""
+    """The ablation forms and the converted sites enter a variant's signature only when set, so the runs of the
+    other variants stay reusable."""
     for name, variant in VARIANTS.items():
         if name not in FORM_KNOBS:
             full = dataclasses.asdict(variant)
-            assert variant.signature() == {k: v for k, v in full.items()
-                                           if k not in ("alpha_mode", "beta_mode", "gamma_mode")}
+            unset = ("alpha_mode", "beta_mode", "gamma_mode") + (() if name in SITE_KNOBS else ("sites",))
+            assert variant.signature() == {k: v for k, v in full.items() if k not in unset}
     with pytest.raises(ValueError, match="apply to norm='seednorm'"):
         Variant("x", "rmsnorm", "", alpha_mode="none")
 

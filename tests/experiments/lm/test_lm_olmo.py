@@ -71,7 +71,7 @@ def test_the_llama_fingerprint_does_not_name_the_arch() -> None:
     (["--qk-norm"], "has its QK-norm always"),
     (["--placement", "attn", "final"], "attn and mlp together"),
     (["--ablation"], "--arch applies to the study"),
-    (["--size-curve"], "--arch do not apply"),
+    (["--size-curve", "--norms", "rmsnorm", "dyt"], "--norms dyt"),
 ])
 def test_arch_arguments_are_checked(args: list[str], needle: str, capsys) -> None:
     assert main(["--arch", "olmo2", "--preset", "smoke", *args]) == 2
