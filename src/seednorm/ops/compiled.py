@@ -159,11 +159,13 @@ def _compiled(fn: Callable, config: tuple) -> Callable:
 _CONFIGS: list[tuple] = []  # the configurations compiled so far, in order (names the copies)
 
 
-def _config(activation: str, num_heads: int, *items: Tensor | bool | None) -> tuple:
-    """What Dynamo specializes on besides the width: activation, heads, flags, and each tensor's dtype and device
-    (or None)."""
-    return (activation, num_heads, *(t if t is None or isinstance(t, bool) else (t.dtype, t.device.type)
-                                     for t in items))
+def _config(activation: str, num_heads: int, *items: Tensor | bool | None, dropout: float = 0.0) -> tuple:
+    """What Dynamo specializes on besides the width: activation, heads, flags, each tensor's dtype and device (or
+    None), and the dropout probability. A probability that changed within one compiled copy would be traced again
+    as a symbolic float, and the keep threshold ``int(p·2³¹)`` of the first trace was then kept (torch 2.14): each
+    probability gets its own copy instead (a model has one or two)."""
+    return (activation, num_heads, dropout, *(t if t is None or isinstance(t, bool) else (t.dtype, t.device.type)
+                                              for t in items))
 
 
 def _rows_dynamic(*tensors: Tensor | None) -> None:
@@ -182,7 +184,7 @@ def forward(
     compiled ``_forward``; ``rng``, ``rows`` (M,), ``dropout``: in-kernel dropout."""
     _rows_dynamic(x, residual, keep, rows)
     fn = _compiled(_forward, _config(activation, num_heads, center, x, residual, weight, alpha, beta, bias, keep, rng,
-                                     rows))
+                                     rows, dropout=dropout))
     y, sumsq, t, mean, summed = fn(x, residual, weight, alpha, beta, bias, keep, num_heads, eps, activation,
                                    dot_scale, center, rng, rows, dropout)
     return y, torch.rsqrt(sumsq / x.shape[1] + eps), t, mean, summed
@@ -196,7 +198,8 @@ def backward(
     """Compiled ``_backward``: (dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``dsummed`` is added to dx; ``rng``,
     ``rows``, ``dropout``: the forward's in-kernel dropout, generated again."""
     _rows_dynamic(dy, x, keep, rstd, t, mean, dsummed, rows)
-    config = _config(activation, num_heads, dy, x, weight, alpha, beta, bias, keep, rstd, mean, dsummed, rng, rows)
+    config = _config(activation, num_heads, dy, x, weight, alpha, beta, bias, keep, rstd, mean, dsummed, rng, rows,
+                     dropout=dropout)
     fn = _compiled(_backward, config)
     return fn(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale, rng,
               rows, dropout)
