@@ -34,15 +34,20 @@ def _expected(case: dict) -> torch.Tensor:
 
 
 def test_philox_is_the_standard_philox4x32_10():
-    """Word 0 of Random123's known answer for counter 0, key 0 (kat_vectors: philox4x32_10)."""
-    assert philox.random_words(0, torch.zeros(1, dtype=torch.int64)).item() == 0x6627E8D5
+    """Random123's known answer for counter 0, key 0 (kat_vectors: philox4x32_10), all four words."""
+    words = philox.philox4x32(0, torch.zeros(1, dtype=torch.int64))
+    assert [w.item() for w in words] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
 
 
-def test_reference_mask_is_tritons_randint():
-    """keep_mask's words are ``tl.randint(seed, offset + i)``'s (checked bit for bit under the interpreter in
-    test_triton_masks_equal_cpp_and_reference); its keep rule and values here."""
+def test_reference_mask_takes_the_words_in_stream_order():
+    """keep_mask: stream position e = offset + i takes word e mod 4 of Philox(e >> 2) (the words of
+    ``tl.randint4x``, checked bit for bit under the interpreter in test_triton_masks_equal_cpp_and_reference); an
+    element is kept when the word's top 31 bits reach the threshold, as 1/(1 − p)."""
     rng = torch.tensor([3, 10])
-    words = philox.random_words(rng[0], rng[1] + torch.arange(2 * 7))
+    position = rng[1] + torch.arange(2 * 7)
+    quads = philox.philox4x32(rng[0], position >> 2)
+    words = torch.stack(quads, -1).gather(-1, (position & 3).unsqueeze(-1)).squeeze(-1)
+    assert torch.equal(philox.random_words(rng[0], position), words)
     mask = philox.keep_mask(rng, (2, 7), 0.25)
     assert torch.equal(mask.flatten() != 0, (words >> 1) >= philox.threshold(0.25))
     assert set(mask.unique().tolist()) <= {0.0, torch.tensor(1 / 0.75, dtype=torch.float32).item()}

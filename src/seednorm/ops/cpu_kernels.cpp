@@ -2,7 +2,7 @@
 //
 // Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x) in a second
 // sweep over the row, which is still in L1. Options: the dynamic-dropout mask k (y = [σ(s)·α⊙k + γ] ⊙ x̂), given
-// as a tensor or generated per row from a seed (Philox4x32-10, below: the same bits as Triton's tl.randint), the
+// as a tensor or generated per row from a seed (Philox4x32-10, below: the same bits as Triton's tl.randint4x), the
 // centering form (a first sweep for the row mean μ, then everything on x − μ) and a bias added to y.
 // Backward: the rows are cut into at most 32 chunks of at least 64 rows (one chunk for fewer rows, fewer chunks for
 // very wide rows; never dependent on the thread count), each with its own float32 partial sums of dγ, dα, dβ. A chunk runs in blocks
@@ -71,11 +71,11 @@ inline float dsigma_from_t(float t, int act) {
   }
 }
 
-// Word 0 of Philox4x32-10 with key `seed` (low, high words) and counter (low, high words of `counter`, 0, 0):
-// Triton's tl.randint(seed, counter), bit for bit (seednorm/ops/philox.py states the scheme).
-inline uint32_t philox(uint64_t counter, uint64_t seed) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+// Philox4x32-10 with counter (c0, c1, 0, 0) and key (k0, k1): its four words, Triton's tl.randint4x bit for bit
+// (seednorm/ops/philox.py states the scheme).
+inline void philox4(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t& o0, uint32_t& o1, uint32_t& o2,
+                    uint32_t& o3) {
+  uint32_t c2 = 0, c3 = 0;
   for (int round = 0; round < 10; ++round) {
     const uint64_t pa = static_cast<uint64_t>(0xD2511F53u) * c0, pb = static_cast<uint64_t>(0xCD9E8D57u) * c2;
     const uint32_t n0 = static_cast<uint32_t>(pb >> 32) ^ c1 ^ k0, n2 = static_cast<uint32_t>(pa >> 32) ^ c3 ^ k1;
@@ -86,7 +86,10 @@ inline uint32_t philox(uint64_t counter, uint64_t seed) {
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  return c0;
+  o0 = c0;
+  o1 = c1;
+  o2 = c2;
+  o3 = c3;
 }
 
 // In-kernel dropout: rng = (seed, offset), the global row indices (null: the local row is the global one), the
@@ -98,14 +101,34 @@ struct Dropout {
   float scale;
 };
 
-// The mask of row r into k[0, d): element i has counter offset + row·d + i.
-inline void keep_row(float* k, const Dropout& dr, int64_t r, int64_t d) {
-  const uint64_t seed = static_cast<uint64_t>(dr.rng[0]);
-  const uint64_t base = static_cast<uint64_t>(dr.rng[1]) + static_cast<uint64_t>(dr.rows ? dr.rows[r] : r) * d;
-  const int64_t thr = dr.thr;
+// Scratch words keep_row needs for a row of d elements.
+inline int64_t keep_scratch(int64_t d) { return 8 * ((d + 3) / 4 + 1); }
+
+// The mask of row r into k[0, d): element i is stream position e = offset + row·d + i, whose word is word e mod 4
+// of Philox(counter ⌊e/4⌋). One Philox call per four elements, vectorized over calls (one call per lane, the
+// 64-bit counter as two 32-bit words with the carry), then the words in stream order, then the threshold.
+inline void keep_row(float* k, uint32_t* scratch, const Dropout& dr, int64_t r, int64_t d) {
+  const uint64_t e0 = static_cast<uint64_t>(dr.rng[1]) + static_cast<uint64_t>(dr.rows ? dr.rows[r] : r) * d;
+  const uint64_t q0 = e0 >> 2;
+  const int64_t lead = static_cast<int64_t>(e0 & 3), nq = (lead + d + 3) / 4;
+  const uint32_t lo = static_cast<uint32_t>(q0), hi = static_cast<uint32_t>(q0 >> 32);
+  const uint32_t k0 = static_cast<uint32_t>(dr.rng[0]), k1 = static_cast<uint32_t>(static_cast<uint64_t>(dr.rng[0]) >> 32);
+  uint32_t *w0 = scratch, *w1 = w0 + nq, *w2 = w1 + nq, *w3 = w2 + nq, *words = w3 + nq;
+#pragma omp simd
+  for (int64_t j = 0; j < nq; ++j) {
+    const uint32_t c0 = lo + static_cast<uint32_t>(j), c1 = hi + (c0 < lo ? 1u : 0u);
+    philox4(c0, c1, k0, k1, w0[j], w1[j], w2[j], w3[j]);
+  }
+  for (int64_t j = 0; j < nq; ++j) {
+    words[4 * j] = w0[j];
+    words[4 * j + 1] = w1[j];
+    words[4 * j + 2] = w2[j];
+    words[4 * j + 3] = w3[j];
+  }
+  const uint32_t thr = static_cast<uint32_t>(dr.thr);  // at most 2³¹ (p = 1: nothing kept)
   const float scale = dr.scale;
 #pragma omp simd
-  for (int64_t i = 0; i < d; ++i) k[i] = static_cast<int64_t>(philox(base + i, seed) >> 1) >= thr ? scale : 0.0f;
+  for (int64_t i = 0; i < d; ++i) k[i] = (words[lead + i] >> 1) >= thr ? scale : 0.0f;
 }
 
 // A parameter vector as float32 (`fill` when absent).
@@ -156,6 +179,7 @@ void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, i
   {
     std::vector<float> th(heads);
     std::vector<float> generated(drop.rng ? d : 0);  // this row's generated mask
+    std::vector<uint32_t> words(drop.rng ? keep_scratch(d) : 0);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t r = 0; r < m; ++r) {
       const T* xr = x + r * sx;
@@ -192,7 +216,7 @@ void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, i
       T* yr = y + r * sy;
       const float* kr = keep ? keep + r * sk : nullptr;
       if (drop.rng) {
-        keep_row(generated.data(), drop, r, d);
+        keep_row(generated.data(), words.data(), drop, r, d);
         kr = generated.data();
       }
       for (int64_t h = 0; h < heads; ++h) {
@@ -296,6 +320,7 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
     std::vector<T> scratch(d);  // dx of rows past the end
     std::vector<float> tb(RB * heads), ub(RB * heads);
     std::vector<float> generated(drop.rng ? RB * d : 0);  // the block's generated masks
+    std::vector<uint32_t> words(drop.rng ? keep_scratch(d) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
       float* pw = partials + static_cast<size_t>(chunk) * np * d;
@@ -316,7 +341,7 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
           ds[k] = real && dsummed ? dsummed + r * sds : zeros.data();
           ks[k] = real && keep ? keep + r * sk : ones.data();
           if (real && drop.rng) {
-            keep_row(generated.data() + k * d, drop, r, d);
+            keep_row(generated.data() + k * d, words.data(), drop, r, d);
             ks[k] = generated.data() + k * d;
           }
           out[k] = real ? dx + r * sdx : scratch.data();

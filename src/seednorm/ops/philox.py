@@ -2,16 +2,19 @@
 
 The kernels (``cpu_kernels.cpp``, ``triton.py``) decide per element whether σ(s)·α is kept, from
 
-    r = Philox4x32-10(key = seed, counter = (offset + i, 0, 0)) word 0      (as ``tl.randint(seed, offset + i)``)
+    e = offset + i                                                        (the element's place in the stream)
+    r = word (e mod 4) of Philox4x32-10(key = seed, counter = (⌊e/4⌋, 0, 0))  (``tl.randint4x(seed, e >> 2)``)
     keep  ⇔  (r >> 1) ≥ ⌊p · 2³¹⌋                                           (probability 1 − ⌊p·2³¹⌋/2³¹)
     k     =  keep ? 1/(1 − p) : 0                                          (float32; 0 for p = 1)
 
 where i = row·D + column is the element's index in the (rows, D) view of the layer's input, row counting the
 rows of the whole (global) tensor: a DTensor shard passes the global index of each of its rows (``rows``), so
 every shard draws its own part of the one mask the unsharded tensor would get, and no two shards share a counter.
-The 64-bit counter is split into its low and high 32-bit words and the 64-bit seed into the key's two words, as
-Triton's ``tl.randint`` does, so the C++ kernels, the Triton kernels and ``keep_mask`` (plain PyTorch, for the
-reference path and the tests) agree bit for bit. The forward and the backward recompute the same decisions: the
+Each Philox call gives four consecutive elements their words (the C++ kernels make one call per four elements;
+a GPU thread computes its own element's call, which costs it nothing it would notice). The 64-bit counter is split
+into its low and high 32-bit words and the 64-bit seed into the key's two words, as Triton's ``tl.randint4x``
+does, so the C++ kernels, the Triton kernels and ``keep_mask`` (plain PyTorch, for the reference path and the
+tests) agree bit for bit. The forward and the backward recompute the same decisions: the
 forward saves only the two seed words (16 bytes), never an (M, D) mask.
 
 ``draw(x)`` takes (seed, offset) from torch's default generator of x's device, one ``torch.randint`` of two int64
@@ -59,9 +62,9 @@ def _mulhilo(a: int, b: Tensor) -> tuple[Tensor, Tensor]:
     return (t1 >> 16) + (mid >> 32), mid & _MASK32
 
 
-def random_words(seed: Tensor | int, counter: Tensor) -> Tensor:
-    """Word 0 of Philox4x32-10 with key ``seed`` (int64: low, high words) and counter (``counter`` low, high, 0, 0),
-    element-wise: int64 values in [0, 2³²), Triton's ``tl.randint(seed, counter)`` bit for bit."""
+def philox4x32(seed: Tensor | int, counter: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The four words of Philox4x32-10 with key ``seed`` (int64: low, high words) and counter (``counter`` low,
+    high, 0, 0), element-wise: int64 values in [0, 2³²), Triton's ``tl.randint4x(seed, counter)`` bit for bit."""
     c0, c1 = counter & _MASK32, (counter >> 32) & _MASK32
     c2 = c3 = torch.zeros_like(c0)
     k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
@@ -70,7 +73,15 @@ def random_words(seed: Tensor | int, counter: Tensor) -> Tensor:
         hi_b, lo_b = _mulhilo(_ROUND_B, c2)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + _KEY_A) & _MASK32, (k1 + _KEY_B) & _MASK32
-    return c0
+    return c0, c1, c2, c3
+
+
+def random_words(seed: Tensor | int, position: Tensor) -> Tensor:
+    """The random word of each stream ``position`` e (int64 ≥ 0): word e mod 4 of ``philox4x32(seed, e >> 2)``."""
+    words = philox4x32(seed, position >> 2)
+    lane = position & 3
+    return torch.where(lane == 0, words[0], torch.where(lane == 1, words[1], torch.where(lane == 2, words[2],
+                                                                                          words[3])))
 
 
 def keep_mask(rng: Tensor, shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype = torch.float32,
@@ -85,6 +96,6 @@ def keep_mask(rng: Tensor, shape: torch.Size | tuple[int, ...], p: float, dtype:
     if rows is None:
         rows = torch.arange(math.prod(shape[:-1]), dtype=torch.int64, device=rng.device).view(shape[:-1])
     cols = torch.arange(d, dtype=torch.int64, device=rng.device)
-    counter = rng[1] + rows.unsqueeze(-1) * d + cols
-    kept = (random_words(rng[0], counter) >> 1) >= threshold(p)
+    position = rng[1] + rows.unsqueeze(-1) * d + cols
+    kept = (random_words(rng[0], position) >> 1) >= threshold(p)
     return kept.to(dtype) * scale(p)

@@ -19,7 +19,7 @@ Two layouts, chosen by width:
 
 Options, each a constexpr of every kernel (so a layer without them compiles the code it always did): the
 dynamic-dropout mask k (``HAS_KEEP``: α⊙k stands for α, and dα = t·k⊙δ⊙x̂; with ``DROPOUT`` k is generated in the
-kernel by ``tl.randint`` from the (seed, offset) at ``RNG`` and each row's global index, ``ROWS`` or the row itself
+kernel by ``tl.randint4x`` from the (seed, offset) at ``RNG`` and each row's global index, ``ROWS`` or the row itself
 (``philox.py``), instead of read from ``K``), the centering form (``CENTER``: the
 row mean μ first, then everything on x − μ, and dx = dx̃ − mean(dx̃)) and a bias (``HAS_BIAS``: added to y, and
 db = Σ δ as a fourth parameter partial).
@@ -82,13 +82,17 @@ def _weight(W, cols, mask, HAS_W: tl.constexpr):
 @triton.jit
 def _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT: tl.constexpr, HAS_ROWS: tl.constexpr):
     """The dropout mask k at (row, cols): read from K, or with ``DROPOUT`` generated from (seed, offset) = RNG[0:2]:
-    element counter offset + global_row·D + col, kept when the top 31 bits of its Philox word are >= ``thr``."""
+    the element at stream position e = offset + global_row·D + col takes word e mod 4 of Philox(counter e >> 2), and
+    is kept when the top 31 bits of that word are >= ``thr`` (``philox.py``)."""
     if DROPOUT:
         if HAS_ROWS:
             grow = tl.load(ROWS + row)
         else:
             grow = row
-        r = tl.randint(tl.load(RNG), tl.load(RNG + 1) + grow.to(tl.int64) * D + cols)
+        e = tl.load(RNG + 1) + grow.to(tl.int64) * D + cols
+        r0, r1, r2, r3 = tl.randint4x(tl.load(RNG), e >> 2)
+        lane = e & 3
+        r = tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3)))
         k = tl.where((r >> 1).to(tl.int32) >= thr, kscale, 0.0)
     else:
         k = tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
