@@ -99,9 +99,9 @@ def _backward(
     rows: Tensor | None = None,
     dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
-    """(dx, dγ, dα, dβ, db) by spec §5 with α·keep in place of α (keep: given, or generated from ``rng``) (dα = t·keep ⊙ δ ⊙ x̂) and, when ``mean`` is
-    given (the centering form), x̃ = x − mean in place of x and dx = dx̃ − mean(dx̃); ``dsummed`` (the gradient of
-    x + residual) is added to dx.
+    """(dx, dγ, dα, dβ, db) by spec §5 with α·keep in place of α (dα = t·keep ⊙ δ ⊙ x̂; keep given, or generated
+    from ``rng``) and, when ``mean`` is given (the centering form), x̃ = x − mean in place of x and
+    dx = dx̃ − mean(dx̃); ``dsummed`` (the gradient of x + residual) is added to dx.
 
     Parameter gradients are reduced in the compute dtype and returned in each parameter's dtype.
     """

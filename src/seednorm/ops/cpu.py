@@ -346,8 +346,8 @@ def forward(
     library().seednorm_forward(
         _ptr(x), x.stride(0), _ptr(residual), 0 if residual is None else residual.stride(0),
         _ptr(summed), d, _ptr(y), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), _ptr(c), pdtype, _ptr(k), sk,
-        _ptr(seed), _ptr(row_ids), thr, kscale, _ptr(rstd), _ptr(t), _ptr(mean), m, d, num_heads, eps, dot_scale, ACTIVATION_CODES[activation],
-        torch.get_num_threads(),
+        _ptr(seed), _ptr(row_ids), thr, kscale, _ptr(rstd), _ptr(t), _ptr(mean), m, d, num_heads, eps, dot_scale,
+        ACTIVATION_CODES[activation], torch.get_num_threads(),
     )
     return y, rstd, t, mean, summed
 

@@ -356,8 +356,8 @@ def seednorm_fused(
     ``seednorm.functional.seednorm``; ``impl`` is "triton", "cpp" or "compiled". ``keep`` (x's shape, the compute
     dtype: 0 or 1/(1 − p)) is a given dynamic-dropout mask, None for none; ``rng`` (int64 (2,) on x's device: seed,
     offset, from ``philox.draw``) instead generates the mask of probability ``dropout`` in the kernels, ``rows``
-    (x.shape[:-1] int64, or None) the global row indices it is keyed by (``philox.py``). With a ``residual`` of x's shape and dtype,
-    returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
+    (x.shape[:-1] int64, or None) the global row indices it is keyed by (``philox.py``). With a ``residual`` of
+    x's shape and dtype, returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
     """
     if impl not in ("triton", "cpp", "compiled"):
         raise ValueError(f"the fused op runs impl 'triton', 'cpp' or 'compiled', got {impl!r}")

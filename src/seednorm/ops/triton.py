@@ -2,9 +2,10 @@
 
 Memory traffic equals RMSNorm's (spec §5). The forward reads x (and the residual) once and writes y (and x + r);
 it keeps 1/RMS (M,) and t = σ(s) (M, H) (and the row mean for the centering form) for the backward, nothing else;
-a given dropout mask is read once more by each direction, a generated one (``DROPOUT``) costs no memory traffic. The backward reads x and dy once and
-writes dx; the parameter gradients dγ, dα, dβ are accumulated in float32 by a persistent grid (about two programs
-per SM, each owning a contiguous block of rows) and summed over the programs at the end.
+a given dropout mask is read once more by each direction, a generated one (``DROPOUT``) costs no memory traffic.
+The backward reads x and dy once and writes dx; the parameter gradients dγ, dα, dβ are accumulated in float32 by a
+persistent grid (about two programs per SM, each owning a contiguous block of rows) and summed over the programs at
+the end.
 
 Two layouts, chosen by width:
 
@@ -85,10 +86,7 @@ def _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT: tl.c
     the element at stream position e = offset + global_row·D + col takes word e mod 4 of Philox(counter e >> 2), and
     is kept when the top 31 bits of that word are >= ``thr`` (``philox.py``)."""
     if DROPOUT:
-        if HAS_ROWS:
-            grow = tl.load(ROWS + row)
-        else:
-            grow = row
+        grow = tl.load(ROWS + row) if HAS_ROWS else row
         e = tl.load(RNG + 1) + grow.to(tl.int64) * D + cols
         r0, r1, r2, r3 = tl.randint4x(tl.load(RNG), e >> 2)
         lane = e & 3
@@ -424,7 +422,8 @@ def _dropout_args(
     if rows is not None:
         rows = rows.reshape(-1).to(torch.int64).contiguous()
     flags = {"DROPOUT": True, "HAS_ROWS": rows is not None}
-    return rng.to(torch.int64).contiguous(), dummy if rows is None else rows, philox.threshold(p), philox.scale(p), flags
+    seed = rng.to(torch.int64).contiguous()
+    return seed, dummy if rows is None else rows, philox.threshold(p), philox.scale(p), flags
 
 
 def forward(
@@ -539,7 +538,8 @@ def backward(
     k = rstd if keep is None else keep  # dummy pointers for absent inputs
     mu = rstd if mean is None else mean
     stride_k = 0 if keep is None else keep.stride(0)
-    options = {"HAS_KEEP": keep is not None or rng is not None, "CENTER": mean is not None, "HAS_BIAS": bias is not None}
+    options = {"HAS_KEEP": keep is not None or rng is not None, "CENTER": mean is not None,
+               "HAS_BIAS": bias is not None}
     seed, row_ids, thr, kscale, drop = _dropout_args(rng, rows, dropout, rstd)
     options.update(drop)
     act = ACTIVATION_CODES[activation]
