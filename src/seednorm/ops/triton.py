@@ -418,7 +418,7 @@ def _dropout_args(
     """The kernels' in-kernel dropout arguments: RNG, ROWS (``dummy`` when absent), the keep threshold, the value
     of a kept element, and the constexprs (with ``HAS_KEEP``, which a generated mask sets too)."""
     if rng is None:
-        return dummy, dummy, 0, 0.0, {}
+        return dummy, dummy, 0, 0.0, {"DROPOUT": False, "HAS_ROWS": False}
     if rows is not None:
         rows = rows.reshape(-1).to(torch.int64).contiguous()
     flags = {"DROPOUT": True, "HAS_ROWS": rows is not None}
