@@ -170,6 +170,25 @@ def test_layer_equals_the_reference_with_a_seed(impl):
     assert check(case, impl) == {}
 
 
+def test_torch_compile_traces_the_draw_without_a_graph_break():
+    """fullgraph=True traces the (seed, offset) draw and the op; with the eager backend the compiled call draws what
+    the eager call draws from a seed, gradients included."""
+    layer = seednorm.SeeDNorm(30, num_heads=3, dynamic_dropout=0.4, impl="cpp").train()
+    with torch.no_grad():
+        layer.beta.normal_(0, 0.5)
+    x = torch.randn(4, 7, 30)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)
+    outs = []
+    for fn in (layer, compiled, compiled):
+        layer.zero_grad()
+        torch.manual_seed(11)
+        y = fn(x)
+        y.square().sum().backward()
+        outs.append((y.detach(), layer.alpha.grad.clone()))
+    for y, grad in outs[1:]:
+        assert torch.equal(y, outs[0][0]) and torch.equal(grad, outs[0][1])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # DTensor: 2 CPU ranks over gloo
 
