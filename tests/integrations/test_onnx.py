@@ -85,12 +85,15 @@ def test_dynamic_batch_and_sequence(tmp_path):
 
 
 def test_seednorm2d(tmp_path):
-    model = randomize(SeeDNorm2d(8, num_heads=2))
+    """Dynamic batch, height and width (the norm runs over channels at every position)."""
+    model = randomize(SeeDNorm2d(8, num_heads=2, center=True, bias=True))
     x = torch.randn(2, 8, 5, 6)
-    export(model, (x,), tmp_path / "m.onnx", ({0: torch.export.Dim("batch")},))
-    x2 = torch.randn(3, 8, 5, 6)
-    with torch.no_grad():
-        check(run(tmp_path / "m.onnx", x2)[0], model(x2))
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("h"), 3: torch.export.Dim("w")}
+    export(model, (x,), tmp_path / "m.onnx", (dims,))
+    for shape in ((3, 8, 5, 6), (1, 8, 9, 2), (2, 8, 4, 4)):
+        x2 = torch.randn(shape)
+        with torch.no_grad():
+            check(run(tmp_path / "m.onnx", x2)[0], model(x2))
 
 
 def test_ada_seednorm(tmp_path):
@@ -163,27 +166,62 @@ def test_eager_runs_the_fused_op_again_after_export(tmp_path, monkeypatch):
     assert op.resolve_impl("cpp", torch.randn(2, D)) == "cpp"
 
 
-def test_converted_llama(tmp_path):
-    transformers = pytest.importorskip("transformers")
+class Logits(nn.Module):
+    """A transformers causal LM as a function of its token ids (no cache): what the exporter traces."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, ids):
+        return self.lm(input_ids=ids, use_cache=False).logits
+
+
+def converted_lm(name: str) -> nn.Module:
+    pytest.importorskip("transformers")
     from test_transformers import tiny_model
 
-    model = tiny_model("llama")
+    model = tiny_model(name)
     model.config.use_cache = False
     seednorm.convert_to_seednorm(model)
-    model = randomize(model)
+    return Logits(randomize(model)).eval()
 
-    class Logits(nn.Module):
-        def __init__(self, lm: transformers.PreTrainedModel) -> None:
-            super().__init__()
-            self.lm = lm
 
-        def forward(self, ids):
-            return self.lm(input_ids=ids, use_cache=False).logits
-
-    wrapped = Logits(model).eval()
+def test_converted_llama(tmp_path):
+    wrapped = converted_lm("llama")
     ids = torch.randint(3, 96, (2, 12))
     export(wrapped, (ids,), tmp_path / "m.onnx", batch_seq())
     ids2 = torch.randint(3, 96, (3, 9))
     with torch.no_grad():
         # a whole model: onnxruntime sums the matmuls in another order
         check(run(tmp_path / "m.onnx", ids2)[0], wrapped(ids2), rtol=1e-4, atol=1e-4)
+
+
+def test_converted_gpt2_with_centering(tmp_path):
+    """GPT-2's LayerNorms become the centering form (center=True, bias=True); the graph has the mean subtracted."""
+    wrapped = converted_lm("gpt2")
+    norms = [m for m in wrapped.modules() if isinstance(m, SeeDNorm)]
+    assert len(norms) == 5 and all(m.center and m.bias is not None for m in norms)
+    export(wrapped, (torch.randint(3, 96, (2, 12)),), tmp_path / "m.onnx", batch_seq())
+    for shape in ((3, 9), (1, 1), (4, 40)):
+        ids = torch.randint(3, 96, shape)
+        with torch.no_grad():
+            check(run(tmp_path / "m.onnx", ids)[0], wrapped(ids))  # float32 logits within 1e-5
+
+
+def test_converted_convnext(tmp_path):
+    """timm's ConvNeXt, every LayerNorm2d converted to SeeDNorm2d(center=True, bias=True); a dynamic batch (dynamic
+    height and width: ``test_seednorm2d``, as they cost the exporter twice the time on a whole network)."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("convnext_atto", num_classes=10, depths=(1, 1, 1, 1))
+    seednorm.convert_to_seednorm(model, num_heads=4)
+    norms = [m for m in model.modules() if isinstance(m, SeeDNorm)]
+    assert len(norms) == 9 and all(isinstance(m, SeeDNorm2d) and m.center for m in norms)
+    model = randomize(model)
+    export(model, (torch.randn(2, 3, 64, 64),), tmp_path / "m.onnx", ({0: torch.export.Dim("batch")},))
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 64, 64)
+        with torch.no_grad():
+            expected = model(x)
+        # a whole network: within 1e-5 of the largest logit (convolutions sum in another order in onnxruntime)
+        check(run(tmp_path / "m.onnx", x)[0], expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())

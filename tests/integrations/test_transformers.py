@@ -272,7 +272,10 @@ def test_bert_family_round_trip_keeps_beta_apart_from_the_bias(name, ids, tmp_pa
         if n in norms:
             assert torch.equal(m.beta, norms[n].beta) and torch.equal(m.bias, norms[n].bias)
 
-    plain = type(model).from_pretrained(tmp_path)  # rebuilds LayerNorms: their bias is the bias, never β
+    with pytest.raises(AttributeError, match="a SeeDNorm checkpoint, which transformers' own model classes"):
+        type(model).from_pretrained(tmp_path)  # the plain class refuses the checkpoint's config
+    # given a plain config, it rebuilds LayerNorms: their bias is the bias, never β
+    plain = type(model).from_pretrained(tmp_path, config=plain_config(tmp_path, type(model.config)))
     for n, m in plain.named_modules():
         if n in norms:
             assert isinstance(m, torch.nn.LayerNorm) and torch.equal(m.bias, norms[n].bias)
@@ -288,9 +291,20 @@ def test_convert_leaves_the_callers_config_alone(ids):
     assert {m.num_heads for m in first.modules() if isinstance(m, SeeDNorm)} == {1}
 
 
+def plain_config(path, config_class):
+    """The checkpoint's config.json read as ``config_class`` with the dtype it was saved with: what a plain
+    transformers class builds when it is handed the config (it refuses the file's own)."""
+    import json
+
+    saved = json.loads((path / "config.json").read_text())
+    saved["dtype"] = saved.pop("torch_dtype")
+    return config_class.from_dict({k: v for k, v in saved.items() if k not in ("model_type", "auto_map")})
+
+
 def test_convert_refuses_a_seednorm_checkpoint_loaded_plainly(tmp_path):
     sn_hf.convert(tiny_model("llama")).save_pretrained(tmp_path)
-    plain = transformers.LlamaForCausalLM.from_pretrained(tmp_path)
+    config = plain_config(tmp_path, transformers.LlamaConfig)
+    plain = transformers.LlamaForCausalLM.from_pretrained(tmp_path, config=config)  # α, β dropped
     with pytest.raises(ValueError, match="loaded from a SeeDNorm checkpoint with a plain from_pretrained"):
         sn_hf.convert(plain)
 
@@ -366,9 +380,9 @@ def _load_plainly(path, tmp_path, ids, *flags):
     return lines, (torch.load(out) if out.exists() else None)
 
 
-@pytest.mark.parametrize(("name", "norm"), [("llama", "HFSeeDNorm"), ("gpt2", "HFSeeDNorm")])
+@pytest.mark.parametrize(("name", "norm"), [("llama", "HFSeeDNorm")])  # all 9: test_every_architecture_...
 def test_saved_code_rebuilds_the_model_in_plain_transformers(name, norm, ids, tmp_path):
-    model = sn_hf.convert(tiny_model(name))  # GPT-2: the centering form, with the LayerNorm bias
+    model = sn_hf.convert(tiny_model(name))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, SeeDNorm):
@@ -429,3 +443,127 @@ def test_copies_and_pickles_of_a_converted_model_save_its_code(tmp_path):
         other.save_pretrained(tmp_path / str(i))
         assert (tmp_path / str(i) / "modeling_seednorm.py").exists()
         assert other.save_pretrained.model is other
+
+
+LOAD_EVERY_WAY = """
+import json
+import sys
+
+import torch
+import transformers
+
+plan, ids_file, out_file = sys.argv[1:4]
+assert "seednorm" not in sys.modules
+ids, results = torch.load(ids_file), {}
+for name, path, cls in json.loads(open(plan).read()):
+    seen = {}
+    for how, load in (
+        ("explicit", lambda p: getattr(transformers, cls).from_pretrained(p)),
+        ("auto", lambda p: transformers.AutoModelForCausalLM.from_pretrained(p)),
+        ("remote", lambda p: transformers.AutoModelForCausalLM.from_pretrained(p, trust_remote_code=True)),
+    ):
+        try:
+            model = load(path)
+        except Exception as error:
+            seen[how] = f"{type(error).__name__}: " + str(error).replace("\\n", " ")
+            continue
+        norms = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.endswith("Norm")})
+        with torch.no_grad():
+            logits = model(ids).logits
+        seen[how] = {"class": type(model).__name__, "norms": norms}
+        torch.save(logits, f"{path}/{how}.pt")
+        if how == "remote" and name == "llama":  # the model loaded from the saved code, saved again
+            model.save_pretrained(path + "-again")
+    results[name] = seen
+open(out_file, "w").write(json.dumps(results))
+"""
+
+
+def test_every_architecture_refuses_plain_classes_and_loads_with_its_code(ids, tmp_path):
+    """For the 9 architectures, in one fresh process that never imports seednorm itself: the explicit transformers
+    class (LlamaForCausalLM, ...) and the auto class without trust_remote_code refuse the checkpoint, with
+    trust_remote_code=True the saved code rebuilds it exactly; a model loaded so and saved again refuses and loads
+    the same way."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    plan, expected = [], {}
+    for name in sorted(CONFIGS):
+        model = _train_dynamic(sn_hf.convert(tiny_model(name)))
+        path = tmp_path / name
+        model.save_pretrained(path)
+        expected[name] = logits(model, ids)
+        plan.append((name, str(path), type(model).__name__))
+    (tmp_path / "plan.json").write_text(json.dumps(plan + [("llama-again", str(tmp_path / "llama-again"),
+                                                            "LlamaForCausalLM")]))
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "HOME": str(tmp_path),
+           "HF_HOME": str(tmp_path / "hf"), "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    torch.save(ids, tmp_path / "ids.pt")
+    command = [sys.executable, "-c", LOAD_EVERY_WAY, *(str(tmp_path / f) for f in ("plan.json", "ids.pt", "out"))]
+    done = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out").read_text())
+    expected["llama-again"] = expected["llama"]
+    assert sorted(results) == sorted([*CONFIGS, "llama-again"])
+    for name, seen in results.items():
+        assert seen["explicit"].startswith("AttributeError: module 'torch' has no attribute 'not a dtype: a SeeDNorm "
+                                           "checkpoint"), (name, seen["explicit"])
+        assert seen["auto"].startswith("ValueError: ") and "trust_remote_code=True" in seen["auto"], (name, seen)
+        cls = plan[[p[0] for p in plan].index(name.removesuffix("-again"))][2]
+        assert seen["remote"] == {"class": f"SeeDNorm{cls}", "norms": ["HFSeeDNorm"]}, (name, seen["remote"])
+        assert torch.equal(torch.load(tmp_path / name / "remote.pt"), expected[name]), name
+
+
+def test_the_locked_dtype_is_read_back_and_locked_again(tmp_path):
+    """config.json's dtype is the refusal sentence and torch_dtype the real dtype: sn_hf.from_pretrained and the
+    saved code's config class read the real one (a bfloat16 model loads in bfloat16), and the config class writes
+    the lock again."""
+    import importlib.util
+    import json
+
+    sn_hf.convert(tiny_model("qwen3")).to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved["dtype"] == sn_hf.LOCKED_DTYPE and saved["torch_dtype"] == "bfloat16"
+    loaded = sn_hf.from_pretrained(transformers.AutoModelForCausalLM, tmp_path / "ckpt")
+    assert loaded.config.dtype == torch.bfloat16 and loaded.model.norm.seednorm_beta.dtype == torch.bfloat16
+
+    spec = importlib.util.spec_from_file_location("saved_qwen3_code", tmp_path / "ckpt" / "modeling_seednorm.py")
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    config = code.SeeDNormQwen3Config.from_pretrained(tmp_path / "ckpt")
+    assert config.dtype == torch.bfloat16
+    config.save_pretrained(tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["dtype"] == sn_hf.LOCKED_DTYPE and again["torch_dtype"] == "bfloat16"
+
+
+def test_save_pretrained_push_to_hub_uploads_the_code_and_the_locked_config(tmp_path, monkeypatch):
+    """transformers uploads at the end of its save_pretrained(push_to_hub=True): the code and the locked
+    config.json are in the folder by then (the Hub calls are replaced by stand-ins that record the folder)."""
+    import json
+    import types
+
+    from transformers import modeling_utils
+    from transformers.utils.hub import PushToHubMixin
+
+    uploaded = {}
+
+    def upload(self, folder, repo_id, files_timestamps, **kwargs):
+        config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+        uploaded.update(repo=repo_id, code=(tmp_path / "ckpt" / "modeling_seednorm.py").exists(), dtype=config["dtype"])
+
+    class Api:
+        def create_repo(self, repo_id, **kwargs):
+            return types.SimpleNamespace(repo_id=f"user/{repo_id}")
+
+    monkeypatch.setattr(modeling_utils, "hf_api", Api)
+    monkeypatch.setattr(modeling_utils, "create_and_tag_model_card", lambda *a, **k: types.SimpleNamespace(
+        save=lambda path: None))
+    monkeypatch.setattr(PushToHubMixin, "_upload_modified_files", upload)
+    model = sn_hf.convert(tiny_model("llama"))
+    model.save_pretrained(tmp_path / "ckpt", push_to_hub=True)
+    assert uploaded == {"repo": "user/ckpt", "code": True, "dtype": sn_hf.LOCKED_DTYPE}
+    assert "_upload_modified_files" not in model.__dict__

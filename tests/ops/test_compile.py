@@ -109,3 +109,40 @@ def test_auto_choice_first_made_inside_a_compiled_trace_has_no_graph_break(monke
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", op.FallbackWarning)  # a machine without a compiler may warn
         assert torch._dynamo.explain(seednorm.SeeDNorm(16))(torch.randn(3, 16)).graph_break_count == 0
+
+
+def test_dynamic_shapes_trace_the_op_whose_shapes_come_from_its_decomposition():
+    """With symbolic shapes FakeTensor takes the op's output shapes from the decomposition registered in torch's
+    table (seednorm.ops.decomposition): the graphs still hold the fused ops; results and gradients are eager's."""
+    from torch._functorch.aot_autograd import aot_module_simplified, make_boxed_func
+
+    torch._dynamo.reset()
+    graphs: list[str] = []
+    symbolic: list[bool] = []
+
+    def backend(gm, inputs):
+        symbolic.append(any(isinstance(i, torch.SymInt) for i in inputs))  # the batch and length dims
+
+        def keep(graph, _inputs):
+            graphs.append(graph.code)
+            return make_boxed_func(graph)
+
+        return aot_module_simplified(gm, inputs, fw_compiler=keep, bw_compiler=keep)
+
+    model = Block()
+    x = torch.randn(3, 5, 24)
+    torch._dynamo.mark_dynamic(x, 0)
+    torch._dynamo.mark_dynamic(x, 1)
+    y = torch.compile(model, backend=backend, fullgraph=True)(x)
+    y.square().sum().backward()
+    compiled = _grads(model)
+    model.zero_grad()
+    expected = model(x)
+    expected.square().sum().backward()
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
+    for name, g in _grads(model).items():
+        torch.testing.assert_close(compiled[name], g, rtol=1e-5, atol=1e-6, msg=name)
+    forward, backward = graphs
+    assert symbolic == [True]
+    assert forward.count("torch.ops.seednorm.forward.default") == 2
+    assert backward.count("torch.ops.seednorm.backward.default") == 2

@@ -189,6 +189,21 @@ def test_torch_compile_traces_the_draw_without_a_graph_break():
         assert torch.equal(y, outs[0][0]) and torch.equal(grad, outs[0][1])
 
 
+def test_dynamic_shapes_trace_the_generated_mask():
+    """With symbolic shapes (FakeTensor takes the op's shapes from its decomposition, which generates the mask with
+    keep_mask's tensor ops) the traced op draws and applies the eager call's mask, for two numbers of rows."""
+    layer = seednorm.SeeDNorm(24, num_heads=2, dynamic_dropout=0.3, impl="cpp").train()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    for rows in (5, 9):
+        x = torch.randn(2, rows, 24)
+        torch._dynamo.mark_dynamic(x, 1)
+        outs = []
+        for fn in (layer, compiled):
+            torch.manual_seed(2)
+            outs.append(fn(x))
+        torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # DTensor: 2 CPU ranks over gloo
 

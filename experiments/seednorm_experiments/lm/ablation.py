@@ -44,7 +44,7 @@ from .study import Evaluator, Run, make_task, study_corpus, train_config
 from .sweep import best_lrs
 
 __all__ = ["MAIN", "AblationPlan", "Job", "VariantJob", "VariantRuns", "best_knobs", "claim", "load_runs",
-           "primary_metric", "run_ablation", "zero_shot_bpb"]
+           "primary_metric", "run_ablation", "zero_shot_bpb", "zero_shot_cloze"]
 
 MAIN = ("rmsnorm", "layernorm", "dyt", "seednorm")
 """The main norms the ablation compares by default, each swept and compared at its own best learning rate: the
@@ -129,6 +129,11 @@ def zero_shot_bpb(run: Run) -> float:
     return statistics.fmean(run.result["final_eval"][f"bpb/{d}"] for d in ZERO_SHOT)
 
 
+def zero_shot_cloze(run: Run) -> float:
+    """Zero-shot cloze accuracy (mean over the never-seen evaluation domains)."""
+    return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
+
+
 def best_knobs(base: Sequence[Run], knobs: Sequence[str], carry: int) -> list[str]:
     """The ``carry`` knob variants with the lowest mean paired difference to RMSNorm in
     :func:`primary_metric` over the seeds both finished (diverged runs excluded)."""
@@ -187,13 +192,14 @@ class VariantRuns:
     def spec(self, job: VariantJob) -> tuple[Task, TrainConfig]:
         raise NotImplementedError
 
-    def variant_spec(self, job: VariantJob, preset: Preset, evaluator: Evaluator | None, desc: str
-                     ) -> tuple[Task, TrainConfig]:
-        """``job``'s variant trained at ``preset`` (no TensorBoard, no evaluation before the end)."""
+    def variant_spec(self, job: VariantJob, preset: Preset, evaluator: Evaluator | None, desc: str,
+                     nudge_init: bool = False) -> tuple[Task, TrainConfig]:
+        """``job``'s variant trained at ``preset`` (no TensorBoard, no evaluation before the end); ``nudge_init``:
+        from the seed's init moved up by one ulp (:func:`.study.make_task`)."""
         variant = get_variant(job.variant)
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
                          model_overrides=variant.model_overrides(preset.dim, preset.n_heads),
-                         signature={"variant": variant.signature()})
+                         signature={"variant": variant.signature()}, nudge_init=nudge_init)
         cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress, desc,
                            self.corpus.vocab_size)
         return task, dataclasses.replace(cfg, tensorboard=False, eval_every=0,

@@ -20,8 +20,8 @@ from seednorm.modules import DYNAMIC_PARAMETERS
 from ..common import BASELINE
 from ..records import provenance
 from ..report import Stat, markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
-from .ablation import AblationPlan, primary_metric, zero_shot_bpb
-from .data import IN_DOMAIN, ZERO_SHOT
+from .ablation import AblationPlan, primary_metric, zero_shot_bpb, zero_shot_cloze
+from .data import EVAL_SETS
 from .recipes import get_variant
 from .study import Run
 from .sweep import best_lrs, plot_sweep, sweep_table
@@ -32,15 +32,11 @@ GROUPS = (*DYNAMIC_PARAMETERS, "gamma", "matrix", "other")
 """The gradient-norm groups the harness logs (``gn/<group>``): SeeDNorm's α, β, norm gains, matrices, the rest."""
 
 
-def _zero_shot_cloze(run: Run) -> float:
-    return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
-
-
 METRICS: dict[str, Callable[[Run], float]] = {
     "in-domain bpb": primary_metric,
     "zero-shot bpb": zero_shot_bpb,
     "train loss": lambda r: r.final_loss,
-    "zero-shot cloze": _zero_shot_cloze,
+    "zero-shot cloze": zero_shot_cloze,
 }
 
 
@@ -83,8 +79,8 @@ def _protocol(plan: AblationPlan, lrs: dict[str, float]) -> list[str]:
         f"{p.batch_size} × {p.seq_len} tokens per step, AdamW (β 0.9/0.95), linear warmup "
         f"{min(p.warmup, p.steps // 5)} steps then cosine to 10%, weight decay {p.weight_decay} on matrices (and on "
         f"SeeDNorm's α, β unless a knob says otherwise), global gradient clip {p.grad_clip}; data: modern "
-        "Shakespeare plays + Python standard-library code; evaluation: held-out bits per byte in-domain "
-        f"({', '.join(IN_DOMAIN)}) and zero-shot ({', '.join(ZERO_SHOT)}), 4-way cloze accuracy.\n",
+        "Shakespeare plays + Python standard-library code; evaluation: "
+        f"{EVAL_SETS}, 4-way cloze accuracy.\n",
         "1. **Sweep** — every main norm at each learning rate "
         f"{', '.join(f'{x:g}' for x in plan.lrs)} (seed 0, {p.steps} steps = {p.tokens_per_run:,} tokens); "
         "each norm's rate is the one with the lowest final training loss (mean of the last 10% of steps)"

@@ -3,6 +3,7 @@
     seednorm lm --preset standard --out results/lm_standard    # every norm × 3 seeds, report in results/lm_standard
     seednorm lm --preset smoke --norms rmsnorm seednorm        # seconds (what the tests run); runs/lm_smoke
     seednorm lm --preset quick --moe-experts 4 --moe-top-k 2   # the mixture-of-experts model (OLMoE-style)
+    seednorm lm --arch olmo2 --preset smoke                    # OLMo-core's OLMo2, rmsnorm vs seednorm (docs/olmo.md)
     seednorm lm --ablation --preset quick --steps 200 --seeds 6 --out results/lm_ablation
     seednorm lm --size-curve --preset quick --steps 200 --out runs/lm_size_curve   # SeeDNorm − RMSNorm vs size
     torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke   # DDP (gloo on CPU, nccl on GPU)
@@ -35,7 +36,7 @@ from ..args import REPORT, check_out_dir, nonnegative_int, out_dir, positive_flo
 from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
 from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
-from .model import SITES
+from .model import ARCHS, SITES
 from .presets import PRESETS, get_preset, parse_overrides
 from .size_curve import CLIP_OFF, EXTEND, LRS, NORMS, POINTS, SEEDS, TOKEN_FACTORS
 
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="norm sites that take the chosen norm, the others stay RMSNorm (default: all of "
                    + " ".join(SITES) + ")")
     p.add_argument("--qk-norm", action="store_true", help="add a norm on each head's queries and keys")
+    p.add_argument("--arch", choices=ARCHS, default="llama", help="the decoder: llama (ours, pre-norm) or olmo2 "
+                   "(OLMo-core's OLMo2: reordered-norm blocks, QK-norm; rmsnorm and seednorm only; needs OLMo-core) "
+                   "(default: %(default)s)")
     p.add_argument("--moe-experts", type=nonnegative_int, default=0, metavar="E",
                    help="mixture of E experts in place of each MLP, OLMoE-style (default: 0, dense)")
     p.add_argument("--moe-top-k", type=positive_int, default=2, metavar="K",
@@ -121,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every point at F × the steps for each F, each with its own rate grid (default: "
                    + " ".join(map(str, TOKEN_FACTORS)) + "); with more than one, the report adds SeeDNorm − RMSNorm "
                    "against training tokens")
+    c.add_argument("--sensitivity", action="store_true",
+                   help="train every run of every grid again from its init moved up by one ulp (same seed and data) "
+                   "and report how far each result moved: the float-level noise floor at each rate")
     c.add_argument("--clip-off-point", default="{}x{}".format(*CLIP_OFF), metavar="WxL",
                    help="the size of the clip-off check, one of --points, or 'none' (default: %(default)s)")
     c.add_argument("--gpu-summary", type=Path, default=None, metavar="JSON",
@@ -135,7 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "seednorm lm " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     body = _size_curve if args.size_curve else _ablation if args.ablation else _study
-    return report_errors(parser.prog, lambda: body(args, command), (argparse.ArgumentError, *EXPECTED_ERRORS))
+
+    def run() -> int:
+        if args.sensitivity and not args.size_curve:
+            raise argparse.ArgumentError(None, "--sensitivity applies to --size-curve only")
+        return body(args, command)
+
+    return report_errors(parser.prog, run, (argparse.ArgumentError, *EXPECTED_ERRORS))
 
 
 def _overrides(args: argparse.Namespace, **options: object) -> dict[str, object]:
@@ -157,6 +170,8 @@ def _ablation(args: argparse.Namespace, command: str) -> int:
                             norms=tuple(dict.fromkeys(args.norms)) if args.norms else MAIN)
         if args.moe_experts:
             raise ValueError("--moe-experts applies to the study; the ablation trains the dense model")
+        if args.arch != "llama":
+            raise ValueError("--arch applies to the study; the ablation trains our Llama-style model")
         if args.until is not None and args.until not in plan.phases:
             raise ValueError(f"--until {args.until!r} is not a phase of this plan: {plan.phases}")
         out = check_out_dir(args.out or default_out("lm_ablation", preset.name), files=(REPORT,))
@@ -194,9 +209,10 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
     from .study import study_corpus
 
     try:  # every setting is checked before anything trains
-        if args.ablation or args.moe_experts or args.qk_norm or args.lr_sweep or args.sweep_only:
+        if args.ablation or args.moe_experts or args.qk_norm or args.lr_sweep or args.sweep_only \
+                or args.arch != "llama":
             raise ValueError("--size-curve trains the dense model with every norm at every site: --ablation, "
-                             "--moe-experts, --qk-norm, --lr-sweep and --sweep-only do not apply")
+                             "--moe-experts, --qk-norm, --lr-sweep, --sweep-only and --arch do not apply")
         preset = get_preset(args.preset, **_overrides(args, steps=args.steps))
         if preset.lr_grid:
             raise ValueError(f"preset {preset.name!r} runs its own learning-rate grid; the size curve is a CPU study "
@@ -205,6 +221,7 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
         clip_off = None if args.clip_off_point.lower() == "none" else parse_points([args.clip_off_point])[0]
         plan = SizeCurvePlan(preset, points=points, lrs=tuple(args.size_lrs), seeds=args.seeds or SEEDS,
                              extend=args.extend, clip_off=clip_off, token_factors=tuple(args.token_factors),
+                             sensitivity=args.sensitivity,
                              norms=tuple(dict.fromkeys(args.norms)) if args.norms else NORMS)
         out = check_out_dir(args.out or default_out("lm_size_curve", preset.name), files=(REPORT,))
     except ValueError as e:
@@ -232,17 +249,21 @@ def _study(args: argparse.Namespace, command: str) -> int:
         if args.recipe or args.throughput_rounds:
             raise ValueError("--recipe and --throughput-rounds apply to a preset with lr_grid (gpu); this study "
                              "times the step unless --no-throughput")
-        norms = check_norms(args.norms or default_norms(BASELINE))
+        norms = check_norms(args.norms or (("rmsnorm", "seednorm") if args.arch == "olmo2"
+                                           else default_norms(BASELINE)))
         if set(args.placement) - set(SITES):
             raise ValueError(f"--placement: unknown placement {sorted(set(args.placement) - set(SITES))}; "
                              f"choose from {', '.join(SITES)}")
         if args.moe_experts and args.moe_top_k > args.moe_experts:
             raise ValueError(f"--moe-top-k {args.moe_top_k} exceeds --moe-experts {args.moe_experts}")
-        out = check_out_dir(args.out or default_out("lm", preset.name), files=(REPORT,))
+        if args.arch == "olmo2":
+            _check_olmo2(args, preset, norms)
+        out = check_out_dir(args.out or default_out("lm" if args.arch == "llama" else f"lm_{args.arch}", preset.name),
+                            files=(REPORT,))
     except ValueError as e:
         raise argparse.ArgumentError(None, str(e)) from None
     seeds = args.seeds or preset.seeds
-    moe = {"moe_experts": args.moe_experts, "moe_top_k": args.moe_top_k}
+    moe = {"moe_experts": args.moe_experts, "moe_top_k": args.moe_top_k, "arch": args.arch}
     if args.fresh and args.resume:
         raise argparse.ArgumentError(None, "--fresh and --resume contradict each other: give one")
     kw = {"resume": not args.fresh, "placement": args.placement, "qk_norm": args.qk_norm,
@@ -264,6 +285,23 @@ def _study(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _check_olmo2(args: argparse.Namespace, preset: Any, norms: Sequence[str]) -> None:
+    """``--arch olmo2``: every run's model is one OLMo2 can be (:func:`.olmo.check_olmo2`), and OLMo-core imports."""
+    from .olmo import check_olmo2
+    from .study import model_config
+
+    if args.qk_norm or args.moe_experts:
+        raise ValueError("--arch olmo2 has its QK-norm always (convert it or not with --placement qk) and is dense: "
+                         "--qk-norm and --moe-experts do not apply")
+    for norm in norms:
+        check_olmo2(model_config(preset, preset.vocab_size, norm, args.placement))
+    try:
+        import olmo_core.nn.transformer  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"--arch olmo2 needs OLMo-core ({err}); install it with pip install --no-deps -r "
+                         "requirements-torchtitan.txt") from None
+
+
 def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
     """The learning-rate grid of a preset with ``lr_grid`` (:mod:`.gpu`): its own runs and report."""
     import torch
@@ -275,9 +313,9 @@ def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
     from .study import study_corpus
 
     if args.lr_sweep or args.sweep_only or args.ablation or args.moe_experts or args.qk_norm \
-            or tuple(args.placement) != SITES:
-        raise argparse.ArgumentError(None, f"preset {preset.name!r} runs its own learning-rate grid: "
-                                     "--lr-sweep, --sweep-only, --moe-experts, --qk-norm and --placement do not apply")
+            or tuple(args.placement) != SITES or args.arch != "llama":
+        raise argparse.ArgumentError(None, f"preset {preset.name!r} runs its own learning-rate grid: --lr-sweep, "
+                                     "--sweep-only, --moe-experts, --qk-norm, --placement and --arch do not apply")
     try:  # every setting is checked before anything trains: the run folder, the corpus pack, one pass
         out = check_out_dir(args.out or default_out("lm", preset.name), files=(REPORT,))
         corpus = study_corpus(preset)

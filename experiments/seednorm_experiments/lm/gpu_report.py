@@ -12,8 +12,8 @@ from pathlib import Path
 from ..common import BASELINE
 from ..records import provenance
 from ..report import markdown_table, plot_curves, step_costs
-from .ablation import primary_metric, zero_shot_bpb
-from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT, Corpus
+from .ablation import primary_metric, zero_shot_bpb, zero_shot_cloze
+from .data import EVAL_DOMAINS, EVAL_SETS, Corpus
 from .gpu import ASSUMED_TFLOPS, RECIPE, best_lr, non_embedding_params, train_flops
 from .presets import Preset
 from .study import Run
@@ -31,10 +31,6 @@ def _label(run: Run) -> str:
     return f"{run.norm} @ {run.lr:g}"
 
 
-def _zero_shot_cloze(run: Run) -> float:
-    return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
-
-
 def _runs_table(runs: Sequence[Run]) -> list[str]:
     rows = []
     for r in runs:
@@ -43,7 +39,7 @@ def _runs_table(runs: Sequence[Run]) -> list[str]:
             continue
         e = r.result["final_eval"]
         rows.append([_label(r), f"{r.final_loss:.4f}", *(f"{e[f'bpb/{d}']:.4f}" for d in EVAL_DOMAINS),
-                     f"{primary_metric(r):.4f}", f"{_zero_shot_cloze(r):.3f}", f"{r.result['tokens_per_s']:,.0f}",
+                     f"{primary_metric(r):.4f}", f"{zero_shot_cloze(r):.3f}", f"{r.result['tokens_per_s']:,.0f}",
                      f"{r.result['wall_s']:.0f}"])
     header = ["run (variant @ lr)", "train loss", *(f"bpb {d}" for d in EVAL_DOMAINS), "bpb in-domain mean",
               "cloze zero-shot mean", "tokens/s", "wall s"]
@@ -139,7 +135,7 @@ def write_gpu_report(out: Path, preset: Preset, runs: Sequence[Run], corpus: Cor
              "Corpus: " + (f"pack sha256 `{pack}` ({corpus.source.get('pack_files', 0):,} package source files "
                            "beside the plays and the standard library; manifest in the pack)" if pack else
                            "plays + this interpreter's standard library")
-             + f"; in-domain evaluation {', '.join(IN_DOMAIN)} (held out), zero-shot {', '.join(ZERO_SHOT)}; "
+             + f"; evaluation: {EVAL_SETS}; "
              f"cache key `{corpus.key}`.\n",
              f"Estimate: {flops:.3g} FLOP per run (6·(N + V·d)·tokens + 12·L·T·d·tokens) ≈ "
              f"{flops / (ASSUMED_TFLOPS * 1e12):.0f} s at an assumed {ASSUMED_TFLOPS:g} TFLOP/s.\n"]

@@ -32,9 +32,10 @@ from torch import Tensor, nn
 
 from seednorm import build_norm
 
-__all__ = ["SITES", "LMConfig", "Llama", "MoE", "load_balancing_loss"]
+__all__ = ["ARCHS", "SITES", "LMConfig", "Llama", "MoE", "load_balancing_loss"]
 
 SITES = ("attn", "mlp", "final", "qk")
+ARCHS = ("llama", "olmo2")  # this module's decoder; OLMo-core's OLMo2 (lm.olmo)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class LMConfig:
     ``site_norm_kwargs[site]`` update them for one site (e.g. ``{"attn": {"alpha_init": 0.8}}``).
     ``embed_scale``: when set, the embeddings are multiplied by a learnable scalar initialised to it.
     ``moe_experts``/``moe_top_k``/``moe_hidden``: the mixture of experts in place of each MLP (0 experts: dense;
-    see the module docstring); ``moe_aux_coef``: the weight of its load-balancing loss in the training loss."""
+    see the module docstring); ``moe_aux_coef``: the weight of its load-balancing loss in the training loss.
+    ``arch``: "llama" (this module's decoder) or "olmo2" (OLMo-core's OLMo2 at this shape, :mod:`.olmo`)."""
 
     vocab_size: int
     dim: int = 128
@@ -64,8 +66,11 @@ class LMConfig:
     moe_top_k: int = 2
     moe_hidden: int | None = None
     moe_aux_coef: float = 0.01
+    arch: str = "llama"
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose from {ARCHS}")
         if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
             raise ValueError(f"dim={self.dim} must split into n_heads={self.n_heads} heads of even width")
         unknown = set(self.placement) - set(SITES)

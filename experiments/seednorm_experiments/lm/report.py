@@ -17,7 +17,8 @@ from pathlib import Path
 from ..common import BASELINE
 from ..records import provenance
 from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, step_costs, summarize
-from .data import EVAL_DOMAINS, IN_DOMAIN, ZERO_SHOT
+from .ablation import zero_shot_cloze
+from .data import EVAL_DOMAINS, EVAL_SETS, domain_label
 from .presets import Preset
 from .study import Run, model_config
 
@@ -35,10 +36,6 @@ def _metric(run: Run, key: str) -> float:
     return run.final_loss if key == "loss" else run.result["final_eval"][key]
 
 
-def _label(domain: str) -> str:
-    return f"{domain} (zero-shot)" if domain in ZERO_SHOT else f"{domain} (in-domain)"
-
-
 def _results_tables(groups: dict[str, list[Run]]) -> list[str]:
     bpb_keys = ["loss"] + [f"bpb/{d}" for d in EVAL_DOMAINS]
     cloze_keys = [f"cloze/{d}" for d in EVAL_DOMAINS]
@@ -51,9 +48,9 @@ def _results_tables(groups: dict[str, list[Run]]) -> list[str]:
         rows_cloze.append([tag] + [cell(k) for k in cloze_keys])
     return [
         "### Final training loss (nats/token, last 10% of steps) and bits per byte (lower is better)\n",
-        markdown_table(["norm (runs ok/total)", "train loss"] + [_label(d) for d in EVAL_DOMAINS], rows_bpb),
+        markdown_table(["norm (runs ok/total)", "train loss"] + [domain_label(d) for d in EVAL_DOMAINS], rows_bpb),
         "\n### Cloze accuracy, 4 choices (chance 0.25; higher is better)\n",
-        markdown_table(["norm (runs ok/total)"] + [_label(d) for d in EVAL_DOMAINS], rows_cloze),
+        markdown_table(["norm (runs ok/total)"] + [domain_label(d) for d in EVAL_DOMAINS], rows_cloze),
     ]
 
 
@@ -65,7 +62,7 @@ def _diff_table(groups: dict[str, list[Run]]) -> list[str]:
 
     def value(run: Run, key: str) -> float:
         if key == "cloze/zero-shot mean":
-            return statistics.fmean(run.result["final_eval"][f"cloze/{d}"] for d in ZERO_SHOT)
+            return zero_shot_cloze(run)
         return _metric(run, key)
 
     rows = []
@@ -144,9 +141,9 @@ def _sweep_section(sweep: Sequence[Run], out: Path) -> list[str]:
 
 def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str,
                  throughput: dict[str, list[float]] | None = None, sweep: Sequence[Run] = (),
-                 wall_s: float | None = None, moe_experts: int = 0, moe_top_k: int = 2) -> Path:
+                 wall_s: float | None = None, moe_experts: int = 0, moe_top_k: int = 2, arch: str = "llama") -> Path:
     """Write ``out/report.md`` and its PNGs; returns the report's path. ``moe_experts`` > 0: the runs trained the
-    mixture-of-experts model (top ``moe_top_k``)."""
+    mixture-of-experts model (top ``moe_top_k``); ``arch="olmo2"``: OLMo-core's OLMo2 (:mod:`.olmo`)."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Language-model study — `{preset.name}` preset\n",
              f"Command: `{command}`\n",
@@ -163,6 +160,10 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
                      f"experts SwiGLU of width {moe.expert_hidden}; Switch load-balancing loss, averaged over the "
                      f"blocks, × {moe.moe_aux_coef:g} in the gradient, the train loss below is the cross-entropy)")
             counts = ", ".join(f"{n} {p:,} ({p - inactive:,} active)" for n, p in params.items())
+        elif arch == "olmo2":
+            model = ("OLMo-core's OLMo2 decoder (reordered-norm blocks: the norms on the attention and MLP outputs; "
+                     "QK-norm over the full width; SeeDNorm by seednorm.integrations.olmo_core.convert_config)")
+            counts = ", ".join(f"{n} {p:,}" for n, p in params.items())
         else:
             model = "Llama-style decoder"
             counts = ", ".join(f"{n} {p:,}" for n, p in params.items())
@@ -173,8 +174,7 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
                   f"{preset.weight_decay} on matrices and SeeDNorm's α, β, clip {preset.grad_clip}; seeds "
                   f"{seeds}. Parameters: {counts}.\n",
                   f"Training data: modern-spelling Shakespeare plays + Python standard-library code (docstrings "
-                  f"removed). In-domain evaluation: held-out plays and files ({', '.join(IN_DOMAIN)}); "
-                  f"zero-shot: {', '.join(ZERO_SHOT)} (never trained on).\n"]
+                  f"removed). Evaluation: {EVAL_SETS}.\n"]
         lines += _results_tables(groups) + _diff_table(groups)
         if moe.moe:
             lines += _routing_table(groups)
@@ -187,9 +187,9 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
                      for n, rs in groups.items()}, list(range(preset.steps)), out / "grad_norm.png",
                     ylabel="global gradient norm (before clipping)", logy=True, smooth=0.9,
                     title=f"Gradient norm, EMA 0.9; clip at {preset.grad_clip}")
-        bpb = {_label(d): {n: [r.result["final_eval"][f"bpb/{d}"] for r in rs] for n, rs in ok.items() if rs}
+        bpb = {domain_label(d): {n: [r.result["final_eval"][f"bpb/{d}"] for r in rs] for n, rs in ok.items() if rs}
                for d in EVAL_DOMAINS}
-        cloze = {_label(d): {n: [r.result["final_eval"][f"cloze/{d}"] for r in rs] for n, rs in ok.items() if rs}
+        cloze = {domain_label(d): {n: [r.result["final_eval"][f"cloze/{d}"] for r in rs] for n, rs in ok.items() if rs}
                  for d in EVAL_DOMAINS}
         plot_bars(bpb, out / "bpb.png", ylabel="bits per byte", title="Bits per byte (95% CI over seeds)")
         plot_bars(cloze, out / "cloze.png", ylabel="cloze accuracy", title="Cloze accuracy (95% CI over seeds)")

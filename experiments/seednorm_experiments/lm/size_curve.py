@@ -5,6 +5,8 @@ at each size, with paired 95% intervals.
     seednorm lm --size-curve --preset smoke --points 16x1,32x1 --size-lrs 3e-3,6e-3 --seeds 2   # seconds
     seednorm lm --size-curve --preset quick --steps 200 --points 192x2 192x4 --token-factors 1 4 16 \\
         --clip-off-point none --out runs/lm_token_curve                # the same sizes trained 4 and 16 times longer
+    seednorm lm --size-curve --preset quick --steps 200 --points 48x2 192x2 --clip-off-point none --sensitivity \
+        --out runs/lm_sensitivity                    # every run again from an init one ulp away: how far it moves
 
 For each point (width × layers, the rest of the preset unchanged), each token factor F of ``plan.token_factors``
 (the point trained for F × the preset's steps; warmup as the preset's rule gives it for those steps) and each norm
@@ -17,7 +19,10 @@ of ``plan.norms``:
    (half the smallest, twice the largest) is added with the same seeds, at most ``plan.extend`` times per side,
    so the chosen rate is an interior optimum of the grid unless the report says otherwise.
 
-Each (point, factor) is its own grid, grown on its own. Then the **clip-off check** at ``plan.clip_off`` (a point of
+Each (point, factor) is its own grid, grown on its own. With ``plan.sensitivity``, every run of the grid is then
+trained again from its init moved up by one ulp (:func:`.study.nudged`), same seed and data: how far a run's result
+moves under a float-level change is the noise floor under which pairing by seed resolves nothing. Then the
+**clip-off check** at ``plan.clip_off`` (a point of
 the plan, at factor 1): each norm again at its best rate there with gradient clipping off, same seeds. Points run
 cheapest first (width² × layers × factor), so a curve cut short still has its small end.
 
@@ -26,7 +31,7 @@ rates is paired by seed (:func:`..report.paired_diff`). The rate is chosen on tr
 on held-out bits per byte of the same seeds: each norm gets the same selection, and the report also gives the
 difference at every shared rate, which needs no selection.
 
-Layout of ``out``: ``d<width>-l<layers>[-t<F>x][-noclip]/<norm>/lr<x>/seed<k>/`` (one harness run each; factor 1
+Layout of ``out``: ``d<width>-l<layers>[-t<F>x][-noclip][-ulp]/<norm>/lr<x>/seed<k>/`` (one harness run each; factor 1
 has no ``-t`` part, so a plan of factor 1 alone is the plain size curve, its runs and their fingerprints). Finished
 runs are reused and interrupted ones resumed -- only runs of this plan (:mod:`..runs`): a run folder holding another
 run stops the command. Several processes may run the same command at once and share the work (:mod:`..claims`).
@@ -69,17 +74,18 @@ TOKEN_FACTORS = (1,)
 @dataclass(frozen=True, order=True)
 class Point:
     """One model size: ``dim`` (width) × ``n_layers``; ``clip``: gradient clipping as in the preset (False: off);
-    ``factor``: trained for ``factor`` × the preset's steps."""
+    ``factor``: trained for ``factor`` × the preset's steps; ``nudged``: from the init moved up by one ulp."""
 
     dim: int
     n_layers: int
     clip: bool = True
     factor: int = 1
+    nudged: bool = False
 
     @property
     def key(self) -> str:
         return (f"d{self.dim}-l{self.n_layers}" + ("" if self.factor == 1 else f"-t{self.factor}x")
-                + ("" if self.clip else "-noclip"))
+                + ("" if self.clip else "-noclip") + ("-ulp" if self.nudged else ""))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -109,7 +115,8 @@ class SizeCurvePlan:
     """The curve: ``preset`` (everything but width and layers), ``points`` ((width, layers) pairs), the ``norms``
     (variant names of :mod:`.recipes`, RMSNorm first among them), the starting grid ``lrs``, ``seeds`` per rate,
     ``extend`` (how many rates each grid may grow per side), ``clip_off`` (the point of the clip-off check, at
-    factor 1; None: no check) and ``token_factors`` (each point trained at every factor × the steps)."""
+    factor 1; None: no check), ``token_factors`` (each point trained at every factor × the steps) and ``sensitivity``
+    (every run of every grid trained again from an init one ulp away)."""
 
     preset: Preset
     points: tuple[tuple[int, int], ...] = POINTS
@@ -119,6 +126,7 @@ class SizeCurvePlan:
     extend: int = EXTEND
     clip_off: tuple[int, int] | None = CLIP_OFF
     token_factors: tuple[int, ...] = TOKEN_FACTORS
+    sensitivity: bool = False
 
     def __post_init__(self) -> None:
         if BASELINE not in self.norms or len(self.norms) < 2 or any(n not in VARIANTS for n in self.norms):
@@ -187,7 +195,8 @@ class _Runs(VariantRuns):
 
     def spec(self, job: SizeJob) -> tuple[Task, TrainConfig]:
         return self.variant_spec(job, job.point.preset(self.plan.preset), self.evaluator,
-                                 f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}")
+                                 f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}",
+                                 nudge_init=job.point.nudged)
 
 
 def best_rates(runs: Sequence[Run]) -> dict[str, float | None]:
@@ -224,7 +233,8 @@ def _point_jobs(r: _Runs, point: Point, rates: dict[str, Sequence[float]]) -> li
 
 
 def _curve(r: _Runs, run_jobs: Callable[[list[SizeJob]], bool]) -> dict[str, list[Run]]:
-    """Walk the plan: for each point, its grid and the rates it grows, then the clip-off check. ``run_jobs(jobs)``
+    """Walk the plan: for each point, its grid and the rates it grows (then, with ``plan.sensitivity``, the same
+    grid from the nudged init), then the clip-off check. ``run_jobs(jobs)``
     trains them (returns True) or, for a report, returns whether they are all finished already; the walk stops at
     the first set of jobs that is not. Returns the finished runs per point key."""
     out: dict[str, list[Run]] = {}
@@ -246,6 +256,13 @@ def _curve(r: _Runs, run_jobs: Callable[[list[SizeJob]], bool]) -> dict[str, lis
                 break
         if not done:
             break
+        if r.plan.sensitivity:
+            twin = dataclasses.replace(point, nudged=True)
+            jobs = _point_jobs(r, twin, rates)
+            done = run_jobs(jobs)
+            out[twin.key] = r.loaded(jobs)
+            if not done:
+                break
         if r.plan.clip_off == point.size and point.factor == 1:
             best = best_rates(out[point.key])
     return out

@@ -1,6 +1,7 @@
 """``report.md``, ``summary.json`` and ``size_curve.png`` of ``seednorm lm --size-curve`` (see :mod:`.size_curve`); with
 more than one token factor also ``token_curve.png`` and ``gap_curve.png`` (SeeDNorm − RMSNorm against training
-tokens, and the training-loss gap over the longest runs).
+tokens, and the training-loss gap over the longest runs); with ``--sensitivity`` also ``sensitivity.png`` (how far
+each run moved when its init moved by one ulp, against the learning rate).
 
 The plot redraws from the summaries alone, so the GPU run's point can be added where the CPU runs are not:
 
@@ -11,6 +12,7 @@ The plot redraws from the summaries alone, so the GPU run's point can be added w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -24,12 +26,17 @@ from ..common import BASELINE
 from ..records import provenance
 from ..report import Stat, figure, markdown_table, paired_diff, summarize
 from .ablation import primary_metric, zero_shot_bpb
-from .data import IN_DOMAIN, ZERO_SHOT
+from .data import EVAL_SETS
 from .gpu import non_embedding_params
 from .size_curve import Point, SizeCurvePlan, best_rates
 from .study import Run
 
-__all__ = ["plot_gap_curve", "plot_size_curve", "plot_token_curve", "write_size_curve_report"]
+__all__ = ["SENSITIVE_BPB", "plot_gap_curve", "plot_sensitivity", "plot_size_curve", "plot_token_curve",
+           "sensitivity_rows", "write_size_curve_report"]
+
+SENSITIVE_BPB = 0.01
+"""A rate counts as sensitive where a one-ulp change of the init moves in-domain bits per byte by more than this on
+average over the seeds."""
 
 
 DELTAS: dict[str, Callable[[Run], float]] = {"in_domain_bpb": primary_metric, "zero_shot_bpb": zero_shot_bpb,
@@ -226,6 +233,91 @@ def _token_section(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run],
                             "Δ in-domain bpb", "diverged"], shared)]
 
 
+def sensitivity_rows(plan: SizeCurvePlan, point: Point, base: Sequence[Run], nudged: Sequence[Run]
+                     ) -> list[dict[str, Any]]:
+    """Per norm and rate of ``point``'s grid: how far each seed's run moved when its init moved up by one ulp
+    (``nudged``: the same jobs from the nudged init). ``seeds``: the seeds where neither run diverged;
+    ``loss_moved``/``bpb_moved``: mean and max over them of |final training loss (in-domain bpb) of the nudged run −
+    the run's|; ``bpb_seed_std``: the spread of in-domain bpb between seeds of the unnudged runs, for scale;
+    ``diverged``: seeds lost (unnudged, nudged)."""
+    rows = []
+    for norm in plan.norms:
+        for lr in sorted({r.lr for r in base if r.norm == norm}):
+            a = {r.seed: r for r in base if r.norm == norm and r.lr == lr}
+            b = {r.seed: r for r in nudged if r.norm == norm and r.lr == lr}
+            both = sorted(k for k in set(a) & set(b) if not (a[k].diverged or b[k].diverged))
+            moved = {m: [abs(f(b[k]) - f(a[k])) for k in both]
+                     for m, f in (("loss_moved", lambda r: r.final_loss), ("bpb_moved", primary_metric))}
+            spread = [primary_metric(r) for r in a.values() if not r.diverged]
+            rows.append({"key": point.key.removesuffix("-ulp"), "dim": point.dim, "n_layers": point.n_layers,
+                         "factor": point.factor, "norm": norm, "lr": lr, "seeds": len(both),
+                         **{m: {"mean": float(np.mean(v)), "max": float(np.max(v))} if v else None
+                            for m, v in moved.items()},
+                         "bpb_seed_std": float(np.std(spread, ddof=1)) if len(spread) > 1 else None,
+                         "diverged": [sum(r.diverged for r in a.values()), sum(r.diverged for r in b.values())]})
+    return rows
+
+
+def _sensitivity_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The reading (per point and norm, the rates where a one-ulp init change moves in-domain bpb by more than
+    :data:`SENSITIVE_BPB` on average) and the table of :func:`sensitivity_rows`."""
+    def cell(x: Mapping[str, float] | None) -> str:
+        return "–" if x is None else f"{x['mean']:.4f} / {x['max']:.4f}"
+
+    reading, table = [], []
+    for key in dict.fromkeys(r["key"] for r in rows):
+        mine = [r for r in rows if r["key"] == key]
+        for norm in dict.fromkeys(r["norm"] for r in mine):
+            at = [r for r in mine if r["norm"] == norm and r["bpb_moved"]]
+            loud = [f"{r['lr']:g}" for r in at if r["bpb_moved"]["mean"] > SENSITIVE_BPB]
+            quiet = [f"{r['lr']:g}" for r in at if r["bpb_moved"]["mean"] <= SENSITIVE_BPB]
+            reading.append(f"- {mine[0]['dim']} × {mine[0]['n_layers']}"
+                           + (f" (× {mine[0]['factor']} steps)" if mine[0]["factor"] != 1 else "") + f", {norm}: "
+                           + (f"moves by more than {SENSITIVE_BPB:g} bpb at {', '.join(loud)}" if loud else
+                              f"moves by at most {SENSITIVE_BPB:g} bpb at every rate")
+                           + (f"; at most {SENSITIVE_BPB:g} at {', '.join(quiet)}" if loud and quiet else "") + ".")
+        for r in mine:
+            table.append([f"{r['dim']} × {r['n_layers']}" + (f", × {r['factor']}" if r["factor"] != 1 else ""),
+                          r["norm"], f"{r['lr']:g}", str(r["seeds"]), cell(r["loss_moved"]), cell(r["bpb_moved"]),
+                          "–" if r["bpb_seed_std"] is None else f"{r['bpb_seed_std']:.4f}",
+                          "{} / {}".format(*r["diverged"])])
+    return ["\n## Sensitivity to a one-ulp change of the init\n",
+            "Every run of the grid trained again with the same seed, data and rate from its init moved up by one ulp "
+            "(every parameter element to the next float above it). A run that moves far under a float-level change "
+            "has a trajectory chaotic enough that the same seed on another machine, thread count or library "
+            "version can give another result: pairing by seed pairs the init and the data order, not the "
+            f"trajectory. Reading (mean over seeds of |Δ in-domain bpb|, threshold {SENSITIVE_BPB:g}):\n",
+            *reading, "",
+            "|Δ|: nudged run − run, mean / max over the seeds where neither diverged; seed std: the spread of "
+            "in-domain bpb between the seeds of the unnudged runs, for scale; diverged: seeds lost (run / nudged "
+            "run).\n",
+            markdown_table(["width × layers", "norm", "lr", "seeds", "|Δ train loss| mean / max",
+                            "|Δ in-domain bpb| mean / max", "seed std of in-domain bpb", "diverged"], table),
+            "\n![sensitivity](sensitivity.png)"]
+
+
+def plot_sensitivity(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Mean |Δ in-domain bpb| under a one-ulp init change against the learning rate, one line per point and norm
+    (log-log; a move of exactly 0 is drawn at 1e-6)."""
+    fig, ax = figure(8.0, 4.2)
+    series = list(dict.fromkeys((r["key"], r["norm"]) for r in rows))
+    for i, (key, norm) in enumerate(series):
+        at = sorted((r for r in rows if (r["key"], r["norm"]) == (key, norm) and r["bpb_moved"]),
+                    key=lambda r: r["lr"])
+        if at:
+            ax.plot([r["lr"] for r in at], [max(r["bpb_moved"]["mean"], 1e-6) for r in at], color=f"C{i}",
+                    marker="osD^v"[i % 5], label=f"{norm}, {at[0]['dim']} × {at[0]['n_layers']}"
+                    + (f", × {at[0]['factor']}" if at[0]["factor"] != 1 else ""))
+    ax.axhline(SENSITIVE_BPB, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="peak learning rate", ylabel="mean |Δ in-domain bits/byte|\nunder a one-ulp init change",
+           title="How far a run moves when its init moves by one ulp (dashed: the report's threshold)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(path)
+
+
 def plot_token_curve(summary: Mapping[str, Any], path: Path) -> None:
     """Δ in-domain bits per byte (norm at its best rate − RMSNorm at its best, 95% CIs) against tokens per run, one
     line per size and norm (``summary["token_curve"]``)."""
@@ -339,18 +431,24 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
              f"gradient clip {p.grad_clip}. Each norm starts from the rates {', '.join(f'{x:g}' for x in plan.lrs)} "
              f"with {plan.seeds} seeds per rate; its grid grows by halving or doubling (at most {plan.extend} rates "
              "per side) until its best rate is inside. Seed k gives every norm and rate the same data order and init "
-             "RNG stream. Held-out evaluation: bits per byte in-domain "
-             f"({', '.join(IN_DOMAIN)}) and zero-shot ({', '.join(ZERO_SHOT)}).\n"]
+             "RNG stream. Evaluation: "
+             f"{EVAL_SETS}.\n"]
     tokens = len(plan.token_factors) > 1
     if tokens:
         lines[-1] = lines[-1][:-1] + (
             f" Token axis: every size also at {', '.join(f'{f} ×' for f in sorted(plan.token_factors) if f > 1)} the "
             "steps (warmup min(warmup, steps / 5), as the preset's rule gives it), each length with its own grid; "
             "the sections before \"SeeDNorm − RMSNorm against training tokens\" are at the preset's length (× 1).\n")
-    grid, summary_points, lengths = [], [], []
+    if plan.sensitivity:
+        lines[-1] = lines[-1][:-1] + (" Sensitivity: every run of every grid also trained from its init moved up by "
+                                      "one ulp (same seed, data and rate).\n")
+    grid, summary_points, lengths, moved = [], [], [], []
     for point in plan.ordered_points():
         if point.key not in runs or not point.clip:
             continue
+        twin = dataclasses.replace(point, nudged=True)
+        if twin.key in runs:
+            moved += sensitivity_rows(plan, point, runs[point.key], runs[twin.key])
         if tokens:
             lengths.append((point, runs[point.key], _token_summary(plan, point, runs[point.key], vocab_size)))
         if point.factor != 1:
@@ -378,6 +476,8 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
         lengths.sort(key=lambda g: (plan.points.index(g[0].size), g[0].factor))
         summary["token_factors"] = sorted(plan.token_factors)
         summary["token_curve"] = [s for _, _, s in lengths]
+    if moved:
+        summary["sensitivity"] = moved
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if summary_points:
         plot_size_curve(summary, out / "size_curve.png", gpu)
@@ -399,6 +499,9 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
                   + ", ".join(f"{p.dim} × {p.n_layers}: × {p.factor}" for p, _, _ in longest)
                   + "): norm − RMSNorm training loss at each norm's chosen rate, the mean over the seeds both "
                   "finished, a centred moving average over 2% of the steps:\n", "![gap curve](gap_curve.png)"]
+    if moved:
+        lines += _sensitivity_section(moved)
+        plot_sensitivity(moved, out / "sensitivity.png")
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

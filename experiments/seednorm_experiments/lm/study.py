@@ -27,7 +27,7 @@ from .data import EVAL_DOMAINS, Corpus, OnePassBatches, load_corpus, train_batch
 from .model import SITES, Llama, LMConfig
 from .presets import Preset
 
-__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "run_lr_sweep", "run_study", "study_corpus",
+__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "nudged", "run_lr_sweep", "run_study", "study_corpus",
            "train_config"]
 
 
@@ -67,7 +67,7 @@ def _lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
     logits = model(x.to(device))
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten())
     inner = getattr(model, "module", model)  # DDP wraps the model
-    aux = inner.aux_loss
+    aux = getattr(inner, "aux_loss", None)  # OLMo-core's model (--arch olmo2) has none
     if aux is None:
         return loss
     return loss + inner.cfg.moe_aux_coef * (aux - aux.detach())
@@ -116,25 +116,31 @@ class Evaluator:
 
 
 _UNSET_OK = ("norm_kwargs", "site_norm_kwargs", "embed_scale")  # in the signature only when set
+_DEFAULT_ARCH = "llama"  # in the signature only when another (earlier runs' fingerprints stay)
 _MOE_FIELDS = ("moe_experts", "moe_top_k", "moe_hidden", "moe_aux_coef")  # in the signature only with experts
 
 
 def _model_signature(cfg: LMConfig) -> dict[str, Any]:
     """The model fields of a run's fingerprint: every field, but those of :data:`_UNSET_OK` only when set and the
-    mixture-of-experts fields only with experts (a dense model's fingerprint does not name them), then how the
+    mixture-of-experts fields only with experts (a dense model's fingerprint does not name them), ``arch`` only when
+    not "llama", then how the
     load-balancing loss is taken over the blocks (their mean, :attr:`Llama.aux_loss`)."""
     signature = {k: v for k, v in vars(cfg).items()
-                 if (v or k not in _UNSET_OK) and (cfg.moe or k not in _MOE_FIELDS)}
+                 if (v or k not in _UNSET_OK) and (cfg.moe or k not in _MOE_FIELDS)
+                 and (k != "arch" or v != _DEFAULT_ARCH)}
     return {**signature, "moe_aux_over_blocks": "mean"} if cfg.moe else signature
 
 
 def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: Evaluator | None,
               placement: Sequence[str] = SITES, qk_norm: bool = False,
-              model_overrides: dict[str, Any] | None = None, signature: dict[str, Any] | None = None) -> Task:
+              model_overrides: dict[str, Any] | None = None, signature: dict[str, Any] | None = None,
+              nudge_init: bool = False) -> Task:
     """The harness task of one (norm, seed) run: data order and init depend on the seed only, so runs
     of different norms with the same seed are paired. ``model_overrides``: further :class:`LMConfig`
     fields (e.g. ``norm_kwargs``, ``embed_scale``; see :mod:`.recipes`). ``signature``: further settings
-    that shape the run (e.g. what ``TrainConfig.param_groups`` does), added to the task's signature."""
+    that shape the run (e.g. what ``TrainConfig.param_groups`` does), added to the task's signature.
+    ``nudge_init``: every parameter of the seed's init moved up by one ulp (:func:`nudged`), a float-level
+    perturbation for measuring how far training amplifies it."""
     cfg = dataclasses.replace(model_config(preset, corpus.vocab_size, norm, placement, qk_norm),
                               **(model_overrides or {}))
     if preset.one_pass:
@@ -144,9 +150,11 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: E
         batches = lambda step, rank, world: train_batch(  # noqa: E731
             corpus, step, rank, world, batch_size=preset.batch_size, seq_len=preset.seq_len, seed=seed)
     extra = {k: True for k in ("compile", "one_pass") if getattr(preset, k)}  # named only when set
+    if nudge_init:
+        extra["init_nudge"] = "+1 ulp"
     return Task(
         name=f"lm-{preset.name}-{norm}",
-        build_model=lambda: _built(cfg, preset.compile),
+        build_model=lambda: nudged(_built(cfg, preset.compile)) if nudge_init else _built(cfg, preset.compile),
         batches=batches,
         loss=_lm_loss,
         tokens=lambda batch: batch[0].numel(),
@@ -157,9 +165,24 @@ def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: E
     )
 
 
-def _built(cfg: LMConfig, compile: bool) -> Llama:
-    """The model; with ``compile``, compiled in place (``nn.Module.compile``: parameter and state-dict names stay)."""
-    model = Llama(cfg)
+def nudged(model: nn.Module) -> nn.Module:
+    """``model`` with every parameter element x replaced in place by the next float above it (``nextafter(x, +∞)``:
+    a relative change of ~6e-8 in float32; 0 becomes the smallest subnormal). Returns ``model``."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
+    return model
+
+
+def _built(cfg: LMConfig, compile: bool) -> nn.Module:
+    """The model (:class:`Llama`, or OLMo-core's OLMo2 for ``arch="olmo2"``); with ``compile``, compiled in place
+    (``nn.Module.compile``: parameter and state-dict names stay)."""
+    if cfg.arch == "olmo2":
+        from .olmo import build_olmo2
+
+        model = build_olmo2(cfg)
+    else:
+        model = Llama(cfg)
     if compile:
         model.compile()
     return model
@@ -192,21 +215,24 @@ def train_config(preset: Preset, out: Path, seed: int, lr: float, steps: int, re
                        diverge_above=math.log(vocab_size) + 1.0, progress=progress, desc=desc)
 
 
-def _moe(moe_experts: int, moe_top_k: int) -> dict[str, int]:
-    """The :class:`LMConfig` fields of the study's mixture of experts (none when dense)."""
-    return {"moe_experts": moe_experts, "moe_top_k": moe_top_k} if moe_experts else {}
+def _moe(moe_experts: int, moe_top_k: int, arch: str = "llama") -> dict[str, Any]:
+    """The :class:`LMConfig` fields of the study's mixture of experts (none when dense) and architecture (none for
+    the default)."""
+    return ({"moe_experts": moe_experts, "moe_top_k": moe_top_k} if moe_experts else {}) \
+        | ({"arch": arch} if arch != _DEFAULT_ARCH else {})
 
 
 def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, resume: bool = False,
               placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True,
-              moe_experts: int = 0, moe_top_k: int = 2) -> list[Run]:
+              moe_experts: int = 0, moe_top_k: int = 2, arch: str = "llama") -> list[Run]:
     """Train every (seed, norm) pair -- seeds outer, so a cut-short study still has paired seeds. ``moe_experts``
-    > 0: the mixture-of-experts model (top ``moe_top_k``) instead of the dense one."""
+    > 0: the mixture-of-experts model (top ``moe_top_k``) instead of the dense one; ``arch="olmo2"``: OLMo-core's
+    OLMo2 (:mod:`.olmo`)."""
     norms = check_norms(norms)
     corpus = study_corpus(preset)
     evaluator = Evaluator(preset, corpus)
     grid = [(norm, seed) for seed in range(seeds) for norm in norms]
-    jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm, _moe(moe_experts, moe_top_k)),
+    jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm, _moe(moe_experts, moe_top_k, arch)),
              train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps, resume,
                            progress, f"{norm} seed {seed}", corpus.vocab_size)) for norm, seed in grid]
     return [Run(norm, seed, preset.lr, result) for (norm, seed), result in zip(grid, _train_all(jobs, resume),
@@ -215,7 +241,7 @@ def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, re
 
 def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, resume: bool = False,
                  placement: Sequence[str] = SITES, qk_norm: bool = False, progress: bool = True,
-                 moe_experts: int = 0, moe_top_k: int = 2) -> list[Run]:
+                 moe_experts: int = 0, moe_top_k: int = 2, arch: str = "llama") -> list[Run]:
     """Train each norm at ``preset.lr × m`` for every multiplier m of ``preset.lr_sweep`` for
     ``preset.sweep_steps`` steps (no evaluation); a run diverges when its loss becomes non-finite or
     exceeds ln(vocab) + 1, i.e. worse than guessing uniformly."""
@@ -223,7 +249,7 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     corpus = study_corpus(preset)
     steps = preset.sweep_steps or preset.steps
     grid = [(norm, seed, preset.lr * mult) for mult in preset.lr_sweep for seed in range(seeds) for norm in norms]
-    jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm, _moe(moe_experts, moe_top_k)),
+    jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm, _moe(moe_experts, moe_top_k, arch)),
              dataclasses.replace(train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr,
                                               steps, resume, progress, f"sweep {norm} lr {lr:g} seed {seed}",
                                                corpus.vocab_size), ckpt_every=0)) for norm, seed, lr in grid]
@@ -233,13 +259,13 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
 
 def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 40, steps: int = 2,
                        placement: Sequence[str] = SITES, qk_norm: bool = False, moe_experts: int = 0,
-                       moe_top_k: int = 2) -> dict[str, list[float]]:
+                       moe_top_k: int = 2, arch: str = "llama") -> dict[str, list[float]]:
     """Training tokens/s of each norm: the study's own training step (:func:`harness.benchmark`: same
     optimizer groups, clipping and schedule as :func:`run_study`), seed 0, timed round-robin, ``rounds`` ×
     ``steps`` steps per norm. Returns the per-round tokens/s of each norm (round i of every norm ran back to
     back)."""
     corpus = study_corpus(preset)
-    tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm, _moe(moe_experts, moe_top_k))
+    tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm, _moe(moe_experts, moe_top_k, arch))
              for norm in check_norms(norms)}
     config = train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)
     return benchmark(tasks, config, rounds=rounds, steps=steps)

@@ -31,10 +31,13 @@ writes ``modeling_seednorm.py``, and config.json gets ``model_type`` ``seednorm_
   ``seednorm_<type>`` and will not run the file unasked, so α and β are never dropped silently that way;
 - this module's :func:`from_pretrained` reads it with or without ``trust_remote_code``.
 
-Loading with the explicit class (``LlamaForCausalLM.from_pretrained(path)``) still builds the original norms: it
-warns that the checkpoint's model type differs, reports ``alpha``, ``seednorm_beta`` and ``seednorm_options`` as
-unexpected keys and drops them (and, for Gemma, reads γ as the offset weight); it never reads β as a bias. A model
-whose class is itself a checkpoint's own code (``register_for_auto_class``) is saved with that code only.
+The model classes of transformers itself refuse such a checkpoint: ``LlamaForCausalLM.from_pretrained(path)`` would
+build the original norms and drop α and β (transformers only warns about another model type and reports unknown
+keys as "unexpected"), so config.json's ``dtype`` is ``LOCKED_DTYPE``, a sentence on which their config classes
+raise (``AttributeError: module 'torch' has no attribute 'not a dtype: a SeeDNorm checkpoint, ...'``); the real
+dtype is saved as ``torch_dtype``, which the saved code's config class (:class:`RemoteCodeConfig`) and
+:func:`from_pretrained` read. A model whose class is itself a checkpoint's own code (``register_for_auto_class``) is
+saved with that code only.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ from ..convert import UpcycleRecipe, convert_to_seednorm, layer_options, rebuild
 from ..modules import SeeDNorm
 from ..optim import param_groups
 
-__all__ = ["CONFIG_KEY", "HFSeeDNorm", "RemoteCodeModel", "convert", "from_pretrained", "create_optimizer"]
+__all__ = [
+    "CONFIG_KEY", "HFSeeDNorm", "RemoteCodeConfig", "RemoteCodeModel", "convert", "from_pretrained",
+    "create_optimizer",
+]
 
 CONFIG_KEY = "seednorm"  # model.config.seednorm = {"format": 1, "layers": {path: layer_options(layer)}}
 RECORD_FORMAT = 1
@@ -73,6 +79,14 @@ BETA = "seednorm_beta"  # β's parameter name in HFSeeDNorm (and its state-dict 
 FINGERPRINT = "seednorm_options"  # buffer: SHA-256 of the layer's options, as uint8 (32,)
 MODEL_TYPE_PREFIX = "seednorm_"  # a saved config's model_type: seednorm_<the transformers model_type>
 CODE_MODULE = "modeling_seednorm"  # the model code saved beside the weights: modeling_seednorm.py
+# A saved config.json's "dtype": not a dtype, so that a model class of transformers itself (LlamaForCausalLM...),
+# which would build the original norms and drop α and β, fails on it (``getattr(torch, dtype)`` while its config is
+# built) with this text. The real dtype is saved as "torch_dtype", which the saved code's config class reads.
+LOCKED_DTYPE = (
+    "not a dtype: a SeeDNorm checkpoint, which transformers' own model classes would load without its SeeDNorm "
+    "layers; load it with AutoModel...from_pretrained(path, trust_remote_code=True) or "
+    "seednorm.integrations.transformers.from_pretrained (its dtype is torch_dtype)"
+)
 
 
 def fingerprint(options: Mapping[str, Any]) -> list[int]:
@@ -247,15 +261,29 @@ def _saves_code(model: PreTrainedModel) -> bool:
 
 class _SaveWithCode:
     """A converted model's ``save_pretrained``: that of the model's class, then :func:`save_code` (the model's code
-    beside its weights). It stays with the model through ``copy.deepcopy`` and pickling."""
+    beside its weights). With ``push_to_hub=True`` the code is also written just before transformers uploads the
+    folder, so the Hub gets it (and the locked config.json) too. It stays with the model through ``copy.deepcopy``
+    and pickling."""
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
 
     def __call__(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
-        result = type(self.model).save_pretrained(self.model, save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and _saves_code(self.model):
-            save_code(self.model, save_directory)
+        model = self.model
+        upload = model._upload_modified_files  # transformers' last step of save_pretrained(push_to_hub=True)
+
+        def save_code_then_upload(folder: str | os.PathLike, *upload_args: Any, **upload_kwargs: Any) -> Any:
+            if _saves_code(model):
+                save_code(model, folder)
+            return upload(folder, *upload_args, **upload_kwargs)
+
+        model._upload_modified_files = save_code_then_upload
+        try:
+            result = type(model).save_pretrained(model, save_directory, *args, **kwargs)
+        finally:
+            del model._upload_modified_files
+        if kwargs.get("is_main_process", True) and _saves_code(model):
+            save_code(model, save_directory)
         return result
 
     def __reduce__(self) -> tuple:
@@ -267,11 +295,11 @@ CODE = '''"""{model_class} with the SeeDNorm layers that ``config.seednorm`` lis
 Load it with ``AutoModel...from_pretrained(path, trust_remote_code=True)``; it needs seednorm (pip install seednorm).
 """
 
-from seednorm.integrations.transformers import RemoteCodeModel
+from seednorm.integrations.transformers import RemoteCodeConfig, RemoteCodeModel
 from transformers import {config_class}, {model_class}
 
 
-class SeeDNorm{config_class}({config_class}):
+class SeeDNorm{config_class}(RemoteCodeConfig, {config_class}):
     model_type = "{model_type}"
 
 
@@ -302,11 +330,31 @@ def save_code(model: PreTrainedModel, save_directory: str | os.PathLike) -> None
         "AutoConfig": f"{CODE_MODULE}.SeeDNorm{config_class.__name__}",
         **{auto: f"{CODE_MODULE}.{name}" for auto in _auto_classes(model_class, config_class)},
     }
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(json.dumps(saved, indent=2, sort_keys=True) + "\n")
+    _write_config(path, _lock(saved))
     code = CODE.format(model_class=model_class.__name__, config_class=config_class.__name__, model_type=model_type)
     with open(os.path.join(save_directory, f"{CODE_MODULE}.py"), "w", encoding="utf-8") as f:
         f.write(code)
+
+
+def _lock(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """``config_dict`` with ``LOCKED_DTYPE`` as its dtype and the real one as ``torch_dtype`` (None for none)."""
+    if config_dict.get("dtype") != LOCKED_DTYPE:
+        config_dict["torch_dtype"] = config_dict.get("dtype", config_dict.get("torch_dtype"))
+        config_dict["dtype"] = LOCKED_DTYPE
+    return config_dict
+
+
+def _unlock(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """``config_dict`` with its real dtype back (from ``torch_dtype``) when :func:`_lock` locked it."""
+    if config_dict.get("dtype") == LOCKED_DTYPE:
+        config_dict = dict(config_dict)
+        config_dict["dtype"] = config_dict.pop("torch_dtype", None)
+    return config_dict
+
+
+def _write_config(path: str | os.PathLike, config_dict: Mapping[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
 
 
 def _auto_classes(model_class: type, config_class: type) -> list[str]:
@@ -333,6 +381,23 @@ def _base_model_type(config_dict: Mapping[str, Any]) -> str | None:
         return None
     base = model_type[len(MODEL_TYPE_PREFIX) :]
     return base if code.startswith(f"{CODE_MODULE}.") and base in CONFIG_MAPPING else None
+
+
+class RemoteCodeConfig:
+    """The base of ``SeeDNorm<Config>`` in a checkpoint's ``modeling_seednorm.py`` (before the transformers config
+    class): reads the real dtype of a config.json that :func:`save_code` locked, and locks the config.json it writes
+    (``to_json_file``, which ``save_pretrained`` of the config and of the model call before any upload), so a re-saved
+    model refuses the plain classes too."""
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if getattr(self, "dtype", None) == LOCKED_DTYPE:
+            self.dtype = None  # transformers takes the torch_dtype kwarg when dtype is None
+        super().__post_init__(**kwargs)  # type: ignore[misc]
+
+    def to_json_file(self, json_file_path: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
+        super().to_json_file(json_file_path, *args, **kwargs)  # type: ignore[misc]
+        with open(json_file_path, encoding="utf-8") as f:
+            _write_config(json_file_path, _lock(json.load(f)))
 
 
 class RemoteCodeModel:
@@ -415,7 +480,7 @@ def _load_config(path: str | os.PathLike, kwargs: Mapping[str, Any]) -> Pretrain
     if base is None:
         return AutoConfig.from_pretrained(path, trust_remote_code=kwargs.get("trust_remote_code", False))
     config_dict = {k: v for k, v in config_dict.items() if k not in ("model_type", "auto_map", "architectures")}
-    return CONFIG_MAPPING[base].from_dict(config_dict)
+    return CONFIG_MAPPING[base].from_dict(_unlock(config_dict))
 
 
 _OPTION_KEYS = frozenset(layer_options(SeeDNorm(1)))  # what a record holds per layer: what layer_options records

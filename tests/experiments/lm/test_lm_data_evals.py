@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from seednorm_experiments.lm.data import EVAL_DOMAINS, load_corpus, train_batch
+from seednorm_experiments.lm.data import EVAL_DOMAINS, SPELLING_SHIFT, ZERO_SHOT, domain_label, load_corpus, train_batch
 from seednorm_experiments.text_evals import bits_per_byte, cloze_accuracy, cloze_items
 
 
@@ -27,6 +27,15 @@ def test_corpus_domains_and_token_bytes(corpus) -> None:
     assert '"""' not in corpus.decode(corpus.tokens["train/code"][:3000].tolist())  # docstrings held out
     folio = corpus.decode(corpus.tokens["folio"][:2000].tolist())
     assert any(w in folio for w in ("haue", "vpon", "giue"))  # original spelling
+
+
+def test_folio_is_a_spelling_shift_not_zero_shot() -> None:
+    # most Folio plays are training plays in original spelling: reported apart, never in a zero-shot mean
+    assert SPELLING_SHIFT == ("folio",) and "folio" not in ZERO_SHOT
+    assert [domain_label(d) for d in ("plays", "folio", "bible")] == [
+        "plays (in-domain)", "folio (spelling shift)", "bible (zero-shot)"]
+    # the evaluator seeds each domain's cloze set by its position: relabelling must not reorder
+    assert EVAL_DOMAINS == ("plays", "code", "folio", "bible", "docstrings")
 
 
 def test_batches_are_a_function_of_step_and_shard_the_global_batch(corpus) -> None:

@@ -21,7 +21,8 @@ def smoke(tmp_path_factory) -> Path:
 
 def test_smoke_study_writes_report_and_plots(smoke: Path) -> None:
     report = (smoke / "report.md").read_text()
-    for needle in ("`smoke` preset", "seednorm lm --preset smoke", "bible (zero-shot)", "Cloze accuracy",
+    for needle in ("`smoke` preset", "seednorm lm --preset smoke", "bible (zero-shot)", "folio (spelling shift)",
+                   "Cloze accuracy",
                    "Difference to RMSNorm", "step cost vs RMSNorm", "Learning-rate sweep"):
         assert needle in report
     for png in ("loss.png", "bpb.png", "cloze.png", "grad_norm.png", "lr_sweep.png", "lr_sweep_loss.png"):

@@ -1,0 +1,83 @@
+"""``seednorm::forward`` written in plain ATen operators: the decomposition that turns an exported program holding
+the custom op into one that any runtime of ``torch.export`` programs can run.
+
+    ep = torch.export.export(model, args)                 # holds torch.ops.seednorm.forward (the fused kernels)
+    ep = ep.run_decompositions(seednorm.ops.decompositions())   # plain ATen: no seednorm needed to load or run it
+
+What needs it. An exported program that holds the op runs only where ``import seednorm`` registered the op (and
+there with the kernels chosen at export time: ``impl`` is a constant of the graph). AOTInductor packages the op as
+a call back into Python (such a package runs only in a Python process that imported seednorm), and the ONNX
+exporter has no translation for it; the decomposed program needs neither. ``register`` (called when this package
+is imported) also puts :func:`forward` in torch's own decomposition table, which ``torch.onnx.export`` applies to an
+``ExportedProgram`` it is given, so that export works without the explicit step. FakeTensor reads that table too:
+with symbolic shapes (``torch.compile`` with dynamic shapes, ``torch.export`` with ``dynamic_shapes``) it takes the
+op's output shapes from :func:`forward` instead of the op's fake function; both give the same shapes and dtypes
+(tested), and the traced graph still holds the op.
+
+The decomposition computes the op's five outputs (y, 1/RMS, σ(s), the row mean or an empty tensor, x + residual or
+an empty tensor) with the formulas of the compiled path (``compiled._forward``, not compiled here), which the
+fused kernels are tested against. The backward op has none: exported programs for inference hold no backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from . import compiled
+
+
+def forward(
+    x: Tensor,
+    weight: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    keep: Tensor | None,
+    num_heads: int,
+    eps: float,
+    activation: str,
+    dot_scale: float,
+    center: bool,
+    impl: str,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``seednorm::forward``'s outputs, same shapes and dtypes, from ATen operators (``impl`` is ignored); in-kernel
+    dropout (``rng``, ``rows``, ``dropout``) becomes ``philox.keep_mask``'s tensor ops, the same mask."""
+    del impl  # which kernels would have run: the math is the same
+    d = x.shape[-1]
+    lead = x.shape[:-1]
+
+    def as_rows(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.reshape(-1, d).contiguous()
+
+    row_ids = None if rows is None else rows.reshape(-1)
+    y, sumsq, t, mean, summed = compiled._forward(
+        as_rows(x), as_rows(residual), weight, alpha, beta, bias, as_rows(keep), num_heads, eps, activation,
+        dot_scale, center, rng, row_ids, dropout,
+    )
+    rstd = torch.rsqrt(sumsq / d + eps)
+    mean = rstd.new_empty(0) if mean is None else mean.reshape(lead)
+    summed = x.new_empty(0) if summed is None else summed.reshape(x.shape)
+    return y.reshape(x.shape), rstd.reshape(lead), t.reshape(*lead, num_heads), mean, summed
+
+
+def decompositions() -> dict[torch._ops.OpOverload, Callable]:
+    """``torch.export``'s default decomposition table plus ``seednorm::forward`` → :func:`forward`: pass it to
+    ``ExportedProgram.run_decompositions`` for a program in plain core ATen."""
+    table = torch.export.default_decompositions()
+    table[torch.ops.seednorm.forward.default] = forward
+    return table
+
+
+def register() -> None:
+    """Add :func:`forward` to torch's global decomposition table (``torch._decomp.decomposition_table``), which
+    ``torch.onnx.export`` applies to the ``ExportedProgram``s it is given."""
+    from torch._decomp import global_decomposition_table
+
+    global_decomposition_table["post_autograd"][torch.ops.seednorm.forward.default] = forward
