@@ -13,10 +13,10 @@ Dynamic dropout multiplies the dynamic term σ(s)·α by a mask k (0 or 1/(1 −
 int64 (seed, offset) pair the kernels generate the mask from (``philox.py``) with probability ``dropout``, and
 ``rows``, the global index of each row of x (x.shape[:-1], int64; None: x's own row order), which a DTensor shard
 passes so that shards draw distinct parts of one mask. Nothing of size (M, D) is saved for the backward, which
-generates the same mask again. ``center`` normalizes x − mean(x)
-(the centering form, spec §6) and ``bias`` is added to y. Both ops are opaque to autograd and to
-``torch.compile``: the forward saves x (or x + residual), the parameters, the mask, 1/RMS, σ(s) and the mean, and
-the backward op computes all gradients in one pass. ``torch.compile(fullgraph=True)`` traces them through their
+generates the same mask again. ``center`` normalizes x − mean(x) (the centering form, spec §6) and ``bias`` is
+added to y. Both ops are opaque to autograd and to ``torch.compile``: the forward saves x (or x + residual), the
+parameters, the given mask or the (seed, offset) pair, 1/RMS, σ(s) and the mean, and the backward op computes all
+gradients in one pass. ``torch.compile(fullgraph=True)`` traces them through their
 fake functions without graph breaks. Eager calls run the same kernels and gradient formula through a plain
 ``autograd.Function`` (``_EagerFused``), which skips the op's Python dispatch.
 ``impl`` picks the kernels: "triton" (``triton.py``, CUDA, or CPU under ``TRITON_INTERPRET=1``), "cpp"
@@ -369,6 +369,9 @@ def seednorm_fused(
                              or keep.device != x.device):
         raise ValueError(f"keep must have the input's shape {tuple(x.shape)}, dtype {compute_dtype(x.dtype)} and "
                          f"device, got {tuple(keep.shape)} {keep.dtype} on {keep.device}")
+    if rng is not None and (rng.shape != (2,) or rng.dtype != torch.int64 or rng.device != x.device):
+        raise ValueError(f"rng must be the int64 (seed, offset) pair on the input's device {x.device}, got shape "
+                         f"{tuple(rng.shape)} {rng.dtype} on {rng.device}")
     if rng is not None and (keep is not None or not 0.0 < dropout <= 1.0):
         raise ValueError(f"rng draws a dropout mask of probability 0 < dropout <= 1 instead of keep, got dropout="
                          f"{dropout!r}{' and keep' if keep is not None else ''}")
