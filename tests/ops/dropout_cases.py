@@ -16,37 +16,40 @@ from seednorm import ops
 EPS = 1e-30
 
 
-def _layer_inputs(shape: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _layer_inputs(shape: tuple[int, ...], device: str = "cpu") -> tuple[Tensor, Tensor, Tensor, Tensor]:
     d = shape[-1]
-    return torch.ones(shape), torch.zeros(d), torch.ones(d), torch.zeros(d)
+    return (torch.ones(shape, device=device), torch.zeros(d, device=device), torch.ones(d, device=device),
+            torch.zeros(d, device=device))
 
 
 def revealed_mask(impl: str, shape: tuple[int, ...], p: float, rng: list[int] | None = None,
-                  rows: list[int] | None = None, num_heads: int = 1) -> Tensor:
-    """The mask impl applies to an input of ``shape``: from ``rng`` = [seed, offset] through the fused op (``rows``:
-    global row indices), or, without ``rng``, through ``seednorm.seednorm`` in training (its own draw)."""
-    x, gamma, alpha, beta = _layer_inputs(shape)
+                  rows: list[int] | None = None, num_heads: int = 1, device: str = "cpu") -> Tensor:
+    """The mask impl applies to an input of ``shape`` on ``device`` (returned on the CPU): from ``rng`` = [seed,
+    offset] through the fused op (``rows``: global row indices), or, without ``rng``, through ``seednorm.seednorm``
+    in training (its own draw)."""
+    x, gamma, alpha, beta = _layer_inputs(shape, device)
     kw = {"num_heads": num_heads, "eps": EPS, "activation": "sigmoid"}
     if rng is None:
         y = seednorm.seednorm(x, gamma, alpha, beta, dynamic_dropout=p, training=True, impl=impl, **kw)
     else:
-        row_ids = None if rows is None else torch.tensor(rows, dtype=torch.int64).view(shape[:-1])
+        row_ids = None if rows is None else torch.tensor(rows, dtype=torch.int64, device=device).view(shape[:-1])
         y = ops.seednorm_fused(x, gamma, alpha, beta, impl=impl, dot_scale=1.0, dropout=p,
-                               rng=torch.tensor(rng, dtype=torch.int64), rows=row_ids, **kw)
-    return 2 * y
+                               rng=torch.tensor(rng, dtype=torch.int64, device=device), rows=row_ids, **kw)
+    return (2 * y).cpu()
 
 
 def revealed_grad_mask(impl: str, shape: tuple[int, ...], p: float, rng: list[int],
-                       rows: list[int] | None = None, num_heads: int = 1) -> Tensor:
+                       rows: list[int] | None = None, num_heads: int = 1, device: str = "cpu") -> Tensor:
     """The mask the backward generates for a single row (``shape`` = (1, D)), read off dα = k/2."""
     assert shape[0] == 1 and len(shape) == 2
-    x, gamma, alpha, beta = _layer_inputs(shape)
+    x, gamma, alpha, beta = _layer_inputs(shape, device)
     alpha.requires_grad_()
-    row_ids = None if rows is None else torch.tensor(rows, dtype=torch.int64)
+    row_ids = None if rows is None else torch.tensor(rows, dtype=torch.int64, device=device)
     y = ops.seednorm_fused(x, gamma, alpha, beta, impl=impl, num_heads=num_heads, eps=EPS, activation="sigmoid",
-                           dot_scale=1.0, dropout=p, rng=torch.tensor(rng, dtype=torch.int64), rows=row_ids)
+                           dot_scale=1.0, dropout=p, rng=torch.tensor(rng, dtype=torch.int64, device=device),
+                           rows=row_ids)
     y.sum().backward()
-    return 2 * alpha.grad
+    return (2 * alpha.grad).cpu()
 
 
 # (seed, offset), shapes and probabilities the C++ and Triton masks are compared on: odd widths, a seed and an

@@ -90,6 +90,22 @@ def test_triton_masks_equal_cpp_and_reference(interpreted, layout, key):
     assert torch.equal(torch.tensor(interpreted[f"{layout}-grad-{key}"]), _expected(one_row(case))[0])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("key", list(MASK_CASES))
+def test_gpu_triton_masks_equal_the_reference_mask(key):
+    """On a GPU: the Triton kernels' masks (forward; backward for one row) are keep_mask's bit for bit, and a layer
+    call from a seed draws on the CUDA generator what dynamic_dropout_mask draws."""
+    case = MASK_CASES[key]
+    assert torch.equal(revealed_mask("triton", **case, device="cuda"), _expected(case))
+    row = one_row(case)
+    assert torch.equal(revealed_grad_mask("triton", **row, device="cuda"), _expected(row)[0])
+    torch.manual_seed(4)
+    got = revealed_mask("triton", (5, 77), 0.2, device="cuda")
+    torch.manual_seed(4)
+    want = seednorm.functional.dynamic_dropout_mask(torch.empty(5, 77, device="cuda"), 0.2).cpu()
+    assert torch.equal(got, want)
+
+
 def _binomial_bound(n: int, q: float) -> float:
     """|count − n·q| stays below this for Binomial(n, q) but with probability < 1e-9 (6.1 standard deviations)."""
     return 6.1 * math.sqrt(n * q * (1 - q)) + 1
