@@ -113,8 +113,9 @@ def _binomial_bound(n: int, q: float) -> float:
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5, 0.9])
 def test_keep_rate_is_binomial(p):
-    """Over 601 × 1001 elements from the C++ kernels: the dropped count, the count per column block, and pairs of
-    neighbours both dropped (independence) are within binomial bounds of p = ⌊p·2³¹⌋/2³¹, p² respectively."""
+    """Over 601 × 1001 elements from the C++ kernels, with q = ⌊p·2³¹⌋/2³¹ the drop probability: the dropped count
+    and the count per block of columns are within binomial bounds of q, pairs of neighbours both dropped
+    (independence) within bounds of q²; kept elements are 1/(1 − p) in float32."""
     mask = revealed_mask("cpp", (601, 1001), p, rng=[2024, 17])
     q = philox.threshold(p) / 2**31
     assert abs(q - p) < 1e-9
