@@ -172,22 +172,22 @@ def test_dynamic_dropout_only_in_training():
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 1.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_dynamic_dropout_mask_is_f_dropouts(p, dtype):
-    """The mask is F.dropout of ones, bit for bit, from the same generator state, which it leaves where F.dropout
-    does; so the reference (σ(s)·α times the mask) is F.dropout(σ(s)·α) bit for bit."""
+def test_dynamic_dropout_mask_is_the_kernels_mask_of_one_draw(p, dtype):
+    """The mask is the Philox mask (``seednorm.ops.philox.keep_mask``) of one (seed, offset) draw from the same
+    generator state, which it advances by that draw alone; 0 or 1/(1 − p) in the compute dtype."""
     from seednorm.functional import dynamic_dropout_mask
+    from seednorm.ops import philox
 
     torch.manual_seed(7)
-    expected = F.dropout(torch.ones(3, 5, 40, dtype=dtype), p, True)
+    expected = philox.keep_mask(philox.draw("cpu"), (3, 5, 40), p, dtype)
     after_expected = torch.rand(4)
     torch.manual_seed(7)
     x = torch.empty(3, 5, 40, dtype=dtype)
     mask = dynamic_dropout_mask(x, p)
     assert torch.equal(mask, expected) and mask.dtype == dtype
     assert torch.equal(torch.rand(4), after_expected)
-    dynamic = torch.randn(3, 5, 40, dtype=dtype)
-    torch.manual_seed(7)
-    assert torch.equal(dynamic * dynamic_dropout_mask(x, p), (torch.manual_seed(7), F.dropout(dynamic, p, True))[1])
+    scale = torch.tensor(0.0 if p == 1 else 1 / (1 - p), dtype=dtype)
+    assert bool(((mask == 0) | (mask == scale)).all())
     assert dynamic_dropout_mask(x, 0.0) is None
     assert dynamic_dropout_mask(x.to(torch.bfloat16), p).dtype == torch.float32  # the compute dtype
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops
+from .ops import philox
 from .ops.dtypes import compute_dtype
 from .ops.sigma import ACTIVATIONS
 
@@ -230,7 +231,8 @@ def seednorm(
         dot_scale: multiplies s; "dim" means 1/(D/H) (spec §4, vision).
         center: subtract the row mean before everything (LayerNorm form).
         dynamic_dropout: dropout probability on σ(s)·α, applied only when ``training`` is True; the mask is
-            ``dynamic_dropout_mask``'s, on every path.
+            ``dynamic_dropout_mask``'s, on every path: keyed by one draw from torch's generator per call and
+            generated inside the fused kernels (``seednorm.ops.philox``).
         residual: optional tensor of x's shape and dtype; the layer then normalizes x + residual and returns it.
         impl: "auto" (the default, as the module's), "reference" (this function's math: exact in float64,
             twice differentiable), or one backend of the fused custom op of seednorm.ops: "triton", "cpp",
@@ -276,11 +278,15 @@ def seednorm(
     elif shared_alpha:
         alpha = alpha.expand(dim)
     # Drawn before anything else, on both paths: the same generator state gives the same mask.
-    keep = dynamic_dropout_mask(x, dynamic_dropout) if training else None
+    rng = philox.draw(x.device) if training and dynamic_dropout > 0 else None
     if impl != "reference":
         alpha = alpha.contiguous()  # the kernels read α through a pointer
         kw = {"num_heads": num_heads, "eps": eps, "activation": activation, "dot_scale": scale, "impl": impl}
-        return ops.seednorm_fused(x, weight, alpha, beta, residual, bias=bias, keep=keep, center=center, **kw)
+        if rng is not None:
+            rng, rows = _dropout_inputs(x, rng)
+            kw.update(rng=rng, rows=rows, dropout=dynamic_dropout)
+        return ops.seednorm_fused(x, weight, alpha, beta, residual, bias=bias, center=center, **kw)
+    keep = None if rng is None else _dropout_keep(x, rng, dynamic_dropout)
     summed = None
     if residual is not None:
         x = summed = ops.residual_sum(x, residual)
@@ -311,19 +317,48 @@ def dynamic_dropout_mask(x: Tensor, p: float) -> Tensor | None:
     0 (dropped, probability ``p``) or 1/(1 − p); None when ``p`` is 0. A tensor subclass (a DTensor) gets a mask of
     its own kind and placement.
 
-    It is ``F.dropout`` of ones: the same draws from torch's generator as ``F.dropout(σ(s)·α, p)``, so a seed gives
-    the same mask on the reference and the fused paths, and the mask times σ(s)·α is bitwise ``F.dropout``'s. On
-    CPU it takes F.dropout's own two steps (Bernoulli(1 − p) draws, divided by 1 − p) without filling and
-    multiplying a tensor of ones, a third of the mask's cost.
+    It makes the draw a training call of the layer makes first, (seed, offset) = ``seednorm.ops.philox.draw``, and
+    returns the mask the kernels generate from it (``philox.keep_mask``): from the same generator state, the mask
+    that call applies on every path (reference, C++, Triton, compiled).
     """
     if p == 0:
         return None
-    ct = compute_dtype(x.dtype)
-    if p == 1:  # F.dropout zeroes everything without drawing
-        return torch.zeros_like(x, dtype=ct, memory_format=torch.contiguous_format)
-    if type(x) is Tensor and x.device.type == "cpu":
-        return torch.empty(x.shape, dtype=ct).bernoulli_(1 - p).div_(1 - p)
-    return F.dropout(torch.ones_like(x, dtype=ct, memory_format=torch.contiguous_format), p, True)
+    return _dropout_keep(x, philox.draw(x.device), p)
+
+
+def _row_placements(x: Tensor) -> list:
+    """A DTensor's placements for a tensor of its leading (row) dims: its shards of a leading dim, else Replicate
+    (a shard of the last dim is redistributed to whole rows by the op's sharding rules)."""
+    from torch.distributed.tensor import Replicate
+
+    return [pl if pl.is_shard() and pl.dim < x.dim() - 1 else Replicate() for pl in x.placements]
+
+
+def _dropout_inputs(x: Tensor, rng: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(rng, rows) for the fused op: as drawn, and None, for a plain tensor. For a DTensor: rng replicated, and
+    ``rows`` the global index of every row (x.shape[:-1]) placed like x's rows, so each shard generates its own part
+    of the mask of the whole tensor (no two shards share a counter)."""
+    if type(x) is Tensor:
+        return rng, None
+    from torch.distributed.tensor import DTensor, Replicate, distribute_tensor
+
+    mesh = x.device_mesh
+    rng = DTensor.from_local(rng, mesh, [Replicate()] * mesh.ndim, run_check=False)
+    lead = x.shape[:-1]
+    index = torch.arange(lead.numel(), dtype=torch.int64, device=rng.device).view(lead)
+    return rng, distribute_tensor(index, mesh, _row_placements(x), src_data_rank=None)
+
+
+def _dropout_keep(x: Tensor, rng: Tensor, p: float) -> Tensor:
+    """The explicit mask of the reference path: ``philox.keep_mask`` for x's shape in its compute dtype; for a
+    DTensor, the whole tensor's mask placed like x (each rank takes its part)."""
+    keep = philox.keep_mask(rng, x.shape, p, compute_dtype(x.dtype))
+    if type(x) is Tensor:
+        return keep
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    placements = [pl if pl.is_shard() else Replicate() for pl in x.placements]
+    return distribute_tensor(keep, x.device_mesh, placements, src_data_rank=None)
 
 
 def ada_seednorm(

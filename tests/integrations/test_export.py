@@ -152,12 +152,15 @@ def test_decomposed_program_needs_no_seednorm(model, program, tmp_path):
 
 def test_decomposition_equals_the_op_output_by_output():
     """All five outputs of seednorm::forward (y, 1/RMS, σ(s), mean, x + residual), their shapes and dtypes, in
-    float16 and with a dropout mask too."""
-    for dtype, center, dropout in ((torch.float32, True, False), (torch.float16, False, True)):
+    float16 and with a dropout mask too, given or generated in the kernels from a (seed, offset)."""
+    cases = ((torch.float32, True, False), (torch.float16, False, True), (torch.bfloat16, True, "generated"))
+    for dtype, center, dropout in cases:
         x, res = torch.randn(3, 4, D, dtype=dtype), torch.randn(3, 4, D, dtype=dtype)
         w, a, b, bias = (torch.randn(D) for _ in range(4))
-        keep = (torch.rand(3, 4, D) > 0.25) / 0.75 if dropout else None  # the dynamic-dropout mask
+        keep = (torch.rand(3, 4, D) > 0.25) / 0.75 if dropout is True else None  # the dynamic-dropout mask
         args = (x, w, a, b, bias, res, keep, 2, 1e-6, "tanh", 0.5, center, "cpp")
+        if dropout == "generated":
+            args += (torch.tensor([123456789, 42]), None, 0.25)
         expected = torch.ops.seednorm.forward(*args)
         got = seednorm.ops.decomposition.forward(*args)
         for e, g in zip(expected, got, strict=True):

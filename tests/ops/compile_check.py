@@ -123,12 +123,13 @@ def widths() -> list[tuple[int, int]]:
 
 
 # The options at each width: each σ once, every x dtype and parameter dtype, γ and residual in all four pairings,
-# and the layer's forms: plain, the vision recipe (dropout mask), a converted LayerNorm (centering and bias), both.
-OPTIONS = [  # (x dtype, parameter dtype, γ, residual, dropout mask, centering, bias)
-    (torch.float32, torch.float32, True, True, False, False, False),
-    (torch.bfloat16, torch.bfloat16, False, True, True, True, True),
-    (torch.float16, torch.float32, True, False, True, False, False),
-    (torch.bfloat16, torch.float16, False, False, False, True, True),
+# and the layer's forms: plain, the vision recipe (dropout), a converted LayerNorm (centering and bias), both.
+# Dropout: "generated" in the kernels (what the layer runs), with a DTensor shard's global "rows", or a given "mask".
+OPTIONS = [  # (x dtype, parameter dtype, γ, residual, dropout, centering, bias)
+    (torch.float32, torch.float32, True, True, None, False, False),
+    (torch.bfloat16, torch.bfloat16, False, True, "generated", True, True),
+    (torch.float16, torch.float32, True, False, "mask", False, False),
+    (torch.bfloat16, torch.float16, False, False, "rows", True, True),
 ]
 
 
@@ -143,16 +144,19 @@ def calls() -> list[tuple[str, str, dict[str, Any]]]:
     configs = [(heads, d, *option, activations[(j + k) % len(activations)])
                for k, (heads, d) in enumerate(widths()) for j, option in enumerate(OPTIONS)]
     for d in sorted({kernels.MAX_TILE_BWD, kernels.MAX_TILE_FWD}):
-        configs += [(1, d, xdt, pdt, True, True, True, True, True, "tanh") for xdt, pdt in product(DTYPES, DTYPES)]
+        configs += [(1, d, xdt, pdt, True, True, "generated", True, True, "tanh")
+                    for xdt, pdt in product(DTYPES, DTYPES)]
     out = []
     for heads, d, xdt, pdt, has_w, res, keep, center, bias, act in configs:
-        flags = {"-noweight": not has_w, "-res": res, "-keep": keep, "-center": center, "-bias": bias}
+        flags = {"-noweight": not has_w, "-res": res, f"-{keep}": keep, "-center": center, "-bias": bias}
         name = f"{d}-h{heads}-{str(xdt)[6:]}-p{str(pdt)[6:]}-{act}" + "".join(f for f, on in flags.items() if on)
         x = torch.randn(ROWS, d, dtype=xdt)
         p = [torch.randn(d, dtype=pdt) for _ in range(4)]
         common = {"weight": p[0] if has_w else None, "alpha": p[1], "beta": p[2], "bias": p[3] if bias else None,
-                  "keep": torch.rand(ROWS, d) if keep else None, "num_heads": heads, "activation": act,
+                  "keep": torch.rand(ROWS, d) if keep == "mask" else None, "num_heads": heads, "activation": act,
                   "dot_scale": 1.0}
+        if keep in ("generated", "rows"):
+            common.update(rng=torch.tensor([1, 2]), rows=torch.arange(ROWS) if keep == "rows" else None, dropout=0.1)
         out.append((name, "forward", {"x": x, "residual": torch.randn_like(x) if res else None, "eps": 1e-5,
                                       "center": center, **common}))
         out.append((name, "backward", {"dy": torch.randn_like(x), "x": x, "rstd": torch.ones(ROWS),

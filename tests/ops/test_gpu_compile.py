@@ -91,7 +91,8 @@ def test_each_launch_fits_a_block(records):
 
 def test_the_specializations_cover_every_kernel_and_option(records):
     """Both layouts of both directions, and per kernel every σ, x dtype, parameter dtype, head count 1, 3 and 16,
-    with and without γ, the residual, the dropout mask, centering and bias."""
+    with and without γ, the residual, dropout (a given mask, a generated one, with given rows), centering and
+    bias."""
     source = (OPS / "triton.py").read_text()
     assert {r["kernel"] for r in records} == set(re.findall(r"^def (_\w+_kernel)\(", source, re.M))
     seen: dict[tuple[str, str], set] = defaultdict(set)
@@ -105,6 +106,7 @@ def test_the_specializations_cover_every_kernel_and_option(records):
             "ACT": set(ACTIVATION_CODES.values()), "HAS_W": {True, False}, "HAS_RES": {True, False},
             "HAS_DS": {True, False}, "x": DTYPES, "params": DTYPES, "H": {1, 3, 16},
             "HAS_KEEP": {True, False}, "CENTER": {True, False}, "HAS_BIAS": {True, False},
+            "DROPOUT": {True, False}, "HAS_ROWS": {True, False},
         }.get(option)
         if expected is not None:
             assert values == expected, f"{kernel} {option}: {values} != {expected}"

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from . import philox
 from .dtypes import compute_dtype
 from .sigma import dsigma_from_t, sigma
 
@@ -39,9 +40,13 @@ def _forward(
     activation: str,
     dot_scale: float,
     center: bool,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """(y, Σx̃² (M,), σ(s) (M, H), mean (M,) or None, x + residual or None); y is computed on x + residual when
-    given, x̃ = x − mean(x) when ``center`` (else x), the dynamic term σ(s)·α multiplied by ``keep`` when given.
+    given, x̃ = x − mean(x) when ``center`` (else x), the dynamic term σ(s)·α multiplied by ``keep`` when given, or
+    by the mask ``rng`` (seed, offset) generates (``philox.keep_mask``, fused into the loop that uses it).
 
     The raw Σx̃² rather than 1/RMS is returned so that Inductor computes 1/RMS inline in the loop writing y
     instead of materializing it in a loop of its own (``forward`` derives 1/RMS from it).
@@ -64,6 +69,8 @@ def _forward(
     s = (xh * beta.to(ct).view(num_heads, hd)).sum(-1) * dot_scale  # (M, H)
     t = sigma(s, activation)
     dynamic = t.unsqueeze(-1) * alpha.to(ct).view(num_heads, hd)
+    if rng is not None:
+        keep = philox.keep_mask(rng, (m, d), dropout, ct, rows)
     if keep is not None:
         dynamic = dynamic * keep.view(m, num_heads, hd)
     gain = dynamic + (1.0 if weight is None else weight.to(ct).view(num_heads, hd))
@@ -88,10 +95,13 @@ def _backward(
     num_heads: int,
     activation: str,
     dot_scale: float,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
-    """(dx, dγ, dα, dβ, db) by spec §5 with α·keep in place of α (dα = t·keep ⊙ δ ⊙ x̂) and, when ``mean`` is
-    given (the centering form), x̃ = x − mean in place of x and dx = dx̃ − mean(dx̃); ``dsummed`` (the gradient of
-    x + residual) is added to dx.
+    """(dx, dγ, dα, dβ, db) by spec §5 with α·keep in place of α (dα = t·keep ⊙ δ ⊙ x̂; keep given, or generated
+    from ``rng``) and, when ``mean`` is given (the centering form), x̃ = x − mean in place of x and
+    dx = dx̃ − mean(dx̃); ``dsummed`` (the gradient of x + residual) is added to dx.
 
     Parameter gradients are reduced in the compute dtype and returned in each parameter's dtype.
     """
@@ -103,6 +113,8 @@ def _backward(
     dyh = dy.to(ct).view(m, num_heads, hd)
     r = rstd.view(m, 1, 1)
     a = alpha.to(ct).view(num_heads, hd)
+    if rng is not None:
+        keep = philox.keep_mask(rng, (m, d), dropout, ct, rows)
     if keep is not None:
         a = a * keep.view(m, num_heads, hd)  # α ⊙ keep, per element
     xhat = xh * r
@@ -147,11 +159,13 @@ def _compiled(fn: Callable, config: tuple) -> Callable:
 _CONFIGS: list[tuple] = []  # the configurations compiled so far, in order (names the copies)
 
 
-def _config(activation: str, num_heads: int, *items: Tensor | bool | None) -> tuple:
-    """What Dynamo specializes on besides the width: activation, heads, flags, and each tensor's dtype and device
-    (or None)."""
-    return (activation, num_heads, *(t if t is None or isinstance(t, bool) else (t.dtype, t.device.type)
-                                     for t in items))
+def _config(activation: str, num_heads: int, *items: Tensor | bool | None, dropout: float = 0.0) -> tuple:
+    """What Dynamo specializes on besides the width: activation, heads, flags, each tensor's dtype and device (or
+    None), and the dropout probability. A probability that changed within one compiled copy would be traced again
+    as a symbolic float, and the keep threshold ``int(p·2³¹)`` of the first trace was then kept (torch 2.14): each
+    probability gets its own copy instead (a model has one or two)."""
+    return (activation, num_heads, dropout, *(t if t is None or isinstance(t, bool) else (t.dtype, t.device.type)
+                                              for t in items))
 
 
 def _rows_dynamic(*tensors: Tensor | None) -> None:
@@ -164,23 +178,28 @@ def _rows_dynamic(*tensors: Tensor | None) -> None:
 def forward(
     x: Tensor, residual: Tensor | None, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
     keep: Tensor | None, num_heads: int, eps: float, activation: str, dot_scale: float, center: bool,
+    rng: Tensor | None = None, rows: Tensor | None = None, dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """(y, 1/RMS (M,), σ(s) (M, H), mean or None, x + residual or None) for x, residual, keep (M, D), by the
-    compiled ``_forward``."""
-    _rows_dynamic(x, residual, keep)
-    fn = _compiled(_forward, _config(activation, num_heads, center, x, residual, weight, alpha, beta, bias, keep))
+    compiled ``_forward``; ``rng``, ``rows`` (M,), ``dropout``: in-kernel dropout."""
+    _rows_dynamic(x, residual, keep, rows)
+    fn = _compiled(_forward, _config(activation, num_heads, center, x, residual, weight, alpha, beta, bias, keep, rng,
+                                     rows, dropout=dropout))
     y, sumsq, t, mean, summed = fn(x, residual, weight, alpha, beta, bias, keep, num_heads, eps, activation,
-                                   dot_scale, center)
+                                   dot_scale, center, rng, rows, dropout)
     return y, torch.rsqrt(sumsq / x.shape[1] + eps), t, mean, summed
 
 
 def backward(
     dy: Tensor, x: Tensor, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
     keep: Tensor | None, rstd: Tensor, t: Tensor, mean: Tensor | None, dsummed: Tensor | None, num_heads: int,
-    activation: str, dot_scale: float,
+    activation: str, dot_scale: float, rng: Tensor | None = None, rows: Tensor | None = None, dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
-    """Compiled ``_backward``: (dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``dsummed`` is added to dx."""
-    _rows_dynamic(dy, x, keep, rstd, t, mean, dsummed)
-    config = _config(activation, num_heads, dy, x, weight, alpha, beta, bias, keep, rstd, mean, dsummed)
+    """Compiled ``_backward``: (dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``dsummed`` is added to dx; ``rng``,
+    ``rows``, ``dropout``: the forward's in-kernel dropout, generated again."""
+    _rows_dynamic(dy, x, keep, rstd, t, mean, dsummed, rows)
+    config = _config(activation, num_heads, dy, x, weight, alpha, beta, bias, keep, rstd, mean, dsummed, rng, rows,
+                     dropout=dropout)
     fn = _compiled(_backward, config)
-    return fn(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale)
+    return fn(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale, rng,
+              rows, dropout)

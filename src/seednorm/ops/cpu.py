@@ -7,8 +7,8 @@ waits on fewer OpenMP barriers, which matters when the cores are shared.
 
 The library is compiled with the system C++ compiler (``$CXX`` or g++, the one TorchInductor needs anyway) and
 loaded with ctypes; the foreign calls release the GIL. Threads follow ``torch.get_num_threads()``.
-All tensors here are 2-D (M, D) with a contiguous last dim; x may be float32, bfloat16 or float16; the dropout
-mask is float32.
+All tensors here are 2-D (M, D) with a contiguous last dim; x may be float32, bfloat16 or float16; a given dropout
+mask is float32. In-kernel dropout (``rng``, ``rows``, ``dropout``: ``philox.py``) generates the mask row by row.
 
 The kernel cache is ``$SEEDNORM_CACHE/kernels`` (default ``~/.cache/seednorm/kernels``): created private (0700),
 and used only while it is a directory owned by the user and not writable by group or others. It holds
@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import philox
 from .sigma import ACTIVATION_CODES
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
@@ -53,10 +54,10 @@ _OUTPUT_TAIL = 4000  # characters of compiler output kept in an error
 
 _P, _I64, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
-    "seednorm_forward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _P, _I, _P, _I64, _P, _P, _P,
-                         _I64, _I64, _I64, _F, _F, _I, _I],
-    "seednorm_backward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _P, _I, _P, _I64, _P, _P, _P, _P,
-                          _P, _P, _P, _I64, _I64, _I64, _F, _I, _I],
+    "seednorm_forward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _P, _I, _P, _I64, _P, _P, _I64, _F,
+                         _P, _P, _P, _I64, _I64, _I64, _F, _F, _I, _I],
+    "seednorm_backward": [_P, _I64, _P, _I64, _P, _I64, _P, _I64, _I, _P, _P, _P, _P, _I, _P, _I64, _P, _P, _I64, _F,
+                          _P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I64, _F, _I, _I],
 }
 
 
@@ -312,12 +313,27 @@ def _mask(keep: Tensor | None) -> tuple[Tensor | None, int]:
     return keep, keep.stride(0)
 
 
+def _dropout(rng: Tensor | None, rows: Tensor | None, p: float) -> tuple[Tensor | None, Tensor | None, int, float]:
+    """The kernels' in-kernel dropout arguments: (seed, offset) and the global row indices as contiguous int64 CPU
+    tensors (None when absent), the keep threshold and the value of a kept element."""
+    if rng is None:
+        return None, None, 0, 0.0
+    if rng.device.type != "cpu" or (rows is not None and rows.device.type != "cpu"):
+        raise ValueError("impl='cpp' needs the dropout seed and rows on the CPU")
+    rng = rng if rng.dtype == torch.int64 and rng.is_contiguous() else rng.to(torch.int64).contiguous()
+    if rows is not None:
+        rows = rows.reshape(-1).to(torch.int64).contiguous()
+    return rng, rows, philox.threshold(p), philox.scale(p)
+
+
 def forward(
     x: Tensor, residual: Tensor | None, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
     keep: Tensor | None, num_heads: int, eps: float, activation: str, dot_scale: float, center: bool,
+    rng: Tensor | None = None, rows: Tensor | None = None, dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """(y, 1/RMS (M,), σ(s) (M, H) float32, mean (M,) float32 or None, x + residual or None) for x, residual,
-    keep (M, D); ``center`` normalizes x − mean(x)."""
+    keep (M, D); ``center`` normalizes x − mean(x). ``rng`` (seed, offset) draws the dropout mask of probability
+    ``dropout`` in the kernel instead (``rows``: (M,) global row indices, or None)."""
     m, d = x.shape
     y = torch.empty((m, d), dtype=x.dtype)
     rstd = torch.empty(m, dtype=torch.float32)
@@ -326,11 +342,12 @@ def forward(
     summed = None if residual is None else torch.empty((m, d), dtype=x.dtype)
     (w, a, b, c), pdtype = _params(weight, alpha, beta, bias)
     k, sk = _mask(keep)
+    seed, row_ids, thr, kscale = _dropout(rng, rows, dropout)
     library().seednorm_forward(
         _ptr(x), x.stride(0), _ptr(residual), 0 if residual is None else residual.stride(0),
         _ptr(summed), d, _ptr(y), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), _ptr(c), pdtype, _ptr(k), sk,
-        _ptr(rstd), _ptr(t), _ptr(mean), m, d, num_heads, eps, dot_scale, ACTIVATION_CODES[activation],
-        torch.get_num_threads(),
+        _ptr(seed), _ptr(row_ids), thr, kscale, _ptr(rstd), _ptr(t), _ptr(mean), m, d, num_heads, eps, dot_scale,
+        ACTIVATION_CODES[activation], torch.get_num_threads(),
     )
     return y, rstd, t, mean, summed
 
@@ -338,19 +355,22 @@ def forward(
 def backward(
     dy: Tensor, x: Tensor, weight: Tensor | None, alpha: Tensor, beta: Tensor, bias: Tensor | None,
     keep: Tensor | None, rstd: Tensor, t: Tensor, mean: Tensor | None, dsummed: Tensor | None, num_heads: int,
-    activation: str, dot_scale: float,
+    activation: str, dot_scale: float, rng: Tensor | None = None, rows: Tensor | None = None, dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
     """(dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``mean`` (the forward's, centering form) or None;
-    ``dsummed`` is added to dx; parameter gradients in their dtypes."""
+    ``dsummed`` is added to dx; parameter gradients in their dtypes. ``rng``, ``rows``, ``dropout``: the forward's
+    in-kernel dropout, whose mask is generated again."""
     m, d = x.shape
     dy = dy if dy.dtype == x.dtype else dy.to(x.dtype)
     dx = torch.empty((m, d), dtype=x.dtype)
     dweight, dalpha, dbeta, dbias = (torch.empty(d, dtype=torch.float32) for _ in range(4))
     (w, a, b, c), pdtype = _params(weight, alpha, beta, bias)
     k, sk = _mask(keep)
+    seed, row_ids, thr, kscale = _dropout(rng, rows, dropout)
     library().seednorm_backward(
         _ptr(dy), dy.stride(0), _ptr(x), x.stride(0), _ptr(dsummed), 0 if dsummed is None else dsummed.stride(0),
         _ptr(dx), d, DTYPES[x.dtype], _ptr(w), _ptr(a), _ptr(b), _ptr(c), pdtype, _ptr(k), sk,
+        _ptr(seed), _ptr(row_ids), thr, kscale,
         _ptr(rstd.contiguous()), _ptr(t.contiguous()), _ptr(None if mean is None else mean.contiguous()),
         _ptr(dweight), _ptr(dalpha), _ptr(dbeta), _ptr(dbias), m, d, num_heads, dot_scale,
         ACTIVATION_CODES[activation], torch.get_num_threads(),

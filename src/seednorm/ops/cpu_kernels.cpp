@@ -1,7 +1,8 @@
 // SeeDNorm forward and backward for CPU: one pass over each row, OpenMP over rows (see cpu.py).
 //
 // Forward, per row: Σx² and Σx·β (per head) in one sweep, then y = [σ(s)·α + γ] ⊙ x / RMS(x) in a second
-// sweep over the row, which is still in L1. Options: the dynamic-dropout mask k (y = [σ(s)·α⊙k + γ] ⊙ x̂), the
+// sweep over the row, which is still in L1. Options: the dynamic-dropout mask k (y = [σ(s)·α⊙k + γ] ⊙ x̂), given
+// as a tensor or generated per row from a seed (Philox4x32-10, below: the same bits as Triton's tl.randint4x), the
 // centering form (a first sweep for the row mean μ, then everything on x − μ) and a bias added to y.
 // Backward: the rows are cut into at most 32 chunks of at least 64 rows (one chunk for fewer rows, fewer chunks for
 // very wide rows; never dependent on the thread count), each with its own float32 partial sums of dγ, dα, dβ. A chunk runs in blocks
@@ -12,6 +13,8 @@
 // the row sums of the first sweep; with a bias, db = Σ δ.
 // x and dy are read from memory once, converted to float32 in registers. Chunks are handed out dynamically, so a
 // thread slowed by other work on its core does not hold the others back.
+// A generated mask is written for one row (forward) or one block of rows (backward) into a buffer of the thread
+// that stays in L1 and is read as a given mask would be: the forward and the backward recompute the same bits.
 // Element types: 0 = float32, 1 = bfloat16, 2 = float16. Activations: 0 tanh, 1 sigmoid, 2 hardtanh, 3 softsign.
 
 #include <algorithm>
@@ -68,6 +71,66 @@ inline float dsigma_from_t(float t, int act) {
   }
 }
 
+// Philox4x32-10 with counter (c0, c1, 0, 0) and key (k0, k1): its four words, Triton's tl.randint4x bit for bit
+// (seednorm/ops/philox.py states the scheme).
+inline void philox4(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t& o0, uint32_t& o1, uint32_t& o2,
+                    uint32_t& o3) {
+  uint32_t c2 = 0, c3 = 0;
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t pa = static_cast<uint64_t>(0xD2511F53u) * c0, pb = static_cast<uint64_t>(0xCD9E8D57u) * c2;
+    const uint32_t n0 = static_cast<uint32_t>(pb >> 32) ^ c1 ^ k0, n2 = static_cast<uint32_t>(pa >> 32) ^ c3 ^ k1;
+    c1 = static_cast<uint32_t>(pb);
+    c3 = static_cast<uint32_t>(pa);
+    c0 = n0;
+    c2 = n2;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  o0 = c0;
+  o1 = c1;
+  o2 = c2;
+  o3 = c3;
+}
+
+// In-kernel dropout: rng = (seed, offset), the global row indices (null: the local row is the global one), the
+// keep threshold ⌊p·2³¹⌋ on the top 31 bits of the random word, and the value of a kept element, 1/(1 − p).
+struct Dropout {
+  const int64_t* rng;
+  const int64_t* rows;
+  int64_t thr;
+  float scale;
+};
+
+// Scratch words keep_row needs for a row of d elements.
+inline int64_t keep_scratch(int64_t d) { return 8 * ((d + 3) / 4 + 1); }
+
+// The mask of row r into k[0, d): element i is stream position e = offset + row·d + i, whose word is word e mod 4
+// of Philox(counter ⌊e/4⌋). One Philox call per four elements, vectorized over calls (one call per lane, the
+// 64-bit counter as two 32-bit words with the carry), then the words in stream order, then the threshold.
+inline void keep_row(float* k, uint32_t* scratch, const Dropout& dr, int64_t r, int64_t d) {
+  const uint64_t e0 = static_cast<uint64_t>(dr.rng[1]) + static_cast<uint64_t>(dr.rows ? dr.rows[r] : r) * d;
+  const uint64_t q0 = e0 >> 2;
+  const int64_t lead = static_cast<int64_t>(e0 & 3), nq = (lead + d + 3) / 4;
+  const uint32_t lo = static_cast<uint32_t>(q0), hi = static_cast<uint32_t>(q0 >> 32);
+  const uint32_t k0 = static_cast<uint32_t>(dr.rng[0]), k1 = static_cast<uint32_t>(static_cast<uint64_t>(dr.rng[0]) >> 32);
+  uint32_t *w0 = scratch, *w1 = w0 + nq, *w2 = w1 + nq, *w3 = w2 + nq, *words = w3 + nq;
+#pragma omp simd
+  for (int64_t j = 0; j < nq; ++j) {
+    const uint32_t c0 = lo + static_cast<uint32_t>(j), c1 = hi + (c0 < lo ? 1u : 0u);
+    philox4(c0, c1, k0, k1, w0[j], w1[j], w2[j], w3[j]);
+  }
+  for (int64_t j = 0; j < nq; ++j) {
+    words[4 * j] = w0[j];
+    words[4 * j + 1] = w1[j];
+    words[4 * j + 2] = w2[j];
+    words[4 * j + 3] = w3[j];
+  }
+  const uint32_t thr = static_cast<uint32_t>(dr.thr);  // at most 2³¹ (p = 1: nothing kept)
+  const float scale = dr.scale;
+#pragma omp simd
+  for (int64_t i = 0; i < d; ++i) k[i] = (words[lead + i] >> 1) >= thr ? scale : 0.0f;
+}
+
 // A parameter vector as float32 (`fill` when absent).
 template <typename P>
 std::vector<float> params(const void* p, int64_t d, float fill) {
@@ -107,14 +170,16 @@ inline void write_head(const T* xr, const float* kr, T* yr, const float* a, cons
 
 template <typename T>
 void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, int64_t ss, T* y, int64_t sy,
-             const float* keep, int64_t sk, const Params& p, float* rstd, float* t, float* mean, int64_t m, int64_t d,
-             int64_t heads, float eps, float dot_scale, int act, int threads) {
+             const float* keep, int64_t sk, const Dropout& drop, const Params& p, float* rstd, float* t, float* mean,
+             int64_t m, int64_t d, int64_t heads, float eps, float dot_scale, int act, int threads) {
   const int64_t hd = d / heads;
   const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data(), *c = p.c.data();
   const bool bias = p.has_bias;
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> th(heads);
+    std::vector<float> generated(drop.rng ? d : 0);  // this row's generated mask
+    std::vector<uint32_t> words(drop.rng ? keep_scratch(d) : 0);
 #pragma omp for schedule(dynamic, 16)
     for (int64_t r = 0; r < m; ++r) {
       const T* xr = x + r * sx;
@@ -150,6 +215,10 @@ void forward(const T* x, int64_t sx, const T* residual, int64_t sr, T* summed, i
       rstd[r] = inv;
       T* yr = y + r * sy;
       const float* kr = keep ? keep + r * sk : nullptr;
+      if (drop.rng) {
+        keep_row(generated.data(), words.data(), drop, r, d);
+        kr = generated.data();
+      }
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t lo = h * hd, hi = (h + 1) * hd;
         if (kr && bias) write_head<T, true, true>(xr, kr, yr, a, w, c, th[h], mu, inv, lo, hi);
@@ -224,7 +293,8 @@ inline HeadSums head_sums(const T* xr, const T* g, const float* kr, const float*
 
 template <typename T>
 void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed, int64_t sds, T* dx, int64_t sdx,
-              const float* keep, int64_t sk, const Params& p, const float* rstd, const float* t, const float* mu_row,
+              const float* keep, int64_t sk, const Dropout& drop, const Params& p, const float* rstd, const float* t,
+              const float* mu_row,
               float* dweight, float* dalpha, float* dbeta, float* dbias, int64_t m, int64_t d, int64_t heads,
               float dot_scale, int act, int threads) {
   constexpr int64_t RB = 4;                     // rows per block: partials are read and written once per block
@@ -233,7 +303,7 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
   constexpr int64_t PARTIALS_BYTES = 16 << 20;  // bound on the partials' memory for very wide rows
   const int64_t hd = d / heads, blocks = (m + RB - 1) / RB;
   const float *w = p.w.data(), *a = p.a.data(), *b = p.b.data();
-  const bool center = mu_row != nullptr, bias = p.has_bias;
+  const bool center = mu_row != nullptr, bias = p.has_bias, masked = keep != nullptr || drop.rng != nullptr;
   const int64_t np = bias ? 4 : 3;  // partial rows per chunk: dγ, dα, dβ (, db)
   const int64_t by_memory = std::max<int64_t>(1, PARTIALS_BYTES / (np * d * static_cast<int64_t>(sizeof(float))));
   const int64_t chunks = std::max<int64_t>(1, std::min({blocks / MIN_CHUNK_BLOCKS, MAX_CHUNKS, by_memory}));
@@ -249,6 +319,8 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
   {
     std::vector<T> scratch(d);  // dx of rows past the end
     std::vector<float> tb(RB * heads), ub(RB * heads);
+    std::vector<float> generated(drop.rng ? RB * d : 0);  // the block's generated masks
+    std::vector<uint32_t> words(drop.rng ? keep_scratch(d) : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t chunk = 0; chunk < chunks; ++chunk) {
       float* pw = partials + static_cast<size_t>(chunk) * np * d;
@@ -268,6 +340,10 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
           gs[k] = real ? dy + r * sdy : zeros.data();
           ds[k] = real && dsummed ? dsummed + r * sds : zeros.data();
           ks[k] = real && keep ? keep + r * sk : ones.data();
+          if (real && drop.rng) {
+            keep_row(generated.data() + k * d, words.data(), drop, r, d);
+            ks[k] = generated.data() + k * d;
+          }
           out[k] = real ? dx + r * sdx : scratch.data();
           inv[k] = real ? rstd[r] : 0.0f;
           mu[k] = real && center ? mu_row[r] : 0.0f;
@@ -277,7 +353,7 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
             const T *xr = xs[k], *g = gs[k];
             const float* kr = ks[k];
             const int64_t lo = h * hd, hi = (h + 1) * hd;
-            const HeadSums hs = keep ? (center ? head_sums<T, true, true>(xr, g, kr, a, w, tk, mk, iv, lo, hi)
+            const HeadSums hs = masked ? (center ? head_sums<T, true, true>(xr, g, kr, a, w, tk, mk, iv, lo, hi)
                                                : head_sums<T, true, false>(xr, g, kr, a, w, tk, mk, iv, lo, hi))
                                       : (center ? head_sums<T, false, true>(xr, g, kr, a, w, tk, mk, iv, lo, hi)
                                                 : head_sums<T, false, false>(xr, g, kr, a, w, tk, mk, iv, lo, hi));
@@ -293,7 +369,7 @@ void backward(const T* dy, int64_t sdy, const T* x, int64_t sx, const T* dsummed
           // mean(dx̃) = (inv·(Σ g⊙δ − mean·Σ x̂) + Σ_h u_h·Σβ_h) / D: what the centering's projection removes
           dxm[k] = (inv[k] * (gsum - mean[k] * zsum) + bterm) / static_cast<float>(d);
         }
-        const int variant = (keep ? 4 : 0) | (center ? 2 : 0) | (bias ? 1 : 0);
+        const int variant = (masked ? 4 : 0) | (center ? 2 : 0) | (bias ? 1 : 0);
 #define SEEDNORM_BLOCK(K, C, B)                                                                                   \
   backward_block<T, RB, K, C, B>(xs, gs, ds, ks, out, inv, tb.data(), ub.data(), mean, mu, dxm, w, a, b, pw, pa, pb, \
                                  pc, d, heads)
@@ -334,15 +410,19 @@ extern "C" {
 
 // x, residual, summed, y: (m, d) with row strides in elements; residual and summed may be null.
 // keep: (m, d) float32 dropout mask with row stride sk, or null; bias: (d,) or null.
+// rng: (seed, offset) int64, or null: the mask generated in the kernel (see Dropout; keep is then null); rows: (m,)
+// int64 global row indices or null; thr, kscale: the keep threshold and the value of a kept element.
 // rstd: (m,) float32; t: (m, heads) float32; mean: (m,) float32 written for the centering form, null otherwise.
 void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t sr, void* summed, int64_t ss,
                       void* y, int64_t sy, int dtype, const void* weight, const void* alpha, const void* beta,
-                      const void* bias, int pdtype, const float* keep, int64_t sk, float* rstd, float* t, float* mean,
-                      int64_t m, int64_t d, int64_t heads, float eps, float dot_scale, int act, int threads) {
+                      const void* bias, int pdtype, const float* keep, int64_t sk, const int64_t* rng,
+                      const int64_t* rows, int64_t thr, float kscale, float* rstd, float* t, float* mean, int64_t m,
+                      int64_t d, int64_t heads, float eps, float dot_scale, int act, int threads) {
   const Params p(weight, alpha, beta, bias, pdtype, d);
+  const Dropout drop{rng, rows, thr, kscale};
 #define SEEDNORM_FORWARD(T)                                                                                      \
   forward<T>(static_cast<const T*>(x), sx, static_cast<const T*>(residual), sr, static_cast<T*>(summed), ss,      \
-             static_cast<T*>(y), sy, keep, sk, p, rstd, t, mean, m, d, heads, eps, dot_scale, act, threads)
+             static_cast<T*>(y), sy, keep, sk, drop, p, rstd, t, mean, m, d, heads, eps, dot_scale, act, threads)
   if (dtype == 0) SEEDNORM_FORWARD(float);
   else if (dtype == 1) SEEDNORM_FORWARD(bf16);
   else SEEDNORM_FORWARD(_Float16);
@@ -350,18 +430,20 @@ void seednorm_forward(const void* x, int64_t sx, const void* residual, int64_t s
 }
 
 // dy, x, dsummed, dx: (m, d) with row strides in elements; dsummed may be null (added to dx when given).
-// keep: the forward's mask or null; mean: the forward's row means (the centering form) or null.
+// keep: the forward's mask or null; rng, rows, thr, kscale: the forward's generated mask (rng null: none); mean: the forward's row means (the centering form) or null.
 // dweight, dalpha, dbeta, dbias: (d,) float32 outputs (dweight is written even when weight is null; dbias only
 // when bias is given).
 void seednorm_backward(const void* dy, int64_t sdy, const void* x, int64_t sx, const void* dsummed, int64_t sds,
                        void* dx, int64_t sdx, int dtype, const void* weight, const void* alpha, const void* beta,
-                       const void* bias, int pdtype, const float* keep, int64_t sk, const float* rstd, const float* t,
+                       const void* bias, int pdtype, const float* keep, int64_t sk, const int64_t* rng,
+                       const int64_t* rows, int64_t thr, float kscale, const float* rstd, const float* t,
                        const float* mean, float* dweight, float* dalpha, float* dbeta, float* dbias, int64_t m,
                        int64_t d, int64_t heads, float dot_scale, int act, int threads) {
   const Params p(weight, alpha, beta, bias, pdtype, d);
+  const Dropout drop{rng, rows, thr, kscale};
 #define SEEDNORM_BACKWARD(T)                                                                                     \
   backward<T>(static_cast<const T*>(dy), sdy, static_cast<const T*>(x), sx, static_cast<const T*>(dsummed), sds, \
-              static_cast<T*>(dx), sdx, keep, sk, p, rstd, t, mean, dweight, dalpha, dbeta, dbias, m, d, heads,   \
+              static_cast<T*>(dx), sdx, keep, sk, drop, p, rstd, t, mean, dweight, dalpha, dbeta, dbias, m, d, heads,   \
               dot_scale, act, threads)
   if (dtype == 0) SEEDNORM_BACKWARD(float);
   else if (dtype == 1) SEEDNORM_BACKWARD(bf16);

@@ -43,17 +43,23 @@ def forward(
     dot_scale: float,
     center: bool,
     impl: str,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``seednorm::forward``'s outputs, same shapes and dtypes, from ATen operators (``impl`` is ignored)."""
+    """``seednorm::forward``'s outputs, same shapes and dtypes, from ATen operators (``impl`` is ignored); in-kernel
+    dropout (``rng``, ``rows``, ``dropout``) becomes ``philox.keep_mask``'s tensor ops, the same mask."""
     del impl  # which kernels would have run: the math is the same
     d = x.shape[-1]
     lead = x.shape[:-1]
 
-    def rows(t: Tensor | None) -> Tensor | None:
+    def as_rows(t: Tensor | None) -> Tensor | None:
         return None if t is None else t.reshape(-1, d).contiguous()
 
+    row_ids = None if rows is None else rows.reshape(-1)
     y, sumsq, t, mean, summed = compiled._forward(
-        rows(x), rows(residual), weight, alpha, beta, bias, rows(keep), num_heads, eps, activation, dot_scale, center
+        as_rows(x), as_rows(residual), weight, alpha, beta, bias, as_rows(keep), num_heads, eps, activation,
+        dot_scale, center, rng, row_ids, dropout,
     )
     rstd = torch.rsqrt(sumsq / d + eps)
     mean = rstd.new_empty(0) if mean is None else mean.reshape(lead)

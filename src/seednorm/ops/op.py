@@ -1,18 +1,22 @@
 """SeeDNorm as one ``torch.library`` custom op pair, with fake (meta) functions, an autograd formula and the dispatch.
 
     seednorm::forward(x, weight?, alpha, beta, bias?, residual?, keep?, num_heads, eps, activation, dot_scale,
-                      center, impl)
+                      center, impl, rng?, rows?, dropout)
         -> (y, rstd, t, mean, summed)    rstd = 1/RMS (...,), t = σ(s) (..., H), mean = the row mean of x (...,) when
                                          ``center`` (else empty), summed = x + residual (or empty)
     seednorm::backward(dy, x, weight?, alpha, beta, bias?, keep?, rstd, t, mean?, dsummed?, num_heads, activation,
-                       dot_scale, impl)
+                       dot_scale, impl, rng?, rows?, dropout)
         -> (dx, dweight, dalpha, dbeta, dbias)   dweight (dbias) is empty when weight (bias) is None
 
-``keep`` is the dynamic-dropout mask of x's shape in the compute dtype (0 or 1/(1 − p) per element, drawn by
-``seednorm.functional`` with torch's RNG): the dynamic term is σ(s)·α ⊙ keep. ``center`` normalizes x − mean(x)
-(the centering form, spec §6) and ``bias`` is added to y. Both ops are opaque to autograd and to
-``torch.compile``: the forward saves x (or x + residual), the parameters, the mask, 1/RMS, σ(s) and the mean, and
-the backward op computes all gradients in one pass. ``torch.compile(fullgraph=True)`` traces them through their
+Dynamic dropout multiplies the dynamic term σ(s)·α by a mask k (0 or 1/(1 − p) per element), in one of two forms:
+``keep``, a given mask of x's shape in the compute dtype, or (what ``seednorm.functional`` passes) ``rng``, the
+int64 (seed, offset) pair the kernels generate the mask from (``philox.py``) with probability ``dropout``, and
+``rows``, the global index of each row of x (x.shape[:-1], int64; None: x's own row order), which a DTensor shard
+passes so that shards draw distinct parts of one mask. Nothing of size (M, D) is saved for the backward, which
+generates the same mask again. ``center`` normalizes x − mean(x) (the centering form, spec §6) and ``bias`` is
+added to y. Both ops are opaque to autograd and to ``torch.compile``: the forward saves x (or x + residual), the
+parameters, the given mask or the (seed, offset) pair, 1/RMS, σ(s) and the mean, and the backward op computes all
+gradients in one pass. ``torch.compile(fullgraph=True)`` traces them through their
 fake functions without graph breaks. Eager calls run the same kernels and gradient formula through a plain
 ``autograd.Function`` (``_EagerFused``), which skips the op's Python dispatch.
 ``impl`` picks the kernels: "triton" (``triton.py``, CUDA, or CPU under ``TRITON_INTERPRET=1``), "cpp"
@@ -82,11 +86,16 @@ def _forward_impl(
     dot_scale: float,
     center: bool,
     impl: str,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     res = None if residual is None else _rows(residual)
     mask = None if keep is None else _rows(keep)
+    row_ids = None if rows is None else rows.reshape(-1)
     y, rstd, t, mean, summed = _kernels(impl).forward(
-        _rows(x), res, weight, alpha, beta, bias, mask, num_heads, eps, activation, dot_scale, center
+        _rows(x), res, weight, alpha, beta, bias, mask, num_heads, eps, activation, dot_scale, center,
+        rng, row_ids, dropout,
     )
     lead = x.shape[:-1]
     summed = x.new_empty(0) if summed is None else summed.view(x.shape)
@@ -98,7 +107,8 @@ _forward = torch.library.custom_op("seednorm::forward", _forward_impl, mutates_a
 
 
 @_forward.register_fake
-def _forward_fake(x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center, impl):
+def _forward_fake(x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center, impl,
+                  rng=None, rows=None, dropout=0.0):
     lead, ct = x.shape[:-1], compute_dtype(x.dtype)
     summed = x.new_empty(0) if residual is None else x.new_empty(x.shape)
     mean = x.new_empty(lead if center else 0, dtype=ct)
@@ -122,12 +132,16 @@ def _backward_impl(
     activation: str,
     dot_scale: float,
     impl: str,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     ds = None if dsummed is None else _rows(dsummed)
     mask = None if keep is None else _rows(keep)
     dx, dweight, dalpha, dbeta, dbias = _kernels(impl).backward(
         _rows(dy), _rows(x), weight, alpha, beta, bias, mask, rstd.reshape(-1), t.reshape(-1, num_heads),
         None if mean is None else mean.reshape(-1), ds, num_heads, activation, dot_scale,
+        rng, None if rows is None else rows.reshape(-1), dropout,
     )
     empty = alpha.new_empty(0)
     return (dx.view(x.shape), empty if dweight is None else dweight, dalpha, dbeta,
@@ -139,7 +153,7 @@ _backward = torch.library.custom_op("seednorm::backward", _backward_impl, mutate
 
 @_backward.register_fake
 def _backward_fake(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale,
-                   impl):
+                   impl, rng=None, rows=None, dropout=0.0):
     dweight = alpha.new_empty(0) if weight is None else weight.new_empty(weight.shape)
     dbias = alpha.new_empty(0) if bias is None else bias.new_empty(bias.shape)
     return x.new_empty(x.shape), dweight, alpha.new_empty(alpha.shape), beta.new_empty(beta.shape), dbias
@@ -147,13 +161,17 @@ def _backward_fake(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsumme
 
 def _save(ctx, inputs, output, backward_op) -> None:
     """What ``_grad`` needs, and which backward it calls: the registered op, or its function directly (eager)."""
-    x, weight, alpha, beta, bias, residual, keep, num_heads, _eps, activation, dot_scale, center, impl = inputs
+    x, weight, alpha, beta, bias, residual, keep, num_heads, _eps, activation, dot_scale, center, impl, *drop = inputs
+    rng, rows, dropout = drop + [None, None, 0.0][len(drop):]  # the op's defaults
     _y, rstd, t, mean, summed = output
     ctx.mark_non_differentiable(rstd, t, mean)
     ctx.has_residual = residual is not None
     ctx.center = center
     ctx.config = (num_heads, activation, dot_scale, impl)
-    ctx.save_for_backward(summed if ctx.has_residual else x, weight, alpha, beta, bias, keep, rstd, t, mean)
+    ctx.dropout = dropout
+    ctx.num_inputs = len(inputs)
+    ctx.save_for_backward(summed if ctx.has_residual else x, weight, alpha, beta, bias, keep, rstd, t, mean, rng,
+                          rows)
     ctx.backward_op = backward_op
 
 
@@ -168,18 +186,18 @@ def _unused(grad: Tensor | None, like: Tensor) -> bool:
 
 
 def _grad(ctx, dy, _drstd, _dt, _dmean, dsummed):
-    x, weight, alpha, beta, bias, keep, rstd, t, mean = ctx.saved_tensors
+    x, weight, alpha, beta, bias, keep, rstd, t, mean, rng, rows = ctx.saved_tensors
     # An unused output (x + residual after a final norm, or y when only the sum is used) is a zero gradient: the
     # sum's is skipped, y's is zeros of x's kind and placement.
     dsummed = None if not ctx.has_residual or _unused(dsummed, x) else dsummed
     dy = torch.zeros_like(x) if _unused(dy, x) else dy
     mean = mean if ctx.center else None
     dx, dweight, dalpha, dbeta, dbias = ctx.backward_op(
-        dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, *ctx.config
+        dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, *ctx.config, rng, rows, ctx.dropout
     )
     dresidual = dx if ctx.has_residual else None
-    return (dx, None if weight is None else dweight, dalpha, dbeta, None if bias is None else dbias, dresidual,
-            None, None, None, None, None, None, None)
+    grads = (dx, None if weight is None else dweight, dalpha, dbeta, None if bias is None else dbias, dresidual)
+    return grads + (None,) * (ctx.num_inputs - len(grads))
 
 
 _forward.register_autograd(_grad, setup_context=_setup_context)
@@ -327,14 +345,19 @@ def seednorm_fused(
     bias: Tensor | None = None,
     keep: Tensor | None = None,
     center: bool = False,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """SeeDNorm through the custom op: y = [σ(s)·α ⊙ keep + γ] ⊙ x̃ / RMS(x̃) + bias, x of shape (..., D), with
     x̃ = x − mean(x) when ``center`` (else x̃ = x) and s computed from x̃.
 
     Arguments are already checked and resolved (``eps`` and ``dot_scale`` are numbers) as in
     ``seednorm.functional.seednorm``; ``impl`` is "triton", "cpp" or "compiled". ``keep`` (x's shape, the compute
-    dtype: 0 or 1/(1 − p)) is the dynamic-dropout mask, None for none. With a ``residual`` of x's shape and dtype,
-    returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
+    dtype: 0 or 1/(1 − p)) is a given dynamic-dropout mask, None for none; ``rng`` (int64 (2,) on x's device: seed,
+    offset, from ``philox.draw``) instead generates the mask of probability ``dropout`` in the kernels, ``rows``
+    (x.shape[:-1] int64, or None) the global row indices it is keyed by (``philox.py``). With a ``residual`` of
+    x's shape and dtype, returns ``(y, x + residual)`` with y computed on x + residual (one read of each).
     """
     if impl not in ("triton", "cpp", "compiled"):
         raise ValueError(f"the fused op runs impl 'triton', 'cpp' or 'compiled', got {impl!r}")
@@ -346,6 +369,12 @@ def seednorm_fused(
                              or keep.device != x.device):
         raise ValueError(f"keep must have the input's shape {tuple(x.shape)}, dtype {compute_dtype(x.dtype)} and "
                          f"device, got {tuple(keep.shape)} {keep.dtype} on {keep.device}")
+    if rng is not None and (rng.shape != (2,) or rng.dtype != torch.int64 or rng.device != x.device):
+        raise ValueError(f"rng must be the int64 (seed, offset) pair on the input's device {x.device}, got shape "
+                         f"{tuple(rng.shape)} {rng.dtype} on {rng.device}")
+    if rng is not None and (keep is not None or not 0.0 < dropout <= 1.0):
+        raise ValueError(f"rng draws a dropout mask of probability 0 < dropout <= 1 instead of keep, got dropout="
+                         f"{dropout!r}{' and keep' if keep is not None else ''}")
     if torch._C._are_functorch_transforms_active():
         raise RuntimeError(
             "the fused op does not support torch.func transforms (grad, vmap, jacrev, jvp); call "
@@ -366,6 +395,6 @@ def seednorm_fused(
              and x.device.type != "meta")
     y, _rstd, _t, _mean, summed = (_EagerFused.apply if eager else _forward)(
         x, weight, alpha, beta, bias, residual, keep, num_heads, float(eps), activation, float(dot_scale),
-        bool(center), impl
+        bool(center), impl, *(() if rng is None else (rng, rows, float(dropout)))
     )
     return y if residual is None else (y, summed)

@@ -3,9 +3,13 @@
 SeeDNorm is row-wise: every statistic (1/RMS, s = x·βᵀ, σ(s)) belongs to one row of the last dimension D. So an
 input sharded on any leading dimension d runs the kernels on each rank's rows unchanged:
 
-    forward   x, residual, keep: Shard(d)   γ, α, β, b: Replicate   →   y, 1/RMS, σ(s), mean, x + residual: Shard(d)
-    backward  dy, x, keep, 1/RMS, σ(s), mean, dsummed: Shard(d)   →   dx: Shard(d);  dγ, dα, dβ, db: Partial (sum
-              over ranks)
+    forward   x, residual, keep, rows: Shard(d)   γ, α, β, b, rng: Replicate
+              →   y, 1/RMS, σ(s), mean, x + residual: Shard(d)
+    backward  dy, x, keep, rows, 1/RMS, σ(s), mean, dsummed: Shard(d)   rng: Replicate
+              →   dx: Shard(d);  dγ, dα, dβ, db: Partial (sum over ranks)
+
+In-kernel dropout (``philox.py``): the seed pair ``rng`` is replicated and ``rows``, the global index of each row,
+is sharded like the rows, so each shard generates its own part of the mask the whole tensor would get.
 
 and everything replicated gives everything replicated. There is no rule for a shard on D (the last dimension): a
 row's sums would be split across ranks. DTensor then redistributes x to a layout above before the op runs (the
@@ -51,9 +55,10 @@ def _row_dims(x: object) -> range:
 
 @register_sharding(torch.ops.seednorm.forward.default)
 def _forward_sharding(x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center,
-                      impl):
-    args = (x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center, impl)
-    rows = {0, 5, 6}  # x, residual, keep
+                      impl, *dropout):
+    args = (x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center, impl,
+            *dropout)  # dropout: rng, rows, p when the call passes them
+    rows = {0, 5, 6, 14}  # x, residual, keep, rows
     strategies = [([Replicate()] * 5, _inputs(args, rows, None))]
     for d in _row_dims(x):
         summed = Replicate() if residual is None else Shard(d)  # the empty placeholder when there is no residual
@@ -64,9 +69,10 @@ def _forward_sharding(x, weight, alpha, beta, bias, residual, keep, num_heads, e
 
 @register_sharding(torch.ops.seednorm.backward.default)
 def _backward_sharding(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation,
-                       dot_scale, impl):
-    args = (dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale, impl)
-    rows = {0, 1, 6, 7, 8, 9, 10}  # dy, x, keep, 1/RMS, σ(s), mean, dsummed
+                       dot_scale, impl, *dropout):
+    args = (dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, num_heads, activation, dot_scale, impl,
+            *dropout)
+    rows = {0, 1, 6, 7, 8, 9, 10, 16}  # dy, x, keep, 1/RMS, σ(s), mean, dsummed, rows
     strategies = [([Replicate()] * 5, _inputs(args, rows, None))]
     for d in _row_dims(x):
         dweight = Replicate() if weight is None else Partial()  # the empty placeholder when there is no γ

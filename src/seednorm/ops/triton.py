@@ -2,9 +2,10 @@
 
 Memory traffic equals RMSNorm's (spec §5). The forward reads x (and the residual) once and writes y (and x + r);
 it keeps 1/RMS (M,) and t = σ(s) (M, H) (and the row mean for the centering form) for the backward, nothing else;
-the dropout mask, when there is one, is read once more by each direction. The backward reads x and dy once and
-writes dx; the parameter gradients dγ, dα, dβ are accumulated in float32 by a persistent grid (about two programs
-per SM, each owning a contiguous block of rows) and summed over the programs at the end.
+a given dropout mask is read once more by each direction, a generated one (``DROPOUT``) costs no memory traffic.
+The backward reads x and dy once and writes dx; the parameter gradients dγ, dα, dβ are accumulated in float32 by a
+persistent grid (about two programs per SM, each owning a contiguous block of rows) and summed over the programs at
+the end.
 
 Two layouts, chosen by width:
 
@@ -18,7 +19,9 @@ Two layouts, chosen by width:
   (rows, chunks) writes y, or dx and the parameter partials. x (and dy) are read twice: slower, same result.
 
 Options, each a constexpr of every kernel (so a layer without them compiles the code it always did): the
-dynamic-dropout mask k (``HAS_KEEP``: α⊙k stands for α, and dα = t·k⊙δ⊙x̂), the centering form (``CENTER``: the
+dynamic-dropout mask k (``HAS_KEEP``: α⊙k stands for α, and dα = t·k⊙δ⊙x̂; with ``DROPOUT`` k is generated in the
+kernel by ``tl.randint4x`` from the (seed, offset) at ``RNG`` and each row's global index, ``ROWS`` or the row itself
+(``philox.py``), instead of read from ``K``), the centering form (``CENTER``: the
 row mean μ first, then everything on x − μ, and dx = dx̃ − mean(dx̃)) and a bias (``HAS_BIAS``: added to y, and
 db = Σ δ as a fourth parameter partial).
 
@@ -36,6 +39,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from . import philox
 from .sigma import ACTIVATION_CODES
 
 MAX_TILE_FWD = 16384  # widest padded row one forward program holds in registers; wider rows go chunked
@@ -77,6 +81,23 @@ def _weight(W, cols, mask, HAS_W: tl.constexpr):
 
 
 @triton.jit
+def _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT: tl.constexpr, HAS_ROWS: tl.constexpr):
+    """The dropout mask k at (row, cols): read from K, or with ``DROPOUT`` generated from (seed, offset) = RNG[0:2]:
+    the element at stream position e = offset + global_row·D + col takes word e mod 4 of Philox(counter e >> 2), and
+    is kept when the top 31 bits of that word are >= ``thr`` (``philox.py``)."""
+    if DROPOUT:
+        grow = tl.load(ROWS + row) if HAS_ROWS else row
+        e = tl.load(RNG + 1) + grow.to(tl.int64) * D + cols
+        r0, r1, r2, r3 = tl.randint4x(tl.load(RNG), e >> 2)
+        lane = e & 3
+        r = tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3)))
+        k = tl.where((r >> 1).to(tl.int32) >= thr, kscale, 0.0)
+    else:
+        k = tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+    return k
+
+
+@triton.jit
 def _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES: tl.constexpr, STORE_SUM: tl.constexpr):
     """x (float32), or x + r rounded to x's dtype (stored to S when STORE_SUM) when there is a residual."""
     x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0)
@@ -94,12 +115,13 @@ def _load_x(X, R, S, row, stride_x, stride_r, stride_s, cols, mask, HAS_RES: tl.
 
 @triton.jit
 def _fwd_row_kernel(
-    X, R, S, Y, W, A, B, C, K, RSTD, T, MU,
+    X, R, S, Y, W, A, B, C, K, RSTD, T, MU, RNG, ROWS,
     stride_x, stride_r, stride_s, stride_y, stride_k,
-    D, HD, eps, dot_scale,
+    D, HD, eps, dot_scale, thr, kscale,
     H: tl.constexpr, HB: tl.constexpr, CB: tl.constexpr,
     ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_RES: tl.constexpr,
     HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
+    DROPOUT: tl.constexpr = False, HAS_ROWS: tl.constexpr = False,
 ):
     row = tl.program_id(0).to(tl.int64)
     heads = tl.arange(0, HB)
@@ -114,7 +136,7 @@ def _fwd_row_kernel(
     b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
     a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
     if HAS_KEEP:
-        a = a * tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+        a = a * _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT, HAS_ROWS)
     rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(x * x, axis=1), axis=0) / D + eps)
     t = _sigma(tl.sum(x * b, axis=1) * dot_scale, ACT)  # (HB,)
     g = t[:, None] * a + _weight(W, cols, mask, HAS_W)
@@ -160,10 +182,11 @@ def _fwd_stats_kernel(
 
 @triton.jit
 def _fwd_apply_kernel(
-    X, Y, W, A, C, K, RSTD, T, MU,
-    stride_x, stride_y, stride_k, D, HD,
+    X, Y, W, A, C, K, RSTD, T, MU, RNG, ROWS,
+    stride_x, stride_y, stride_k, D, HD, thr, kscale,
     H: tl.constexpr, BLOCK: tl.constexpr, HAS_W: tl.constexpr,
     HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
+    DROPOUT: tl.constexpr = False, HAS_ROWS: tl.constexpr = False,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -174,7 +197,7 @@ def _fwd_apply_kernel(
     t = tl.load(T + row * H + cols // HD, mask=mask, other=0.0)
     a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
     if HAS_KEEP:
-        a = a * tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+        a = a * _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT, HAS_ROWS)
     g = t * a + _weight(W, cols, mask, HAS_W)
     y = g * x * tl.load(RSTD + row)
     if HAS_BIAS:
@@ -188,12 +211,13 @@ def _fwd_apply_kernel(
 
 @triton.jit
 def _bwd_row_kernel(
-    DY, X, W, A, B, K, RSTD, T, MU, DS, DX, DW, DA, DB, DC,
+    DY, X, W, A, B, K, RSTD, T, MU, DS, DX, DW, DA, DB, DC, RNG, ROWS,
     stride_dy, stride_x, stride_k, stride_ds, stride_dx,
-    M, D, HD, dot_scale, rows_per_program,
+    M, D, HD, dot_scale, rows_per_program, thr, kscale,
     H: tl.constexpr, HB: tl.constexpr, CB: tl.constexpr,
     ACT: tl.constexpr, HAS_W: tl.constexpr, HAS_DS: tl.constexpr,
     HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
+    DROPOUT: tl.constexpr = False, HAS_ROWS: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     heads = tl.arange(0, HB)
@@ -217,7 +241,7 @@ def _bwd_row_kernel(
         t = tl.load(T + row * H + heads, mask=hmask, other=0.0)
         a = alpha
         if HAS_KEEP:
-            k = tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+            k = _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT, HAS_ROWS)
             a = alpha * k
         xhat = x * rstd
         gdy = (t[:, None] * a + w) * dy
@@ -248,10 +272,11 @@ def _bwd_row_kernel(
 
 @triton.jit
 def _bwd_stats_kernel(
-    DY, X, W, A, B, K, RSTD, T, MU, MEAN, U, DXM,
-    stride_dy, stride_x, stride_k, D, HD, dot_scale,
+    DY, X, W, A, B, K, RSTD, T, MU, MEAN, U, DXM, RNG, ROWS,
+    stride_dy, stride_x, stride_k, D, HD, dot_scale, thr, kscale,
     H: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, HAS_W: tl.constexpr,
     HAS_KEEP: tl.constexpr, CENTER: tl.constexpr,
+    DROPOUT: tl.constexpr = False, HAS_ROWS: tl.constexpr = False,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
@@ -277,7 +302,7 @@ def _bwd_stats_kernel(
             dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
             a = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
             if HAS_KEEP:
-                a = a * tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+                a = a * _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT, HAS_ROWS)
             g = t * a + _weight(W, cols, mask, HAS_W)
             total += g * dy * xhat
             c += dy * a * xhat
@@ -297,11 +322,12 @@ def _bwd_stats_kernel(
 
 @triton.jit
 def _bwd_apply_kernel(
-    DY, X, W, A, B, K, RSTD, T, MU, MEAN, U, DXM, DS, DX, DW, DA, DB, DC,
+    DY, X, W, A, B, K, RSTD, T, MU, MEAN, U, DXM, DS, DX, DW, DA, DB, DC, RNG, ROWS,
     stride_dy, stride_x, stride_k, stride_ds, stride_dx,
-    M, D, HD, rows_per_program,
+    M, D, HD, rows_per_program, thr, kscale,
     H: tl.constexpr, BLOCK: tl.constexpr, HAS_W: tl.constexpr, HAS_DS: tl.constexpr,
     HAS_KEEP: tl.constexpr, CENTER: tl.constexpr, HAS_BIAS: tl.constexpr,
+    DROPOUT: tl.constexpr = False, HAS_ROWS: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -325,7 +351,7 @@ def _bwd_apply_kernel(
         u = tl.load(U + row * H + head, mask=mask, other=0.0)
         a = alpha
         if HAS_KEEP:
-            k = tl.load(K + row * stride_k + cols, mask=mask, other=0.0)
+            k = _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT, HAS_ROWS)
             a = alpha * k
         xhat = x * rstd
         gdy = (t * a + w) * dy
@@ -386,6 +412,20 @@ def _num_programs(x: Tensor) -> int:
     return 4
 
 
+def _dropout_args(
+    rng: Tensor | None, rows: Tensor | None, p: float, dummy: Tensor
+) -> tuple[Tensor, Tensor, int, float, dict[str, bool]]:
+    """The kernels' in-kernel dropout arguments: RNG, ROWS (``dummy`` when absent), the keep threshold, the value
+    of a kept element, and the constexprs (with ``HAS_KEEP``, which a generated mask sets too)."""
+    if rng is None:
+        return dummy, dummy, 0, 0.0, {"DROPOUT": False, "HAS_ROWS": False}
+    if rows is not None:
+        rows = rows.reshape(-1).to(torch.int64).contiguous()
+    flags = {"DROPOUT": True, "HAS_ROWS": rows is not None}
+    seed = rng.to(torch.int64).contiguous()
+    return seed, dummy if rows is None else rows, philox.threshold(p), philox.scale(p), flags
+
+
 def forward(
     x: Tensor,
     residual: Tensor | None,
@@ -399,11 +439,15 @@ def forward(
     activation: str,
     dot_scale: float,
     center: bool,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
     *,
     launch: Launch = launch_kernel,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """(y, 1/RMS (M,) fp32, σ(s) (M, H) fp32, mean (M,) fp32 or None, x + residual or None) for x, residual,
-    keep (M, D); ``center`` normalizes x − mean(x).
+    keep (M, D); ``center`` normalizes x − mean(x); ``rng`` (seed, offset), ``rows`` (M,) and ``dropout``: the mask
+    generated in the kernels instead of ``keep``.
 
     Every kernel starts through ``launch`` (``warmup_kernel`` compiles them and leaves the outputs unwritten)."""
     m, d = x.shape
@@ -422,15 +466,17 @@ def forward(
     mu = rstd if mean is None else mean
     act = ACTIVATION_CODES[activation]
     w = alpha if weight is None else weight
-    options = {"HAS_KEEP": keep is not None, "CENTER": center, "HAS_BIAS": bias is not None}
+    options = {"HAS_KEEP": keep is not None or rng is not None, "CENTER": center, "HAS_BIAS": bias is not None}
+    seed, row_ids, thr, kscale, drop = _dropout_args(rng, rows, dropout, rstd)
+    options.update(drop)
     stride_k = 0 if keep is None else keep.stride(0)
     hb, cb = _row_tile(d, num_heads)
     if hb * cb <= MAX_TILE_FWD:
         launch(
             _fwd_row_kernel, (m,),
-            x, r, s, y, w, alpha, beta, c, k, rstd, t, mu,
+            x, r, s, y, w, alpha, beta, c, k, rstd, t, mu, seed, row_ids,
             x.stride(0), r.stride(0), s.stride(0), y.stride(0), stride_k,
-            d, hd, eps, dot_scale,
+            d, hd, eps, dot_scale, thr, kscale,
             H=num_heads, HB=hb, CB=cb, ACT=act, HAS_W=weight is not None, HAS_RES=residual is not None,
             **options, num_warps=_num_warps(hb * cb),
         )
@@ -447,8 +493,8 @@ def forward(
         src = x if summed is None else summed
         launch(
             _fwd_apply_kernel, (m, triton.cdiv(d, CHUNK)),
-            src, y, w, alpha, c, k, rstd, t, mu,
-            src.stride(0), y.stride(0), stride_k, d, hd,
+            src, y, w, alpha, c, k, rstd, t, mu, seed, row_ids,
+            src.stride(0), y.stride(0), stride_k, d, hd, thr, kscale,
             H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, **options, num_warps=_num_warps(CHUNK),
         )
     return y, rstd, t, mean, summed
@@ -469,11 +515,15 @@ def backward(
     num_heads: int,
     activation: str,
     dot_scale: float,
+    rng: Tensor | None = None,
+    rows: Tensor | None = None,
+    dropout: float = 0.0,
     *,
     launch: Launch = launch_kernel,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
     """(dx, dγ, dα, dβ, db) for dy, x, keep (M, D); ``mean`` (the forward's, centering form) or None;
-    ``dsummed`` (gradient of x + residual) is added to dx.
+    ``dsummed`` (gradient of x + residual) is added to dx; ``rng``, ``rows``, ``dropout``: the forward's generated
+    mask, generated again.
 
     Parameter gradients are float32 partials per program, summed once and cast to each parameter's dtype. Every
     kernel starts through ``launch`` (``warmup_kernel`` compiles them and leaves the outputs unwritten).
@@ -488,16 +538,19 @@ def backward(
     k = rstd if keep is None else keep  # dummy pointers for absent inputs
     mu = rstd if mean is None else mean
     stride_k = 0 if keep is None else keep.stride(0)
-    options = {"HAS_KEEP": keep is not None, "CENTER": mean is not None, "HAS_BIAS": bias is not None}
+    options = {"HAS_KEEP": keep is not None or rng is not None, "CENTER": mean is not None,
+               "HAS_BIAS": bias is not None}
+    seed, row_ids, thr, kscale, drop = _dropout_args(rng, rows, dropout, rstd)
+    options.update(drop)
     act = ACTIVATION_CODES[activation]
     w = alpha if weight is None else weight
     hb, cb = _row_tile(d, num_heads)
     if m > 0 and hb * cb <= MAX_TILE_BWD:
         launch(
             _bwd_row_kernel, (grid,),
-            dy, x, w, alpha, beta, k, rstd, t, mu, ds, dx, parts[0], parts[1], parts[2], parts[-1],
+            dy, x, w, alpha, beta, k, rstd, t, mu, ds, dx, parts[0], parts[1], parts[2], parts[-1], seed, row_ids,
             dy.stride(0), x.stride(0), stride_k, ds.stride(0), dx.stride(0),
-            m, d, hd, dot_scale, rows_per_program,
+            m, d, hd, dot_scale, rows_per_program, thr, kscale,
             H=num_heads, HB=hb, CB=cb, ACT=act, HAS_W=weight is not None, HAS_DS=dsummed is not None,
             **options, num_warps=_num_warps(hb * cb),
         )
@@ -508,16 +561,17 @@ def backward(
         block = min(CHUNK, triton.next_power_of_2(hd))
         launch(
             _bwd_stats_kernel, (m,),
-            dy, x, w, alpha, beta, k, rstd, t, mu, rms_mean, u, dxm,
-            dy.stride(0), x.stride(0), stride_k, d, hd, dot_scale,
-            H=num_heads, BLOCK=block, ACT=act, HAS_W=weight is not None, HAS_KEEP=keep is not None,
-            CENTER=mean is not None, num_warps=_num_warps(block),
+            dy, x, w, alpha, beta, k, rstd, t, mu, rms_mean, u, dxm, seed, row_ids,
+            dy.stride(0), x.stride(0), stride_k, d, hd, dot_scale, thr, kscale,
+            H=num_heads, BLOCK=block, ACT=act, HAS_W=weight is not None, HAS_KEEP=options["HAS_KEEP"],
+            CENTER=mean is not None, **drop, num_warps=_num_warps(block),
         )
         launch(
             _bwd_apply_kernel, (grid, triton.cdiv(d, CHUNK)),
             dy, x, w, alpha, beta, k, rstd, t, mu, rms_mean, u, dxm, ds, dx, parts[0], parts[1], parts[2], parts[-1],
+            seed, row_ids,
             dy.stride(0), x.stride(0), stride_k, ds.stride(0), dx.stride(0),
-            m, d, hd, rows_per_program,
+            m, d, hd, rows_per_program, thr, kscale,
             H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, HAS_DS=dsummed is not None, **options,
             num_warps=_num_warps(CHUNK),
         )
