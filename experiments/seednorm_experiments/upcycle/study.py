@@ -29,6 +29,7 @@ from torch import nn
 from .. import claims
 from ..common import final_loss
 from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, fingerprint_digest
+from ..progress import expect
 from ..records import measure
 from ..runs import check_reusable, is_finished, train_or_reuse
 from ..text_evals import bits_per_byte, cloze_accuracy, cloze_items
@@ -174,6 +175,7 @@ class Study:
         sweep = [(a, 0, lr) for m in range(len(self.preset.lr_mults)) for a in self.arms
                  for lr in [self.sweep_lrs(a)[m]]]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in sweep)
+        expect(len(sweep) + len(self.arms) * (self.seeds - 1))
         base = measure("base", self.base)
         runs = self._share(sweep, poll_s)
         best = {a.name: best_lr([r for r in runs if r.arm == a.name]) for a in self.arms}
