@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .harness import RECORD_DIGEST_KEY, fingerprint_digest, record_digest
-from .progress import RunGrid, run_grid
+from .progress import RunGrid, run_grid, step
 
 __all__ = ["FORMAT", "RECORDS_NAME", "MissingRun", "RecordsError", "StudyRecords", "active", "check_result",
            "measure", "pack_result", "provenance", "read_records", "study_records", "unpack_result"]
@@ -247,15 +247,17 @@ class StudyRecords:
         tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
         os.replace(tmp, path)
 
-    def measurement(self, name: str, measure: Callable[[], T]) -> T:
-        """A measurement that is not a run (e.g. a benchmark): taken and recorded when training, read back from
-        the records in a report-only call (:class:`MissingRun` when they lack it)."""
+    def measurement(self, name: str, measure: Callable[[], T], what: str | None = None) -> T:
+        """A measurement that is not a run (e.g. a benchmark): taken and recorded when training (saying so with
+        ``what`` it does, :func:`.progress.step`), read back from the records in a report-only call
+        (:class:`MissingRun` when they lack it)."""
         if self.report_only:
             if name not in self.measurements:
                 raise MissingRun(f"{self.out / RECORDS_NAME} holds no {name!r} measurement; run the study's command "
                                  f"without --report-only to take it")
             return self.measurements[name]
-        value = measure()
+        with step(what or f"measuring {name}"):
+            value = measure()
         self.measurements[name] = json.loads(json.dumps(value))
         return value
 
@@ -328,11 +330,11 @@ def active() -> StudyRecords | None:
     return _ACTIVE.get()
 
 
-def measure(name: str, measure: Callable[[], T]) -> T:
+def measure(name: str, measure: Callable[[], T], what: str | None = None) -> T:
     """``measure()``, recorded as the open study's measurement ``name`` (:meth:`StudyRecords.measurement`: read
     back in a report-only call); outside a study call, just ``measure()``."""
     records = active()
-    return records.measurement(name, measure) if records is not None else measure()
+    return records.measurement(name, measure, what) if records is not None else measure()
 
 
 def provenance(wall_s: float | None = None) -> str:

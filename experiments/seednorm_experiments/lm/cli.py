@@ -260,7 +260,8 @@ def _study(args: argparse.Namespace, command: str) -> int:
         bench = None
         if runs and not args.no_throughput:
             bench = records.measurement("throughput", lambda: measure_throughput(
-                preset, norms, placement=args.placement, qk_norm=args.qk_norm, **moe))
+                preset, norms, placement=args.placement, qk_norm=args.qk_norm, **moe),
+                "timing each norm's training step (the report's step cost)")
         path = write_report(out, preset, runs, command=records.command, throughput=bench, sweep=sweep,
                             wall_s=None if args.report_only else time.perf_counter() - t0, **moe)
     print(f"wrote {path} ({records.summary()})")

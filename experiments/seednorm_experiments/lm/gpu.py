@@ -111,7 +111,8 @@ def run_gpu_study(preset: Preset, out: Path, *, resume: bool = False, progress: 
         if write:
             write(runs, throughput)
     if throughput_rounds:
-        throughput = measure("throughput", lambda: measure_throughput(preset, GRID_NORMS, rounds=throughput_rounds))
+        throughput = measure("throughput", lambda: measure_throughput(preset, GRID_NORMS, rounds=throughput_rounds),
+                             "timing each norm's training step (the report's step cost)")
         if write:
             write(runs, throughput)
     lr = best_lr(runs, "seednorm")

@@ -182,7 +182,8 @@ class Study:
                  for lr in [self.sweep_lrs(a)[m]]]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in sweep)
         expect(len(sweep) + len(self.arms) * (self.seeds - 1))
-        base = measure("base", self.base)
+        base = measure("base", self.base, "the base model's evaluation, and each arm's conversion gap, trainable "
+                       "parameters and step memory")
         runs = self._share(sweep, poll_s)
         best = {a.name: best_lr([r for r in runs if r.arm == a.name]) for a in self.arms}
         more = [(a, s, best[a.name]) for s in range(1, self.seeds) for a in self.arms]
