@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["Stat", "figure", "interval_note", "markdown_table", "outside_legend", "paired_diff", "plot_bars",
-           "plot_curves", "plot_lines", "step_cost_document", "step_cost_rows", "step_costs", "summarize"]
+           "plot_curves", "plot_lines", "set_title", "step_cost_document", "step_cost_rows", "step_costs", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -148,13 +148,19 @@ def interval_note(counts: Sequence[int], what: str = "seeds") -> str:
     return f"mean of {span} {what}, 95% CI"
 
 
+def set_title(ax, title: str) -> None:
+    """The axes' title, from their left edge: a long title runs on above the legend's column (beside the axes)
+    instead of being cut off at the figure's left edge."""
+    ax.set_title(title, loc="left", fontsize="medium")
+
+
 def outside_legend(ax, fontsize: str = "small") -> None:
     """The legend to the right of the axes (outside the data; constrained layout makes room for it)."""
     ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
 def _titled(title: str, note: str) -> str:
-    return f"{title} ({note})" if title else note
+    return f"{title}\n({note})" if title else note
 
 
 def _ema(y: np.ndarray, alpha: float) -> np.ndarray:
@@ -182,7 +188,8 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], steps: Sequence
         (line,) = ax.plot(x, y.mean(0), label=f"{label} (n={len(runs)})", lw=1.4)
         if len(runs) > 1:
             ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    set_title(ax, title)
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
@@ -215,7 +222,8 @@ def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *
                capsize=3, label=label)
     ax.set_xticks(np.arange(len(groups)), list(groups))
     note = interval_note(counts, "paired seeds" if baseline is not None else "seeds")
-    ax.set(ylabel=ylabel if baseline is None else f"{ylabel} − {baseline}", title=_titled(title, note))
+    ax.set(ylabel=ylabel if baseline is None else f"{ylabel} − {baseline}")
+    set_title(ax, _titled(title, note))
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylim(*_with_zero(ax.get_ylim()))
     ax.grid(alpha=0.3, axis="y")
@@ -242,7 +250,8 @@ def plot_lines(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: Path
         ax.set_xscale("log")
         ax.set_xticks(list(x), [f"{v:g}" for v in x])  # label the measured points, not powers of ten
         ax.minorticks_off()
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    set_title(ax, title)
     ax.grid(alpha=0.3)
     outside_legend(ax)
     fig.savefig(path)

@@ -101,8 +101,8 @@ def test_bars_start_at_zero_with_an_honest_title_and_the_legend_outside(tmp_path
     report.plot_bars({"bible": {"rmsnorm": [4.5, 4.4], "seednorm": [4.6, 4.5]}}, tmp_path / "two.png",
                      ylabel="bpb", title="Bits per byte")
     one, two = made
-    assert one.get_title() == "Bits per byte (1 seed, no interval)"
-    assert two.get_title() == "Bits per byte (mean of 2 seeds, 95% CI)"
+    assert one.get_title(loc="left") == "Bits per byte\n(1 seed, no interval)"
+    assert two.get_title(loc="left") == "Bits per byte\n(mean of 2 seeds, 95% CI)"
     assert one.get_ylim()[0] == 0 and two.get_ylim()[0] == 0 and two.get_ylim()[1] >= 4.6
     legend = two.get_legend()
     assert legend.get_bbox_to_anchor().x0 > two.get_window_extent().x1 - 1  # right of the axes, over no bar

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..common import BASELINE
 from ..records import provenance
-from ..report import Stat, figure, interval_note, markdown_table, outside_legend, paired_diff, summarize
+from ..report import Stat, figure, interval_note, markdown_table, outside_legend, paired_diff, set_title, summarize
 from .ablation import primary_metric, zero_shot_bpb
 from .data import IN_DOMAIN, ZERO_SHOT
 from .gpu import non_embedding_params
@@ -246,8 +246,8 @@ def plot_token_curve(summary: Mapping[str, Any], path: Path) -> None:
                         label=f"{norm}, {dim} × {layers}")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set(xlabel="training tokens per run", ylabel="Δ in-domain bits/byte vs RMSNorm\n(negative = better)",
-           title=f"Each norm at its best rate − RMSNorm at its best, {interval_note(counts, 'paired seeds')}")
+    ax.set(xlabel="training tokens per run", ylabel="Δ in-domain bits/byte vs RMSNorm\n(negative = better)")
+    set_title(ax, f"Each norm at its best rate − RMSNorm at its best\n({interval_note(counts, 'paired seeds')})")
     ax.grid(alpha=0.3)
     outside_legend(ax, "x-small")
     fig.savefig(path)
@@ -283,9 +283,9 @@ def plot_gap_curve(longest: Sequence[tuple[Point, Sequence[Run], Mapping[str, An
                     label=f"{norm}, {point.dim} × {point.n_layers}, ×{point.factor} ({n} steps)")
             i += 1
     ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set(xlabel="step", ylabel="Δ training loss vs RMSNorm\n(negative = better)",
-           title="Gap over training at each norm's chosen rate, mean of "
-           + ("/".join(map(str, sorted(seeds))) or "0") + " paired seeds")
+    ax.set(xlabel="step", ylabel="Δ training loss vs RMSNorm\n(negative = better)")
+    set_title(ax, "Gap over training at each norm's chosen rate, mean of "
+              + ("/".join(map(str, sorted(seeds))) or "0") + " paired seeds")
     ax.grid(alpha=0.3)
     outside_legend(ax, "x-small")
     fig.savefig(path)
@@ -294,7 +294,7 @@ def plot_gap_curve(longest: Sequence[tuple[Point, Sequence[Run], Mapping[str, An
 def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, Any] | None = None) -> None:
     """Δ bits per byte (norm − RMSNorm, each at its best rate) against non-embedding parameters, 95% CIs; the
     2-layer points joined, other depths as their own markers, the GPU run's Δ (one seed, no interval) as a star."""
-    fig, ax = figure()
+    fig, ax = figure(9.0, 4.4)  # room for the legend beside the axes
     points = [p for p in summary["points"] if p["clip"]]
     depths = sorted({p["n_layers"] for p in points})
     series = [(norm, key) for norm in summary["norms"][1:] for key in ("in_domain_bpb", "zero_shot_bpb")]
@@ -319,9 +319,9 @@ def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, An
                     f"preset ({gpu.get('n_layers', '?')} layers, {gpu['tokens_per_run'] / 1e6:.0f}M tokens, 1 seed)")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set(xlabel="non-embedding parameters", ylabel="Δ bits/byte vs RMSNorm (negative = better)",
-           title=f"Each norm at its best rate − RMSNorm at its best, {summary['tokens_per_run']:,} tokens per run\n"
-           f"({interval_note(counts, 'paired seeds')}{'; the GPU star: 1 seed, no interval' if gpu else ''})")
+    ax.set(xlabel="non-embedding parameters", ylabel="Δ bits/byte vs RMSNorm (negative = better)")
+    set_title(ax, f"Each norm at its best rate − RMSNorm at its best, {summary['tokens_per_run']:,} tokens per run\n"
+              f"({interval_note(counts, 'paired seeds')}{'; the GPU star: 1 seed, no interval' if gpu else ''})")
     ax.grid(alpha=0.3)
     outside_legend(ax, "x-small")
     fig.savefig(path)
