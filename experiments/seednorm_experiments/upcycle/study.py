@@ -29,7 +29,7 @@ from torch import nn
 from .. import claims
 from ..common import final_loss
 from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, fingerprint_digest
-from ..progress import expect
+from ..progress import expect, step
 from ..records import measure
 from ..runs import check_reusable, is_finished, train_or_reuse
 from ..text_evals import bits_per_byte, cloze_accuracy, cloze_items
@@ -182,8 +182,7 @@ class Study:
                  for lr in [self.sweep_lrs(a)[m]]]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in sweep)
         expect(len(sweep) + len(self.arms) * (self.seeds - 1))
-        base = measure("base", self.base, "the base model's evaluation, and each arm's conversion gap, trainable "
-                       "parameters and step memory")
+        base = measure("base", self.base)
         runs = self._share(sweep, poll_s)
         best = {a.name: best_lr([r for r in runs if r.arm == a.name]) for a in self.arms}
         more = [(a, s, best[a.name]) for s in range(1, self.seeds) for a in self.arms]
@@ -219,14 +218,15 @@ class Study:
                     return record
             except (OSError, ValueError):
                 pass
-        with torch.no_grad():
-            base_eval = self.evaluator(CausalLM(self.base_model()).eval())
-        arms: dict[str, Any] = {}
-        for arm in self.arms:
-            gap = convert_checked(self.base_model(), arm) if arm.norm == "seednorm" else 0.0
-            task = self.task(arm, 0)
-            memory = step_memory(task, self.config(arm, 0, arm.lr))
-            arms[arm.name] = {"gap": gap, "trainable": trainable_params(task.build_model()), "memory": memory}
+        with step("evaluating the base model, and each arm's conversion gap, trainable parameters and step memory"):
+            with torch.no_grad():
+                base_eval = self.evaluator(CausalLM(self.base_model()).eval())
+            arms: dict[str, Any] = {}
+            for arm in self.arms:
+                gap = convert_checked(self.base_model(), arm) if arm.norm == "seednorm" else 0.0
+                task = self.task(arm, 0)
+                memory = step_memory(task, self.config(arm, 0, arm.lr))
+                arms[arm.name] = {"gap": gap, "trainable": trainable_params(task.build_model()), "memory": memory}
         record = {"eval": base_eval, "arms": arms, "fingerprint": fingerprint,
                   "fingerprint_sha256": fingerprint_digest(fingerprint)}
         self.out.mkdir(parents=True, exist_ok=True)
