@@ -10,7 +10,7 @@
   folders or the study's records count as done, silently; :meth:`RunGrid.summary` says how many of each.
 
 ``--no-progress`` turns off the per-step progress bars only: these lines are few (two per trained run) and say
-where a long call stands, so they are always printed. Nothing is printed in a report-only call.
+where a long call stands, so they are always printed. A report-only call trains nothing and has no run lines.
 """
 
 from __future__ import annotations
