@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint lm
+.PHONY: install test durations lint lm
 
 $(STAMP): requirements-dev.txt requirements-data.txt requirements-torchtitan.txt pyproject.toml experiments/pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The suite with its 25 slowest tests listed (setup included): the GPU script's dry runs, the end-to-end studies at
+# their smoke presets, the C++ kernel builds and the multi-process tests lead.
+durations: $(STAMP)
+	$(PY) -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src experiments tests tools

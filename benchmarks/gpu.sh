@@ -37,7 +37,8 @@
 #   .gpu/corpus/        the gpu preset's corpus pack (SEEDNORM_CORPUS_PACK), verified by its hash; the lm stage needs
 #                       one (gpu_prepare.sh builds it; it takes no download).
 # Environment: PYTHON, PEAK_GBPS (nominal peak for '% peak'), BENCH_ARGS (more bench options), THROUGHPUT_ROUNDS,
-# SEEDNORM_CORPUS_PACK, DRY_RUN=1, the *_TIMEOUT limits above.
+# SEEDNORM_CORPUS_PACK, SEEDNORM_CACHE (a dry run's kernels and corpora; default: RESULTS/cache), DRY_RUN=1, the
+# *_TIMEOUT limits above.
 set -uo pipefail
 here="$PWD"
 if [ -n "${PYTHON:-}" ]; then
@@ -131,9 +132,10 @@ run_stage() {
 }
 
 # The corpus pack: .gpu/corpus (benchmarks/gpu_prepare.sh) unless SEEDNORM_CORPUS_PACK names another; in a dry run a
-# tiny one (8 files of src/) is built in the results folder.
+# tiny one (8 files of src/) is built in the results folder, and the kernels and corpora go to a cache there unless
+# SEEDNORM_CACHE names one (where the C++ kernels are built already, the dry run saves their build).
 if [ "$dry" = 1 ]; then
-  export SEEDNORM_CACHE="$R/cache" SEEDNORM_CORPUS_PACK="$R/pack"
+  export SEEDNORM_CACHE="${SEEDNORM_CACHE:-$R/cache}" SEEDNORM_CORPUS_PACK="$R/pack"
   if has lm; then
     "$PY" -m seednorm_experiments.lm.corpus_pack "$SEEDNORM_CORPUS_PACK" --roots "$ROOT/src" --max-files 8 \
       --max-chars 30000 > "$R/pack.log" 2>&1 || echo "dry run: building the tiny corpus pack failed" >&2

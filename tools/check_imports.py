@@ -34,7 +34,7 @@ LIBRARY_LAYERS = [
 ]
 EXPERIMENT_SHARED = tuple(f"seednorm_experiments.{name}" for name in
                           ("harness", "bench", "common", "report", "runs", "records", "args", "texts", "text_evals",
-                           "claims"))
+                           "claims", "progress"))
 
 
 def modules(package: str, path: Path) -> dict[str, Path]:

@@ -36,6 +36,7 @@ def version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to ``<module>.main(rest_of_argv)``; returns its exit code."""
     from .args import interrupted
+    from .progress import library_notices
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
@@ -49,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:  # a study's own Ctrl-C line comes from args.report_errors; this one covers imports and argument parsing
         module = importlib.import_module(COMMANDS[args[0]][0])
-        return int(module.main(args[1:]) or 0)
+        with library_notices():  # e.g. the one-time build of the C++ kernels, with its time
+            return int(module.main(args[1:]) or 0)
     except KeyboardInterrupt:
         if args[0] == "bench":
             return interrupted("seednorm bench", "rerun the command to measure every cell",

@@ -22,6 +22,7 @@ refused before anything is written (:class:`RecordsError`): one study per folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .harness import RECORD_DIGEST_KEY, fingerprint_digest, record_digest
+from .progress import RunGrid, run_grid, step
 
 __all__ = ["FORMAT", "RECORDS_NAME", "MissingRun", "RecordsError", "StudyRecords", "active", "check_result",
            "measure", "pack_result", "provenance", "read_records", "study_records", "unpack_result"]
@@ -196,6 +198,7 @@ class StudyRecords:
     used: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     measurements: dict[str, Any] = field(default_factory=dict)
     t0: float = field(default_factory=time.perf_counter)
+    grid: RunGrid = field(default_factory=RunGrid)
 
     def folder_key(self, folder: Path) -> str:
         """How a run folder is named in the records: relative to ``out`` when inside it, else as given."""
@@ -245,28 +248,38 @@ class StudyRecords:
         tmp.write_text(json.dumps(header, sort_keys=True) + "\n")
         os.replace(tmp, path)
 
-    def measurement(self, name: str, measure: Callable[[], T]) -> T:
-        """A measurement that is not a run (e.g. a benchmark): taken and recorded when training, read back from
-        the records in a report-only call (:class:`MissingRun` when they lack it)."""
+    def measurement(self, name: str, measure: Callable[[], T], what: str | None = None) -> T:
+        """A measurement that is not a run (e.g. a benchmark): taken and recorded when training (saying ``what`` it
+        does and how long it took, when given: :func:`.progress.step`), read back from the records in a report-only
+        call (:class:`MissingRun` when they lack it)."""
         if self.report_only:
             if name not in self.measurements:
                 raise MissingRun(f"{self.out / RECORDS_NAME} holds no {name!r} measurement; run the study's command "
                                  f"without --report-only to take it")
             return self.measurements[name]
-        value = measure()
+        with step(what) if what else contextlib.nullcontext():
+            value = measure()
         self.measurements[name] = json.loads(json.dumps(value))
         return value
 
     def provenance(self, wall_s: float | None) -> str:
-        """``machine; YYYY-MM-DD HH:MM UTC[, wall time X min] (this call; its N runs trained for Y min in all)``:
-        this machine and now, or what the records say in a report-only call (runs reused from an earlier call count
-        in Y, not in X)."""
+        """``machine; YYYY-MM-DD HH:MM UTC[, wall time X min] (this call: K runs trained now, M reused (...); its N
+        runs trained for Y min in all)``: this machine and now, or what the records say in a report-only call (runs
+        reused from an earlier call count in Y, not in X)."""
         if self.report_only:
             return self.header.get("provenance") or _provenance(None)
         trained_s = sum(result["wall_s"] for _, result in self.used.values())
         self.header["provenance"] = _provenance(wall_s) + (
-            f" (this call; its {len(self.used)} runs trained for {trained_s / 60:.1f} min in all)" if self.used else "")
+            f" (this call: {self.grid.summary()}; its {len(self.used)} runs trained for {trained_s / 60:.1f} min in "
+            f"all)" if self.used else "")
         return self.header["provenance"]
+
+    def summary(self) -> str:
+        """What this call did with its runs, for the command's last line: ``K runs trained now, M reused (...)``, or
+        ``report from the N recorded runs`` in a report-only call."""
+        if self.report_only:
+            return f"report from the {len(self.used)} recorded runs, nothing trained"
+        return self.grid.summary()
 
     def check_complete(self) -> None:
         """Before a report-only call writes: it must use some runs, and no fewer than the records hold."""
@@ -318,11 +331,11 @@ def active() -> StudyRecords | None:
     return _ACTIVE.get()
 
 
-def measure(name: str, measure: Callable[[], T]) -> T:
+def measure(name: str, measure: Callable[[], T], what: str | None = None) -> T:
     """``measure()``, recorded as the open study's measurement ``name`` (:meth:`StudyRecords.measurement`: read
     back in a report-only call); outside a study call, just ``measure()``."""
     records = active()
-    return records.measurement(name, measure) if records is not None else measure()
+    return records.measurement(name, measure, what) if records is not None else measure()
 
 
 def provenance(wall_s: float | None = None) -> str:
@@ -356,7 +369,9 @@ def study_records(out: Path, study: str, command: str, *, report_only: bool, wri
             records.command = str(header.get("command") or command)
     token = _ACTIVE.set(records)
     try:
-        yield records
+        with run_grid(quiet=report_only or not write) as grid:
+            records.grid = grid
+            yield records
     finally:
         _ACTIVE.reset(token)
     if write and not report_only:

@@ -2,6 +2,10 @@
 differences to a baseline (same seed, same data order), and PNG figures drawn with matplotlib's Agg
 canvas (no display needed).
 
+What a plot claims is decided here, once: a title names its intervals through :func:`interval_note` ("mean of 4
+seeds, 95% CI"; "1 seed, no interval" -- never a CI over one seed), bar charts start their y axis at zero, and
+legends sit outside the axes (:func:`outside_legend`), where they cover no data.
+
     s = summarize([2.64, 2.65, 2.63])            # Stat(mean, std, n, ci95)
     str(s)                                       # '2.640 ± 0.010'
     paired_diff({0: 2.70, 1: 2.69}, {0: 2.64, 1: 2.65})   # SeeDNorm − RMSNorm, paired by seed
@@ -20,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Stat", "figure", "markdown_table", "paired_diff", "plot_bars", "plot_curves", "plot_lines",
-           "step_cost_document", "step_cost_rows", "step_costs", "summarize"]
+__all__ = ["Stat", "figure", "interval_note", "markdown_table", "outside_legend", "paired_diff", "plot_bars",
+           "plot_curves", "plot_lines", "set_title", "step_cost_document", "step_cost_rows", "step_costs", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,37 @@ def figure(width: float = 7.0, height: float = 4.2):
     return fig, fig.add_subplot()
 
 
+def interval_note(counts: Sequence[int], what: str = "seeds") -> str:
+    """What the error bars of a plot are, from the number of ``what`` behind each bar or point: ``mean of 4 seeds,
+    95% CI``; ``mean of 2-4 seeds, 95% CI``; ``1 seed, no interval``; with some of one: ``1-3 seeds, 95% CI where
+    there are 2 or more``."""
+    ns = sorted(set(counts))
+    if not ns:
+        return f"no {what}"
+    lo, hi = ns[0], ns[-1]
+    span = f"{lo}" if lo == hi else f"{lo}-{hi}"
+    if hi < 2:
+        return f"{span} {what[:-1] if what.endswith('s') else what}, no interval"
+    if lo < 2:
+        return f"{span} {what}, 95% CI where there are 2 or more"
+    return f"mean of {span} {what}, 95% CI"
+
+
+def set_title(ax, title: str) -> None:
+    """The axes' title, from their left edge: a long title runs on above the legend's column (beside the axes)
+    instead of being cut off at the figure's left edge."""
+    ax.set_title(title, loc="left", fontsize="medium")
+
+
+def outside_legend(ax, fontsize: str = "small") -> None:
+    """The legend to the right of the axes (outside the data; constrained layout makes room for it)."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def _titled(title: str, note: str) -> str:
+    return f"{title}\n({note})" if title else note
+
+
 def _ema(y: np.ndarray, alpha: float) -> np.ndarray:
     out = np.empty_like(y)
     acc = y[..., 0]
@@ -153,23 +188,26 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[float]]], steps: Sequence
         (line,) = ax.plot(x, y.mean(0), label=f"{label} (n={len(runs)})", lw=1.4)
         if len(runs) > 1:
             ax.fill_between(x, y.min(0), y.max(0), color=line.get_color(), alpha=0.2, lw=0)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    set_title(ax, title)
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    outside_legend(ax)
     fig.savefig(path)
 
 
 def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *, ylabel: str,
               title: str = "", baseline: str | None = None) -> None:
     """Grouped bars: one group per key of ``groups`` (e.g. an evaluation domain), one bar per label
-    (e.g. a norm), height = mean over seeds, error bar = 95% CI. Values are per seed, in the same seed
-    order for every label. With ``baseline`` the bars show the paired difference to that label instead
-    (seed by seed), and the baseline itself is left out."""
+    (e.g. a norm), height = mean over seeds, error bar = 95% CI (none for a bar of one seed). Values are per seed,
+    in the same seed order for every label. With ``baseline`` the bars show the paired difference to that label
+    instead (seed by seed), and the baseline itself is left out. The title gets what the bars are
+    (:func:`interval_note`); the y axis starts at zero (differences: it spans zero)."""
     fig, ax = figure(max(6.0, 1.6 * len(groups) + 2), 4.2)
     labels = list(dict.fromkeys(lbl for g in groups.values() for lbl in g if lbl != baseline))
     width = 0.8 / max(1, len(labels))
+    counts = []
     for i, label in enumerate(labels):
         stats = []
         for g in groups.values():
@@ -178,20 +216,25 @@ def plot_bars(groups: Mapping[str, Mapping[str, Sequence[float]]], path: Path, *
                 stats.append(paired_diff(dict(enumerate(vals)), dict(enumerate(g[baseline]))))
             else:
                 stats.append(summarize(vals))
+        counts += [s.n for s in stats]
         x = np.arange(len(groups)) + (i - (len(labels) - 1) / 2) * width
         ax.bar(x, [s.mean for s in stats], width, yerr=[0 if math.isnan(s.ci95) else s.ci95 for s in stats],
                capsize=3, label=label)
     ax.set_xticks(np.arange(len(groups)), list(groups))
-    ax.set(ylabel=ylabel if baseline is None else f"{ylabel} − {baseline}", title=title)
-    if baseline is not None:
-        ax.axhline(0, color="k", lw=0.8)
-    else:
-        lo = min(min(v) for g in groups.values() for v in g.values() if len(v))
-        hi = max(max(v) for g in groups.values() for v in g.values() if len(v))
-        ax.set_ylim(max(0.0, lo - 0.15 * (hi - lo + 1e-9)), hi + 0.15 * (hi - lo + 1e-9))
+    note = interval_note(counts, "paired seeds" if baseline is not None else "seeds")
+    ax.set(ylabel=ylabel if baseline is None else f"{ylabel} − {baseline}")
+    set_title(ax, _titled(title, note))
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylim(*_with_zero(ax.get_ylim()))
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="small")
+    outside_legend(ax)
     fig.savefig(path)
+
+
+def _with_zero(limits: tuple[float, float]) -> tuple[float, float]:
+    """Axis limits widened to include zero: a bar's height is read from zero, so the axis starts there."""
+    lo, hi = limits
+    return min(lo, 0.0), max(hi, 0.0)
 
 
 def plot_lines(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: Path, *, xlabel: str,
@@ -207,7 +250,8 @@ def plot_lines(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: Path
         ax.set_xscale("log")
         ax.set_xticks(list(x), [f"{v:g}" for v in x])  # label the measured points, not powers of ten
         ax.minorticks_off()
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    set_title(ax, title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    outside_legend(ax)
     fig.savefig(path)

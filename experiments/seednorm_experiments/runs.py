@@ -41,6 +41,7 @@ from .harness import (
     run_fingerprint,
     train,
 )
+from .progress import active_grid
 from .records import RECORDS_NAME, MissingRun, RecordsError, active, check_result
 
 __all__ = ["EXPECTED_ERRORS", "RunMismatch", "RunRecordError", "check_reusable", "finished_result", "is_finished",
@@ -84,6 +85,7 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
         stored = records.stored_result(fingerprint_digest(run_fingerprint(task, config)))
         if stored is not None:
             records.add(config.out_dir, stored)
+            _reused(config, "records")
             return stored
     path = config.out_dir / RESULT_NAME
     if not os.path.lexists(path):  # a folder or a broken link there is an unreadable record, not a missing one
@@ -96,6 +98,7 @@ def finished_result(task: Task, config: TrainConfig) -> dict[str, Any] | None:
                           f"{_ADVICE}")
     if records is not None:
         records.add(config.out_dir, record)
+    _reused(config, "folder")
     return record
 
 
@@ -126,12 +129,12 @@ def train_or_reuse(task: Task, config: TrainConfig, *, reuse: bool = True) -> di
     with hold(config.out_dir, wait=reuse, files=(RESULT_NAME, CHECKPOINT_NAME, "metrics.csv"), folders=("tb",),
               parallel=config.parallel):
         if not reuse:
-            result = train(task, _with_resume(config, False)).to_json()
+            result = _train(task, config, False)
         else:
             result = finished_result(task, config)
             if result is not None:
                 return result
-            result = train(task, _with_resume(config, (config.out_dir / CHECKPOINT_NAME).is_file())).to_json()
+            result = _train(task, config, (config.out_dir / CHECKPOINT_NAME).is_file())
     if records is not None and not result["interrupted"]:
         records.add(config.out_dir, result, trained=True)
     return result
@@ -144,5 +147,19 @@ def check_reusable(runs: Iterable[tuple[Task, TrainConfig]]) -> None:
         finished_result(task, config)
 
 
-def _with_resume(config: TrainConfig, resume: bool) -> TrainConfig:
-    return dataclasses.replace(config, resume=resume)
+def _train(task: Task, config: TrainConfig, resume: bool) -> dict[str, Any]:
+    """Train the run (resuming from its checkpoint when ``resume``), telling the open study's grid
+    (:mod:`.progress`: "run k of N" and the ETA)."""
+    grid = active_grid()
+    if grid is not None:
+        grid.started(config.out_dir, config.desc, resume)
+    result = train(task, dataclasses.replace(config, resume=resume)).to_json()
+    if grid is not None:
+        grid.finished(config.out_dir, stopped=bool(result["interrupted"]))
+    return result
+
+
+def _reused(config: TrainConfig, source: str) -> None:
+    grid = active_grid()
+    if grid is not None:
+        grid.reused(config.out_dir, source)

@@ -29,6 +29,16 @@ def _table(text: str) -> list[dict[str, str]]:
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
 
 
+@pytest.fixture(scope="module")
+def kernel_cache() -> str:
+    """A cache with the C++ kernels built (this process's: usually built already), which the dry runs share, so
+    that neither builds them again (the lm stage runs them) and the second reuses the first's tokenized corpus."""
+    from seednorm.ops import cpu
+
+    cpu.unavailable()  # builds them here if they are not (without a compiler the dry runs do without them too)
+    return str(cpu.cache_root())
+
+
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of a run: ``python3`` on PATH is a stand-in that fails (not the project's interpreter), no
     activated virtualenv, no ``$OUT``."""
@@ -47,9 +57,10 @@ def _run(script: Path, args: list[str], env: dict[str, str], timeout: int = 600,
 
 
 @pytest.fixture(scope="module")
-def dry_run(tmp_path_factory) -> Path:
+def dry_run(tmp_path_factory, kernel_cache: str) -> Path:
     results = tmp_path_factory.mktemp("gpu-dry")
-    proc = _run(SCRIPT, ["--dry-run", "--results", str(results)], _env(results, PYTHON=sys.executable))
+    proc = _run(SCRIPT, ["--dry-run", "--results", str(results)],
+                _env(results, PYTHON=sys.executable, SEEDNORM_CACHE=kernel_cache))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"== python: {sys.executable}" in proc.stdout  # $PYTHON, not the python3 on PATH
     return results
@@ -121,13 +132,13 @@ def test_dry_run_tables_are_complete(dry_run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_lm_options_pass_through(tmp_path: Path) -> None:
+def test_lm_options_pass_through(tmp_path: Path, kernel_cache: str) -> None:
     """--override reaches seednorm lm (after the dry run's sizes, so it wins); --recipe adds the recipe run and
     --throughput the step timing."""
     results = tmp_path / "results"
     args = ["--dry-run", "--stages", "lm", "--override", "steps=2", "eval_windows=3", "--recipe", "--throughput",
             "--results", str(results)]
-    proc = _run(SCRIPT, args, _env(tmp_path, PYTHON=sys.executable))
+    proc = _run(SCRIPT, args, _env(tmp_path, PYTHON=sys.executable, SEEDNORM_CACHE=kernel_cache))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (results / "lm" / "report.md").read_text()
     command = report.split("Command: `")[1].split("`")[0]

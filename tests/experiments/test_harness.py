@@ -189,31 +189,37 @@ def test_divergence_stops_the_run(tmp_path: Path) -> None:
     assert res.diverged and len(res.history) == 1 and res.final_eval == {}
 
 
-def _worker(rank: int, world: int, port: int, out: str, mode: str, queue) -> None:
+MODES = ("ddp", "fsdp")
+
+
+def _worker(rank: int, world: int, port: int, out: str, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     try:
-        train(toy_task(dropout=False), config(Path(out), parallel=mode, stop_at=6))  # interrupted, then
-        res = train(toy_task(dropout=False), config(Path(out), parallel=mode, resume=True))  # resumed
-        if rank == 0:
-            queue.put([r["loss"] for r in res.history])
+        for mode in MODES:  # one launch (one group) for both modes: two process starts, not four
+            run = Path(out) / mode
+            train(toy_task(dropout=False), config(run, parallel=mode, stop_at=6))  # interrupted, then
+            res = train(toy_task(dropout=False), config(run, parallel=mode, resume=True))  # resumed
+            if rank == 0:
+                queue.put((mode, [r["loss"] for r in res.history]))
     finally:
         torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_process_run_matches_one_process(tmp_path: Path, mode: str) -> None:
+def test_two_process_run_matches_one_process_under_ddp_and_fsdp(tmp_path: Path) -> None:
     single = train(toy_task(dropout=False), config(tmp_path / "one"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.start_processes(_worker, args=(2, port, str(tmp_path / mode), mode, queue), nprocs=2,
-                       start_method="spawn")
-    losses = queue.get(timeout=5)
-    torch.testing.assert_close(losses, [r["loss"] for r in single.history], rtol=1e-5, atol=1e-6)
+    mp.start_processes(_worker, args=(2, port, str(tmp_path), queue), nprocs=2, start_method="spawn")
+    losses = dict(queue.get(timeout=5) for _ in MODES)
+    assert set(losses) == set(MODES)
+    for mode in MODES:
+        torch.testing.assert_close(losses[mode], [r["loss"] for r in single.history], rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, mode=mode: f"{mode}: {m}")
 
 
 def test_clip_groups(tmp_path: Path) -> None:

@@ -72,3 +72,37 @@ def test_step_cost_rows_and_document() -> None:
     assert text.splitlines()[8] == ("| preset | width | norm | best images/s | median images/s | cost (best) | "
                                     "cost (median) | cost (paired median) |")
     assert text.splitlines()[-1] == "| quick | 64 | seednorm | 80 | 50 | 1.250 | 1.600 | 2.000 |"
+
+
+def test_plot_titles_name_their_intervals_only_where_there_are_two_seeds() -> None:
+    from seednorm_experiments.report import interval_note
+
+    assert interval_note([4, 4]) == "mean of 4 seeds, 95% CI"
+    assert interval_note([2, 4]) == "mean of 2-4 seeds, 95% CI"
+    assert interval_note([1, 1]) == "1 seed, no interval"
+    assert interval_note([1, 3]) == "1-3 seeds, 95% CI where there are 2 or more"
+    assert interval_note([3], "paired seeds") == "mean of 3 paired seeds, 95% CI"
+
+
+def test_bars_start_at_zero_with_an_honest_title_and_the_legend_outside(tmp_path, monkeypatch) -> None:
+    from seednorm_experiments import report
+
+    made = []
+
+    def figure(*args, **kwargs):
+        fig, ax = real(*args, **kwargs)
+        made.append(ax)
+        return fig, ax
+
+    real = report.figure
+    monkeypatch.setattr(report, "figure", figure)
+    report.plot_bars({"bible": {"rmsnorm": [4.5], "seednorm": [4.6]}}, tmp_path / "one.png", ylabel="bpb",
+                     title="Bits per byte")
+    report.plot_bars({"bible": {"rmsnorm": [4.5, 4.4], "seednorm": [4.6, 4.5]}}, tmp_path / "two.png",
+                     ylabel="bpb", title="Bits per byte")
+    one, two = made
+    assert one.get_title(loc="left") == "Bits per byte\n(1 seed, no interval)"
+    assert two.get_title(loc="left") == "Bits per byte\n(mean of 2 seeds, 95% CI)"
+    assert one.get_ylim()[0] == 0 and two.get_ylim()[0] == 0 and two.get_ylim()[1] >= 4.6
+    legend = two.get_legend()
+    assert legend.get_bbox_to_anchor().x0 > two.get_window_extent().x1 - 1  # right of the axes, over no bar

@@ -3,6 +3,7 @@ the one-line error check, snapshots of a study folder, and a study folder's run 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +28,16 @@ def exit_code(argv: list[str]) -> int:
         return e.code
 
 
+PROGRESS = re.compile(r"^run \d+ of \d+[: ]|^building the corpus |^seednorm: (building|built) the C\+\+"
+                      r"| \.\.\.$|: done in ")
+"""A line saying what the study was doing (seednorm_experiments.progress), which may come before its error."""
+
+
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The one line the command printed on stderr (no traceback)."""
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    return err
+    """The one line the command printed on stderr after any lines of what it was doing (no traceback)."""
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not PROGRESS.search(line)]
+    assert not any("Traceback" in line for line in err) and len(err) == 1, err
+    return err[0]
 
 
 def snapshot(out: Path, suffixes: tuple[str, ...] | None = None) -> dict[str, bytes]:

@@ -151,6 +151,7 @@ def test_upcycle_bad_option_is_one_line_before_any_work(tmp_path: Path, capsys: 
     ("lr_mults", ()), ("lr_mults", (1.0, math.inf)), ("lr_mults", (0.0,)), ("eval_windows", 0),
     ("eval_seq_len", 0), ("cloze_items", 0), ("cloze_context", 0), ("cloze_length", 0), ("max_chars", 0),
     ("weight_decay", math.nan), ("grad_clip", 0.0), ("ckpt_every", -1), ("name", ""), ("warmup", 99),
+    ("width", 64), ("width", 0),
 ])
 def test_upcycle_preset_fields_are_range_checked(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field if field != "warmup" or value == -1 else "warmup steps"):

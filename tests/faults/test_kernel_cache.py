@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -161,15 +163,37 @@ def copied(copying, tmp_path) -> tuple[Path, Path, dict[str, str]]:
     return tmp_path / "cache", tmp_path / "cache" / rel, {"CXX": str(cxx), "BUILD_LOG": str(tmp_path / "builds")}
 
 
-def test_fresh_cache_is_private_and_library_has_a_digest(tmp_path):
-    cache = tmp_path / "new" / "cache"
-    report = run("cpp", cache)
-    _ok(report)
-    lib = Path(report["library"])
+def test_fresh_cache_is_private_and_library_has_a_digest(good):
+    """The cache the ``good`` fixture's child built from nothing (one real C++ build serves every test here)."""
+    cache, rel = good
+    lib = cache / rel
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     assert stat.S_IMODE(lib.parent.stat().st_mode) == 0o700
     assert lib.stat().st_mode & 0o022 == 0
     assert _verified(lib)
+
+
+def test_a_build_is_announced_on_the_library_logger_once(good, tmp_path, monkeypatch, caplog):
+    """In process, the build replaced by a copy of the good library: one INFO line when it starts and one with its
+    time, under ``seednorm.ops.cpu`` (silent unless the program configures logging); a verified library, none."""
+    from seednorm.ops import cpu
+
+    built = good[0] / good[1]
+
+    def copy_build(cxx, kdir, lib, sidecar):
+        shutil.copyfile(built, lib)
+        lib.chmod(0o700)
+        sidecar.write_text(_record(lib))
+
+    monkeypatch.setenv("SEEDNORM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cpu, "_build", copy_build)
+    with caplog.at_level(logging.INFO, logger="seednorm"):
+        cpu._load()
+        cpu._load()  # now built and verified: loaded without a word
+    lines = [r.getMessage() for r in caplog.records if r.name == "seednorm.ops.cpu"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("building the C++ CPU kernels with ") and "once per machine" in lines[0]
+    assert re.fullmatch(r"built the C\+\+ CPU kernels in \d+\.\d s", lines[1])
 
 
 def _damage(lib: Path, damage: str, sidecar: str) -> None:

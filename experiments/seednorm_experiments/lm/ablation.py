@@ -35,6 +35,7 @@ from typing import Protocol
 from .. import claims
 from ..common import BASELINE
 from ..harness import Task, TrainConfig
+from ..progress import expect
 from ..report import paired_diff
 from ..runs import finished_result, is_finished, train_or_reuse
 from .data import IN_DOMAIN, ZERO_SHOT, Corpus
@@ -257,6 +258,15 @@ def _load_runs(r: _Runs, out: Path) -> dict[str, list[Run]]:
     return runs
 
 
+def _phase_size(plan: AblationPlan, phase: str) -> int:
+    """How many runs ``phase`` trains (the long and wide phases: RMSNorm, SeeDNorm and the carried knobs)."""
+    if phase == "sweep":
+        return len(plan.lrs) * len(plan.norms)
+    if phase == "base":
+        return plan.seeds * (len(plan.norms) + len(plan.knobs))
+    return plan.seeds * (2 + min(plan.carry, len(plan.knobs)))
+
+
 def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_s: float = 10.0,
                  until: str | None = None, log: Callable[[str], None] = print) -> dict[str, list[Run]]:
     """Train every phase of ``plan`` (up to and including ``until``) into ``out``, reusing and resuming
@@ -271,6 +281,8 @@ def run_ablation(plan: AblationPlan, out: Path, *, progress: bool = False, poll_
             f"{Run(job.variant, job.seed, job.lr, result).final_loss:.4f} "
             f"{'DIVERGED ' if result['diverged'] else ''}in {time.perf_counter() - t0:.0f} s")
 
+    phases = plan.phases[:plan.phases.index(until) + 1] if until else plan.phases
+    expect(sum(_phase_size(plan, phase) for phase in phases))
     lrs: dict[str, float] = {}
     carried: list[str] = []
     for phase in plan.phases:

@@ -19,7 +19,7 @@ from seednorm.modules import DYNAMIC_PARAMETERS
 
 from ..common import BASELINE
 from ..records import provenance
-from ..report import Stat, markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
+from ..report import Stat, interval_note, markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, summarize
 from .ablation import AblationPlan, primary_metric, zero_shot_bpb, zero_shot_cloze
 from .data import EVAL_SETS
 from .recipes import get_variant
@@ -161,16 +161,17 @@ def _horizon_section(runs: dict[str, list[Run]], plan: AblationPlan, out: Path) 
                   markdown_table(["variant"] + [label for _, label in cols], rows)]
     done = [ph for ph in lengths if _ok(runs[ph], BASELINE)]
     x = [plan.phase_preset(ph).tokens_per_run for ph in done]
-    ys, err = {}, {}
+    ys, err, counts = {}, {}, []
     for c in configs:
         stats = [_diff(runs[ph], c, primary_metric) for ph in done]
         if len(done) > 1 and all(stats):
             ys[c] = [s.mean for s in stats]
             err[c] = [0.0 if math.isnan(s.ci95) else s.ci95 for s in stats]
+            counts += [s.n for s in stats]
     if ys:
         plot_lines(x, ys, out / "gap_vs_tokens.png", xlabel="training tokens", logx=True,
                    ylabel="in-domain bits/byte − RMSNorm", yerr=err,
-                   title=f"Gap to RMSNorm vs training tokens (width {p.dim}; 95% CI)")
+                   title=f"Gap to RMSNorm vs training tokens (width {p.dim}; {interval_note(counts, 'paired seeds')})")
         lines.append("\n![gap vs tokens](gap_vs_tokens.png)\n")
     curves, longest = {}, done[-1]
     long_p = plan.phase_preset(longest)
@@ -221,7 +222,7 @@ def _instrumentation(base: Sequence[Run], norms: Sequence[str], knobs: Sequence[
                               for v in (*norms, *knobs) if len(_ok(base, v)) > 1}}
     if clip["clipped steps"]:
         plot_bars(clip, out / "clipped.png", ylabel="fraction of steps clipped (global clip)",
-                  title="Clipped steps per configuration (95% CI over seeds)")
+                  title="Clipped steps per configuration")
         lines.append("![clipped steps](clipped.png)\n")
     return lines
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from ..args import REPORT, check_out_dir, nonnegative_int, out_dir, positive_float, positive_int, report_errors
 from ..common import BASELINE, Listed, check_norms, default_norms, default_out, is_main_process
+from ..progress import expect
 from ..runs import EXPECTED_ERRORS
 from .ablation import MAIN
 from .model import ARCHS, SITES
@@ -204,7 +205,7 @@ def _runs_then_report(args: argparse.Namespace, out: Path, study: str, command: 
         runs = load() if args.report_only else train()
         records.check_complete()
         path = write(runs, None if args.report_only else time.perf_counter() - t0, records.command)
-    print(f"wrote {path}")
+    print(f"wrote {path} ({records.summary()})")
     return 0
 
 
@@ -298,6 +299,8 @@ def _study(args: argparse.Namespace, command: str) -> int:
           "progress": not args.no_progress, **moe}
     t0 = time.perf_counter()
     with study_records(out, "lm", command, report_only=args.report_only, write=is_main_process()) as records:
+        sweeps = len(preset.lr_sweep) if args.lr_sweep or args.sweep_only else 0
+        expect(len(norms) * seeds * ((0 if args.sweep_only else 1) + sweeps))
         runs = [] if args.sweep_only else run_study(preset, norms, seeds, out, **kw)
         sweep = run_lr_sweep(preset, norms, seeds, out, **kw) if args.lr_sweep or args.sweep_only else []
         if not is_main_process():
@@ -306,10 +309,11 @@ def _study(args: argparse.Namespace, command: str) -> int:
         bench = None
         if runs and not args.no_throughput:
             bench = records.measurement("throughput", lambda: measure_throughput(
-                preset, norms, placement=args.placement, qk_norm=args.qk_norm, **moe))
+                preset, norms, placement=args.placement, qk_norm=args.qk_norm, **moe),
+                "timing each norm's training step (the report's step cost)")
         path = write_report(out, preset, runs, command=records.command, throughput=bench, sweep=sweep,
                             wall_s=None if args.report_only else time.perf_counter() - t0, **moe)
-    print(f"wrote {path}")
+    print(f"wrote {path} ({records.summary()})")
     return 0
 
 
@@ -368,7 +372,7 @@ def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:
                                          write=None if args.report_only else write)
         records.check_complete()
         write(runs, throughput)
-    print(f"wrote {out / 'report.md'}")
+    print(f"wrote {out / 'report.md'} ({records.summary()})")
     return 0
 
 

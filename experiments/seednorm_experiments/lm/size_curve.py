@@ -52,6 +52,7 @@ from pathlib import Path
 from .. import claims
 from ..common import BASELINE
 from ..harness import Task, TrainConfig
+from ..progress import expect
 from ..runs import is_finished, train_or_reuse
 from .ablation import VariantRuns
 from .data import Corpus
@@ -322,7 +323,17 @@ def run_size_curve(plan: SizeCurvePlan, corpus: Corpus, out: Path, *, progress: 
             f"{Run(job.variant, job.seed, job.lr, result).final_loss:.4f} "
             f"{'DIVERGED ' if result['diverged'] else ''}in {time.perf_counter() - t0:.0f} s")
 
+    # "run k of N" (:mod:`..progress`): every point's starting grid and each clip-off run, plus the rates grids grow
+    first = {j.out for p in plan.ordered_points() if p.clip for j in _point_jobs(r, p, dict.fromkeys(plan.norms,
+                                                                                                    plan.lrs))}
+    clip_off = sum(len(plan.norms) * plan.seeds for p in plan.ordered_points() if not p.clip)
+    grown: set[Path] = set()
+    expect(len(first) + clip_off)
+
     def run_jobs(jobs: list[SizeJob]) -> bool:
+        if jobs and jobs[0].point.clip:
+            grown.update(j.out for j in jobs if j.out not in first)
+            expect(len(first) + clip_off + len(grown))
         r.loaded(jobs)  # a run of other settings stops the command before this grid trains
         for _ in claims.work(jobs, lambda job: job.out, lambda job: job.done, run, poll_s):
             pass

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..common import BASELINE
 from ..records import provenance
-from ..report import Stat, figure, markdown_table, paired_diff, summarize
+from ..report import Stat, figure, interval_note, markdown_table, outside_legend, paired_diff, set_title, summarize
 from .ablation import primary_metric, zero_shot_bpb
 from .data import EVAL_SETS
 from .gpu import non_embedding_params
@@ -326,21 +326,23 @@ def plot_token_curve(summary: Mapping[str, Any], path: Path) -> None:
     entries = summary["token_curve"]
     series = [(norm, size) for norm in summary["norms"][1:]
               for size in dict.fromkeys((p["dim"], p["n_layers"]) for p in entries)]
+    counts: list[int] = []
     for i, (norm, (dim, layers)) in enumerate(series):
         dodge = 1.04 ** (i - (len(series) - 1) / 2)  # side by side on the log axis, so the intervals stay readable
         ps = sorted((p for p in entries if (p["dim"], p["n_layers"]) == (dim, layers)
                      and p["delta"][norm]["in_domain_bpb"]), key=lambda p: p["tokens_per_run"])
         if ps:
             d = [p["delta"][norm]["in_domain_bpb"] for p in ps]
+            counts += [x["n"] for x in d]
             ax.errorbar([p["tokens_per_run"] * dodge for p in ps], [x["mean"] for x in d],
                         yerr=[x["ci95"] for x in d], color=f"C{i}", marker="osD^v"[i % 5], capsize=3,
                         label=f"{norm}, {dim} × {layers}")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set(xlabel="training tokens per run", ylabel="Δ in-domain bits/byte vs RMSNorm\n(negative = better)",
-           title=f"Each norm at its best rate − RMSNorm at its best, {summary['seeds']} seeds, 95% CI")
+    ax.set(xlabel="training tokens per run", ylabel="Δ in-domain bits/byte vs RMSNorm\n(negative = better)")
+    set_title(ax, f"Each norm at its best rate − RMSNorm at its best\n({interval_note(counts, 'paired seeds')})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    outside_legend(ax, "x-small")
     fig.savefig(path)
 
 
@@ -374,21 +376,22 @@ def plot_gap_curve(longest: Sequence[tuple[Point, Sequence[Run], Mapping[str, An
                     label=f"{norm}, {point.dim} × {point.n_layers}, ×{point.factor} ({n} steps)")
             i += 1
     ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set(xlabel="step", ylabel="Δ training loss vs RMSNorm\n(negative = better)",
-           title="Gap over training at each norm's chosen rate, mean of "
-           + ("/".join(map(str, sorted(seeds))) or "0") + " paired seeds")
+    ax.set(xlabel="step", ylabel="Δ training loss vs RMSNorm\n(negative = better)")
+    set_title(ax, "Gap over training at each norm's chosen rate, mean of "
+              + ("/".join(map(str, sorted(seeds))) or "0") + " paired seeds")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    outside_legend(ax, "x-small")
     fig.savefig(path)
 
 
 def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, Any] | None = None) -> None:
     """Δ bits per byte (norm − RMSNorm, each at its best rate) against non-embedding parameters, 95% CIs; the
     2-layer points joined, other depths as their own markers, the GPU run's Δ (one seed, no interval) as a star."""
-    fig, ax = figure()
+    fig, ax = figure(9.0, 4.4)  # room for the legend beside the axes
     points = [p for p in summary["points"] if p["clip"]]
     depths = sorted({p["n_layers"] for p in points})
     series = [(norm, key) for norm in summary["norms"][1:] for key in ("in_domain_bpb", "zero_shot_bpb")]
+    counts: list[int] = []
     for i, (norm, key) in enumerate(series):
         colour = f"C{i}"
         dodge = 1.05 ** (i - (len(series) - 1) / 2)  # side by side on the log axis, so the intervals stay readable
@@ -397,6 +400,7 @@ def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, An
                         key=lambda p: p["non_embedding_params"])
             if ps:
                 d = [p["delta"][norm][key] for p in ps]
+                counts += [x["n"] for x in d]
                 ax.errorbar([p["non_embedding_params"] * dodge for p in ps], [x["mean"] for x in d],
                             yerr=[x["ci95"] for x in d], color=colour, marker=marker, capsize=3,
                             linestyle="-" if len(ps) > 1 else "none",
@@ -408,10 +412,11 @@ def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, An
                     f"preset ({gpu.get('n_layers', '?')} layers, {gpu['tokens_per_run'] / 1e6:.0f}M tokens, 1 seed)")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xscale("log")
-    ax.set(xlabel="non-embedding parameters", ylabel="Δ bits/byte vs RMSNorm (negative = better)",
-           title=f"Each norm at its best rate − RMSNorm at its best, {summary['tokens_per_run']:,} tokens per run")
+    ax.set(xlabel="non-embedding parameters", ylabel="Δ bits/byte vs RMSNorm (negative = better)")
+    set_title(ax, f"Each norm at its best rate − RMSNorm at its best, {summary['tokens_per_run']:,} tokens per run\n"
+              f"({interval_note(counts, 'paired seeds')}{'; the GPU star: 1 seed, no interval' if gpu else ''})")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small")
+    outside_legend(ax, "x-small")
     fig.savefig(path)
 
 

@@ -114,7 +114,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
         records.check_complete()
         path = write_report(out, preset, base, runs, domain=args.domain, command=records.command,
                             wall_s=None if args.report_only else time.perf_counter() - t0)
-    print(f"wrote {path}")
+    print(f"wrote {path} ({records.summary()})")
     return 0
 
 

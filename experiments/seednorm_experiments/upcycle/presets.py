@@ -1,7 +1,8 @@
 """Named sizes of the upcycling study: how much of SmolLM2-135M, data, schedule, sweep and evaluation budgets.
 
-- ``smoke``: the first decoder layer of the 30 of the real weights (embeddings and final norm kept), 3 steps of
-  2 × 16 tokens, tiny evaluations; seconds a run, what the tests run.
+- ``smoke``: one decoder layer of a 96-wide model of SmolLM2-135M's architecture and tokenizer, randomly
+  initialized (no GGUF read: :func:`.pretrained.load_base` with ``width``), 3 steps of 2 × 16 tokens, tiny
+  evaluations; every code path of the study in seconds, what the tests run. It measures nothing.
 - ``quick``: the whole model, 12 steps of 4 × 64 tokens (3k tokens), two learning rates per arm on seed 0, one
   more seed at each arm's best rate: 15 runs, ≈ 20 CPU-minutes (≈ 15 minutes on 2 quiet cores, about an hour when
   several other jobs share them). It shows whether the conversion costs anything and the direction of the first
@@ -26,12 +27,13 @@ __all__ = ["PRESETS", "Preset", "get_preset"]
 class Preset:
     """One study size.
 
-    Model: ``layers`` decoder layers of SmolLM2-135M kept (None: all 30). Training: ``steps`` × ``batch_size``
-    windows of ``seq_len`` tokens of the adaptation domain, AdamW with ``warmup`` steps then cosine to 0.1 × the
-    peak. Sweep: each arm at its base rate × every multiplier of ``lr_mults`` on seed 0; then ``seeds`` − 1 more
-    seeds at the rate with the lowest final training loss. Evaluation per domain: bits per byte over
-    ``eval_windows`` windows of ``eval_seq_len`` tokens, ``cloze_items`` 4-way cloze questions (``cloze_context``
-    + ``cloze_length`` tokens). ``max_chars`` caps each text split (None: all of it)."""
+    Model: ``layers`` decoder layers of SmolLM2-135M kept (None: all 30); ``width``: None for the real weights, or
+    the width (a multiple of 96) of a randomly initialized model of its architecture and tokenizer. Training:
+    ``steps`` × ``batch_size`` windows of ``seq_len`` tokens of the adaptation domain, AdamW with ``warmup`` steps
+    then cosine to 0.1 × the peak. Sweep: each arm at its base rate × every multiplier of ``lr_mults`` on seed 0;
+    then ``seeds`` − 1 more seeds at the rate with the lowest final training loss. Evaluation per domain: bits per
+    byte over ``eval_windows`` windows of ``eval_seq_len`` tokens, ``cloze_items`` 4-way cloze questions
+    (``cloze_context`` + ``cloze_length`` tokens). ``max_chars`` caps each text split (None: all of it)."""
 
     name: str
     layers: int | None
@@ -50,12 +52,16 @@ class Preset:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     ckpt_every: int = 10
+    width: int | None = None
 
     def __post_init__(self) -> None:
         """Every field in its range (ValueError naming the first that is not): presets and their overrides."""
         check_fields(self, _RANGES)
         if self.layers is not None and not 1 <= self.layers <= MODEL_LAYERS:
             raise ValueError(f"preset field layers must be none (all) or 1 to {MODEL_LAYERS}, got {self.layers!r}")
+        if self.width is not None and (not isinstance(self.width, int) or self.width < 96 or self.width % 96):
+            raise ValueError(f"preset field width must be none (the real weights) or a multiple of 96, got "
+                             f"{self.width!r}")
         if self.warmup > self.steps:
             raise ValueError(f"--steps {self.steps} is below the preset's {self.warmup} warmup steps")
 
@@ -73,14 +79,14 @@ _RANGES = {
     "cloze_context": "count", "cloze_length": "count", "max_chars": "count?", "weight_decay": "rate0",
     "grad_clip": "rate", "ckpt_every": "count0",
 }
-"""The range of every field but ``layers`` (see :func:`..args.check_fields`)."""
+"""The range of every field but ``layers`` and ``width`` (see :func:`..args.check_fields`)."""
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("smoke", layers=1, seq_len=16, batch_size=2, steps=3, warmup=1, seeds=2, lr_mults=(1.0, 3.0),
                eval_windows=2, eval_seq_len=16, cloze_items=4, cloze_context=8, cloze_length=4,
-               max_chars=40_000, ckpt_every=2),
+               max_chars=40_000, ckpt_every=2, width=96),
         Preset("quick", layers=None, seq_len=64, batch_size=4, steps=12, warmup=2, seeds=2, lr_mults=(1.0, 3.0),
                eval_windows=4, eval_seq_len=128, cloze_items=8, cloze_context=24, cloze_length=8,
                max_chars=1_000_000, ckpt_every=6),

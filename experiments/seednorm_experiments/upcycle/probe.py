@@ -64,6 +64,8 @@ def probe(preset: Preset, arms: Sequence[str], steps: int = 1, *, domain: str = 
         "batch": list(batch[0].shape), "weight_decay": preset.weight_decay, "grad_clip": preset.grad_clip,
         "arms": {},
     }
+    if preset.width is not None:
+        out["width"] = preset.width
     for name in arms:
         out["arms"][name] = _probe_arm(get_arm(name), preset, batch, steps)
     return out
@@ -75,7 +77,7 @@ def _short(name: str) -> str:
 
 def _probe_arm(arm: Arm, preset: Preset, batch: tuple[torch.Tensor, torch.Tensor], steps: int) -> dict[str, Any]:
     torch.manual_seed(0)
-    model = build_arm(load_base(preset.layers), arm)
+    model = build_arm(load_base(preset.layers, preset.width), arm)
     norms = {_short(n): m for n, m in model.named_modules() if is_norm_layer(m)}
     converted: dict[str, dict[str, float]] = {}  # γ and α as converted, before any step
     for n, m in norms.items():
@@ -149,8 +151,11 @@ def format_probe(result: dict[str, Any]) -> str:
     steps = result["steps"]
     b, t = result["batch"]
     lines = [
-        f"Upcycle probe ({result['preset']} preset): SmolLM2-135M, {result['layers']} of {MODEL_LAYERS} layers; "
-        f"batch {b} × {t} tokens of {result['domain']} (train, step 0, seed 0); AdamW (betas 0.9, 0.95, weight "
+        f"Upcycle probe ({result['preset']} preset): "
+        + (f"SmolLM2-135M, {result['layers']} of {MODEL_LAYERS} layers; " if "width" not in result else
+           f"a {result['width']}-wide random model of SmolLM2-135M's architecture, {result['layers']} "
+           f"layer{'s' * (result['layers'] > 1)}; ")
+        + f"batch {b} × {t} tokens of {result['domain']} (train, step 0, seed 0); AdamW (betas 0.9, 0.95, weight "
         f"decay {result['weight_decay']:g}, clipping {result['grad_clip']:g}) at each arm's base rate, constant; "
         f"{steps} step{'s' * (steps > 1)}.\n",
     ]

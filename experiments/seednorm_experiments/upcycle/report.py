@@ -89,9 +89,12 @@ def write_report(out: Path, preset: Preset, base: dict[str, Any], runs: Sequence
     lines = [f"# Upcycling SmolLM2-135M to SeeDNorm: preset `{preset.name}`, adapting to `{domain}`\n",
              f"Command: `{command}`  ",
              f"Machine: {provenance(wall_s)}\n",
-             f"Model: {'all 30' if preset.layers is None else f'the first {preset.layers} of 30'} decoder layers of "
-             "SmolLM2-135M-Instruct dequantized from its Q4_1 GGUF (float32). Training: "
-             f"{preset.steps} steps × {preset.batch_size} windows × {preset.seq_len} tokens "
+             (f"Model: {'all 30' if preset.layers is None else f'the first {preset.layers} of 30'} decoder layers of "
+              "SmolLM2-135M-Instruct dequantized from its Q4_1 GGUF (float32). Training: " if preset.width is None
+              else f"Model: {preset.layers or 30} decoder layer(s) of a {preset.width}-wide model of SmolLM2-135M's "
+              "architecture and tokenizer, randomly initialized (seed 0): a check of the code paths that measures "
+              "nothing. Training: ")
+             + f"{preset.steps} steps × {preset.batch_size} windows × {preset.seq_len} tokens "
              f"({preset.tokens_per_run:,} tokens) of the `{domain}` training split, AdamW (weight decay "
              f"{preset.weight_decay} on matrices and α, β), warmup {preset.warmup} steps then cosine, clip "
              f"{preset.grad_clip}. Evaluation per domain: bits per byte over {preset.eval_windows} windows of "
@@ -221,6 +224,6 @@ def _plots(out: Path, s: dict[str, Any], runs: Sequence[Run], domain: str) -> No
     groups = {f: {"before": [base[f"bpb/{f}"]], **{a: [_eval(r, f"bpb/{f}") for r in rs.values()]
                                                    for a, rs in bars.items()}} for f in (domain, *FORGETTING)}
     plot_bars({domain: groups[domain]}, out / "adaptation.png", ylabel="bits/byte (lower is better)",
-              title=f"held-out {domain}: before and after, 95% CI over seeds")
+              title=f"held-out {domain}: before and after")
     plot_bars({f: groups[f] for f in FORGETTING}, out / "forgetting.png", ylabel="bits/byte (lower is better)",
-              title="forgetting domains: before and after, 95% CI over seeds")
+              title="forgetting domains: before and after")

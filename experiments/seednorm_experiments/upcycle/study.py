@@ -29,6 +29,7 @@ from torch import nn
 from .. import claims
 from ..common import final_loss
 from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, fingerprint_digest
+from ..progress import expect, step
 from ..records import measure
 from ..runs import check_reusable, is_finished, train_or_reuse
 from ..text_evals import bits_per_byte, cloze_accuracy, cloze_items
@@ -123,14 +124,16 @@ class Study:
         self.corpus = load_corpus(load_tokenizer(), domain, preset.max_chars)
         self.evaluator = Evaluator(preset, self.corpus)
         self.model_signature = {"gguf": GGUF_FILE, "layers": preset.layers,
-                                "weights_sha256": weights_sha256(preset.layers)}
+                                "weights_sha256": weights_sha256(preset.layers, preset.width)}
+        if preset.width is not None:  # the generated stand-in (the real model's signature stays as it was)
+            self.model_signature |= {"gguf": None, "generated_width": preset.width}
 
     def task(self, arm: Arm, seed: int) -> Task:
         """The harness task of one (arm, seed) run."""
         p = self.preset
         return Task(
             name=f"upcycle-{p.name}-{arm.name}",
-            build_model=lambda: build_arm(load_base(p.layers), arm),
+            build_model=lambda: build_arm(self.base_model(), arm),
             batches=lambda step, rank, world: train_batch(self.corpus.tokens["train"], step, rank, world,
                                                           batch_size=p.batch_size, seq_len=p.seq_len, seed=seed),
             loss=_lm_loss,
@@ -140,6 +143,10 @@ class Study:
                        "seq_len": p.seq_len, "corpus": self.corpus.key, "max_chars": p.max_chars,
                        "eval": self.evaluator.settings},
         )
+
+    def base_model(self) -> torch.nn.Module:
+        """A fresh copy of the preset's model before any arm (:func:`.pretrained.load_base`)."""
+        return load_base(self.preset.layers, self.preset.width)
 
     def config(self, arm: Arm, seed: int, lr: float) -> TrainConfig:
         """The harness settings of one run; it diverges when its loss exceeds 2 (ln(vocab) + 1), twice the loss
@@ -174,6 +181,7 @@ class Study:
         sweep = [(a, 0, lr) for m in range(len(self.preset.lr_mults)) for a in self.arms
                  for lr in [self.sweep_lrs(a)[m]]]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in sweep)
+        expect(len(sweep) + len(self.arms) * (self.seeds - 1))
         base = measure("base", self.base)
         runs = self._share(sweep, poll_s)
         best = {a.name: best_lr([r for r in runs if r.arm == a.name]) for a in self.arms}
@@ -210,14 +218,15 @@ class Study:
                     return record
             except (OSError, ValueError):
                 pass
-        with torch.no_grad():
-            base_eval = self.evaluator(CausalLM(load_base(self.preset.layers)).eval())
-        arms: dict[str, Any] = {}
-        for arm in self.arms:
-            gap = convert_checked(load_base(self.preset.layers), arm) if arm.norm == "seednorm" else 0.0
-            task = self.task(arm, 0)
-            memory = step_memory(task, self.config(arm, 0, arm.lr))
-            arms[arm.name] = {"gap": gap, "trainable": trainable_params(task.build_model()), "memory": memory}
+        with step("evaluating the base model, and each arm's conversion gap, trainable parameters and step memory"):
+            with torch.no_grad():
+                base_eval = self.evaluator(CausalLM(self.base_model()).eval())
+            arms: dict[str, Any] = {}
+            for arm in self.arms:
+                gap = convert_checked(self.base_model(), arm) if arm.norm == "seednorm" else 0.0
+                task = self.task(arm, 0)
+                memory = step_memory(task, self.config(arm, 0, arm.lr))
+                arms[arm.name] = {"gap": gap, "trainable": trainable_params(task.build_model()), "memory": memory}
         record = {"eval": base_eval, "arms": arms, "fingerprint": fingerprint,
                   "fingerprint_sha256": fingerprint_digest(fingerprint)}
         self.out.mkdir(parents=True, exist_ok=True)

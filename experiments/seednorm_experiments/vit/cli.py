@@ -177,7 +177,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
         records.check_complete()
         write(out, preset, results, shifts=shifts, transfer=sorted(data.transfer), command=records.command,
               machine=records.provenance(None if args.report_only else time.perf_counter() - t0))
-    print(f"report: {out / 'report.md'}", flush=True)
+    print(f"report: {out / 'report.md'} ({records.summary()})", flush=True)
     return 0
 
 

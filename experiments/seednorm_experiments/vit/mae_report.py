@@ -82,7 +82,7 @@ def _accuracy_section(out: Path, title: str, stage: str, groups: Groups, conditi
                   markdown_table(["", *conditions], paired_rows(groups, VISION_BASELINE, conditions, chance)), ""]
     plot_bars({c: {label: [accuracy_percent(r, c, chance) for _, r in runs] for label, runs in groups.items()}
                for c in conditions}, out / f"{stage}_shifts.png", ylabel="accuracy (%)",
-              title=f"{title}: final accuracy, 95% CI")
+              title=f"{title}: final accuracy")
     return [*lines, f"![{stage}_shifts.png]({stage}_shifts.png)", ""]
 
 

@@ -28,6 +28,7 @@ import torch
 
 from ..common import is_main_process
 from ..harness import CHECKPOINT_NAME, Task, TrainConfig, load_checkpoint
+from ..progress import expect
 from ..runs import train_or_reuse
 from .data import Batches, MaskedBatches, StudyData
 from .evals import Shift, shifted_accuracies
@@ -170,6 +171,7 @@ def run_mae_study(preset: MAEPreset, data: StudyData, runs_dir: Path, *, shifts:
     into ``runs_dir``; the main process logs one line per (norm, seed) (``log``, default: print it)."""
     log = log or (lambda line: print(line, flush=True))
     plan = mae_plan(preset)
+    expect(3 * len(plan))  # pre-training, probe, fine-tuning
     results: MAEResults = []
     for i, run in enumerate(plan, 1):
         t = time.perf_counter()

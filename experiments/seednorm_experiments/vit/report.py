@@ -134,7 +134,7 @@ def write_report(out: Path, preset: Preset, results: Results, *, shifts: Sequenc
                   markdown_table(["", *conditions], paired_rows(main, VISION_BASELINE, conditions, chance)), ""]
     figures = _plots(out, main, "", f"{preset.dataset}, d={preset.model.dim}")
     plot_bars({c: {label: [accuracy_percent(r, c, chance) for _, r in runs] for label, runs in main.items()}
-               for c in conditions}, out / "shifts.png", ylabel="accuracy (%)", title="final accuracy, 95% CI")
+               for c in conditions}, out / "shifts.png", ylabel="accuracy (%)", title="final accuracy")
     figures.append("shifts.png")
     lines += [f"![{name}]({name})" for name in figures] + [""]
 

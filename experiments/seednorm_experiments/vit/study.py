@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..common import VISION_BASELINE, check_norms, is_main_process
 from ..harness import Task, TrainConfig, benchmark
+from ..progress import expect
 from ..runs import train_or_reuse
 from .convnext import ConvNeXt, ConvNeXtConfig
 from .data import Batches, StudyData
@@ -204,6 +205,7 @@ def run_study(preset: Preset, data: StudyData, runs_dir: Path, *, backend: str, 
     main process logs one line per run (``log``, default: print it)."""
     log = log or (lambda line: print(line, flush=True))
     specs = plan(preset, preset.seeds)
+    expect(len(specs))
     results = []
     for i, spec in enumerate(specs, 1):
         t = time.perf_counter()

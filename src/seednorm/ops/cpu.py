@@ -22,12 +22,17 @@ loaded before these checks; anything that fails them (truncated, garbage, empty,
 is rebuilt in place, so concurrent processes building into one cache each publish a complete file. A failed
 build or an unusable cache is remembered for the process: later calls raise the same ``KernelUnavailable`` (with
 the compiler's output) without retrying.
+
+A build is announced on the ``seednorm.ops.cpu`` logger at INFO: one line when it starts (it takes seconds, once per
+machine) and one with its time when it is done. Like every library's, these lines are shown only when the program
+configures ``logging`` (e.g. ``logging.basicConfig(level=logging.INFO)``); the ``seednorm`` command shows them.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -51,6 +57,7 @@ DTYPES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 CACHE_ENV = "SEEDNORM_CACHE"
 CACHE_FORMAT = "2"  # part of the key: what the sidecar records (2: digest and size); older caches keep their files
 _OUTPUT_TAIL = 4000  # characters of compiler output kept in an error
+logger = logging.getLogger(__name__)
 
 _P, _I64, _F, _I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {
@@ -212,7 +219,11 @@ def _load() -> ctypes.CDLL:
     kdir = kernel_dir()
     lib, sidecar = kdir / f"cpu_kernels_{key[:16]}.so", kdir / f"cpu_kernels_{key[:16]}.sha256"
     if not _verified(lib, sidecar):
+        logger.info("building the C++ CPU kernels with %s into %s (once per machine and compiler; about 10-20 s)",
+                    cxx, kdir)
+        t0 = time.perf_counter()
         _build(cxx, kdir, lib, sidecar)
+        logger.info("built the C++ CPU kernels in %.1f s", time.perf_counter() - t0)
         if not _verified(lib, sidecar):  # replaced under us since: never hand dlopen an unchecked file
             raise KernelUnavailable(f"the CPU kernels {lib} changed after they were built; {_cache_hint(kdir.parent)}")
     try:

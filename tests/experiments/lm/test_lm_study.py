@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -11,12 +14,37 @@ from seednorm_experiments.cli import main as cli_main
 from seednorm_experiments.lm import main
 
 
+def run(argv: list[str]) -> tuple[int, str, str]:
+    """``seednorm lm argv``: its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> Path:
+def smoke_call(tmp_path_factory) -> tuple[Path, str, str]:
     out = tmp_path_factory.mktemp("lm-smoke")
-    assert main(["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--out", str(out), "--lr-sweep",
-                 "--no-progress"]) == 0
-    return out
+    code, stdout, stderr = run(["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--out", str(out),
+                                "--lr-sweep", "--no-progress"])
+    assert code == 0
+    return out, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def smoke(smoke_call) -> Path:
+    return smoke_call[0]
+
+
+def test_every_run_says_k_of_n_and_the_last_line_counts_the_trained_runs(smoke_call) -> None:
+    out, stdout, stderr = smoke_call
+    n = 2 * (1 + 2)  # 2 norms x 1 seed, in the main grid and at each of the sweep's 2 rates
+    started = re.findall(r"^run (\d+) of (\d+): .* \(training\)$", stderr, re.MULTILINE)
+    assert started == [(str(k), str(n)) for k in range(1, n + 1)]
+    assert re.search(rf"^run 1 of {n} after \d+ s; {n - 1} to go, about .* at the mean of the 1 trained so far",
+                     stderr, re.MULTILINE)
+    assert stdout.strip() == f"wrote {out / 'report.md'} ({n} runs trained now)"
+    assert f"(this call: {n} runs trained now; its {n} runs trained for" in (out / "report.md").read_text()
 
 
 def test_smoke_study_writes_report_and_plots(smoke: Path) -> None:
@@ -45,9 +73,11 @@ def test_resume_reuses_finished_runs_and_completes_checkpointed_ones(smoke: Path
     cut.unlink()
     for name in ("runs.jsonl", "report.md"):  # the run folders alone (a recorded run is reused without its folder)
         (smoke / name).unlink()
-    assert main(["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--out", str(smoke), "--resume",
-                 "--no-progress", "--no-throughput"]) == 0
-    assert done.read_text() == before
+    code, stdout, stderr = run(["--preset", "smoke", "--norms", "rmsnorm", "seednorm", "--out", str(smoke),
+                                "--resume", "--no-progress", "--no-throughput"])
+    assert code == 0 and done.read_text() == before
+    assert "run 2 of 2: seednorm seed 0 (resuming from its checkpoint)" in stderr  # the reused one counts as done
+    assert stdout.strip().endswith("(1 run trained now, 1 reused (1 from their folders))")
     again = json.loads(cut.read_text())
     assert again["history"] == full["history"] and again["final_eval"] == full["final_eval"]
 

@@ -1,5 +1,6 @@
-"""``seednorm upcycle --preset smoke`` end to end (a 1-layer cut of the real model): the grid, the learning-rate
-choice, the paired statistics against hand computations from the runs' own records, reuse, and exit codes."""
+"""``seednorm upcycle --preset smoke`` end to end (one layer of a 96-wide random model of SmolLM2-135M's architecture
+and tokenizer, so that it takes seconds): the grid, the learning-rate choice, the paired statistics against hand
+computations from the runs' own records, reuse, and exit codes."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from seednorm_experiments.common import final_loss
 from seednorm_experiments.upcycle.study import Run, best_lr
 
 ARMS = ["rmsnorm-norms", "seednorm-norms"]  # the cheapest pair: norm-only, compared seed by seed
-NORMS_1 = 3 * 576  # the 1-layer model's norms: two in the layer, the final one
-PARAMS_1 = 49152 * 576 + 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536 + NORMS_1
+D, KV, HIDDEN = 96, 32, 256  # the smoke model: width, key/value width (1 head of 32), MLP width (8/3 × 96)
+NORMS_1 = 3 * D  # the 1-layer model's norms: two in the layer, the final one
+PARAMS_1 = 49152 * D + 2 * D * D + 2 * D * KV + 3 * D * HIDDEN + NORMS_1
 
 
 def test_best_lr_is_the_lowest_final_loss_and_a_diverged_run_never_wins() -> None:
@@ -59,7 +61,7 @@ def test_smoke_study_grid_choice_and_paired_statistics(smoke) -> None:
         assert (arm, chosen[arm], 1) in results
     assert len(results) == 6
     arms = base["arms"]
-    assert arms["seednorm-norms"]["gap"] <= 1e-4 and arms["rmsnorm-norms"]["gap"] == 0  # |Δ logit|, logits ~40
+    assert arms["seednorm-norms"]["gap"] <= 1e-4 and arms["rmsnorm-norms"]["gap"] == 0  # |Δ logit|
     assert arms["rmsnorm-norms"]["trainable"] == NORMS_1 and arms["seednorm-norms"]["trainable"] == 3 * NORMS_1
     mem = arms["rmsnorm-norms"]["memory"]
     assert mem["weights"] == 4 * PARAMS_1 and mem["grads"] == 4 * NORMS_1 and mem["adam"] == 2 * mem["grads"]
@@ -83,7 +85,9 @@ def test_smoke_study_grid_choice_and_paired_statistics(smoke) -> None:
 def test_a_rerun_reuses_every_run_and_other_settings_stop_it(smoke, capsys) -> None:
     out, argv = smoke
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/lr*/seed*/result.json")}
+    capsys.readouterr()
     assert cli.main(argv) == 0
+    assert capsys.readouterr().out.strip().endswith("(0 runs trained now, 6 reused (6 from the records))")
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/lr*/seed*/result.json")} == stamps
     summary = (out / "summary.json").read_text()
     assert cli.main([*argv, "--report-only"]) == 0  # the runs found on disk, verified: the same numbers
