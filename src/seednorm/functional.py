@@ -249,23 +249,13 @@ def seednorm(
         y of the same shape and dtype as x: y = [σ(s)·α + γ] ⊙ x / RMS(x) (+ bias); with a residual,
         ``(y, x + residual)`` where y is computed on x + residual.
     """
-    check_floating(x)
-    for what, p in (("weight", weight), ("alpha", alpha), ("beta", beta), ("bias", bias)):
-        if p is not None:
-            check_floating(p, what)
     if beta_mode not in BETA_MODES:
         check_mode(beta_mode, BETA_MODES, "beta_mode")
     if (beta is None) != (beta_mode == "none"):
         raise ValueError(f"beta must be None exactly when beta_mode='none'; got beta_mode={beta_mode!r} and "
                          f"beta {'None' if beta is None else 'given'}")
-    shared_alpha = alpha is not None and tuple(alpha.shape) == (1,)
-    width = next((p.shape[0] for p in (None if shared_alpha else alpha, beta, weight, bias)
-                  if p is not None and p.dim() == 1), x.shape[-1] if x.dim() else 0)
-    check_input(x, width, "seednorm")
+    shared_alpha = not _valid_call(x, weight, alpha, beta, bias) and _check_call(x, weight, alpha, beta, bias)
     dim = x.shape[-1]
-    check_params(x, dim, {"weight": weight, "alpha": None if shared_alpha else alpha, "beta": beta, "bias": bias})
-    if shared_alpha:
-        check_params(x, 1, {"alpha": alpha})
     num_heads, eps, dynamic_dropout, scale = layer_options(
         dim, x.dtype, num_heads, eps, activation, dynamic_dropout, dot_scale, beta_mode
     )
@@ -310,6 +300,36 @@ def seednorm(
     if bias is not None:
         y = y + bias.to(ct)
     return y.to(x.dtype) if summed is None else (y.to(x.dtype), summed)
+
+
+def _valid_call(x: Tensor, *params: Tensor | None) -> bool:
+    """Whether ``seednorm``'s tensors need no further check: x a floating tensor of width D ≥ 1 and every given
+    parameter a floating tensor of shape (D,) on x's device. The common case, decided in about a microsecond per
+    call; anything else (a shared α of shape (1,) included) goes to ``_check_call``, which names the problem."""
+    if not isinstance(x, Tensor) or not x.dtype.is_floating_point or x.dim() == 0:
+        return False
+    shape, device = x.shape[-1:], x.device
+    return all(p is None or (isinstance(p, Tensor) and p.dtype.is_floating_point and p.shape == shape
+                             and p.device == device) for p in params)
+
+
+def _check_call(x: Tensor, weight: Tensor | None, alpha: Tensor | None, beta: Tensor | None,
+                bias: Tensor | None) -> bool:
+    """``seednorm``'s checks of its tensors (raising the error that names a bad one); returns whether α is one
+    value of shape (1,) shared by every channel."""
+    check_floating(x)
+    for what, p in (("weight", weight), ("alpha", alpha), ("beta", beta), ("bias", bias)):
+        if p is not None:
+            check_floating(p, what)
+    shared_alpha = alpha is not None and tuple(alpha.shape) == (1,)
+    width = next((p.shape[0] for p in (None if shared_alpha else alpha, beta, weight, bias)
+                  if p is not None and p.dim() == 1), x.shape[-1] if x.dim() else 0)
+    check_input(x, width, "seednorm")
+    dim = x.shape[-1]
+    check_params(x, dim, {"weight": weight, "alpha": None if shared_alpha else alpha, "beta": beta, "bias": bias})
+    if shared_alpha:
+        check_params(x, 1, {"alpha": alpha})
+    return shared_alpha
 
 
 def dynamic_dropout_mask(x: Tensor, p: float) -> Tensor | None:

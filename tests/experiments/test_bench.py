@@ -72,3 +72,18 @@ def test_bench_compares_against_the_rmsnorm_it_measured(tmp_path, impls, column,
             assert ratio == ratio and ratio > 0 and (row["impl"] != "rmsnorm eager" or ratio == 1.0)
         else:
             assert row[column] == value
+
+
+def test_profile_writes_a_table_naming_the_machine_and_the_command(tmp_path, capsys):
+    """``python -m seednorm_experiments.bench.profile``: one row per layer of code, the totals and the ratio."""
+    if ops.cpu.unavailable() is not None:
+        pytest.skip("the profile times the C++ kernels")
+    from seednorm_experiments.bench import profile
+
+    out = tmp_path / "profile.md"
+    assert profile.main(["--widths", "16", "24", "--repeats", "3", "--warmup", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Machine:" in text and "Load average" in text and f"--out {out}" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(profile.STAGES) + 3 and "D=16" in rows[0] and "D=24" in rows[0]
+    assert rows[-1].startswith("| SeeDNorm ÷ RMSNorm |")

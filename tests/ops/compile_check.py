@@ -112,6 +112,7 @@ def widths() -> list[tuple[int, int]]:
     return [
         (1, 40),  # narrow, D not a multiple of 16: row both ways, 4 warps
         (1, bwd),  # the widest backward row tile
+        (1, fwd // 2),  # the forward row tile at 16 warps; backward chunked
         (1, fwd),  # the widest forward row tile; backward chunked
         (1, fwd + 8),  # chunked both ways
         (3, 3 * 40),  # three heads padded to four

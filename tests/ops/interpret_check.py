@@ -3,7 +3,7 @@
 Run by test_triton.py in a subprocess, because TRITON_INTERPRET=1 must be set before triton is imported:
     TRITON_INTERPRET=1 PYTHONPATH=src:tests:tests/ops python tests/ops/interpret_check.py
 Each case (and each non-finite case) runs twice: with the whole-row kernels, and with the chunked kernels (forced
-by tiny MAX_TILE_* and CHUNK, so rows span several chunks and heads several loop iterations).
+by tiny MAX_TILE_* and CHUNK*, so rows span several chunks and heads several loop iterations).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ def main() -> int:
         return 2
     torch.manual_seed(0)
     results = {}
-    row = (kernels.MAX_TILE_FWD, kernels.MAX_TILE_BWD, kernels.CHUNK)
-    for layout, limits in (("row", row), ("chunked", (16, 16, 32))):
-        kernels.MAX_TILE_FWD, kernels.MAX_TILE_BWD, kernels.CHUNK = limits
+    row = (kernels.MAX_TILE_FWD, kernels.MAX_TILE_BWD, kernels.CHUNK, kernels.CHUNK_BWD)
+    for layout, limits in (("row", row), ("chunked", (16, 16, 32, 16))):
+        kernels.MAX_TILE_FWD, kernels.MAX_TILE_BWD, kernels.CHUNK, kernels.CHUNK_BWD = limits
         for case in CASES:
             try:
                 results[f"{layout}-{case.id}"] = check(case, "triton")

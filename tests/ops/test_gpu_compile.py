@@ -8,7 +8,7 @@ A cold compile of all of them takes one to two minutes on two busy cores, so Tri
 ``~/.cache/seednorm/triton-test-<hash>`` (``$XDG_CACHE_HOME`` if set), the hash taken over the kernel sources and
 the Triton version; with it warm the test takes seconds. A cached entry is a compile that succeeded for these
 exact sources and Triton (Triton's own key), and a failure is never cached, so the cache cannot hide one.
-Register spills are reported (a warning), not failed on.
+A register spill above ``MAX_SPILL_BYTES`` per thread fails; a smaller one is reported (a warning).
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ HERE = Path(__file__).parent
 OPS = Path(seednorm.__file__).resolve().parent / "ops"  # the seednorm under test, not whichever one is installed
 TARGETS = ("sm_90", "sm_80")
 DTYPES = {"float32", "bfloat16", "float16"}
+# Spilled bytes per thread (ptxas stack) a launched specialization may have: eight 4-byte words. The backward kernels
+# loop over rows, so a spill there is paid on every row (up to 1,088 B per thread before their re-tiling; none now).
+# The one spill left is the forward row kernel's at 32 warps with the dropout mask on sm_90 (24 B, 2 of 17
+# specializations): once per row, outside any loop, an L1 hit.
+MAX_SPILL_BYTES = 32
 
 
 def cache_dir() -> Path:
@@ -112,18 +117,20 @@ def test_the_specializations_cover_every_kernel_and_option(records):
             assert values == expected, f"{kernel} {option}: {values} != {expected}"
 
 
-def test_report_register_spills(records):
-    """Spills (stack bytes per thread; the kernels keep no local arrays) slow a kernel but do not break it: reported
-    as a warning, one line per (target, kernel, warps)."""
+def test_no_register_spills(records):
+    """No specialization spills more than ``MAX_SPILL_BYTES`` per thread (stack bytes; the kernels keep no local
+    arrays), one line per (target, kernel, warps); smaller spills are reported as a warning."""
     worst: dict[tuple, list] = defaultdict(list)
     for r in records:
         worst[r["target"], r["kernel"], r["num_warps"]].append(r)
-    lines = []
+    lines, too_many = [], []
     for (target, kernel, warps), rs in sorted(worst.items()):
         spilling = [r for r in rs if r["stack"] > 0]
         if spilling:
             top = max(spilling, key=lambda r: r["stack"])
-            lines.append(f"{target} {kernel} num_warps={warps}: {len(spilling)}/{len(rs)} specializations spill, "
-                         f"up to {top['stack']} B/thread at {top['reg']} registers ({top['calls'][0]})")
+            line = (f"{target} {kernel} num_warps={warps}: {len(spilling)}/{len(rs)} specializations spill, "
+                    f"up to {top['stack']} B/thread at {top['reg']} registers ({top['calls'][0]})")
+            (too_many if top["stack"] > MAX_SPILL_BYTES else lines).append(line)
+    assert not too_many, f"register spills over {MAX_SPILL_BYTES} B/thread:\n" + "\n".join(too_many)
     if lines:
         warnings.warn("register spills:\n" + "\n".join(lines), stacklevel=1)

@@ -57,3 +57,14 @@ def test_module_impl_argument(ran):
     assert ran == ["compiled"]
     with pytest.raises(ValueError, match=r"impl must be one of .*'fast'"):
         seednorm.SeeDNorm(16, impl="fast")
+
+
+def test_an_eager_call_does_not_ask_the_onnx_exporter(monkeypatch):
+    """Outside a tracer no ONNX export can run: the exporter's flag (about a microsecond per call, on every layer's
+    every call) is read only under torch.compile/export or torch.jit.trace (tests/integrations/test_onnx.py)."""
+    import torch.onnx
+
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: pytest.fail("asked outside a tracer"))
+    x = torch.randn(3, 8, requires_grad=True)
+    assert ops.resolve_impl("auto", x) != "reference"
+    seednorm.SeeDNorm(8)(x).sum().backward()

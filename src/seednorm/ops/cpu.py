@@ -298,6 +298,11 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _ready(p: Tensor, dtype: torch.dtype) -> bool:
+    """Whether the kernels read parameter ``p`` as it is: a contiguous CPU tensor of ``dtype``."""
+    return p.dtype == dtype and p.is_cpu and p.is_contiguous()
+
+
 def _params(*params: Tensor | None) -> tuple[list[Tensor | None], int]:
     """γ, α, β, bias contiguous in one dtype the kernels read: their own when they share a supported one, else
     float32 (exact for every supported dtype, so mixed dtypes lose nothing); no copy when they already are.
@@ -305,10 +310,14 @@ def _params(*params: Tensor | None) -> tuple[list[Tensor | None], int]:
     The kernels read raw pointers, so a parameter that is not a CPU tensor is refused here (a meta tensor's
     pointer is null, which the kernels would take for an absent parameter).
     """
+    weight, alpha, beta, bias = params
+    dtype = alpha.dtype
+    if dtype in DTYPES and _ready(alpha, dtype) and _ready(beta, dtype) and (weight is None or _ready(weight, dtype)) \
+            and (bias is None or _ready(bias, dtype)):
+        return list(params), DTYPES[dtype]  # the common case: read as they are
     for name, p in zip(("weight", "alpha", "beta", "bias"), params, strict=True):
         if p is not None and p.device.type != "cpu":
             raise ValueError(f"impl='cpp' needs CPU parameters, got {name} on {p.device}")
-    alpha = params[1]
     dtypes = {p.dtype for p in params if p is not None}
     dtype = alpha.dtype if len(dtypes) == 1 and alpha.dtype in DTYPES else torch.float32
     if not all(p is None or (p.dtype == dtype and p.is_contiguous()) for p in params):

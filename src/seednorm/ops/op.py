@@ -159,8 +159,9 @@ def _backward_fake(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsumme
     return x.new_empty(x.shape), dweight, alpha.new_empty(alpha.shape), beta.new_empty(beta.shape), dbias
 
 
-def _save(ctx, inputs, output, backward_op) -> None:
-    """What ``_grad`` needs, and which backward it calls: the registered op, or its function directly (eager)."""
+def _setup_context(ctx, inputs, output) -> None:
+    """What ``_grad`` needs: the input (or x + residual), the parameters, the mask or the dropout's (seed, offset)
+    and row indices, and the forward's statistics."""
     x, weight, alpha, beta, bias, residual, keep, num_heads, _eps, activation, dot_scale, center, impl, *drop = inputs
     rng, rows, dropout = drop + [None, None, 0.0][len(drop):]  # the op's defaults
     _y, rstd, t, mean, summed = output
@@ -172,11 +173,6 @@ def _save(ctx, inputs, output, backward_op) -> None:
     ctx.num_inputs = len(inputs)
     ctx.save_for_backward(summed if ctx.has_residual else x, weight, alpha, beta, bias, keep, rstd, t, mean, rng,
                           rows)
-    ctx.backward_op = backward_op
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    _save(ctx, inputs, output, _backward)
 
 
 def _unused(grad: Tensor | None, like: Tensor) -> bool:
@@ -192,9 +188,8 @@ def _grad(ctx, dy, _drstd, _dt, _dmean, dsummed):
     dsummed = None if not ctx.has_residual or _unused(dsummed, x) else dsummed
     dy = torch.zeros_like(x) if _unused(dy, x) else dy
     mean = mean if ctx.center else None
-    dx, dweight, dalpha, dbeta, dbias = ctx.backward_op(
-        dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed, *ctx.config, rng, rows, ctx.dropout
-    )
+    dx, dweight, dalpha, dbeta, dbias = _backward(dy, x, weight, alpha, beta, bias, keep, rstd, t, mean, dsummed,
+                                                  *ctx.config, rng, rows, ctx.dropout)
     dresidual = dx if ctx.has_residual else None
     grads = (dx, None if weight is None else dweight, dalpha, dbeta, None if bias is None else dbias, dresidual)
     return grads + (None,) * (ctx.num_inputs - len(grads))
@@ -207,19 +202,41 @@ class _EagerFused(torch.autograd.Function):
     """The same kernels and gradient formula as the custom op, called directly in eager mode.
 
     The custom op's Python dispatch costs ~0.1 ms per forward + backward, as much as the kernels themselves at
-    the widths of the CPU studies; ``torch.compile`` and other tracers still see the custom op.
+    the widths of the CPU studies; ``torch.compile`` and other tracers still see the custom op. Its outputs are y
+    (and x + residual when there is a residual) only: 1/RMS, σ(s) and the mean stay (M,)-rows saved for the
+    backward, and absent gradients are None, so a call allocates and wraps no tensor it does not need.
     """
 
     @staticmethod
-    def forward(ctx, *inputs):
-        output = _forward_impl(*inputs)
-        _save(ctx, inputs, output, _backward_impl)
-        return output
+    def forward(ctx, x, weight, alpha, beta, bias, residual, keep, num_heads, eps, activation, dot_scale, center,
+                impl, rng=None, rows=None, dropout=0.0):
+        mask = None if keep is None else _rows(keep)
+        row_ids = None if rows is None else rows.reshape(-1)
+        y, rstd, t, mean, summed = _kernels(impl).forward(
+            _rows(x), None if residual is None else _rows(residual), weight, alpha, beta, bias, mask, num_heads,
+            eps, activation, dot_scale, center, rng, row_ids, dropout,
+        )
+        ctx.config = (num_heads, activation, dot_scale, impl)
+        ctx.dropout = dropout
+        ctx.num_inputs = 13 if rng is None else 16  # apply's arguments: the op's, with or without the dropout's
+        ctx.has_residual = residual is not None
+        ctx.save_for_backward(x if summed is None else summed, weight, alpha, beta, bias, mask, rstd, t, mean, rng,
+                              row_ids)
+        y = y.view(x.shape)
+        return y if summed is None else (y, summed.view(x.shape))
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # no double backward: an error, never a silent zero
-    def backward(ctx, *grads):
-        return _grad(ctx, *grads)
+    def backward(ctx, dy, dsummed=None):
+        x, weight, alpha, beta, bias, keep, rstd, t, mean, rng, rows = ctx.saved_tensors
+        num_heads, activation, dot_scale, impl = ctx.config
+        dx, dweight, dalpha, dbeta, dbias = _kernels(impl).backward(
+            _rows(dy), _rows(x), weight, alpha, beta, bias, keep, rstd, t, mean,
+            None if dsummed is None else _rows(dsummed), num_heads, activation, dot_scale, rng, rows, ctx.dropout,
+        )
+        dx = dx.view(dy.shape)
+        grads = (dx, dweight, dalpha, dbeta, dbias, dx if ctx.has_residual else None)
+        return grads + (None,) * (ctx.num_inputs - len(grads))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -286,6 +303,13 @@ def onnx_exporting() -> bool:
     return onnx is not None and onnx.is_in_onnx_export()
 
 
+def _traced() -> bool:
+    """Whether a tracer is running: ``torch.compile`` or ``torch.export`` (the dynamo ONNX exporter) or
+    ``torch.jit.trace`` (the TorchScript one). Cheap enough for every eager call (~0.1 µs), where
+    ``onnx_exporting`` costs ~1 µs: an ONNX export is asked about only under a tracer."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
     """The implementation that runs: "reference", "triton", "cpp" or "compiled".
 
@@ -297,7 +321,7 @@ def resolve_impl(impl: str, x: Tensor, *, fusable: bool = True) -> str:
     ``torch.onnx.export``, which then records the reference's plain operators instead of the custom op.
     """
     check_impl(impl)
-    if not fusable or onnx_exporting():
+    if not fusable or (_traced() and onnx_exporting()):
         return "reference"
     if impl == "auto":
         impl = env_impl()
@@ -391,10 +415,10 @@ def seednorm_fused(
         raise TypeError(f"impl={impl!r} supports inputs of dtype {KERNEL_DTYPES}, got {x.dtype}")
     # Not traced (torch.compile, torch.jit.trace), not a tensor subclass, not on the meta device: those go through
     # the op (its fake function, or its schema for TorchScript).
-    eager = (not torch.compiler.is_compiling() and not torch.jit.is_tracing() and type(x) is Tensor
-             and x.device.type != "meta")
-    y, _rstd, _t, _mean, summed = (_EagerFused.apply if eager else _forward)(
-        x, weight, alpha, beta, bias, residual, keep, num_heads, float(eps), activation, float(dot_scale),
-        bool(center), impl, *(() if rng is None else (rng, rows, float(dropout)))
-    )
+    eager = type(x) is Tensor and x.device.type != "meta" and not _traced()
+    args = (x, weight, alpha, beta, bias, residual, keep, num_heads, float(eps), activation, float(dot_scale),
+            bool(center), impl, *(() if rng is None else (rng, rows, float(dropout))))
+    if eager:
+        return _EagerFused.apply(*args)  # y, or (y, x + residual)
+    y, _rstd, _t, _mean, summed = _forward(*args)
     return y if residual is None else (y, summed)

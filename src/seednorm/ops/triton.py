@@ -12,11 +12,15 @@ Two layouts, chosen by width:
 - Row tile (padded tile ≤ ``MAX_TILE_FWD`` / ``MAX_TILE_BWD`` elements): one program holds a whole row as an
   (H, D/H) tile padded to powers of two, so Σx² (over the row) and Σx·β (per head) come from one read, and the
   backward's two row reductions ⟨g⊙δ, x̂⟩ and c_h = ⟨δ⊙α, x̂⟩ likewise. The backward limit is lower because its
-  program keeps three float32 accumulator rows and α, β, γ live beside x and dy: at 8192 that is already most
-  of an SM's 256 KiB register file.
+  program keeps four float32 accumulator rows (dγ, dα, dβ, db) live across its loop over rows beside x, dy and
+  the temporaries: the backward kernels hold at most 8 columns per thread (``_bwd_num_warps``) and read α, β, γ
+  again for every row (L1/L2 hits) instead of keeping them live. At 8192 columns and 16 warps (16 per thread)
+  they spilled up to ~1 KB per thread; at 4096 and 16 warps they fit in ptxas's 128 registers for sm_80 and
+  sm_90 without spilling (``tests/ops/test_gpu_compile.py`` fails on a spill).
 - Chunked (wider rows): a stats kernel loops over each row in chunks to get the per-row scalars (1/RMS and t in
   the forward; the mean term and σ'(s)·c·dot_scale per head in the backward), then an apply kernel over
   (rows, chunks) writes y, or dx and the parameter partials. x (and dy) are read twice: slower, same result.
+  The backward apply kernel takes narrower chunks (``CHUNK_BWD``) for the same register budget.
 
 Options, each a constexpr of every kernel (so a layer without them compiles the code it always did): the
 dynamic-dropout mask k (``HAS_KEEP``: α⊙k stands for α, and dα = t·k⊙δ⊙x̂; with ``DROPOUT`` k is generated in the
@@ -43,8 +47,9 @@ from . import philox
 from .sigma import ACTIVATION_CODES
 
 MAX_TILE_FWD = 16384  # widest padded row one forward program holds in registers; wider rows go chunked
-MAX_TILE_BWD = 8192  # the same for the backward (accumulators need room too)
+MAX_TILE_BWD = 4096  # the same for the backward (accumulators need room too)
 CHUNK = 4096  # chunk width of the chunked kernels
+CHUNK_BWD = 2048  # chunk width of the backward apply kernel: 8 columns per thread at 8 warps, no spills
 
 
 @triton.jit
@@ -224,9 +229,6 @@ def _bwd_row_kernel(
     hmask = heads < H
     mask = hmask[:, None] & (tl.arange(0, CB)[None, :] < HD)
     cols = heads[:, None] * HD + tl.arange(0, CB)[None, :]
-    alpha = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
-    w = _weight(W, cols, mask, HAS_W)
     dw = tl.zeros((HB, CB), tl.float32)
     da = tl.zeros((HB, CB), tl.float32)
     db = tl.zeros((HB, CB), tl.float32)
@@ -239,6 +241,11 @@ def _bwd_row_kernel(
         dy = tl.load(DY + row * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + row)
         t = tl.load(T + row * H + heads, mask=hmask, other=0.0)
+        # α, β, γ are read again for every row (from L1/L2): kept live across the loop beside the four
+        # accumulators, they made the widest tiles spill
+        alpha = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+        w = _weight(W, cols, mask, HAS_W)
         a = alpha
         if HAS_KEEP:
             k = _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT, HAS_ROWS)
@@ -333,9 +340,6 @@ def _bwd_apply_kernel(
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < D
     head = cols // HD
-    alpha = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
-    w = _weight(W, cols, mask, HAS_W)
     dw = tl.zeros((BLOCK,), tl.float32)
     da = tl.zeros((BLOCK,), tl.float32)
     db = tl.zeros((BLOCK,), tl.float32)
@@ -349,6 +353,9 @@ def _bwd_apply_kernel(
         rstd = tl.load(RSTD + row)
         t = tl.load(T + row * H + head, mask=mask, other=0.0)
         u = tl.load(U + row * H + head, mask=mask, other=0.0)
+        alpha = tl.load(A + cols, mask=mask, other=0.0).to(tl.float32)  # per row, as in _bwd_row_kernel
+        b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+        w = _weight(W, cols, mask, HAS_W)
         a = alpha
         if HAS_KEEP:
             k = _keep(K, stride_k, RNG, ROWS, row, cols, mask, D, thr, kscale, DROPOUT, HAS_ROWS)
@@ -398,6 +405,11 @@ def warmup_kernel(kernel: triton.runtime.JITFunction, grid: tuple[int, ...], *ar
 
 def _num_warps(tile: int) -> int:
     return 32 if tile >= 16384 else 16 if tile >= 8192 else 8 if tile >= 2048 else 4
+
+
+def _bwd_num_warps(tile: int) -> int:
+    """Warps of a backward kernel over ``tile`` columns: at most 8 columns per thread (4 to 16 warps)."""
+    return max(4, min(16, tile // 256))
 
 
 def _row_tile(d: int, num_heads: int) -> tuple[int, int]:
@@ -552,7 +564,7 @@ def backward(
             dy.stride(0), x.stride(0), stride_k, ds.stride(0), dx.stride(0),
             m, d, hd, dot_scale, rows_per_program, thr, kscale,
             H=num_heads, HB=hb, CB=cb, ACT=act, HAS_W=weight is not None, HAS_DS=dsummed is not None,
-            **options, num_warps=_num_warps(hb * cb),
+            **options, num_warps=_bwd_num_warps(hb * cb),
         )
     elif m > 0:
         rms_mean = torch.empty(m, dtype=torch.float32, device=x.device)
@@ -567,13 +579,13 @@ def backward(
             CENTER=mean is not None, **drop, num_warps=_num_warps(block),
         )
         launch(
-            _bwd_apply_kernel, (grid, triton.cdiv(d, CHUNK)),
+            _bwd_apply_kernel, (grid, triton.cdiv(d, CHUNK_BWD)),
             dy, x, w, alpha, beta, k, rstd, t, mu, rms_mean, u, dxm, ds, dx, parts[0], parts[1], parts[2], parts[-1],
             seed, row_ids,
             dy.stride(0), x.stride(0), stride_k, ds.stride(0), dx.stride(0),
             m, d, hd, rows_per_program, thr, kscale,
-            H=num_heads, BLOCK=CHUNK, HAS_W=weight is not None, HAS_DS=dsummed is not None, **options,
-            num_warps=_num_warps(CHUNK),
+            H=num_heads, BLOCK=CHUNK_BWD, HAS_W=weight is not None, HAS_DS=dsummed is not None, **options,
+            num_warps=_bwd_num_warps(CHUNK_BWD),
         )
     dweight, dalpha, dbeta, *dbias = (p.sum(0) for p in parts)  # the one final reduction over programs
     return (
