@@ -47,15 +47,15 @@ class Olmo2Curve:
     points: tuple[str, ...] = ()
     lrs: tuple[float, ...] = (2e-3, 4e-3, 8e-3)
     seeds: int = 4
-    extend: int = 1
+    extend: int = 2
 
 
 CURVES: dict[str, Olmo2Curve] = {
     # 5 norms × 2 rates × 2 seeds of 12 steps at width 32: seconds per run.
     "smoke": Olmo2Curve(points=("32x1",), lrs=(3e-3, 6e-3), seeds=2, extend=0),
-    # olmo2_14M cut to 2 blocks, 150 steps × 8 × 64 tokens; 60-80 runs (5 norms × 3-4 rates × 4 seeds).
+    # olmo2_14M cut to 2 blocks, 150 steps × 8 × 64 tokens; 60-100 runs (5 norms × 3-5 rates × 4 seeds).
     "quick": Olmo2Curve({"n_heads": 8, "steps": 150, "warmup": 15}, ("128x2",)),
-    # olmo2_14M and olmo2_30M, 200 steps × 8 × 128 tokens; 45-60 runs per size (5 norms × 3-4 rates × 3 seeds): the
+    # olmo2_14M and olmo2_30M, 200 steps × 8 × 128 tokens; 45-75 runs per size (5 norms × 3-5 rates × 3 seeds): the
     # most steps that fit about 2 h on two processes at the measured step and evaluation times (docs/olmo.md).
     "standard": Olmo2Curve({"n_heads": 8, "steps": 200, "warmup": 20}, ("olmo2_14M", "olmo2_30M"), seeds=3),
     # olmo2_60M on one GPU at the gpu preset's data (one pass of the corpus pack, 550 × 128 × 512 tokens), its two
