@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-import traceback
 
 import pytest
 import torch
@@ -20,7 +18,7 @@ import torch
 olmo_core = pytest.importorskip("olmo_core")
 
 import torch.distributed as dist  # noqa: E402
-from gloo import run_ranks  # noqa: E402
+from gloo import assert_phase, phase_results, run_phases  # noqa: E402
 from olmo_core.distributed.checkpoint import load_model_and_optim_state, save_model_and_optim_state  # noqa: E402
 from olmo_core.nn.feed_forward import FeedForwardConfig  # noqa: E402
 from olmo_core.nn.layer_norm import LayerNormType  # noqa: E402
@@ -452,37 +450,17 @@ def _all_phases(rank: int, world_size: int, out_dir: str) -> None:
                                                os.path.join(out_dir, "ckpt")),
         "tp": lambda: _phase_tp(rank, world_size, cfg, *even, *_reference(cfg, *even)),
     }
-    results = {}
-    for name, phase in phases.items():
-        try:
-            phase()
-            results[name] = "ok"
-        except Exception:  # reported by the test that checks this phase
-            results[name] = traceback.format_exc()
-        dist.barrier()
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(results, f)
+    run_phases(rank, phases, out_dir)
 
 
 @pytest.fixture(scope="module")
 def two_ranks():
-    with tempfile.TemporaryDirectory() as tmp:
-        run_ranks(_all_phases, tmp)
-        results = []
-        for r in range(2):
-            with open(os.path.join(tmp, f"rank{r}.json")) as f:
-                results.append(json.load(f))
-        yield results
-
-
-def _assert_phase(results, name: str) -> None:
-    for rank, r in enumerate(results):
-        assert r[name] == "ok", f"rank {rank}:\n{r[name]}"
+    return phase_results(_all_phases)
 
 
 def test_fsdp_equals_one_process_and_olmo_core_checkpoint_keeps_alpha_beta(two_ranks):
-    _assert_phase(two_ranks, "fsdp_checkpoint")
+    assert_phase(two_ranks, "fsdp_checkpoint")
 
 
 def test_tensor_parallel_equals_one_process(two_ranks):
-    _assert_phase(two_ranks, "tp")
+    assert_phase(two_ranks, "tp")

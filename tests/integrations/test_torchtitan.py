@@ -8,15 +8,12 @@ The distributed phases run in one 2-process spawn (a module fixture); each test 
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-import traceback
 
 import pytest
 import torch
 import torch.distributed as dist
-from gloo import run_ranks
+from gloo import assert_phase, phase_results, run_phases
 from torchtitan.components.optimizer import OptimizersContainer
 from torchtitan.models.common.attention import ScaledDotProductAttention
 from torchtitan.models.llama3 import model_registry
@@ -246,42 +243,22 @@ def _all_phases(rank: int, world_size: int, out_dir: str) -> None:
     cfg = _converted()
     tokens, labels = _tokens()
     _ref_model, ref_loss, ref_grads = _reference(cfg, tokens, labels)
-    results = {}
     phases = {
         "fsdp_dcp": lambda: _phase_fsdp(rank, world_size, _converted(), tokens, labels, ref_loss, ref_grads,
                                         os.path.join(out_dir, "dcp")),
         "tp_sp_compile": lambda: _phase_tp_sp(rank, world_size, _converted, tokens, labels, ref_loss, ref_grads),
     }
-    for name, phase in phases.items():
-        try:
-            phase()
-            results[name] = "ok"
-        except Exception:  # reported by the test that checks this phase
-            results[name] = traceback.format_exc()
-        dist.barrier()
-    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-        json.dump(results, f)
+    run_phases(rank, phases, out_dir)
 
 
 @pytest.fixture(scope="module")
 def two_ranks():
-    with tempfile.TemporaryDirectory() as tmp:
-        run_ranks(_all_phases, tmp)
-        results = []
-        for r in range(2):
-            with open(os.path.join(tmp, f"rank{r}.json")) as f:
-                results.append(json.load(f))
-        yield results
-
-
-def _assert_phase(results, name: str) -> None:
-    for rank, r in enumerate(results):
-        assert r[name] == "ok", f"rank {rank}:\n{r[name]}"
+    return phase_results(_all_phases)
 
 
 def test_fsdp2_equals_one_process_and_dcp_keeps_alpha_beta(two_ranks):
-    _assert_phase(two_ranks, "fsdp_dcp")
+    assert_phase(two_ranks, "fsdp_dcp")
 
 
 def test_tp_sequence_parallel_equals_one_process_and_compiles_without_break(two_ranks):
-    _assert_phase(two_ranks, "tp_sp_compile")
+    assert_phase(two_ranks, "tp_sp_compile")
