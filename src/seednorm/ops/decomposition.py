@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from . import compiled
+from .op import _op_outputs, _rows
 
 
 def forward(
@@ -50,21 +51,15 @@ def forward(
     """``seednorm::forward``'s outputs, same shapes and dtypes, from ATen operators (``impl`` is ignored); in-kernel
     dropout (``rng``, ``rows``, ``dropout``) becomes ``philox.keep_mask``'s tensor ops, the same mask."""
     del impl  # which kernels would have run: the math is the same
-    d = x.shape[-1]
-    lead = x.shape[:-1]
-
-    def as_rows(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.reshape(-1, d).contiguous()
-
+    res = None if residual is None else _rows(residual)
+    mask = None if keep is None else _rows(keep)
     row_ids = None if rows is None else rows.reshape(-1)
     y, sumsq, t, mean, summed = compiled._forward(
-        as_rows(x), as_rows(residual), weight, alpha, beta, bias, as_rows(keep), num_heads, eps, activation,
-        dot_scale, center, rng, row_ids, dropout,
+        _rows(x), res, weight, alpha, beta, bias, mask, num_heads, eps, activation, dot_scale, center, rng, row_ids,
+        dropout,
     )
-    rstd = torch.rsqrt(sumsq / d + eps)
-    mean = rstd.new_empty(0) if mean is None else mean.reshape(lead)
-    summed = x.new_empty(0) if summed is None else summed.reshape(x.shape)
-    return y.reshape(x.shape), rstd.reshape(lead), t.reshape(*lead, num_heads), mean, summed
+    rstd = torch.rsqrt(sumsq / x.shape[-1] + eps)
+    return _op_outputs(x, num_heads, y, rstd, t, mean, summed)
 
 
 def decompositions() -> dict[torch._ops.OpOverload, Callable]:

@@ -97,6 +97,13 @@ def _forward_impl(
         _rows(x), res, weight, alpha, beta, bias, mask, num_heads, eps, activation, dot_scale, center,
         rng, row_ids, dropout,
     )
+    return _op_outputs(x, num_heads, y, rstd, t, mean, summed)
+
+
+def _op_outputs(x: Tensor, num_heads: int, y: Tensor, rstd: Tensor, t: Tensor, mean: Tensor | None,
+                summed: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The kernels' row outputs ((M, D), (M,), (M, H), (M,) or None, (M, D) or None) in ``seednorm::forward``'s
+    shapes: x's leading dims back, and an absent mean or sum as an empty tensor (an op returns tensors only)."""
     lead = x.shape[:-1]
     summed = x.new_empty(0) if summed is None else summed.view(x.shape)
     mean = rstd.new_empty(0) if mean is None else mean.view(lead)
