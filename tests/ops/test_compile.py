@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -111,9 +114,9 @@ def test_auto_choice_first_made_inside_a_compiled_trace_has_no_graph_break(monke
         assert torch._dynamo.explain(seednorm.SeeDNorm(16))(torch.randn(3, 16)).graph_break_count == 0
 
 
-def test_dynamic_shapes_trace_the_op_whose_shapes_come_from_its_decomposition():
-    """With symbolic shapes FakeTensor takes the op's output shapes from the decomposition registered in torch's
-    table (seednorm.ops.decomposition): the graphs still hold the fused ops; results and gradients are eager's."""
+def test_dynamic_shapes_trace_the_fused_op():
+    """With symbolic batch and length dims the op's fake function gives its output shapes: the graphs hold the
+    fused ops; results and gradients are eager's."""
     from torch._functorch.aot_autograd import aot_module_simplified, make_boxed_func
 
     torch._dynamo.reset()
@@ -146,3 +149,31 @@ def test_dynamic_shapes_trace_the_op_whose_shapes_come_from_its_decomposition():
     assert symbolic == [True]
     assert forward.count("torch.ops.seednorm.forward.default") == 2
     assert backward.count("torch.ops.seednorm.backward.default") == 2
+
+
+INDUCTOR_UNDER_CI = """
+import torch, seednorm
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(12, 20), seednorm.SeeDNorm(20, num_heads=2))
+x = torch.randn(3, 5, 12)
+compiled = torch.compile(model, fullgraph=True)(x)
+compiled.square().sum().backward()
+grads = [p.grad.clone() for p in model.parameters()]
+model.zero_grad()
+eager = model(x)
+eager.square().sum().backward()
+torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+for p, g in zip(model.parameters(), grads):
+    torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-6)
+print("ok")
+"""
+
+
+def test_inductor_compiles_the_op_where_the_ci_variable_is_set(tmp_path):
+    """TorchInductor fails to compile an op with no lowering of its own whose decomposition sits in torch's global
+    table when ``CI`` is set (as on GitHub Actions): the package must keep its decomposition out of that table. A
+    fresh process, so that no earlier compile has already given the op its fallback lowering."""
+    env = {**os.environ, "CI": "true", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", INDUCTOR_UNDER_CI], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

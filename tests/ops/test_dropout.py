@@ -207,8 +207,8 @@ def test_torch_compile_traces_the_draw_without_a_graph_break():
 
 
 def test_dynamic_shapes_trace_the_generated_mask():
-    """With symbolic shapes (FakeTensor takes the op's shapes from its decomposition, which generates the mask with
-    keep_mask's tensor ops) the traced op draws and applies the eager call's mask, for two numbers of rows."""
+    """With a symbolic number of rows the traced op draws and applies the eager call's mask, for two numbers of
+    rows."""
     layer = seednorm.SeeDNorm(24, num_heads=2, dynamic_dropout=0.3, impl="cpp").train()
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     for rows in (5, 9):

@@ -1,17 +1,13 @@
 """Fused SeeDNorm: one ``torch.library`` custom op (``op.py``) over Triton kernels (``triton.py``, CUDA), C++/OpenMP
 kernels (``cpu.py`` + ``cpu_kernels.cpp``, CPU) and TorchInductor-compiled kernels (``compiled.py``, any device).
 ``seednorm.functional.seednorm(impl=...)`` dispatches here. ``decompositions()`` (``decomposition.py``) rewrites the
-op in plain ATen operators for exported programs; importing the package registers it with torch's decomposition
-table, which ``torch.onnx.export`` of an ``ExportedProgram`` applies.
+op in plain ATen operators for exported programs.
 """
 
 import torch
 
-from . import decomposition
 from .decomposition import decompositions
 from .op import IMPLS, check_impl, check_residual, residual_sum, resolve_impl, seednorm_fused
-
-decomposition.register()
 
 if torch.distributed.is_available():
     from . import sharding  # noqa: F401  (DTensor sharding rules for the op)

@@ -7,12 +7,12 @@ the custom op into one that any runtime of ``torch.export`` programs can run.
 What needs it. An exported program that holds the op runs only where ``import seednorm`` registered the op (and
 there with the kernels chosen at export time: ``impl`` is a constant of the graph). AOTInductor packages the op as
 a call back into Python (such a package runs only in a Python process that imported seednorm), and the ONNX
-exporter has no translation for it; the decomposed program needs neither. ``register`` (called when this package
-is imported) also puts :func:`forward` in torch's own decomposition table, which ``torch.onnx.export`` applies to an
-``ExportedProgram`` it is given, so that export works without the explicit step. FakeTensor reads that table too:
-with symbolic shapes (``torch.compile`` with dynamic shapes, ``torch.export`` with ``dynamic_shapes``) it takes the
-op's output shapes from :func:`forward` instead of the op's fake function; both give the same shapes and dtypes
-(tested), and the traced graph still holds the op.
+exporter has no translation for it; the decomposed program needs neither.
+
+Why it is not in torch's global decomposition table (``torch._decomp.decomposition_table``), where
+``torch.onnx.export`` would find it by itself: TorchInductor treats an op with a registered decomposition but no
+lowering as its own bug whenever the ``CI`` environment variable is set (as on every GitHub Actions runner), and
+``torch.compile`` of any model with SeeDNorm would fail there.
 
 The decomposition computes the op's five outputs (y, 1/RMS, σ(s), the row mean or an empty tensor, x + residual or
 an empty tensor) with the formulas of the compiled path (``compiled._forward``, not compiled here), which the
@@ -69,10 +69,3 @@ def decompositions() -> dict[torch._ops.OpOverload, Callable]:
     table[torch.ops.seednorm.forward.default] = forward
     return table
 
-
-def register() -> None:
-    """Add :func:`forward` to torch's global decomposition table (``torch._decomp.decomposition_table``), which
-    ``torch.onnx.export`` applies to the ``ExportedProgram``s it is given."""
-    from torch._decomp import global_decomposition_table
-
-    global_decomposition_table["post_autograd"][torch.ops.seednorm.forward.default] = forward
