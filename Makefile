@@ -17,13 +17,16 @@ $(STAMP): requirements-dev.txt requirements-data.txt requirements-torchtitan.txt
 
 install: $(STAMP)
 
+# JOBS pytest-xdist workers, each taking whole test modules (--dist loadscope: a module's fixtures are built once).
+JOBS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope
 
 # The suite with its 25 slowest tests listed (setup included): the GPU script's dry runs, the end-to-end studies at
 # their smoke presets, the C++ kernel builds and the multi-process tests lead.
 durations: $(STAMP)
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(JOBS) --dist loadscope --durations=25
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src experiments tests tools

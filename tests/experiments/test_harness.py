@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from ports import free_port
 from torch import nn
 
 import seednorm
@@ -209,9 +209,7 @@ def _worker(rank: int, world: int, port: int, out: str, queue) -> None:
 
 def test_two_process_run_matches_one_process_under_ddp_and_fsdp(tmp_path: Path) -> None:
     single = train(toy_task(dropout=False), config(tmp_path / "one"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     mp.start_processes(_worker, args=(2, port, str(tmp_path), queue), nprocs=2, start_method="spawn")

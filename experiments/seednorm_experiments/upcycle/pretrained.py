@@ -80,27 +80,41 @@ def _generated(layers: int, width: int) -> nn.Module:
     return model.to(torch.float32)
 
 
-@functools.lru_cache(maxsize=2)
-def _loaded(layers: int | None, width: int | None = None) -> nn.Module:
-    """The model read from the GGUF file, cut to ``layers`` (kept for the process; callers get copies); with
-    ``width``, the generated model instead (:func:`_generated`)."""
+@functools.lru_cache(maxsize=1)
+def _read_gguf() -> nn.Module:
+    """The whole model read from the GGUF file (tens of seconds of Python: read once per process)."""
     from transformers import AutoModelForCausalLM
 
-    if width is not None:
-        return _generated(layers or 30, width).eval()
     _quiet_transformers()
     path = gguf_path()
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     model.config.use_cache = False
-    if layers is not None:
-        total = len(model.model.layers)
-        if not 1 <= layers <= total:
-            raise ValueError(f"layers must be in 1..{total}, got {layers}")
-        model.model.layers = model.model.layers[:layers]
-        model.config.num_hidden_layers = layers
-        if getattr(model.config, "layer_types", None) is not None:
-            model.config.layer_types = model.config.layer_types[:layers]
     return model.eval()
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(layers: int | None, width: int | None = None) -> nn.Module:
+    """The model read from the GGUF file, cut to ``layers`` (kept for the process; callers get copies); with
+    ``width``, the generated model instead (:func:`_generated`)."""
+    if width is not None:
+        return _generated(layers or 30, width).eval()
+    model = _read_gguf()
+    if layers is None:
+        return model
+    total = len(model.model.layers)
+    if not 1 <= layers <= total:
+        raise ValueError(f"layers must be in 1..{total}, got {layers}")
+    every = model.model.layers
+    model.model.layers = torch.nn.ModuleList()  # the copy below takes the kept layers only, not all of them
+    try:
+        cut = copy.deepcopy(model)
+    finally:
+        model.model.layers = every
+    cut.model.layers = copy.deepcopy(every[:layers])
+    cut.config.num_hidden_layers = layers
+    if getattr(cut.config, "layer_types", None) is not None:
+        cut.config.layer_types = cut.config.layer_types[:layers]
+    return cut.eval()
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ports import free_port
+
 import seednorm
 
 SRC = str(Path(seednorm.__file__).resolve().parents[1])
@@ -16,7 +18,7 @@ def test_torchrun_two_process_smoke_study_writes_its_report(tmp_path: Path) -> N
     """``torchrun --nproc_per_node 2 -m seednorm_experiments.lm --preset smoke`` from a fresh folder: both ranks
     train, rank 0 alone benchmarks throughput and writes the report (default --out runs/lm_smoke)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "PET_MASTER_PORT": str(free_port())}  # torchrun's --master-port
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "seednorm_experiments.lm",
            "--preset", "smoke"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

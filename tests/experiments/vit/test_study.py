@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from ports import free_port
 
 import seednorm
 from seednorm_experiments.vit import main
@@ -143,7 +144,7 @@ def test_torchrun_two_process_smoke_study_writes_its_report(tmp_path: Path) -> N
     """The README's DDP command at the smoke size: ``torchrun --nproc-per-node 2 -m seednorm_experiments.vit``."""
     src = str(Path(seednorm.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "PET_MASTER_PORT": str(free_port())}  # torchrun's --master-port
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "seednorm_experiments.vit",
            "--preset", "smoke", "--out", str(tmp_path / "vit"), "--no-progress"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
