@@ -86,7 +86,7 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset("smoke", layers=1, seq_len=16, batch_size=2, steps=3, warmup=1, seeds=2, lr_mults=(1.0, 3.0),
                eval_windows=2, eval_seq_len=16, cloze_items=4, cloze_context=8, cloze_length=4,
-               max_chars=40_000, ckpt_every=2, width=96),
+               max_chars=40_000, ckpt_every=3, width=96),
         Preset("quick", layers=None, seq_len=64, batch_size=4, steps=12, warmup=2, seeds=2, lr_mults=(1.0, 3.0),
                eval_windows=4, eval_seq_len=128, cloze_items=8, cloze_context=24, cloze_length=8,
                max_chars=1_000_000, ckpt_every=6),
