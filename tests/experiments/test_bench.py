@@ -87,3 +87,26 @@ def test_profile_writes_a_table_naming_the_machine_and_the_command(tmp_path, cap
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + len(profile.STAGES) + 3 and "D=16" in rows[0] and "D=24" in rows[0]
     assert rows[-1].startswith("| SeeDNorm ÷ RMSNorm |")
+
+
+def test_recipe_cost_writes_one_row_per_part_whose_costs_add_up(tmp_path):
+    """``python -m seednorm_experiments.bench.recipe_cost``: LayerNorm, then each part of the vision recipe; a part's
+    cost is its call minus the row above, so the parts add up to the recipe's call."""
+    if ops.cpu.unavailable() is not None:
+        pytest.skip("the benchmark times the C++ kernels")
+    from seednorm_experiments.bench import recipe_cost
+
+    out = tmp_path / "recipe.md"
+    argv = ["--batch", "3", "--tokens", "5", "--width", "12", "--heads", "3", "--dropout", "0.25", "--repeats", "3",
+            "--warmup", "1", "--out", str(out)]
+    assert recipe_cost.main(argv) == 0
+    text = out.read_text()
+    assert "Machine:" in text and "Load average" in text and f"--out {out}" in text and "input (3, 5, 12)" in text
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0][0] == "part" and len(rows) == 1 + len(recipe_cost.PARTS)
+    assert rows[3][0] == "+ 3 heads, dot scale 1/4" and rows[4][0].startswith("+ dynamic dropout 0.25")
+    parts, totals = [float(r[1]) for r in rows[1:]], [float(r[3]) for r in rows[1:]]
+    assert sum(parts) == pytest.approx(totals[-1], abs=len(parts))  # rounded to 1 µs each
+    assert rows[1][2] == "1.00×" and rows[1][4] == "1.00×"
+    with pytest.raises(SystemExit):
+        recipe_cost.main(["--width", "10", "--heads", "4", "--out", str(tmp_path / "x.md")])
