@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from .progress import active_grid
+
 __all__ = ["CLAIM_GRACE_S", "CLAIM_NAME", "WAIT_POLL_S", "RunBusy", "RunFolderError", "claim", "hold", "work"]
 
 CLAIM_NAME = ".claim"
@@ -257,6 +259,7 @@ def work(items: Sequence[Item], folder: Callable[[Item], Path], done: Callable[[
             if not done(item) and claim(folder(item)):
                 try:
                     if not done(item):
+                        _tell_grid(items, item, folder, done)
                         run(item)
                         yield item
                     ran = True
@@ -264,3 +267,14 @@ def work(items: Sequence[Item], folder: Callable[[Item], Path], done: Callable[[
                     (folder(item) / CLAIM_NAME).unlink(missing_ok=True)
         if not ran:
             time.sleep(poll_s)
+
+
+def _tell_grid(items: Sequence[Item], mine: Item, folder: Callable[[Item], Path], done: Callable[[Item], bool]) -> None:
+    """Tell the open study call's run grid (:mod:`.progress`) which of the other runs are done (by any process) and
+    how many other processes hold now, before this process trains ``mine``."""
+    grid = active_grid()
+    if grid is None:
+        return
+    others = [item for item in items if item is not mine]
+    held = sum(1 for item in others if not done(item) and _holder(folder(item) / CLAIM_NAME) not in (None, os.getpid()))
+    grid.shared([folder(item) for item in others if done(item)], held)

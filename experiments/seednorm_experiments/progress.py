@@ -7,7 +7,9 @@
 - every run of the study's grid (:class:`RunGrid`, fed by :mod:`.runs`, the one way every study gets a run):
   ``run k of N: <run> (training)`` when a run starts training, and when it ends its time, how many runs are done
   and the whole grid's ETA from the mean time of the runs trained so far in this call. Runs reused from their
-  folders or the study's records count as done, silently; :meth:`RunGrid.summary` says how many of each.
+  folders or the study's records count as done, silently; :meth:`RunGrid.summary` says how many of each. With
+  several processes on one study folder (:func:`.claims.work`), the runs the others finished count as done too, and
+  the ETA shares the runs left among this process and those training now.
 
 ``--no-progress`` turns off the per-step progress bars only: these lines are few (two per trained run) and say
 where a long call stands, so they are always printed. A report-only call trains nothing and has no run lines.
@@ -19,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -97,6 +99,17 @@ class RunGrid:
         self.done: dict[str, str] = {}  # folder -> "trained", "folder" or "records"
         self.trained_s: list[float] = []
         self._started: dict[str, tuple[float, str]] = {}
+        self.elsewhere: set[str] = set()  # folders of finished runs seen on disk (other processes' too)
+        self.others = 0  # runs other processes are training now
+
+    def shared(self, finished: Iterable[Path], training: int) -> None:
+        """What other processes working on the same study folder did: the runs of the folders ``finished`` are done
+        (this process will reuse them), and ``training`` runs are being trained by them now."""
+        self.elsewhere |= {_key(folder) for folder in finished}
+        self.others = training
+
+    def _done_count(self) -> int:
+        return len(self.done.keys() | self.elsewhere)
 
     def expect(self, total: int) -> None:
         """The study plans ``total`` runs in all (a grid that grows as it goes may say so again, with more)."""
@@ -105,7 +118,7 @@ class RunGrid:
     @property
     def total(self) -> int:
         """N of "run k of N": the runs expected, or more once more than that were started or done."""
-        return max(self.expected, len(self.done.keys() | self._started.keys()))
+        return max(self.expected, len(self.done.keys() | self._started.keys() | self.elsewhere))
 
     def _say(self, line: str) -> None:
         if not self.quiet:
@@ -119,7 +132,8 @@ class RunGrid:
         """The run of ``folder`` (``desc``: its name) starts training (``resuming`` from its checkpoint)."""
         key = _key(folder)
         self.done.pop(key, None)
-        k = len(self.done) + 1
+        self.elsewhere.discard(key)
+        k = self._done_count() + 1
         self._started[key] = (self.clock(), desc)
         self._say(f"run {k} of {self.total}: {desc or folder} "
                   f"({'resuming from its checkpoint' if resuming else 'training'})")
@@ -131,14 +145,15 @@ class RunGrid:
         took = self.clock() - t0
         self.done[key] = "trained"
         self.trained_s.append(took)
-        k, n = len(self.done), self.total
+        k, n = self._done_count(), self.total
         line = f"run {k} of {n}{' stopped' if stopped else ''} after {duration(took)}"
         left = n - k
         if left > 0:
-            mean = sum(self.trained_s) / len(self.trained_s)
-            eta = time.strftime("%H:%M UTC", time.gmtime(time.time() + left * mean))
-            line += (f"; {left} to go, about {duration(left * mean)} at the mean of the {len(self.trained_s)} "
-                     f"trained so far (done near {eta})")
+            workers = 1 + self.others
+            wait = left * (sum(self.trained_s) / len(self.trained_s)) / workers
+            eta = time.strftime("%H:%M UTC", time.gmtime(time.time() + wait))
+            line += (f"; {left} to go, about {duration(wait)} at the mean of the {len(self.trained_s)} "
+                     f"trained so far{f' over {workers} processes' if workers > 1 else ''} (done near {eta})")
         self._say(line)
 
     def counts(self) -> dict[str, int]:

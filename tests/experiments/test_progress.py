@@ -4,11 +4,14 @@ reused and trained counts, the slow steps' lines, and the library's kernel-build
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from seednorm_experiments import claims
+from seednorm_experiments.claims import CLAIM_NAME
 from seednorm_experiments.progress import RunGrid, active_grid, expect, library_notices, run_grid, step
 
 
@@ -55,6 +58,46 @@ def test_a_grid_that_grows_past_its_plan_counts_what_it_ran_and_the_last_run_has
     silent.started(Path("a"), "a", resuming=False)
     silent.finished(Path("a"))
     assert quiet == [] and silent.summary() == "1 run trained now"
+
+
+def test_runs_of_other_processes_count_as_done_and_share_the_eta() -> None:
+    lines: list[str] = []
+    clock = Clock()
+    grid = RunGrid(log=lines.append, clock=clock)
+    grid.expect(6)
+    grid.reused(Path("a"), "folder")
+    grid.shared([Path("a"), Path("b"), Path("c")], training=1)  # a: this call reused it too; b, c: another process's
+    grid.started(Path("d"), "d", resuming=False)
+    clock.now = 60.0
+    grid.finished(Path("d"))
+    assert lines[0] == "run 4 of 6: d (training)"
+    assert lines[1].startswith("run 4 of 6 after 60 s; 2 to go, about 60 s at the mean of the 1 trained so far over 2 "
+                               "processes (done near ")
+    grid.reused(Path("b"), "folder")  # read after the others finished: no run counted twice
+    assert grid.total == 6 and grid.counts() == {"trained": 1, "folder": 2, "records": 0}
+
+
+def test_claims_work_tells_the_grid_what_other_processes_finished_and_hold(tmp_path: Path) -> None:
+    """Three runs: b finished by another process, c held by another (live) process that finishes it while this one
+    trains a."""
+    lines: list[str] = []
+    folders = {name: tmp_path / name for name in "abc"}
+    finished = {"b"}
+    folders["c"].mkdir()
+    (folders["c"] / CLAIM_NAME).write_text(str(os.getppid()))  # a live process that is not this one
+
+    def run(name: str) -> None:
+        grid = active_grid()
+        grid.started(folders[name], name, resuming=False)
+        finished.update({name, "c"})
+        grid.finished(folders[name])
+
+    with run_grid(log=lines.append) as grid:
+        grid.expect(3)
+        ran = list(claims.work(list("abc"), folders.__getitem__, finished.__contains__, run, poll_s=0.01))
+    assert ran == ["a"]
+    assert lines[0] == "run 2 of 3: a (training)"
+    assert lines[1].startswith("run 2 of 3 after") and "1 to go" in lines[1] and "over 2 processes" in lines[1]
 
 
 def test_expect_and_the_grid_exist_only_inside_a_study_call() -> None:
