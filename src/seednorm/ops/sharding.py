@@ -15,7 +15,7 @@ and everything replicated gives everything replicated. There is no rule for a sh
 row's sums would be split across ranks. DTensor then redistributes x to a layout above before the op runs (the
 result is exact; the cost is one collective), so the op never sees a row split across ranks. Importing this module
 registers the rules (the ops themselves are defined by ``op.py``, which the package imports first);
-``seednorm.ops`` imports it when ``torch.distributed`` is available.
+``seednorm.ops`` imports it once ``torch.distributed.tensor`` is imported (``after_import.py``).
 """
 
 from __future__ import annotations
