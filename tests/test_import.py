@@ -5,6 +5,7 @@ either order."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import subprocess
 import sys
 
@@ -46,6 +47,7 @@ def test_after_import_runs_once_after_the_module_executed_and_a_failing_callback
         monkeypatch.delitem(sys.modules, name, raising=False)
     seen: list[int] = []
     after_import("sn_probe_mod", lambda: seen.append(sys.modules["sn_probe_mod"].VALUE))
+    assert importlib.util.find_spec("sn_probe_mod") is not None  # asking imports nothing and keeps the hook
     assert seen == []
     import sn_probe_mod
 
