@@ -8,8 +8,10 @@
   several other jobs share them). It shows whether the conversion costs anything and the direction of the first
   steps of adaptation, with CIs of 2 seeds (wide) and 8 cloze items per domain (coarse); not where longer training
   ends.
-- ``standard``: 40 steps of 4 × 128 tokens (20k tokens), 3 seeds at the best rates (20 runs), larger evaluations;
-  ≈ 85 minutes on 2 quiet cores (≈ 3.5 s a step).
+- ``standard``: 40 steps of 4 × 128 tokens (20k tokens); four rates per arm on seed 0 (× 0.3, 1, 3, 10 of its base
+  rate), an arm whose best rate is on an edge grown by up to two rates on that side, then 3 seeds at the best rates;
+  4,096 evaluation tokens per domain, 24 cloze items. At least 30 runs (its earlier two-rate form's 20 runs took
+  ≈ 85 minutes on 2 quiet cores).
 - ``full``: sized for one GPU: 2000 steps of 16 × 512 tokens (16M tokens), three learning rates, 3 seeds.
 """
 
@@ -31,7 +33,9 @@ class Preset:
     the width (a multiple of 96) of a randomly initialized model of its architecture and tokenizer. Training:
     ``steps`` × ``batch_size`` windows of ``seq_len`` tokens of the adaptation domain, AdamW with ``warmup`` steps
     then cosine to 0.1 × the peak. Sweep: each arm at its base rate × every multiplier of ``lr_mults`` on seed 0;
-    then ``seeds`` − 1 more seeds at the rate with the lowest final training loss. Evaluation per domain: bits per
+    while an arm's best rate is the lowest (highest) of its rates, one more rate below (above) by the ratio of the two
+lowest (highest) multipliers, at most ``extend`` on each side; then ``seeds`` − 1 more seeds at the rate with the
+lowest final training loss. Evaluation per domain: bits per
     byte over ``eval_windows`` windows of ``eval_seq_len`` tokens, ``cloze_items`` 4-way cloze questions
     (``cloze_context`` + ``cloze_length`` tokens). ``max_chars`` caps each text split (None: all of it)."""
 
@@ -53,6 +57,7 @@ class Preset:
     grad_clip: float = 1.0
     ckpt_every: int = 10
     width: int | None = None
+    extend: int = 0
 
     def __post_init__(self) -> None:
         """Every field in its range (ValueError naming the first that is not): presets and their overrides."""
@@ -77,7 +82,7 @@ _RANGES = {
     "name": "name", "seq_len": "count", "batch_size": "count", "steps": "count", "warmup": "count0",
     "seeds": "count", "lr_mults": "rates", "eval_windows": "count", "eval_seq_len": "count", "cloze_items": "count",
     "cloze_context": "count", "cloze_length": "count", "max_chars": "count?", "weight_decay": "rate0",
-    "grad_clip": "rate", "ckpt_every": "count0",
+    "grad_clip": "rate", "ckpt_every": "count0", "extend": "count0",
 }
 """The range of every field but ``layers`` and ``width`` (see :func:`..args.check_fields`)."""
 
@@ -91,8 +96,8 @@ PRESETS: dict[str, Preset] = {
                eval_windows=4, eval_seq_len=128, cloze_items=8, cloze_context=24, cloze_length=8,
                max_chars=1_000_000, ckpt_every=6),
         Preset("standard", layers=None, seq_len=128, batch_size=4, steps=40, warmup=4, seeds=3,
-               lr_mults=(1.0, 3.0), eval_windows=12, eval_seq_len=128, cloze_items=24, max_chars=2_000_000,
-               ckpt_every=10),
+               lr_mults=(0.3, 1.0, 3.0, 10.0), eval_windows=32, eval_seq_len=128, cloze_items=24,
+               max_chars=2_000_000, ckpt_every=10, extend=2),
         Preset("full", layers=None, seq_len=512, batch_size=16, steps=2000, warmup=100, seeds=3,
                lr_mults=(0.3, 1.0, 3.0), eval_windows=256, eval_seq_len=512, cloze_items=500,
                cloze_context=128, cloze_length=32, ckpt_every=200),

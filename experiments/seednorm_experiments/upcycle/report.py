@@ -116,12 +116,14 @@ def write_report(out: Path, preset: Preset, base: dict[str, Any], runs: Sequence
     for a in arms:
         mine = sorted((r for r in runs if r.arm == a and r.seed == 0), key=lambda r: r.lr)
         chosen = s["arms"].get(a, {}).get("lr")
+        edge = len(mine) > 1 and chosen in (mine[0].lr, mine[-1].lr)
         cells = [f"{lr_tag(r.lr)[2:]}: " + ("diverged" if r.diverged else f"{r.final_loss:.4f}")
-                 + (" ←" if r.lr == chosen else "") for r in mine]
+                 + ((" ← (edge)" if edge else " ←") if r.lr == chosen else "") for r in mine]
         sweep_rows.append([a, "; ".join(cells)])
     lines += ["\n## Learning-rate sweep (seed 0)\n",
               "Final training loss (nats/token, mean of the last 10% of steps) at each rate; ← the rate chosen "
-              "for every seed (lowest loss).\n", markdown_table(["arm", "lr: final loss"], sweep_rows)]
+              "for every seed (lowest loss); \"(edge)\": the lowest or highest rate the sweep ran, so the best rate "
+              "may lie beyond it.\n", markdown_table(["arm", "lr: final loss"], sweep_rows)]
 
     d = domain
     rows = []

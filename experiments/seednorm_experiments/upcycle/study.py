@@ -174,20 +174,45 @@ class Study:
         return Run(arm.name, seed, lr, result)
 
     def run(self, poll_s: float = 10.0) -> tuple[dict[str, Any], list[Run]]:
-        """The base record (:meth:`base`) and every run: the sweep (seed 0, each arm at each rate, rates outer),
-        then seeds 1.. at each arm's best rate (seeds outer, so a cut-short study stays paired). Several processes
-        may run the same study at once: each run is trained by the one that claims it (:mod:`..claims`), and each
-        process waits for the whole sweep before choosing the rates (checking every ``poll_s`` seconds)."""
+        """The base record (:meth:`base`) and every run: the sweep (seed 0, each arm at each rate, rates outer; an
+        arm whose best rate is on its grid's edge grown there, :meth:`grown_lrs`), then seeds 1.. at each arm's
+        best rate (seeds outer, so a cut-short study stays paired). Several processes may run the same study at
+        once: each run is trained by the one that claims it (:mod:`..claims`), and each process waits for the
+        whole sweep before choosing the rates (checking every ``poll_s`` seconds)."""
+        rates = {a.name: self.sweep_lrs(a) for a in self.arms}
         sweep = [(a, 0, lr) for m in range(len(self.preset.lr_mults)) for a in self.arms
-                 for lr in [self.sweep_lrs(a)[m]]]
+                 for lr in [rates[a.name][m]]]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in sweep)
-        expect(len(sweep) + len(self.arms) * (self.seeds - 1))
+        more_seeds = len(self.arms) * (self.seeds - 1)
+        expect(len(sweep) + more_seeds)
         base = measure("base", self.base)
         runs = self._share(sweep, poll_s)
+        while grown := [(a, 0, lr) for a in self.arms for lr in self.grown_lrs(a, rates[a.name], runs)]:
+            for a, _, lr in grown:
+                rates[a.name].append(lr)
+            check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in grown)
+            sweep += grown
+            expect(len(sweep) + more_seeds)
+            runs += self._share(grown, poll_s)
         best = {a.name: best_lr([r for r in runs if r.arm == a.name]) for a in self.arms}
         more = [(a, s, best[a.name]) for s in range(1, self.seeds) for a in self.arms]
         check_reusable((self.task(a, s), self.config(a, s, lr)) for a, s, lr in more)
         return base, runs + self._share(more, poll_s)
+
+    def grown_lrs(self, arm: Arm, rates: list[float], runs: Sequence[Run]) -> list[float]:
+        """The rate to add to ``arm``'s sweep (``rates``, its ``runs``' seed 0): one below when its best rate is the
+        lowest, one above when the highest, by the ratio of the two outermost multipliers on that side, while
+        fewer than ``preset.extend`` were added on that side; none otherwise."""
+        mults = sorted(self.preset.lr_mults)
+        if self.preset.extend == 0 or len(mults) < 2:
+            return []
+        base = self.sweep_lrs(arm)
+        best = best_lr([r for r in runs if r.arm == arm.name])
+        if best == min(rates) and sum(lr < min(base) for lr in rates) < self.preset.extend:
+            return [float(f"{min(rates) * mults[0] / mults[1]:.6g}")]
+        if best == max(rates) and sum(lr > max(base) for lr in rates) < self.preset.extend:
+            return [float(f"{max(rates) * mults[-1] / mults[-2]:.6g}")]
+        return []
 
     def _share(self, jobs: list[tuple[Arm, int, float]], poll_s: float) -> list[Run]:
         """Train the ``(arm, seed, lr)`` runs this process claims, wait for the others', then return every one's

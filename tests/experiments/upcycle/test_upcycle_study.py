@@ -108,3 +108,29 @@ def test_bad_arguments_exit_2(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["upcycle", "--out", str(tmp_path / "file")])
     assert e.value.code == 2
+
+
+def test_a_sweep_whose_best_rate_is_on_an_edge_grows_there(tmp_path, monkeypatch) -> None:
+    """With ``extend`` = 1 each arm's two-rate sweep (base × 1, × 3) gets one more rate on the side of its best
+    (÷ 3 below, × 3 above); the seeds after it run at the best of the three, and the report marks a best rate that
+    is still the lowest or highest run "(edge)"."""
+    import dataclasses
+
+    from seednorm_experiments.upcycle import presets
+
+    monkeypatch.setitem(presets.PRESETS, "smoke", dataclasses.replace(presets.PRESETS["smoke"], extend=1))
+    out = tmp_path / "grown"
+    assert cli.main(["upcycle", "--preset", "smoke", "--arms", *ARMS, "--out", str(out), "--no-progress"]) == 0
+    results = _results(out)
+    report = (out / "report.md").read_text()
+    sweep_table = report[report.index("## Learning-rate sweep"):]
+    for arm in ARMS:
+        first = {lr: final_loss(results[arm, lr, 0]["history"]) for lr in (3e-3, 9e-3)}
+        grown = 1e-3 if min(first, key=first.get) == 3e-3 else 2.7e-2
+        sweep = {lr for a, lr, seed in results if a == arm and seed == 0}
+        assert sweep == {3e-3, 9e-3, grown}
+        losses = {lr: final_loss(results[arm, lr, 0]["history"]) for lr in sweep}
+        best = min(sorted(losses), key=losses.get)
+        assert {lr for a, lr, seed in results if a == arm and seed == 1} == {best}
+        row = next(line for line in sweep_table.splitlines() if line.startswith(f"| {arm} |"))
+        assert ("← (edge)" in row) == (best in (min(sweep), max(sweep)))
