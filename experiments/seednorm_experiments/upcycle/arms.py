@@ -126,6 +126,9 @@ ARMS: dict[str, Arm] = {
             label="SeeDNorm (dot scale 1/D), all parameters"),
         Arm("seednorm-lrscale", "seednorm", "all", 1e-4, lr_scale=_RECIPE.dynamic_lr_scale, reference="rmsnorm",
             label="SeeDNorm (α/β rate × 0.01), all parameters"),
+        Arm("seednorm-upcycle-norms", "seednorm", "norms", 3e-3, dot_scale=_RECIPE.dot_scale,
+            alpha_init=_RECIPE.alpha_init, lr_scale=_RECIPE.dynamic_lr_scale, reference="rmsnorm-norms",
+            label="SeeDNorm (upcycle recipe), γ, α, β only"),
     )
 }
 

@@ -77,7 +77,10 @@ def test_the_default_arms_keep_their_signatures_and_the_recipe_arms_name_their_p
         "seednorm-alpha-gain": {"dot_scale": 1.0, "alpha_init": 0.1, "alpha_relative": True},
         "seednorm-dim": {"dot_scale": "dim"},
         "seednorm-lrscale": {"dot_scale": 1.0, "lr_scale": 0.01},
+        "seednorm-upcycle-norms": {"dot_scale": "dim", "alpha_init": 0.01, "lr_scale": 0.01},
     }
+    assert ARMS["seednorm-upcycle-norms"].trainable == "norms" and ARMS["seednorm-upcycle-norms"].reference == (
+        "rmsnorm-norms")
     assert all(ARMS[name].param_groups(0.1, 1e-4) is None for name in DEFAULT_ARMS)  # the harness's own groups
 
 
