@@ -1,5 +1,6 @@
-"""What every study shares: the norms it compares, its baseline, the final training loss, the machine line of a
-report, where its runs and benchmark tables go by default, and the list convention of its command line.
+"""What every study shares: the norms it compares, its baseline, the final training loss, the rule that grows a rate
+grid whose best rate is on its edge, the machine line of a report, where its runs and benchmark tables go by default,
+and the list convention of its command line.
 
 Run reuse and resume by fingerprint live in :mod:`seednorm_experiments.runs`, the argument types and the exit codes
 in :mod:`seednorm_experiments.args`.
@@ -21,8 +22,8 @@ import torch
 from seednorm import NORMS
 
 __all__ = ["BASELINE", "NORM_NAMES", "STUDY_NORMS", "VISION_BASELINE", "Listed", "bench_command", "bench_out",
-           "check_norms", "cpu_model", "default_norms", "default_out", "final_loss", "is_main_process", "machine",
-           "versions"]
+           "check_norms", "cpu_model", "default_norms", "default_out", "final_loss", "grown_rate", "is_main_process",
+           "machine", "versions"]
 
 NORM_NAMES: tuple[str, ...] = tuple(NORMS)
 """Every norm a study can train, by its ``seednorm.build_norm`` name (the library's registry, in its order)."""
@@ -57,6 +58,19 @@ def final_loss(history: Sequence[Mapping[str, Any]]) -> float:
     losses = [row["loss"] for row in history]
     tail = losses[-max(1, len(losses) // 10):]
     return float(sum(tail) / len(tail))
+
+
+def grown_rate(rates: Sequence[float], start: Sequence[float], best: float | None, extend: int, down: float,
+               up: float) -> float | None:
+    """The rate to add to a sweep of ``rates`` (grown from ``start``) whose ``best`` rate lies on its edge:
+    ``min(rates) / down`` when ``best`` is the lowest rate (or None: every rate lost a seed), ``max(rates) * up`` when
+    it is the highest, each while fewer than ``extend`` rates lie beyond ``start`` on that side; None otherwise."""
+    lo, hi = min(rates), max(rates)
+    if best in (lo, None) and sum(lr < min(start) for lr in rates) < extend:
+        return lo / down
+    if best == hi and sum(lr > max(start) for lr in rates) < extend:
+        return hi * up
+    return None
 
 
 def is_main_process() -> bool:

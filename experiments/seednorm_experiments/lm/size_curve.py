@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import claims
-from ..common import BASELINE
+from ..common import BASELINE, grown_rate
 from ..harness import Task, TrainConfig
 from ..progress import expect
 from ..runs import is_finished, train_or_reuse
@@ -251,12 +251,9 @@ def _grown(plan: SizeCurvePlan, rates: dict[str, list[float]], runs: Sequence[Ru
     best = best_rates(runs)
     grew = False
     for norm, lrs in rates.items():
-        lo, hi = min(lrs), max(lrs)
-        if best[norm] in (lo, None) and sum(lr < min(plan.lrs) for lr in lrs) < plan.extend:
-            lrs.append(lo / 2)
-            grew = True
-        elif best[norm] == hi and sum(lr > max(plan.lrs) for lr in lrs) < plan.extend:
-            lrs.append(hi * 2)
+        lr = grown_rate(lrs, plan.lrs, best[norm], plan.extend, down=2, up=2)
+        if lr is not None:
+            lrs.append(lr)
             grew = True
     return grew
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import claims
-from ..common import final_loss
+from ..common import final_loss, grown_rate
 from ..harness import CHECKPOINT_NAME, RESULT_NAME, Task, TrainConfig, fingerprint_digest
 from ..progress import expect, step
 from ..records import measure
@@ -204,15 +204,12 @@ class Study:
         lowest, one above when the highest, by the ratio of the two outermost multipliers on that side, while
         fewer than ``preset.extend`` were added on that side; none otherwise."""
         mults = sorted(self.preset.lr_mults)
-        if self.preset.extend == 0 or len(mults) < 2:
+        if len(mults) < 2:
             return []
-        base = self.sweep_lrs(arm)
         best = best_lr([r for r in runs if r.arm == arm.name])
-        if best == min(rates) and sum(lr < min(base) for lr in rates) < self.preset.extend:
-            return [float(f"{min(rates) * mults[0] / mults[1]:.6g}")]
-        if best == max(rates) and sum(lr > max(base) for lr in rates) < self.preset.extend:
-            return [float(f"{max(rates) * mults[-1] / mults[-2]:.6g}")]
-        return []
+        lr = grown_rate(rates, self.sweep_lrs(arm), best, self.preset.extend, down=mults[1] / mults[0],
+                        up=mults[-1] / mults[-2])
+        return [] if lr is None else [float(f"{lr:.6g}")]
 
     def _share(self, jobs: list[tuple[Arm, int, float]], poll_s: float) -> list[Run]:
         """Train the ``(arm, seed, lr)`` runs this process claims, wait for the others', then return every one's
