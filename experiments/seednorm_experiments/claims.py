@@ -275,6 +275,7 @@ def _tell_grid(items: Sequence[Item], mine: Item, folder: Callable[[Item], Path]
     grid = active_grid()
     if grid is None:
         return
-    others = [item for item in items if item is not mine]
-    held = sum(1 for item in others if not done(item) and _holder(folder(item) / CLAIM_NAME) not in (None, os.getpid()))
-    grid.shared([folder(item) for item in others if done(item)], held)
+    others = [(item, done(item)) for item in items if item is not mine]  # one look at each run on disk
+    held = sum(1 for item, finished in others
+               if not finished and _holder(folder(item) / CLAIM_NAME) not in (None, os.getpid()))
+    grid.shared([folder(item) for item, finished in others if finished], held)

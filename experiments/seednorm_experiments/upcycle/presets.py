@@ -33,11 +33,11 @@ class Preset:
     the width (a multiple of 96) of a randomly initialized model of its architecture and tokenizer. Training:
     ``steps`` × ``batch_size`` windows of ``seq_len`` tokens of the adaptation domain, AdamW with ``warmup`` steps
     then cosine to 0.1 × the peak. Sweep: each arm at its base rate × every multiplier of ``lr_mults`` on seed 0;
-    while an arm's best rate is the lowest (highest) of its rates, one more rate below (above) by the ratio of the two
-lowest (highest) multipliers, at most ``extend`` on each side; then ``seeds`` − 1 more seeds at the rate with the
-lowest final training loss. Evaluation per domain: bits per
-    byte over ``eval_windows`` windows of ``eval_seq_len`` tokens, ``cloze_items`` 4-way cloze questions
-    (``cloze_context`` + ``cloze_length`` tokens). ``max_chars`` caps each text split (None: all of it)."""
+    while an arm's best rate is the lowest (highest) of its rates, one more rate below (above) by the ratio of the
+    two lowest (highest) multipliers, at most ``extend`` on each side; then ``seeds`` − 1 more seeds at the rate with
+    the lowest final training loss. Evaluation per domain: bits per byte over ``eval_windows`` windows of
+    ``eval_seq_len`` tokens, ``cloze_items`` 4-way cloze questions (``cloze_context`` + ``cloze_length`` tokens).
+    ``max_chars`` caps each text split (None: all of it)."""
 
     name: str
     layers: int | None
