@@ -30,6 +30,8 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -40,6 +42,7 @@ from ..args import check_out_file, out_file, positive_int
 from ..common import Listed, bench_command, bench_out, machine
 
 DEFAULT_NAME = "profile-cpu.md"
+T = TypeVar("T")
 BLOCK = 20  # calls of one stage in a row
 STAGES = ("SeeDNorm layer", "functional", "fused op", "autograd Function", "kernels")
 WHAT = {  # what the code between a stage and the next one does
@@ -143,41 +146,63 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.rows % 8:
         p.error(f"--rows must be a multiple of 8 (the batch of 8), got {args.rows}")
+    out = cpu_table_out(p, args.out, DEFAULT_NAME)
+    times, load = one_thread(lambda: {d: measure(stage_calls(d, args.rows), args.repeats, args.warmup)
+                                      for d in args.widths})
+    command = bench_command(p.prog, sys.argv[1:] if argv is None else argv, None if args.out else out)
+    timing = (f"input (8, {args.rows // 8}, D) float32, impl auto (C++), γ α β, 1 head, training; each value "
+              f"the median of {args.repeats} calls' thread CPU time, the stages round-robin in blocks of {BLOCK} calls "
+              f"after {args.warmup} warm-up calls each; "
+              "a row is a stage minus the next one (see `python -m seednorm_experiments.bench.profile --help`)")
+    write_document(out, "Profile: where the time of one SeeDNorm call goes (CPU)", command, load, timing, args.note,
+                   table(times))
+    return 0
+
+
+def cpu_table_out(parser: argparse.ArgumentParser, given: Path | None, default_name: str) -> Path:
+    """The file a CPU timing table goes to (``given``, else ``runs/bench/<default_name>``, checked), after checking
+    that the C++ kernels it times are there; the parser's error (exit 2) otherwise."""
     try:
-        out = args.out or check_out_file(bench_out(DEFAULT_NAME))
+        out = given or check_out_file(bench_out(default_name))
     except ValueError as e:
-        p.error(str(e))
+        parser.error(str(e))
     if op.cpu.unavailable() is not None:
-        p.error(f"the C++ kernels are unavailable here: {op.cpu.unavailable()}")
+        parser.error(f"the C++ kernels are unavailable here: {op.cpu.unavailable()}")
+    return out
+
+
+def one_thread(run: Callable[[], T]) -> tuple[T, str]:
+    """``run()``'s result with one torch thread (the count restored after), and the load-average line around it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    load_before = os.getloadavg()
+    before = os.getloadavg()
     try:
-        times = {d: measure(stage_calls(d, args.rows), args.repeats, args.warmup) for d in args.widths}
+        result = run()
     finally:
         torch.set_num_threads(threads)
-    load_after = os.getloadavg()
-    command = bench_command(p.prog, sys.argv[1:] if argv is None else argv, None if args.out else out)
+    after = os.getloadavg()
+    load = (f"{', '.join(f'{v:.2f}' for v in before)} before, {', '.join(f'{v:.2f}' for v in after)} after")
+    return result, load
+
+
+def write_document(out: Path, title: str, command: str, load: str, timing: str, note: str, rows: list[str]) -> None:
+    """Write (and print) a CPU timing table to ``out``: its title, the machine (timed with 1 torch thread), date,
+    command, load average, how it was timed, the note if any, then ``rows``."""
     lines = [
-        "# Profile: where the time of one SeeDNorm call goes (CPU)", "",
+        f"# {title}", "",
         f"- Machine: {machine()}; timed with 1 torch thread",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- Command: `{command}`",
-        f"- Load average (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in load_before)} before, "
-        f"{', '.join(f'{v:.2f}' for v in load_after)} after",
-        f"- Timing: input (8, {args.rows // 8}, D) float32, impl auto (C++), γ α β, 1 head, training; each value "
-        f"the median of {args.repeats} calls' thread CPU time, the stages round-robin in blocks of {BLOCK} calls after "
-        f"{args.warmup} warm-up calls each; "
-        "a row is a stage minus the next one (see `python -m seednorm_experiments.bench.profile --help`)",
+        f"- Load average (1, 5, 15 min): {load}",
+        f"- Timing: {timing}",
     ]
-    if args.note:
-        lines.append(f"- Note: {args.note}")
-    text = "\n".join([*lines, "", *table(times)]) + "\n"
+    if note:
+        lines.append(f"- Note: {note}")
+    text = "\n".join([*lines, "", *rows]) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

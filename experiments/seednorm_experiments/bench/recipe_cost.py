@@ -24,9 +24,7 @@ calls, round-robin in blocks (``bench.profile.measure``). Writes the table to ``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from collections.abc import Callable
 
 import torch
@@ -34,9 +32,9 @@ import torch
 import seednorm
 from seednorm.ops import op, philox
 
-from ..args import check_out_file, out_file, positive_int
-from ..common import bench_command, bench_out, machine
-from .profile import BLOCK, measure
+from ..args import out_file, positive_int
+from ..common import bench_command, bench_out
+from .profile import BLOCK, cpu_table_out, measure, one_thread, write_document
 
 DEFAULT_NAME = "recipe-cost-cpu.md"
 PARTS = {
@@ -118,43 +116,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--heads must divide --width, got {args.heads} and {args.width}")
     if not 0.0 < args.dropout < 1.0:
         p.error(f"--dropout must be in (0, 1), got {args.dropout}")
-    try:
-        out = args.out or check_out_file(bench_out(DEFAULT_NAME))
-    except ValueError as e:
-        p.error(str(e))
-    if op.cpu.unavailable() is not None:
-        p.error(f"the C++ kernels are unavailable here: {op.cpu.unavailable()}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    load_before = os.getloadavg()
-    try:
-        calls = part_calls(args.batch, args.tokens, args.width, args.heads, args.dropout)
-        times = measure(calls, args.repeats, args.warmup)
-    finally:
-        torch.set_num_threads(threads)
-    load_after = os.getloadavg()
+    out = cpu_table_out(p, args.out, DEFAULT_NAME)
+    times, load = one_thread(lambda: measure(part_calls(args.batch, args.tokens, args.width, args.heads,
+                                                        args.dropout), args.repeats, args.warmup))
     command = bench_command(p.prog, sys.argv[1:] if argv is None else argv, None if args.out else out)
-    lines = [
-        "# The vision recipe's parts: cost of one norm call (CPU)", "",
-        f"- Machine: {machine()}; timed with 1 torch thread",
-        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- Command: `{command}`",
-        f"- Load average (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in load_before)} before, "
-        f"{', '.join(f'{v:.2f}' for v in load_after)} after",
-        f"- Timing: input ({args.batch}, {args.tokens}, {args.width}) float32, training, one layer forward + "
-        f"backward; each value the median of {args.repeats} calls' thread CPU time, the parts round-robin in blocks "
-        f"of {BLOCK} calls after {args.warmup} warm-up calls each; a part's cost is its call minus the row above "
-        "(see `python -m seednorm_experiments.bench.recipe_cost --help`)",
-    ]
-    if args.note:
-        lines.append(f"- Note: {args.note}")
-    text = "\n".join([*lines, "", *table(times, args.heads, args.width // args.heads, args.dropout)]) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"wrote {out}")
+    timing = (f"input ({args.batch}, {args.tokens}, {args.width}) float32, training, one layer forward + backward; "
+              f"each value the median of {args.repeats} calls' thread CPU time, the parts round-robin in blocks of "
+              f"{BLOCK} calls after {args.warmup} warm-up calls each; a part's cost is its call minus the row above "
+              "(see `python -m seednorm_experiments.bench.recipe_cost --help`)")
+    write_document(out, "The vision recipe's parts: cost of one norm call (CPU)", command, load, timing, args.note,
+                   table(times, args.heads, args.width // args.heads, args.dropout))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
