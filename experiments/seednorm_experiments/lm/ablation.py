@@ -27,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import claims
 from ..common import BASELINE
@@ -194,14 +194,14 @@ class VariantRuns:
         raise NotImplementedError
 
     def variant_spec(self, job: VariantJob, preset: Preset, evaluator: Evaluator | None, desc: str,
-                     nudge_init: bool = False, arch: str = "llama") -> tuple[Task, TrainConfig]:
+                     nudge_init: bool = False, model: Mapping[str, Any] | None = None) -> tuple[Task, TrainConfig]:
         """``job``'s variant trained at ``preset`` (no TensorBoard, no evaluation before the end); ``nudge_init``:
-        from the seed's init moved up by one ulp (:func:`.study.make_task`); ``arch``: the decoder
-        (:data:`.model.ARCHS`; named in the fingerprint only when not "llama")."""
+        from the seed's init moved up by one ulp (:func:`.study.make_task`); ``model``: further :class:`.LMConfig`
+        fields of every variant (the decoder ``arch``, the mixture of experts; set only when not the default, so
+        that they are named in the fingerprint only then)."""
         variant = get_variant(job.variant)
         task = make_task(preset, self.corpus, variant.norm, job.seed, evaluator,
-                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads)
-                         | ({"arch": arch} if arch != "llama" else {}),
+                         model_overrides=variant.model_overrides(preset.dim, preset.n_heads) | dict(model or {}),
                          signature={"variant": variant.signature()}, nudge_init=nudge_init)
         cfg = train_config(preset, job.out, job.seed, job.lr, preset.steps, True, self.progress, desc,
                            self.corpus.vocab_size)

@@ -4,6 +4,7 @@
     seednorm lm --preset smoke --norms rmsnorm seednorm        # seconds (what the tests run); runs/lm_smoke
     seednorm lm --preset quick --moe-experts 4 --moe-top-k 2   # the mixture-of-experts model (OLMoE-style)
     seednorm lm --arch olmo2 --preset smoke                    # OLMo-core's OLMo2, rmsnorm vs seednorm (docs/olmo.md)
+    seednorm lm --arch olmo2 --moe-experts 8 --preset smoke    # OLMo-core's OLMoE layout (docs/olmo.md)
     seednorm lm --ablation --preset quick --steps 200 --seeds 6 --out results/lm_ablation
     seednorm lm --size-curve --preset quick --steps 200 --out runs/lm_size_curve   # SeeDNorm − RMSNorm vs size
     seednorm lm --size-curve --arch olmo2 --preset quick       # OLMo2: which of its norms to convert (docs/olmo.md)
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(OLMo-core's OLMo2: reordered-norm blocks, QK-norm; rmsnorm and seednorm only, in the size curve "
                    "also their variants of lm.olmo_curve.NORMS; needs OLMo-core) (default: %(default)s)")
     p.add_argument("--moe-experts", type=nonnegative_int, default=0, metavar="E",
-                   help="mixture of E experts in place of each MLP, OLMoE-style (default: 0, dense)")
+                   help="mixture of E experts in place of each MLP, OLMoE-style; with --arch olmo2 OLMo-core's "
+                   "OLMoE layout (default: 0, dense)")
     p.add_argument("--moe-top-k", type=positive_int, default=2, metavar="K",
                    help="experts per token with --moe-experts (default: %(default)s)")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: the preset's)")
@@ -215,10 +217,9 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
     from .study import study_corpus
 
     try:  # every setting is checked before anything trains
-        if args.ablation or args.moe_experts or args.qk_norm or args.lr_sweep or args.sweep_only \
-                or tuple(args.placement) != SITES:
-            raise ValueError("--size-curve trains the dense model with each variant's norm sites: --ablation, "
-                             "--moe-experts, --qk-norm, --lr-sweep, --sweep-only and --placement do not apply")
+        if args.ablation or args.qk_norm or args.lr_sweep or args.sweep_only or tuple(args.placement) != SITES:
+            raise ValueError("--size-curve trains each variant with its own norm sites: --ablation, --qk-norm, "
+                             "--lr-sweep, --sweep-only and --placement do not apply")
         plan = _size_curve_plan(args)
         if plan.arch == "olmo2":
             _check_olmo2(args, plan.preset, ())
@@ -260,7 +261,7 @@ def _size_curve_plan(args: argparse.Namespace) -> SizeCurvePlan:
                          extend=args.extend if args.extend is not None else curve.extend if curve else EXTEND,
                          clip_off=clip_off, token_factors=tuple(args.token_factors), sensitivity=args.sensitivity,
                          norms=tuple(dict.fromkeys(args.norms)) if args.norms else OLMO2_NORMS if olmo2 else NORMS,
-                         arch=args.arch)
+                         arch=args.arch, moe_experts=args.moe_experts, moe_top_k=args.moe_top_k)
 
 
 def _study(args: argparse.Namespace, command: str) -> int:
@@ -322,9 +323,9 @@ def _check_olmo2(args: argparse.Namespace, preset: Any, norms: Sequence[str]) ->
     from .olmo import check_olmo2
     from .study import model_config
 
-    if args.qk_norm or args.moe_experts:
-        raise ValueError("--arch olmo2 has its QK-norm always (convert it or not with --placement qk) and is dense: "
-                         "--qk-norm and --moe-experts do not apply")
+    if args.qk_norm:
+        raise ValueError("--arch olmo2 has its QK-norm always (convert it or not with --placement qk): --qk-norm does "
+                         "not apply")
     for norm in norms:
         check_olmo2(model_config(preset, preset.vocab_size, norm, args.placement))
     try:

@@ -6,6 +6,15 @@ sub-layer outputs), with a QK-norm over the full width and a final norm; ε = 1e
 heads, vocabulary, MLP width (the Llama rule, 8/3·dim rounded up to a multiple of 32), RoPE base and embedding tying.
 Input (B, T) token ids → logits (B, T, vocab).
 
+With experts (``LMConfig.moe_experts`` > 0) it is OLMoE's layout at this shape, as ``TransformerConfig.olmoe_1B_7B``
+is made: every block a reordered-norm MoE block (``moe_reordered_norm``) whose MLP is OLMo-core's dropless MoE,
+``moe_experts`` SwiGLU experts of width ``LMConfig.expert_hidden``, a softmax router sending each token to its
+``moe_top_k`` best, the load-balancing loss weighted ``moe_aux_coef`` and the router z-loss :data:`MOE_Z_LOSS` (both
+OLMoE's, divided over the blocks by OLMo-core and added to the gradient by it, not to the logged loss). On CPU its
+token gather and scatter are :mod:`.olmo_moe_cpu`'s (OLMo-core's are Triton kernels that need a GPU). The router's
+weight is held as the (experts, width) matrix it is (OLMo-core stores it flat, for FSDP; its forward views it so), so
+that the study's weight decay takes it as a matrix, as ``seednorm.integrations.olmo_core.SeeDNormAdamWConfig`` does.
+
 Norms: "rmsnorm" is OLMo2 as OLMo-core builds it; "seednorm" converts it with
 ``seednorm.integrations.olmo_core.convert_config`` at the sites of ``LMConfig.placement``: ``attn`` and ``mlp``
 together (one config builds both of a block's norms) → the block norms, ``final`` → the final norm, ``qk`` → the
@@ -19,9 +28,11 @@ from torch import nn
 
 from .model import LMConfig
 
-__all__ = ["NORMS", "build_olmo2", "check_olmo2", "olmo2_config"]
+__all__ = ["MOE_Z_LOSS", "NORMS", "build_olmo2", "check_olmo2", "olmo2_config"]
 
 NORMS = ("rmsnorm", "seednorm")
+MOE_Z_LOSS = 0.001
+"""The router z-loss weight of the MoE model (OLMoE-1B-7B's)."""
 _OPTIONS = ("num_heads", "dot_scale", "alpha_init", "activation")
 
 
@@ -30,9 +41,9 @@ def check_olmo2(cfg: LMConfig) -> None:
     if cfg.norm not in NORMS:
         raise ValueError(f"--arch olmo2 trains {' and '.join(NORMS)} (OLMo2's RMSNorm and its SeeDNorm conversion), "
                          f"not {cfg.norm!r}")
-    if cfg.moe or cfg.site_norm_kwargs or cfg.embed_scale is not None or cfg.mlp_hidden is not None:
-        raise ValueError("--arch olmo2 is the dense OLMo2 model: no experts, per-site norm options, embedding "
-                         "scale or MLP width of its own")
+    if cfg.site_norm_kwargs or cfg.embed_scale is not None or cfg.mlp_hidden is not None:
+        raise ValueError("--arch olmo2 is OLMo2 (or OLMoE with experts) as OLMo-core builds it: no per-site norm "
+                         "options, embedding scale or MLP width of its own")
     if bool({"attn", "mlp"} & set(cfg.placement)) != ({"attn", "mlp"} <= set(cfg.placement)):
         raise ValueError("--arch olmo2: one config builds both norms of a block, so the placement names attn and "
                          "mlp together or neither")
@@ -50,11 +61,20 @@ def olmo2_config(cfg: LMConfig, init_seed: int = 0):
     except ImportError as err:
         raise ImportError(f"--arch olmo2 needs OLMo-core ({err}); install it with pip install --no-deps -r "
                           "requirements-torchtitan.txt") from None
+    block = {"block_name": TransformerBlockType.reordered_norm}
+    if cfg.moe:
+        from olmo_core.nn.moe import MoEConfig, MoERouterConfig, MoEType
+        from olmo_core.nn.transformer import TransformerType
+
+        block = {"name": TransformerType.moe, "block_name": TransformerBlockType.moe_reordered_norm,
+                 "feed_forward_moe": MoEConfig(name=MoEType.dropless, num_experts=cfg.moe_experts,
+                                               hidden_size=cfg.expert_hidden,
+                                               router=MoERouterConfig(top_k=cfg.moe_top_k),
+                                               lb_loss_weight=cfg.moe_aux_coef, z_loss_weight=MOE_Z_LOSS)}
     config = TransformerConfig.llama_like(
-        d_model=cfg.dim, vocab_size=cfg.vocab_size, n_layers=cfg.n_layers, n_heads=cfg.n_heads,
-        block_name=TransformerBlockType.reordered_norm, qk_norm=True, layer_norm_eps=1e-6,
-        rope_theta=int(cfg.rope_base), hidden_size_multiple_of=32, tie_word_embeddings=cfg.tie_embeddings,
-        init_seed=init_seed)
+        d_model=cfg.dim, vocab_size=cfg.vocab_size, n_layers=cfg.n_layers, n_heads=cfg.n_heads, qk_norm=True,
+        layer_norm_eps=1e-6, rope_theta=int(cfg.rope_base), hidden_size_multiple_of=32,
+        tie_word_embeddings=cfg.tie_embeddings, init_seed=init_seed, **block)
     if cfg.norm == "seednorm":
         from seednorm.integrations.olmo_core import convert_config
 
@@ -64,10 +84,20 @@ def olmo2_config(cfg: LMConfig, init_seed: int = 0):
 
 
 def build_olmo2(cfg: LMConfig) -> nn.Module:
-    """The initialized model; its init is drawn from torch's generator (so it follows the run's seed)."""
+    """The initialized model; its init is drawn from torch's generator (so it follows the run's seed). With
+    experts, OLMo-core's MoE ops take :mod:`.olmo_moe_cpu`'s forms for CPU tensors from here on."""
     import torch
 
+    if cfg.moe:
+        from .olmo_moe_cpu import install
+
+        install()
     init_seed = int(torch.randint(0, 2**31 - 1, ()).item())
     model = olmo2_config(cfg, init_seed).build(init_device="cpu")
+    if cfg.moe:
+        from olmo_core.nn.moe.router import MoELinearRouter
+
+        for router in (m for m in model.modules() if isinstance(m, MoELinearRouter)):
+            router.weight = nn.Parameter(router.weight.detach().view(router.num_experts, router.d_model))
     model.init_weights(device=torch.device("cpu"))
     return model

@@ -48,6 +48,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import claims
 from ..common import BASELINE, grown_rate
@@ -59,7 +60,7 @@ from .data import Corpus
 from .model import ARCHS
 from .presets import Preset
 from .recipes import VARIANTS, get_variant
-from .study import Evaluator, Run, model_config
+from .study import Evaluator, Run, model_config, model_fields
 from .sweep import best_lrs
 
 __all__ = ["CLIP_OFF", "EXTEND", "LRS", "NORMS", "POINTS", "SEEDS", "TOKEN_FACTORS", "Point", "SizeCurvePlan",
@@ -128,8 +129,9 @@ class SizeCurvePlan:
     (variant names of :mod:`.recipes`, RMSNorm first among them), the starting grid ``lrs``, ``seeds`` per rate,
     ``extend`` (how many rates each grid may grow per side), ``clip_off`` (the point of the clip-off check, at
     factor 1; None: no check), ``token_factors`` (each point trained at every factor × the steps), ``sensitivity``
-    (every run of every grid trained again from an init one ulp away) and ``arch``, the decoder
-    (:data:`.model.ARCHS`)."""
+    (every run of every grid trained again from an init one ulp away), ``arch``, the decoder
+    (:data:`.model.ARCHS`), and ``moe_experts`` (> 0: each MLP a mixture of that many experts, each token to its
+    ``moe_top_k`` best; with ``arch="olmo2"`` OLMoE's layout, :mod:`.olmo`)."""
 
     preset: Preset
     points: tuple[tuple[int, int], ...] = POINTS
@@ -141,10 +143,15 @@ class SizeCurvePlan:
     token_factors: tuple[int, ...] = TOKEN_FACTORS
     sensitivity: bool = False
     arch: str = "llama"
+    moe_experts: int = 0
+    moe_top_k: int = 2
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; choose from {ARCHS}")
+        if self.moe_experts < 0 or (self.moe_experts and not 1 <= self.moe_top_k <= self.moe_experts):
+            raise ValueError(f"--moe-experts {self.moe_experts} must be >= 0 and --moe-top-k {self.moe_top_k} "
+                             "between 1 and --moe-experts")
         if BASELINE not in self.norms or len(self.norms) < 2 or any(n not in VARIANTS for n in self.norms):
             raise ValueError(f"--norms {list(self.norms)}: the size curve compares {BASELINE} with one or more of "
                              f"the variants {[n for n in VARIANTS if n != BASELINE]}")
@@ -185,12 +192,17 @@ class SizeCurvePlan:
             variant = get_variant(norm)
             for dim, layers in self.points:
                 preset = Point(dim, layers).preset(self.preset)
-                cfg = dataclasses.replace(model_config(preset, preset.vocab_size, variant.norm), arch="olmo2",
-                                          **variant.model_overrides(dim, preset.n_heads))
+                cfg = dataclasses.replace(model_config(preset, preset.vocab_size, variant.norm),
+                                          **variant.model_overrides(dim, preset.n_heads), **self.model_fields)
                 try:
                     check_olmo2(cfg)
                 except ValueError as err:
                     raise ValueError(f"--norms {norm}: {err}") from None
+
+    @property
+    def model_fields(self) -> dict[str, Any]:
+        """The :class:`.LMConfig` fields every run shares beyond the preset (none for the dense Llama decoder)."""
+        return model_fields(self.moe_experts, self.moe_top_k, self.arch)
 
     def ordered_points(self) -> list[Point]:
         """The grid points at every token factor, cheapest first (width² × layers × factor), then the clip-off
@@ -230,7 +242,7 @@ class _Runs(VariantRuns):
     def spec(self, job: SizeJob) -> tuple[Task, TrainConfig]:
         return self.variant_spec(job, job.point.preset(self.plan.preset), self.evaluator,
                                  f"{job.point.key} {job.variant} lr {job.lr:g} seed {job.seed}",
-                                 nudge_init=job.point.nudged, arch=self.plan.arch)
+                                 nudge_init=job.point.nudged, model=self.plan.model_fields)
 
 
 def best_rates(runs: Sequence[Run]) -> dict[str, float | None]:

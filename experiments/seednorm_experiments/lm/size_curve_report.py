@@ -28,6 +28,8 @@ from ..report import Stat, figure, interval_note, markdown_table, outside_legend
 from .ablation import primary_metric, zero_shot_bpb
 from .data import EVAL_SETS
 from .gpu import non_embedding_params
+from .model import LMConfig
+from .olmo import MOE_Z_LOSS
 from .olmo_curve_report import comparisons, olmo2_section
 from .size_curve import Point, SizeCurvePlan, best_rates
 from .study import Run
@@ -429,11 +431,19 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
     p = plan.preset
     sizes = ", ".join(f"{d} × {n}" for d, n in plan.points)
     olmo2 = plan.arch == "olmo2"
-    model = ("OLMo-core's OLMo2 (reordered-norm blocks, QK-norm over the full width, ε 1e-6; MLP width by the Llama "
-             "rule), each variant's norm sites converted to SeeDNorm by seednorm.integrations.olmo_core"
-             if olmo2 else "Llama-style decoder")
-    lines = [("# OLMo2: SeeDNorm − RMSNorm, and which norms to convert\n" if olmo2
-              else "# SeeDNorm − RMSNorm against model size\n"), f"Command: `{command}`\n",
+    moe = (f"every MLP a dropless mixture of {plan.moe_experts} SwiGLU experts (MLP width by the Llama rule each), "
+           f"each token to its {plan.moe_top_k} best, load-balancing loss weight {LMConfig.moe_aux_coef:g}"
+           + (f" and router z-loss {MOE_Z_LOSS:g} (OLMoE's)" if olmo2 else "") if plan.moe_experts else "")
+    if olmo2:
+        model = (f"OLMo-core's {'OLMoE layout' if moe else 'OLMo2'} (reordered-norm blocks, QK-norm over the full "
+                 f"width, ε 1e-6; {moe or 'MLP width by the Llama rule'}), each variant's norm sites converted to "
+                 "SeeDNorm by seednorm.integrations.olmo_core")
+    else:
+        model = "Llama-style decoder" + (f" ({moe})" if moe else "")
+    title = ("# OLMoE: SeeDNorm − RMSNorm, and which norms to convert\n" if olmo2 and moe
+             else "# OLMo2: SeeDNorm − RMSNorm, and which norms to convert\n" if olmo2
+             else "# SeeDNorm − RMSNorm against model size\n")
+    lines = [title, f"Command: `{command}`\n",
              f"Machine: {provenance(wall_s)}.\n",
              f"Protocol: {model}, {p.n_heads} heads, vocab {vocab_size} (byte-level BPE), "
              f"{p.seq_len}-token context, tied embeddings, at each width × layers of {sizes}; "
@@ -493,6 +503,8 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
         summary["token_curve"] = [s for _, _, s in lengths]
     if moved:
         summary["sensitivity"] = moved
+    if plan.moe_experts:
+        summary["moe"] = {"experts": plan.moe_experts, "top_k": plan.moe_top_k}
     if olmo2:
         summary["arch"] = plan.arch
         summary["comparisons"] = [{**c, "deltas": {k: _stat_json(v) for k, v in c["deltas"].items()}}

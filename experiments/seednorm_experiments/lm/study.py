@@ -27,8 +27,8 @@ from .data import EVAL_DOMAINS, Corpus, OnePassBatches, load_corpus, train_batch
 from .model import SITES, Llama, LMConfig
 from .presets import Preset
 
-__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "nudged", "run_lr_sweep", "run_study", "study_corpus",
-           "train_config"]
+__all__ = ["Evaluator", "Run", "make_task", "measure_throughput", "model_fields", "nudged", "run_lr_sweep", "run_study",
+           "study_corpus", "train_config"]
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _lm_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
     logits = model(x.to(device))
     loss = F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten())
     inner = getattr(model, "module", model)  # DDP wraps the model
-    aux = getattr(inner, "aux_loss", None)  # OLMo-core's model (--arch olmo2) has none
+    aux = getattr(inner, "aux_loss", None)  # OLMo-core's model (--arch olmo2) adds its own to the gradient
     if aux is None:
         return loss
     return loss + inner.cfg.moe_aux_coef * (aux - aux.detach())
@@ -124,11 +124,18 @@ def _model_signature(cfg: LMConfig) -> dict[str, Any]:
     """The model fields of a run's fingerprint: every field, but those of :data:`_UNSET_OK` only when set and the
     mixture-of-experts fields only with experts (a dense model's fingerprint does not name them), ``arch`` only when
     not "llama", then how the
-    load-balancing loss is taken over the blocks (their mean, :attr:`Llama.aux_loss`)."""
+    load-balancing loss is taken over the blocks (their mean, :attr:`Llama.aux_loss`; OLMo-core's weight divided over
+    the blocks) and, for OLMo-core's MoE, its router z-loss weight and its router's weight decayed as a matrix."""
     signature = {k: v for k, v in vars(cfg).items()
                  if (v or k not in _UNSET_OK) and (cfg.moe or k not in _MOE_FIELDS)
                  and (k != "arch" or v != _DEFAULT_ARCH)}
-    return {**signature, "moe_aux_over_blocks": "mean"} if cfg.moe else signature
+    if not cfg.moe:
+        return signature
+    if cfg.arch == "olmo2":
+        from .olmo import MOE_Z_LOSS
+
+        signature |= {"moe_z_loss": MOE_Z_LOSS, "moe_router_weight": "matrix, decayed"}
+    return {**signature, "moe_aux_over_blocks": "mean"}
 
 
 def make_task(preset: Preset, corpus: Corpus, norm: str, seed: int, evaluator: Evaluator | None,
@@ -215,7 +222,7 @@ def train_config(preset: Preset, out: Path, seed: int, lr: float, steps: int, re
                        diverge_above=math.log(vocab_size) + 1.0, progress=progress, desc=desc)
 
 
-def _moe(moe_experts: int, moe_top_k: int, arch: str = "llama") -> dict[str, Any]:
+def model_fields(moe_experts: int = 0, moe_top_k: int = 2, arch: str = "llama") -> dict[str, Any]:
     """The :class:`LMConfig` fields of the study's mixture of experts (none when dense) and architecture (none for
     the default)."""
     return ({"moe_experts": moe_experts, "moe_top_k": moe_top_k} if moe_experts else {}) \
@@ -232,7 +239,8 @@ def run_study(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *, re
     corpus = study_corpus(preset)
     evaluator = Evaluator(preset, corpus)
     grid = [(norm, seed) for seed in range(seeds) for norm in norms]
-    jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm, _moe(moe_experts, moe_top_k, arch)),
+    fields = model_fields(moe_experts, moe_top_k, arch)
+    jobs = [(make_task(preset, corpus, norm, seed, evaluator, placement, qk_norm, fields),
              train_config(preset, out / "runs" / norm / f"seed{seed}", seed, preset.lr, preset.steps, resume,
                            progress, f"{norm} seed {seed}", corpus.vocab_size)) for norm, seed in grid]
     return [Run(norm, seed, preset.lr, result) for (norm, seed), result in zip(grid, _train_all(jobs, resume),
@@ -249,7 +257,8 @@ def run_lr_sweep(preset: Preset, norms: Sequence[str], seeds: int, out: Path, *,
     corpus = study_corpus(preset)
     steps = preset.sweep_steps or preset.steps
     grid = [(norm, seed, preset.lr * mult) for mult in preset.lr_sweep for seed in range(seeds) for norm in norms]
-    jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm, _moe(moe_experts, moe_top_k, arch)),
+    fields = model_fields(moe_experts, moe_top_k, arch)
+    jobs = [(make_task(preset, corpus, norm, seed, None, placement, qk_norm, fields),
              dataclasses.replace(train_config(preset, out / "sweep" / norm / f"lr{lr:g}" / f"seed{seed}", seed, lr,
                                               steps, resume, progress, f"sweep {norm} lr {lr:g} seed {seed}",
                                                corpus.vocab_size), ckpt_every=0)) for norm, seed, lr in grid]
@@ -265,7 +274,7 @@ def measure_throughput(preset: Preset, norms: Sequence[str], *, rounds: int = 40
     ``steps`` steps per norm. Returns the per-round tokens/s of each norm (round i of every norm ran back to
     back)."""
     corpus = study_corpus(preset)
-    tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm, _moe(moe_experts, moe_top_k, arch))
-             for norm in check_norms(norms)}
+    fields = model_fields(moe_experts, moe_top_k, arch)
+    tasks = {norm: make_task(preset, corpus, norm, 0, None, placement, qk_norm, fields) for norm in check_norms(norms)}
     config = train_config(preset, Path("."), 0, preset.lr, preset.steps, False, False, "", corpus.vocab_size)
     return benchmark(tasks, config, rounds=rounds, steps=steps)

@@ -3,6 +3,7 @@ SeeDNorm sites, the argument checks, and a smoke study end to end with its run r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -46,6 +47,39 @@ def test_olmo2_models_seednorm_sites_follow_the_placement_and_equal_rmsnorm_at_i
     for model in (everywhere, blocks_only):  # the same seed, the same init: RMSNorm's logits at β = 0
         torch.testing.assert_close(model(tokens), plain(tokens), rtol=1e-5, atol=1e-6)
     assert not torch.equal(_seeded(_cfg(), seed=1).embeddings.weight, plain.embeddings.weight)  # init follows seed
+
+
+def test_olmoe_layout_with_experts() -> None:
+    """With experts: OLMo-core's MoE transformer of reordered-norm MoE blocks (OLMoE's layout), the study's experts,
+    top-k and expert width; the router's weight a decayed matrix; SeeDNorm where the placement says, equal to RMSNorm
+    at init; a training step on CPU reaches every parameter, the router through OLMo-core's attached losses."""
+    cfg = _cfg(moe_experts=4, moe_top_k=2)
+    plain, converted = _seeded(cfg), _seeded(dataclasses.replace(cfg, norm="seednorm"))
+    assert type(plain).__name__ == "MoETransformer"
+    assert {type(b).__name__ for b in plain.blocks.values()} == {"MoEReorderedNormTransformerBlock"}
+    moe = plain.blocks["1"].feed_forward_moe
+    assert (moe.num_experts, moe.top_k, moe.experts.mlp.hidden_size) == (4, 2, 64)
+    assert moe.router.weight.shape == (4, 24)
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in seednorm.param_groups(plain, 0.1)}
+    assert id(moe.router.weight) in groups["decay"]
+    assert sum(isinstance(m, seednorm.SeeDNorm) for m in converted.modules()) == 9  # 2 × (2 block + q, k) + final
+    x = torch.randint(0, 50, (2, 8))
+    torch.testing.assert_close(converted(x), plain(x), rtol=1e-5, atol=1e-5)
+    converted.train()
+    converted(x).logsumexp(-1).mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in converted.parameters())
+    assert moe.router.weight.grad is None and converted.blocks["1"].feed_forward_moe.router.weight.grad.abs().sum() > 0
+
+
+def test_olmoe_fingerprint_names_its_losses() -> None:
+    preset = get_preset("smoke")
+    corpus = load_corpus(preset.vocab_size, preset.max_chars)
+    model = make_task(preset, corpus, "rmsnorm", 0, None,
+                      model_overrides={"arch": "olmo2", "moe_experts": 4}).signature["model"]
+    assert model["moe_experts"] == 4 and model["moe_z_loss"] == 0.001
+    assert model["moe_router_weight"] == "matrix, decayed" and model["moe_aux_over_blocks"] == "mean"
+    dense = make_task(preset, corpus, "rmsnorm", 0, None, model_overrides={"arch": "olmo2"}).signature["model"]
+    assert not {k for k in dense if k.startswith("moe")}
 
 
 def test_olmo2_configs_that_cannot_be_are_refused() -> None:

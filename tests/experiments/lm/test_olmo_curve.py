@@ -114,6 +114,25 @@ def test_olmo2_curve_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert rebuilt.split("Protocol")[1] == report.split("Protocol")[1]
 
 
+def test_olmoe_curve_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--moe-experts`` with ``--arch olmo2``: OLMoE's layout trains on CPU, named in runs, report and summary."""
+    out = tmp_path / "moe"
+    argv = ["--size-curve", "--arch", "olmo2", "--preset", "smoke", "--moe-experts", "3", "--steps", "4",
+            "--norms", "rmsnorm", "seednorm-blocks", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count(" seed ") == 2 * 2 * 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["moe"] == {"experts": 3, "top_k": 2} and summary["arch"] == "olmo2"
+    assert all(not r["diverged"] and math.isfinite(r["final_loss"]) for r in summary["runs"]["d32-l1"])
+    result = json.loads(next(out.glob("d32-l1/seednorm-blocks/lr*/seed0/result.json")).read_text())
+    model = result["fingerprint"]["signature"]["model"]
+    assert (model["arch"], model["moe_experts"], model["moe_top_k"]) == ("olmo2", 3, 2)
+    report = (out / "report.md").read_text()
+    assert report.startswith("# OLMoE:") and "dropless mixture of 3 SwiGLU experts" in report
+    assert main([*argv, "--report-only"]) == 0
+    assert (out / "report.md").read_text().split("Protocol")[1] == report.split("Protocol")[1]
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--preset", "smoke", "--points", "olmo2_14M"], "has 8 heads, the preset 2"),
     (["--preset", "full"], "has the presets"),

@@ -149,7 +149,7 @@ def test_curve_redraws_with_the_gpu_point(tmp_path: Path, capsys: pytest.Capture
     (["--points", "48"], "expected WIDTHxLAYERS"),
     (["--points", "16x1", "--clip-off-point", "32x1"], "clip-off point"),
     (["--preset", "gpu"], "own learning-rate grid"),
-    (["--moe-experts", "2"], "do not apply"),
+    (["--moe-experts", "2", "--moe-top-k", "3"], "between 1 and --moe-experts"),
     (["--seeds", "1"], ">= 2 seeds"),
 ])
 def test_size_curve_bad_arguments_are_clear_errors(argv: list[str], message: str, tmp_path: Path,
