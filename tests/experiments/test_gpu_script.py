@@ -152,6 +152,26 @@ def test_lm_options_pass_through(tmp_path: Path, kernel_cache: str) -> None:
     assert bad.returncode == 2 and "--override needs FIELD=VALUE" in bad.stderr
 
 
+@pytest.mark.slow
+def test_olmo_stage_runs_the_olmo2_curve_when_named(tmp_path: Path, kernel_cache: str) -> None:
+    """The olmo stage (named only: not among the default stages) trains the OLMo2 size curve's gpu preset, tiny in a
+    dry run, on the corpus pack, whose hash the report names; its report is copied to $OUT."""
+    pytest.importorskip("olmo_core")
+    results, out = tmp_path / "results", tmp_path / "out"
+    out.mkdir()
+    proc = _run(SCRIPT, ["--dry-run", "--stages", "olmo", "--results", str(results)],
+                _env(tmp_path, PYTHON=sys.executable, SEEDNORM_CACHE=kernel_cache, OUT=str(out)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [(r["stage"], r["status"]) for r in _table((results / "summary.md").read_text())] == [("olmo", "ok")]
+    report = (results / "olmo" / "report.md").read_text()
+    assert report.startswith("# OLMo2:") and "--size-curve --arch olmo2 --preset gpu" in report
+    assert f"corpus pack sha256 `{verify_pack(results / 'pack')}`, at most one pass" in report
+    summary = json.loads((results / "olmo" / "summary.json").read_text())
+    assert len(summary["runs"]["d32-l1"]) == 5 * 2 * 2  # 5 variants × the preset's 2 rates × 2 seeds
+    assert (out / "olmo-report.md").read_text() == report
+    assert "stage olmo" in (results / "preflight.txt").read_text()
+
+
 def _checkout(tmp: Path) -> Path:
     """A repository root that links to this one's folders (the script finds its root from its own path)."""
     root = tmp / "repo"
@@ -185,6 +205,7 @@ def test_help_and_bad_arguments(tmp_path: Path) -> None:
     env = _env(tmp_path, PYTHON=sys.executable)
     helped = _run(SCRIPT, ["--help"], env, timeout=60)
     assert helped.returncode == 0 and "--override F=V" in helped.stdout and "--no-recipe" in helped.stdout
+    assert "OLMO_TIMEOUT" in helped.stdout and "all but olmo" in helped.stdout
     assert all(line.startswith("#") for line in helped.stdout.splitlines())
     for args, needle in ((["--stages", "lm,train"], "unknown stage train"), (["--override", "steps"], "FIELD=VALUE"),
                          (["--bogus"], "unknown argument --bogus")):

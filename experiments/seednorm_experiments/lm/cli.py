@@ -231,7 +231,8 @@ def _size_curve(args: argparse.Namespace, command: str) -> int:
         args, out, "lm-size-curve", command, lambda: load_size_curve(plan, corpus, out),
         lambda: run_size_curve(plan, corpus, out, progress=not args.no_progress),
         lambda runs, wall_s, cmd: write_size_curve_report(out, plan, runs, command=cmd, vocab_size=corpus.vocab_size,
-                                                     wall_s=wall_s, gpu_summary=args.gpu_summary))
+                                                     wall_s=wall_s, gpu_summary=args.gpu_summary,
+                                                     pack_sha256=corpus.source.get("pack_sha256")))
 
 
 def _size_curve_plan(args: argparse.Namespace) -> SizeCurvePlan:

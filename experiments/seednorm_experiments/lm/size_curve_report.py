@@ -423,10 +423,12 @@ def plot_size_curve(summary: Mapping[str, Any], path: Path, gpu: Mapping[str, An
 
 
 def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, list[Run]], *, command: str,
-                            vocab_size: int, wall_s: float | None = None, gpu_summary: Path | None = None) -> Path:
+                            vocab_size: int, wall_s: float | None = None, gpu_summary: Path | None = None,
+                            pack_sha256: str | None = None) -> Path:
     """Write ``out/report.md``, ``out/summary.json`` (per point, and every run without its history) and
     ``out/size_curve.png`` from the finished runs; ``gpu_summary``: the ``gpu`` preset's ``summary.json``, drawn on
-    the same axes when it exists. Returns the report's path."""
+    the same axes when it exists; ``pack_sha256``: the corpus pack's hash, named in the protocol (a preset trained on
+    the corpus pack). Returns the report's path."""
     out.mkdir(parents=True, exist_ok=True)
     p = plan.preset
     sizes = ", ".join(f"{d} × {n}" for d, n in plan.points)
@@ -453,7 +455,9 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
              f"with {plan.seeds} seeds per rate; its grid grows by halving or doubling (at most {plan.extend} rates "
              "per side) until its best rate is inside. Seed k gives every norm and rate the same data order and init "
              "RNG stream. Evaluation: "
-             f"{EVAL_SETS}.\n"]
+             f"{EVAL_SETS}"
+             + (f"; corpus: the corpus pack sha256 `{pack_sha256}`"
+                + (", at most one pass over its training text" if p.one_pass else "") if pack_sha256 else "") + ".\n"]
     tokens = len(plan.token_factors) > 1
     if tokens:
         lines[-1] = lines[-1][:-1] + (
