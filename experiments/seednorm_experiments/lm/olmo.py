@@ -28,7 +28,7 @@ from torch import nn
 
 from .model import LMConfig
 
-__all__ = ["MOE_Z_LOSS", "NORMS", "build_olmo2", "check_olmo2", "olmo2_config"]
+__all__ = ["MOE_Z_LOSS", "NORMS", "build_olmo2", "check_olmo2", "olmo2_config", "routing"]
 
 NORMS = ("rmsnorm", "seednorm")
 MOE_Z_LOSS = 0.001
@@ -101,3 +101,33 @@ def build_olmo2(cfg: LMConfig) -> nn.Module:
             router.weight = nn.Parameter(router.weight.detach().view(router.num_experts, router.d_model))
     model.init_weights(device=torch.device("cpu"))
     return model
+
+
+def routing(model: nn.Module, tokens) -> dict[str, float]:
+    """The MoE model's routing on ``tokens`` (B, T), as :meth:`.study.Evaluator.routing` gives the Llama MoE's:
+    ``moe/balance``, the load-balancing loss E·Σ_e f_e·P_e per block (f_e the share of the token assignments expert
+    e takes, P_e its mean router probability; 1: balanced), and ``moe/max_load``, E·max_e f_e (OLMo-core's "load
+    imbalance"; 1: balanced, E/K: it takes every token), both averaged over the MoE blocks. The routers' own
+    statistics are left as they were."""
+    import torch
+    from olmo_core.nn.moe.router import MoERouter
+
+    seen: list[tuple[MoERouter, torch.Tensor, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out[2])))
+             for m in model.modules() if isinstance(m, MoERouter)]
+    try:
+        with torch.no_grad():
+            model(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    if not seen:
+        raise ValueError("routing: the model has no MoE router")
+    balance, max_load = [], []
+    with torch.no_grad():
+        for router, x, per_expert in seen:
+            share = per_expert.float() / per_expert.sum()
+            prob = router.get_expert_logits(x).float().softmax(dim=-1).reshape(-1, router.num_experts).mean(0)
+            balance.append(router.num_experts * float((share * prob).sum()))
+            max_load.append(router.num_experts * float(share.max()))
+    return {"moe/balance": sum(balance) / len(balance), "moe/max_load": sum(max_load) / len(max_load)}

@@ -76,15 +76,21 @@ def _check(x: torch.Tensor, indices: torch.Tensor, top_k: int, tokens: int) -> N
 _CPU = {"gather": gather, "scatter": scatter, "scatter_wgrad": scatter_wgrad}
 
 
-def _dispatching(kernels: types.ModuleType) -> types.SimpleNamespace:
-    """``kernels`` (OLMo-core's Triton module) with :data:`_CPU`'s three taking CPU tensors."""
+def _dispatching(kernels: types.ModuleType | None) -> types.SimpleNamespace:
+    """``kernels`` (OLMo-core's Triton module; None where triton did not import) with :data:`_CPU`'s three taking
+    CPU tensors."""
 
     def on_cpu(name: str):
         def call(x: torch.Tensor, *args, **kwargs):
-            return (_CPU[name] if x.device.type == "cpu" else getattr(kernels, name))(x, *args, **kwargs)
+            if x.device.type == "cpu":
+                return _CPU[name](x, *args, **kwargs)
+            if kernels is None:
+                raise RuntimeError(f"OLMo-core's MoE on {x.device.type} needs its Triton kernels, and triton did not "
+                                   "import: install triton")
+            return getattr(kernels, name)(x, *args, **kwargs)
         return call
 
-    names = {n: getattr(kernels, n) for n in dir(kernels) if not n.startswith("__")}
+    names = {n: getattr(kernels, n) for n in dir(kernels) if not n.startswith("__")} if kernels is not None else {}
     return types.SimpleNamespace(**{**names, **{n: on_cpu(n) for n in _CPU}}, _seednorm_cpu=True, _triton=kernels)
 
 
@@ -100,8 +106,5 @@ def install() -> None:
     other devices keep OLMo-core's kernels)."""
     import olmo_core.ops.moe as ops
 
-    if installed():
-        return
-    if ops.kernels is None:
-        raise ImportError("OLMo-core's MoE kernels module did not import (it needs triton): OLMo-core's MoE cannot run")
-    ops.kernels = _dispatching(ops.kernels)
+    if not installed():
+        ops.kernels = _dispatching(ops.kernels)

@@ -19,6 +19,7 @@ from ..records import provenance
 from ..report import markdown_table, paired_diff, plot_bars, plot_curves, plot_lines, step_costs, summarize
 from .ablation import zero_shot_cloze
 from .data import EVAL_DOMAINS, EVAL_SETS, domain_label
+from .olmo import MOE_Z_LOSS
 from .presets import Preset
 from .study import Run, model_config
 
@@ -155,10 +156,18 @@ def write_report(out: Path, preset: Preset, runs: Sequence[Run], *, command: str
         moe = model_config(preset, preset.vocab_size, BASELINE, moe_experts=moe_experts, moe_top_k=moe_top_k)
         if moe.moe:
             inactive = moe.inactive_params()
-            model = (f"Llama-style decoder with a mixture of {moe_experts} experts, top {moe_top_k}, in place of "
-                     f"each MLP (OLMoE-style: pre-norms before attention and the experts, final norm; dropless; "
-                     f"experts SwiGLU of width {moe.expert_hidden}; Switch load-balancing loss, averaged over the "
-                     f"blocks, × {moe.moe_aux_coef:g} in the gradient, the train loss below is the cross-entropy)")
+            if arch == "olmo2":
+                model = (f"OLMo-core's OLMoE layout: reordered-norm MoE blocks (the norms on the attention and "
+                         f"expert outputs; QK-norm over the full width; SeeDNorm by seednorm.integrations.olmo_core."
+                         f"convert_config) with OLMo-core's dropless mixture of {moe_experts} experts, top "
+                         f"{moe_top_k}, SwiGLU of width {moe.expert_hidden}; load-balancing loss × "
+                         f"{moe.moe_aux_coef:g} and router z-loss × {MOE_Z_LOSS:g}, divided over the blocks, in the "
+                         "gradient, the train loss below is the cross-entropy")
+            else:
+                model = (f"Llama-style decoder with a mixture of {moe_experts} experts, top {moe_top_k}, in place of "
+                         f"each MLP (OLMoE-style: pre-norms before attention and the experts, final norm; dropless; "
+                         f"experts SwiGLU of width {moe.expert_hidden}; Switch load-balancing loss, averaged over the "
+                         f"blocks, × {moe.moe_aux_coef:g} in the gradient, the train loss below is the cross-entropy)")
             counts = ", ".join(f"{n} {p:,} ({p - inactive:,} active)" for n, p in params.items())
         elif arch == "olmo2":
             model = ("OLMo-core's OLMo2 decoder (reordered-norm blocks: the norms on the attention and MLP outputs; "

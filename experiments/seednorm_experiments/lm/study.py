@@ -94,7 +94,7 @@ class Evaluator:
             self.items = {d: cloze_items(self.corpus.tokens[d], items=p.cloze_items, context=p.cloze_context,
                                          length=p.cloze_length, seed=i) for i, d in enumerate(EVAL_DOMAINS)}
         out = {}
-        if getattr(model, "aux_loss", None) is not None:
+        if getattr(model, "aux_loss", None) is not None or getattr(model, "is_moe", False):  # ours, OLMo-core's
             out.update(self.routing(model))
         for d in EVAL_DOMAINS:
             out[f"bpb/{d}"] = bits_per_byte(model, self.corpus.tokens[d], self.corpus.token_bytes,
@@ -106,10 +106,16 @@ class Evaluator:
     def routing(self, model: Llama) -> dict[str, float]:
         """A mixture of experts' routing on a fixed batch (global training batch 0 of seed 0): ``moe/balance``,
         the load-balancing loss per block (1: balanced), and ``moe/max_load``, E × the largest expert's share of
-        the assignments (1: balanced, E/K: it takes every token), both averaged over the blocks."""
+        the assignments (1: balanced, E/K: it takes every token), both averaged over the blocks (OLMo-core's MoE:
+        :func:`.olmo.routing`)."""
         x, _ = train_batch(self.corpus, 0, 0, 1, batch_size=self.preset.batch_size, seq_len=self.preset.seq_len,
                            seed=0)
-        model(x.to(next(model.parameters()).device))
+        x = x.to(next(model.parameters()).device)
+        if getattr(model, "is_moe", False):
+            from .olmo import routing
+
+            return routing(model, x)
+        model(x)
         moes = [block.mlp for block in model.blocks]
         return {"moe/balance": float(model.aux_loss),
                 "moe/max_load": sum(float(m.load.max()) * len(m.load) for m in moes) / len(moes)}

@@ -126,3 +126,18 @@ def test_olmo2_smoke_study_end_to_end(tmp_path: Path) -> None:
     # the same command rebuilds the report from the records, training nothing
     assert main(["--arch", "olmo2", "--preset", "smoke", "--steps", "4", "--out", str(tmp_path), "--no-progress",
                  "--no-throughput", "--report-only"]) == 0
+
+
+def test_olmoe_smoke_study_reports_its_routing(tmp_path: Path) -> None:
+    """The study with experts: OLMoE's layout named in the report, and the routing table from OLMo-core's routers
+    (the balance and the busiest expert's load, within their bounds: max load between 1 and E/K)."""
+    argv = ["--arch", "olmo2", "--moe-experts", "3", "--moe-top-k", "1", "--preset", "smoke", "--steps", "3",
+            "--out", str(tmp_path), "--no-progress", "--no-throughput"]
+    assert main(argv) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "OLMo-core's OLMoE layout" in report and "dropless mixture of 3 experts, top 1" in report
+    assert "### Expert routing at the end of training" in report
+    for norm in ("rmsnorm", "seednorm"):
+        final = json.loads((tmp_path / "runs" / norm / "seed0" / "result.json").read_text())["final_eval"]
+        assert 1.0 <= final["moe/max_load"] <= 3.0 and 0 < final["moe/balance"] < 3.0
+    assert main([*argv, "--report-only"]) == 0

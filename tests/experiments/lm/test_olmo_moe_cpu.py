@@ -119,6 +119,10 @@ def test_install_dispatches_by_device_and_leaves_olmo_cores_module_alone():
     assert dispatch.gather(torch.empty(2, 3, device="meta"), None, None, None, None, 1) == "triton"
     x, idx = torch.randn(2, 3), torch.tensor([1, 0], dtype=torch.int32)
     torch.testing.assert_close(dispatch.gather(x, idx, None, None, None, 1), x[[1, 0]])
+    without_triton = olmo_moe_cpu._dispatching(None)  # olmo_core.ops.moe.kernels is None where triton is missing
+    torch.testing.assert_close(without_triton.scatter(x, idx, None, None, None, 1), x[[1, 0]])
+    with pytest.raises(RuntimeError, match="install triton"):
+        without_triton.gather(torch.empty(2, 3, device="meta"), idx, None, None, None, 1)
 
 
 def test_copies_refuse_shapes_that_do_not_fit():
