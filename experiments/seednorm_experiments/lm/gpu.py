@@ -53,10 +53,12 @@ bf16 nominal), TFLOP/s: a quarter of the ~790 TFLOP/s reached by large matrix pr
 the norms, softmax and the optimizer run far below it)."""
 
 
-def non_embedding_params(preset: Preset, vocab_size: int) -> int:
-    """Parameters of the RMSNorm model outside the token embedding (built on the meta device: no memory)."""
+def non_embedding_params(preset: Preset, vocab_size: int, moe_experts: int = 0, moe_top_k: int = 2) -> int:
+    """Parameters of the RMSNorm model outside the token embedding (built on the meta device: no memory); with
+    ``moe_experts``, of its mixture-of-experts form (every expert counted)."""
+    cfg = model_config(preset, vocab_size, BASELINE, moe_experts=moe_experts, moe_top_k=moe_top_k)
     with torch.device("meta"):
-        model = Llama(model_config(preset, vocab_size, BASELINE))
+        model = Llama(cfg)
     return sum(p.numel() for p in model.parameters()) - model.embed.weight.numel()
 
 

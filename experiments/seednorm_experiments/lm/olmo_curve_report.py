@@ -86,11 +86,12 @@ def _line(c: Mapping[str, Any]) -> str:
             + (", one on its grid's edge" if c["edge"] else "") + ").")
 
 
-def olmo2_section(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The report's section answering the two OLMo2 questions from :func:`comparisons` of every point."""
+def olmo2_section(rows: Sequence[Mapping[str, Any]], model: str = "OLMo2") -> list[str]:
+    """The report's section answering the two questions from :func:`comparisons` of every point; ``model`` names the
+    architecture in its heading ("OLMo2", or "OLMoE" for its MoE layout)."""
     helps = [c for c in rows if c["versus"] == BASELINE]
     sites = [c for c in rows if c["versus"] != BASELINE]
-    return ["\n## The OLMo2 questions\n",
+    return [f"\n## The {model} questions\n",
             "Each line: the first variant at its own best rate minus the second at its own, paired by seed, mean "
             "[95% CI] (negative = the first is better). The reading comes first and is the most conservative one: "
             "a difference counts only where both the in-domain and the zero-shot intervals are on the same side of "

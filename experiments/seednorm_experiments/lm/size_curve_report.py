@@ -32,7 +32,7 @@ from .model import LMConfig
 from .olmo import MOE_Z_LOSS
 from .olmo_curve_report import comparisons, olmo2_section
 from .size_curve import Point, SizeCurvePlan, best_rates
-from .study import Run
+from .study import Run, model_config
 
 __all__ = ["SENSITIVE_BPB", "plot_gap_curve", "plot_sensitivity", "plot_size_curve", "plot_token_curve",
            "sensitivity_rows", "write_size_curve_report"]
@@ -76,9 +76,13 @@ def _point_summary(plan: SizeCurvePlan, point: Point, runs: Sequence[Run], vocab
     best = dict(best or best_rates(runs))
     rates = {n: sorted({r.lr for r in runs if r.norm == n}) for n in plan.norms}
     base_lr = best.get(BASELINE)
+    preset = point.preset(plan.preset)
+    params = non_embedding_params(preset, vocab_size, plan.moe_experts, plan.moe_top_k)
+    moe = model_config(preset, vocab_size, BASELINE, moe_experts=plan.moe_experts, moe_top_k=plan.moe_top_k)
     return {
         "key": point.key, "dim": point.dim, "n_layers": point.n_layers, "clip": point.clip,
-        "non_embedding_params": non_embedding_params(point.preset(plan.preset), vocab_size),
+        "non_embedding_params": params,
+        **({"active_non_embedding_params": params - moe.inactive_params()} if moe.moe else {}),
         "best_lr": best, "rates": rates,
         "complete": all(sum(r.norm == n and r.lr == lr for r in runs) == plan.seeds for n in plan.norms
                         for lr in rates[n]) and all(rates.values()),
@@ -106,7 +110,9 @@ def _best_table(plan: SizeCurvePlan, points: Sequence[tuple[Point, list[Run], di
         for n in others:
             d = {k: _paired(runs, n, lr.get(n), lr.get(BASELINE), m) for k, m in DELTAS.items()}
             partial = "" if s["complete"] else f" (partial: {len(runs)} runs)"
-            rows.append([f"{point.dim} × {point.n_layers}{partial}", f"{s['non_embedding_params']:,}",
+            active = s.get("active_non_embedding_params")
+            rows.append([f"{point.dim} × {point.n_layers}{partial}",
+                         f"{s['non_embedding_params']:,}" + (f" ({active:,} active)" if active else ""),
                          _best_cell(runs, s, BASELINE), n, _best_cell(runs, s, n), _fmt(d["in_domain_bpb"]),
                          _fmt(d["zero_shot_bpb"]), _fmt(d["train_loss"])])
     header = ["width × layers", "non-emb. params", f"{BASELINE}: best lr; in-domain bpb", "norm",
@@ -484,7 +490,7 @@ def write_size_curve_report(out: Path, plan: SizeCurvePlan, runs: Mapping[str, l
     answers = [c for point, point_runs, s in grid for c in comparisons(plan.norms, point, point_runs, s)] \
         if olmo2 else []
     if olmo2:
-        lines += olmo2_section(answers)
+        lines += olmo2_section(answers, "OLMoE" if plan.moe_experts else "OLMo2")
     if grid:
         lines += _best_table(plan, grid) + _every_rate_table(plan, grid)
     if plan.clip_off:

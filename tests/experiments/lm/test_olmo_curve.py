@@ -4,6 +4,7 @@ paired differences read the conservative way, and a smoke curve runs end to end,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,11 +15,13 @@ pytest.importorskip("olmo_core")
 
 from seednorm_experiments.lm import main  # noqa: E402
 from seednorm_experiments.lm.ablation import primary_metric, zero_shot_bpb  # noqa: E402
+from seednorm_experiments.lm.olmo import build_olmo2  # noqa: E402
 from seednorm_experiments.lm.olmo_curve import CURVES, NORMS, OLMO2_SIZES, curve_preset  # noqa: E402
 from seednorm_experiments.lm.olmo_curve_report import reading  # noqa: E402
+from seednorm_experiments.lm.presets import get_preset  # noqa: E402
 from seednorm_experiments.lm.recipes import KNOBS, SITE_KNOBS, VARIANTS  # noqa: E402
 from seednorm_experiments.lm.size_curve import SizeCurvePlan, parse_points  # noqa: E402
-from seednorm_experiments.lm.study import Run  # noqa: E402
+from seednorm_experiments.lm.study import Run, model_config  # noqa: E402
 from seednorm_experiments.report import Stat  # noqa: E402
 
 
@@ -129,6 +132,15 @@ def test_olmoe_curve_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert (model["arch"], model["moe_experts"], model["moe_top_k"]) == ("olmo2", 3, 2)
     report = (out / "report.md").read_text()
     assert report.startswith("# OLMoE:") and "dropless mixture of 3 SwiGLU experts" in report
+    assert "## The OLMoE questions" in report
+    point = summary["points"][0]  # every expert counted, and what one token uses (2 of 3 experts)
+    cfg = model_config(get_preset("smoke", dim=32, n_layers=1, n_heads=2), 384, "rmsnorm", moe_experts=3)
+    built = build_olmo2(dataclasses.replace(cfg, arch="olmo2"))
+    qk_norms = 2 * 32  # OLMo2's QK-norm gains, which the Llama count (the study's measure) does not have
+    assert point["non_embedding_params"] + qk_norms == sum(p.numel() for p in built.parameters()) - 384 * 32
+    expert = 3 * 32 * 96
+    assert point["active_non_embedding_params"] == point["non_embedding_params"] - expert
+    assert f"{point['non_embedding_params']:,} ({point['active_non_embedding_params']:,} active)" in report
     assert main([*argv, "--report-only"]) == 0
     assert (out / "report.md").read_text().split("Protocol")[1] == report.split("Protocol")[1]
 
