@@ -29,16 +29,6 @@ def _table(text: str) -> list[dict[str, str]]:
     return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]]
 
 
-@pytest.fixture(scope="module")
-def kernel_cache() -> str:
-    """A cache with the C++ kernels built (this process's: usually built already), which the dry runs share, so
-    that neither builds them again (the lm stage runs them) and the second reuses the first's tokenized corpus."""
-    from seednorm.ops import cpu
-
-    cpu.unavailable()  # builds them here if they are not (without a compiler the dry runs do without them too)
-    return str(cpu.cache_root())
-
-
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of a run: ``python3`` on PATH is a stand-in that fails (not the project's interpreter), no
     activated virtualenv, no ``$OUT``."""
@@ -150,26 +140,6 @@ def test_lm_options_pass_through(tmp_path: Path, kernel_cache: str) -> None:
         assert len(json.loads(result.read_text())["history"]) == 2
     bad = _run(SCRIPT, ["--dry-run", "--override", "--recipe"], _env(tmp_path, PYTHON=sys.executable), timeout=60)
     assert bad.returncode == 2 and "--override needs FIELD=VALUE" in bad.stderr
-
-
-@pytest.mark.slow
-def test_olmo_stage_runs_the_olmo2_curve_when_named(tmp_path: Path, kernel_cache: str) -> None:
-    """The olmo stage (named only: not among the default stages) trains the OLMo2 size curve's gpu preset, tiny in a
-    dry run, on the corpus pack, whose hash the report names; its report is copied to $OUT."""
-    pytest.importorskip("olmo_core")
-    results, out = tmp_path / "results", tmp_path / "out"
-    out.mkdir()
-    proc = _run(SCRIPT, ["--dry-run", "--stages", "olmo", "--results", str(results)],
-                _env(tmp_path, PYTHON=sys.executable, SEEDNORM_CACHE=kernel_cache, OUT=str(out)))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert [(r["stage"], r["status"]) for r in _table((results / "summary.md").read_text())] == [("olmo", "ok")]
-    report = (results / "olmo" / "report.md").read_text()
-    assert report.startswith("# OLMo2:") and "--size-curve --arch olmo2 --preset gpu" in report
-    assert f"corpus pack sha256 `{verify_pack(results / 'pack')}`, at most one pass" in report
-    summary = json.loads((results / "olmo" / "summary.json").read_text())
-    assert len(summary["runs"]["d32-l1"]) == 5 * 2 * 2  # 5 variants × the preset's 2 rates × 2 seeds
-    assert (out / "olmo-report.md").read_text() == report
-    assert "stage olmo" in (results / "preflight.txt").read_text()
 
 
 def _checkout(tmp: Path) -> Path:
