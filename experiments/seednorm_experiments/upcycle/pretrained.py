@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from ..progress import step
 from ..texts import MissingDataPackage, install_command, package_dir
 
 __all__ = ["GGUF_FILE", "GENERATED_HEAD_DIM", "VOCAB", "CausalLM", "gguf_path", "load_base", "load_tokenizer",
-           "weights_sha256"]
+           "quiet_gguf_reading", "weights_sha256"]
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 VOCAB = 49152
@@ -61,6 +62,18 @@ def _quiet_transformers() -> None:
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
+
+
+@contextlib.contextmanager
+def quiet_gguf_reading() -> Iterator[None]:
+    """No per-tensor bar while transformers reads a GGUF file: its reader uses ``tqdm`` directly, past transformers'
+    own progress-bar switch, and would write one into every log even under ``--no-progress``."""
+    from unittest import mock
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader
+
+    with mock.patch.object(gguf_reader, "tqdm", functools.partial(gguf_reader.tqdm, disable=True)):
+        yield
 
 
 def _generated(layers: int, width: int) -> nn.Module:
@@ -87,7 +100,8 @@ def _read_gguf() -> nn.Module:
 
     _quiet_transformers()
     path = gguf_path()
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    with step("reading SmolLM2-135M from its GGUF file"), quiet_gguf_reading():
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     model.config.use_cache = False
     return model.eval()
 

@@ -13,11 +13,21 @@ from seednorm_experiments.upcycle.arms import (
     convert_checked,
     probe_ids,
 )
-from seednorm_experiments.upcycle.pretrained import CausalLM, load_base, weights_sha256
+from seednorm_experiments.upcycle.pretrained import CausalLM, load_base, quiet_gguf_reading, weights_sha256
 
 D, HIDDEN, KV, VOCAB = 576, 1536, 192, 49152  # SmolLM2-135M: width, MLP width, key/value width, vocabulary
 LAYER = 2 * D * D + 2 * D * KV + 3 * D * HIDDEN  # q, o; k, v; gate, up, down
 NORMS_1 = 3 * D  # one layer's two norms and the final norm
+
+
+def test_reading_the_gguf_file_writes_no_per_tensor_bar(capfd) -> None:
+    from transformers import modeling_gguf_pytorch_utils as gguf_reader
+
+    with quiet_gguf_reading():
+        assert sum(gguf_reader.tqdm(range(5), desc="per-tensor bar")) == 10
+    assert "per-tensor bar" not in capfd.readouterr().err
+    assert sum(gguf_reader.tqdm(range(5), desc="per-tensor bar")) == 10  # the reader's own bar is back afterwards
+    assert "per-tensor bar" in capfd.readouterr().err
 
 
 def test_one_layer_model_has_the_hand_counted_parameters() -> None:
