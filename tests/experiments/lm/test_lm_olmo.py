@@ -141,3 +141,14 @@ def test_olmoe_smoke_study_reports_its_routing(tmp_path: Path) -> None:
         final = json.loads((tmp_path / "runs" / norm / "seed0" / "result.json").read_text())["final_eval"]
         assert 1.0 <= final["moe/max_load"] <= 3.0 and 0 < final["moe/balance"] < 3.0
     assert main([*argv, "--report-only"]) == 0
+
+
+def test_importing_olmo_core_for_a_study_prints_none_of_its_cpu_warnings() -> None:
+    import subprocess
+    import sys
+
+    code = "from seednorm_experiments.lm.cli import _import_olmo_core; _import_olmo_core(); import logging; " \
+           "assert logging.getLogger('olmo_core.nn.attention').level == logging.NOTSET"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "No CUDA runtime" not in done.stderr and "transformer_engine" not in done.stderr, done.stderr
