@@ -40,6 +40,13 @@ def chosen_runs(runs: Sequence[Run]) -> dict[str, dict[int, Run]]:
     return out
 
 
+def _diverged_seeds(runs: Sequence[Run], arm: str, lr: float) -> dict[str, list[int]]:
+    """``{"diverged_seeds": [...]}``: the seeds of ``arm`` at its chosen rate whose runs diverged and are left out of
+    its statistics (which then flatter it), or ``{}`` when none did."""
+    seeds = sorted(r.seed for r in runs if r.arm == arm and r.lr == lr and r.diverged)
+    return {"diverged_seeds": seeds} if seeds else {}
+
+
 def _eval(run: Run, key: str) -> float:
     return float(run.result["final_eval"][key])
 
@@ -62,6 +69,7 @@ def summary(base: dict[str, Any], runs: Sequence[Run], domain: str) -> dict[str,
         rs = list(by_seed.values())
         entry: dict[str, Any] = {
             "lr": rs[0].lr, "seeds": sorted(by_seed), **base["arms"].get(arm, {}),
+            **_diverged_seeds(runs, arm, rs[0].lr),
             "tokens_per_s": statistics.median(r.result["tokens_per_s"] for r in rs),
             "metrics": {k: vars(summarize([_eval(r, k) for r in rs])) for k in keys},
             "change": {k: vars(summarize([_eval(r, k) - base["eval"][k] for r in rs])) for k in keys},
@@ -133,13 +141,16 @@ def write_report(out: Path, preset: Preset, base: dict[str, Any], runs: Sequence
             rows.append([a, "diverged", "", "", "", ""])
             continue
         m, p = e["metrics"], e.get("paired", {})
-        rows.append([f"{a} (lr {e['lr']:g}, n={len(e['seeds'])})", _fmt(_stat(m[f"bpb/{d}"]), 4),
+        lost = e.get("diverged_seeds", [])
+        left_out = f"; seed{'s' * (len(lost) > 1)} {', '.join(map(str, lost))} diverged, left out" if lost else ""
+        rows.append([f"{a} (lr {e['lr']:g}, n={len(e['seeds'])}{left_out})", _fmt(_stat(m[f"bpb/{d}"]), 4),
                      _fmt(_stat(e["change"][f"bpb/{d}"]), 4, ci=True), _fmt(_stat(m[f"cloze/{d}"])),
                      (f"{_fmt(_stat(p[f'bpb/{d}']), 4, ci=True)} vs {e['vs']}" if p else "reference"),
                      (_fmt(_stat(p[f"cloze/{d}"]), 3, ci=True) if p else "")])
     lines += [f"\n## Adaptation: held-out `{d}`\n",
               "Mean ± std over seeds; Δ = after − before, and arm − reference paired by seed, as mean [95% CI] "
-              "(Student t; n=1 has no interval). Lower bits/byte is better.\n",
+              "(Student t; n=1 has no interval). Lower bits/byte is better. A seed that diverged at the chosen rate "
+              "is left out of every statistic, which flatters its arm.\n",
               markdown_table(["arm", "bits/byte after", "Δ vs before", "cloze after", "bits/byte − reference",
                               "cloze − reference"], rows)]
 

@@ -11,6 +11,7 @@ import pytest
 
 from seednorm_experiments import cli
 from seednorm_experiments.common import final_loss
+from seednorm_experiments.upcycle.report import summary
 from seednorm_experiments.upcycle.study import Run, best_lr
 
 ARMS = ["rmsnorm-norms", "seednorm-norms"]  # the cheapest pair: norm-only, compared seed by seed
@@ -45,6 +46,22 @@ def _results(out):
 
 
 @pytest.mark.slow
+def test_a_seed_that_diverged_at_the_chosen_rate_is_named_not_silently_dropped() -> None:
+    keys = [f"{m}/{d}" for d in ("bible", "plays", "code") for m in ("bpb", "cloze")]
+
+    def run(arm: str, seed: int, bpb: float | None) -> Run:
+        evals = {k: bpb if k.startswith("bpb") else 0.5 for k in keys} if bpb is not None else {}
+        return Run(arm, seed, 1e-3, {"diverged": bpb is None, "history": [{"loss": 3.0}] * 10,
+                                     "final_eval": evals, "tokens_per_s": 100.0})
+
+    runs = [run("rmsnorm-norms", s, 1.0 + 0.01 * s) for s in range(3)]
+    runs += [run("seednorm-norms", 0, 5.0), run("seednorm-norms", 1, None), run("seednorm-norms", 2, 6.0)]
+    s = summary({"eval": dict.fromkeys(keys, 1.2), "arms": {}}, runs, "bible")
+    assert s["arms"]["seednorm-norms"]["seeds"] == [0, 2] and s["arms"]["seednorm-norms"]["diverged_seeds"] == [1]
+    assert "diverged_seeds" not in s["arms"]["rmsnorm-norms"]  # the key only where a seed was lost
+    assert s["arms"]["seednorm-norms"]["paired"]["bpb/bible"]["n"] == 2  # paired over the seeds both arms finished
+
+
 def test_smoke_study_grid_choice_and_paired_statistics(smoke) -> None:
     out, _ = smoke
     results = _results(out)
