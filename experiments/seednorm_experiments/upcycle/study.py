@@ -231,15 +231,23 @@ class Study:
         """``out/base.json``, computed when missing or of other settings: the base model's evaluation (``eval``),
         each SeeDNorm arm's conversion gap (max |Δ logits| on the probe batch, ``gap``), each arm's trainable
         parameters (``trainable``) and training-step memory (``memory``, :func:`.cost.step_memory`)."""
-        path = self.out / BASE_NAME
         fingerprint = self.base_fingerprint()
-        if path.is_file():
-            try:
-                record = json.loads(path.read_text())
-                if record.get("fingerprint_sha256") == fingerprint_digest(fingerprint):
-                    return record
-            except (OSError, ValueError):
-                pass
+        if (record := self._saved_base(fingerprint)) is not None:
+            return record
+        with claims.hold(self.out, wait=True):  # one process measures (minutes, GBs); the others wait and read it
+            return self._saved_base(fingerprint) or self._measure_base(fingerprint)
+
+    def _saved_base(self, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        """``out/base.json`` when it holds a record of ``fingerprint``'s settings, else None."""
+        try:
+            record = json.loads((self.out / BASE_NAME).read_text())
+        except (OSError, ValueError):
+            return None
+        return record if record.get("fingerprint_sha256") == fingerprint_digest(fingerprint) else None
+
+    def _measure_base(self, fingerprint: dict[str, Any]) -> dict[str, Any]:
+        """Measure the base record (:meth:`base`) and write it to ``out/base.json``."""
+        path = self.out / BASE_NAME
         with step("evaluating the base model, and each arm's conversion gap, trainable parameters and step memory"):
             with torch.no_grad():
                 base_eval = self.evaluator(CausalLM(self.base_model()).eval())

@@ -45,7 +45,6 @@ def _results(out):
     return found
 
 
-@pytest.mark.slow
 def test_a_seed_that_diverged_at_the_chosen_rate_is_named_not_silently_dropped() -> None:
     keys = [f"{m}/{d}" for d in ("bible", "plays", "code") for m in ("bpb", "cloze")]
 
@@ -62,6 +61,7 @@ def test_a_seed_that_diverged_at_the_chosen_rate_is_named_not_silently_dropped()
     assert s["arms"]["seednorm-norms"]["paired"]["bpb/bible"]["n"] == 2  # paired over the seeds both arms finished
 
 
+@pytest.mark.slow
 def test_smoke_study_grid_choice_and_paired_statistics(smoke) -> None:
     out, _ = smoke
     results = _results(out)
@@ -151,3 +151,34 @@ def test_a_sweep_whose_best_rate_is_on_an_edge_grows_there(tmp_path, monkeypatch
         assert {lr for a, lr, seed in results if a == arm and seed == 1} == {best}
         row = next(line for line in sweep_table.splitlines() if line.startswith(f"| {arm} |"))
         assert ("← (edge)" in row) == (best in (min(sweep), max(sweep)))
+
+
+def test_the_base_record_is_measured_by_one_process_and_read_by_the_others(smoke, tmp_path, monkeypatch) -> None:
+    import contextlib
+    import shutil
+
+    from seednorm_experiments import claims
+    from seednorm_experiments.upcycle import study as study_module
+    from seednorm_experiments.upcycle.presets import get_preset
+
+    out, _ = smoke
+    study = study_module.Study(get_preset("smoke"), ARMS, 1, tmp_path / "study", progress=False)
+    measured = json.loads((out / "base.json").read_text())
+
+    @contextlib.contextmanager
+    def held_by_another_until_it_wrote(folder, *, wait):  # the other process measured while this one waited
+        assert folder == study.out and wait
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / "base.json", folder / "base.json")
+        yield
+
+    monkeypatch.setattr(study_module.Study, "_measure_base", lambda self, fp: pytest.fail("measured it twice"))
+    monkeypatch.setattr(claims, "hold", held_by_another_until_it_wrote)
+    assert study.base() == measured
+    monkeypatch.undo()
+    (study.out / "base.json").unlink()
+    claimed = []
+    monkeypatch.setattr(study_module.Study, "_measure_base",
+                        lambda self, fp: claimed.append((self.out / claims.CLAIM_NAME).is_file()) or measured)
+    assert study.base() == measured and claimed == [True]  # measured under the folder's claim
+    assert not (study.out / claims.CLAIM_NAME).exists()
