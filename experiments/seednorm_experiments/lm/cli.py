@@ -321,7 +321,7 @@ def _study(args: argparse.Namespace, command: str) -> int:
 
 def _check_olmo2(args: argparse.Namespace, preset: Any, norms: Sequence[str]) -> None:
     """``--arch olmo2``: every run's model is one OLMo2 can be (:func:`.olmo.check_olmo2`), and OLMo-core imports."""
-    from .olmo import check_olmo2
+    from .olmo import check_olmo2, import_olmo_core
     from .study import model_config
 
     if args.qk_norm:
@@ -330,27 +330,9 @@ def _check_olmo2(args: argparse.Namespace, preset: Any, norms: Sequence[str]) ->
     for norm in norms:
         check_olmo2(model_config(preset, preset.vocab_size, norm, args.placement))
     try:
-        _import_olmo_core()
+        import_olmo_core()
     except ImportError as err:
-        raise ValueError(f"--arch olmo2 needs OLMo-core ({err}); install it with pip install --no-deps -r "
-                         "requirements-torchtitan.txt") from None
-
-
-def _import_olmo_core() -> None:
-    """Import OLMo-core without the two warnings its import prints on a CPU machine, which say nothing about a run
-    here: torch's "No CUDA runtime is found, using CUDA_HOME=..." (OLMo-core imports ``torch.utils.cpp_extension``)
-    and "transformer_engine unavailable, disabling TE attention" (its optional GPU attention)."""
-    import logging
-
-    loggers = [logging.getLogger(name) for name in ("torch.utils.cpp_extension", "olmo_core.nn.attention")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        import olmo_core.nn.transformer  # noqa: F401
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        raise ValueError(str(err)) from None
 
 
 def _gpu_study(args: argparse.Namespace, command: str, preset) -> int:

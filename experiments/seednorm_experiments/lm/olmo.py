@@ -28,7 +28,7 @@ from torch import nn
 
 from .model import LMConfig
 
-__all__ = ["MOE_Z_LOSS", "NORMS", "build_olmo2", "check_olmo2", "olmo2_config", "routing"]
+__all__ = ["MOE_Z_LOSS", "NORMS", "build_olmo2", "check_olmo2", "import_olmo_core", "olmo2_config", "routing"]
 
 NORMS = ("rmsnorm", "seednorm")
 MOE_Z_LOSS = 0.001
@@ -53,14 +53,34 @@ def check_olmo2(cfg: LMConfig) -> None:
                          f"({', '.join(_OPTIONS)})")
 
 
-def olmo2_config(cfg: LMConfig, init_seed: int = 0):
-    """OLMo-core's ``TransformerConfig`` of ``cfg`` (converted to SeeDNorm when ``cfg.norm`` is "seednorm")."""
-    check_olmo2(cfg)
+def import_olmo_core() -> None:
+    """Import OLMo-core's transformer, or an ImportError that says how to install it.
+
+    Quietly: the two warnings its import prints on a CPU machine say nothing about a run here (torch's "No CUDA
+    runtime is found, using CUDA_HOME=...", as OLMo-core imports ``torch.utils.cpp_extension``, and
+    "transformer_engine unavailable, disabling TE attention", its optional GPU attention)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("torch.utils.cpp_extension", "olmo_core.nn.attention")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
-        from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
+        import olmo_core.nn.transformer  # noqa: F401
     except ImportError as err:
         raise ImportError(f"--arch olmo2 needs OLMo-core ({err}); install it with pip install --no-deps -r "
                           "requirements-torchtitan.txt") from None
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def olmo2_config(cfg: LMConfig, init_seed: int = 0):
+    """OLMo-core's ``TransformerConfig`` of ``cfg`` (converted to SeeDNorm when ``cfg.norm`` is "seednorm")."""
+    check_olmo2(cfg)
+    import_olmo_core()
+    from olmo_core.nn.transformer import TransformerBlockType, TransformerConfig
+
     block = {"block_name": TransformerBlockType.reordered_norm}
     if cfg.moe:
         from olmo_core.nn.moe import MoEConfig, MoERouterConfig, MoEType

@@ -112,6 +112,17 @@ def test_arch_arguments_are_checked(args: list[str], needle: str, capsys) -> Non
     assert needle in capsys.readouterr().err
 
 
+def test_without_olmo_core_the_study_and_the_builder_say_how_to_install_it(monkeypatch, capsys) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "olmo_core.nn.transformer", None)  # importing it raises ImportError
+    assert main(["--arch", "olmo2", "--preset", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert "--arch olmo2 needs OLMo-core" in err and "requirements-torchtitan.txt" in err and "Traceback" not in err
+    with pytest.raises(ImportError, match="requirements-torchtitan.txt"):
+        build_olmo2(_cfg())
+
+
 def test_olmo2_smoke_study_end_to_end(tmp_path: Path) -> None:
     assert main(["--arch", "olmo2", "--preset", "smoke", "--steps", "4", "--out", str(tmp_path), "--no-progress",
                  "--no-throughput"]) == 0
@@ -147,7 +158,7 @@ def test_importing_olmo_core_for_a_study_prints_none_of_its_cpu_warnings() -> No
     import subprocess
     import sys
 
-    code = "from seednorm_experiments.lm.cli import _import_olmo_core; _import_olmo_core(); import logging; " \
+    code = "from seednorm_experiments.lm.olmo import import_olmo_core; import_olmo_core(); import logging; " \
            "assert logging.getLogger('olmo_core.nn.attention').level == logging.NOTSET"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
