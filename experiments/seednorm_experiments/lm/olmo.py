@@ -19,7 +19,8 @@ Norms: "rmsnorm" is OLMo2 as OLMo-core builds it; "seednorm" converts it with
 ``seednorm.integrations.olmo_core.convert_config`` at the sites of ``LMConfig.placement``: ``attn`` and ``mlp``
 together (one config builds both of a block's norms) → the block norms, ``final`` → the final norm, ``qk`` → the
 QK-norm; ``norm_kwargs`` are the converter's SeeDNorm options (``num_heads``, ``dot_scale``, ``alpha_init``,
-``activation``). OLMo-core is imported here only, when such a model is built.
+``activation``). OLMo-core is imported here only (:func:`import_olmo_core`): when a study checks
+``--arch olmo2`` and when such a model is built.
 """
 
 from __future__ import annotations
